@@ -1,0 +1,20 @@
+use std::time::Duration;
+
+use crate::station::CommandError;
+
+/// The broker's errors, free of transport concerns; the gateway maps each to a status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The command was applied and refused (unknown station, invalid config, ...).
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// No leader, or no quorum: nothing was acknowledged. Retry after the hint.
+    #[error("unavailable: {reason}")]
+    Unavailable { reason: String, retry_after: Duration },
+    /// The broker is shutting down and takes no new commands.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// Storage failed (I/O error, corruption). The node stops serving; details are in the log.
+    #[error("storage failure: {0}")]
+    Storage(String),
+}

@@ -1,0 +1,26 @@
+//! Depot's broker: durable stations and consumer groups, replicated with openraft.
+//!
+//! ```text
+//!  Broker (facade)  submit(Command) -> Applied; reads; long-poll waits; outbox pump
+//!     | proposer: coalesces concurrent commands into one Raft entry (group commit)
+//!  openraft  (a cluster of one on a single node; same path as three nodes)
+//!     | LogStore: Raft log in a SegmentedLog, fsynced by a GroupCommit thread before ack
+//!     | StateMachine: BrokerState (pure, deterministic) + one SegmentedLog per station
+//!  log::SegmentedLog  segments, checksums, offset index, torn-tail recovery
+//! ```
+//!
+//! `station` is pure: it decides offsets, deliveries and receipts from the command and the
+//! leader's timestamp, never from the local clock. Everything that touches disk is in `log` and
+//! `raft`. The gateway only sees [`Broker`], [`BrokerError`] and the `station` types.
+
+#![deny(unsafe_code)]
+
+mod broker;
+mod error;
+pub mod log;
+pub mod raft;
+pub mod station;
+
+pub use broker::{Broker, BrokerOptions, OutboxSink};
+pub use error::BrokerError;
+pub use raft::{Applied, StoredMessage};

@@ -1,0 +1,475 @@
+//! `SegmentedLog`: a segmented, checksummed, append-only record log on local disk, and
+//! `GroupCommit`, which batches the fsyncs that make appends durable.
+//!
+//! Records are opaque byte strings identified by a contiguous `u64` seq (the Raft log index,
+//! or a station's message offset).
+//!
+//! # On-disk format (all integers little-endian)
+//!
+//! * The directory holds segments `<base>.log`, where `<base>` is the seq of the segment's
+//!   first record, zero-padded to 20 digits, plus optional `<base>.idx` for sealed segments.
+//!   Temp files are `<base>.idx.tmp` (written, synced, renamed, then the directory synced).
+//! * `.log` = 16-byte file header `{magic "DPLG" u32, version u32 = 1, base seq u64}`, then
+//!   records back to back. Record = 20-byte header `{magic 0xD370A55E u32, payload len u32,
+//!   seq u64, crc32c u32}` + payload; the crc covers `seq ‖ len ‖ payload`.
+//! * `.idx` = `{magic "DPIX" u32, version u32, base seq u64, count u64, covered .log length
+//!   u64}`, then one u32 byte offset per record, then crc32c of everything before it. It is
+//!   trusted only if its crc, base and covered length all match the `.log`, so a stale index
+//!   is detected rather than believed.
+//! * Record offsets are u32: the log rolls before any record would start past 4 GiB.
+//!
+//! # Recovery
+//!
+//! `open` validates every segment (`Verify::Full`) or trusts sealed segments' indexes
+//! (`Verify::Tail`) and scans the last one. At the first bad record of the last segment, if
+//! no valid record (right magic, fitting length, plausible seq, good crc) exists anywhere
+//! after it, the damage is a torn, never-acknowledged write and the file is truncated there.
+//! Anything else is reported as `LogError::Corrupt` and nothing is modified.
+//!
+//! # Durability
+//!
+//! `append` only writes to the OS. Appends become durable through `sync`, or by passing a
+//! `sync_point` to a `GroupCommit`. `truncate_from`, `purge_before`, `reset` and
+//! `seal_active` are durable when they return. After any write or fsync error the log is
+//! poisoned: every later mutating call fails with `LogError::Poisoned`.
+//!
+//! # Logical start
+//!
+//! `purge_before` moves `first_seq` immediately but deletes only whole segments, so after a
+//! reopen `first_seq` is the base of the first retained segment, which may be lower than the
+//! last purge point. Owners that need an exact logical start persist it themselves.
+
+mod format;
+mod group_commit;
+mod iter;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use self::format::{parse_file_name, verify_record, RECORD_HEADER_LEN};
+use self::group_commit::DirtyTracker;
+use self::segment::{io_err, remove_if_exists, Segment, MAX_RECORD_START};
+
+pub use self::group_commit::{GroupCommit, SyncPoint};
+pub use self::iter::LogIter;
+
+/// Largest payload a record can carry (its length field is a u32).
+pub const MAX_PAYLOAD: usize = u32::MAX as usize - RECORD_HEADER_LEN;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Roll to a new segment once the active one is at least this many bytes.
+    pub segment_bytes: u64,
+    pub verify: Verify,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// CRC-scan every segment on open.
+    Full,
+    /// Trust sealed segments' index files when valid; scan only the last segment (and any
+    /// sealed segment whose index is missing or invalid).
+    Tail,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("i/o error on {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("corrupt record in {} at byte {position}: {detail}", path.display())]
+    Corrupt { path: PathBuf, position: u64, detail: String },
+    #[error("non-contiguous append: expected seq {expected}, got {got}")]
+    NonContiguous { expected: u64, got: u64 },
+    #[error("log poisoned by an earlier write or fsync failure; it must be reopened")]
+    Poisoned,
+    #[error("record payload of {len} bytes exceeds the maximum of {MAX_PAYLOAD}")]
+    TooLarge { len: usize },
+}
+
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: u64,
+    pub truncated_bytes: u64,
+    /// File and byte offset at which a torn tail was cut off.
+    pub torn_tail: Option<(PathBuf, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub path: PathBuf,
+    pub base_seq: u64,
+    pub records: u64,
+    pub len_bytes: u64,
+}
+
+pub struct SegmentedLog {
+    dir: PathBuf,
+    dir_file: Arc<File>,
+    opts: LogOptions,
+    /// Ordered and contiguous by seq; the last one is the active one. Empty only for a log
+    /// that has never been appended to (or reset).
+    segments: Vec<Segment>,
+    first_seq: u64,
+    next_seq: u64,
+    /// Reused encode buffer so an append allocates only when a record outgrows it.
+    buf: Vec<u8>,
+    dirty: DirtyTracker,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for SegmentedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentedLog")
+            .field("dir", &self.dir)
+            .field("first_seq", &self.first_seq)
+            .field("next_seq", &self.next_seq)
+            .field("segments", &self.segments.len())
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+/// Creates `dir` if missing and makes its entry durable in the parent.
+fn ensure_dir(dir: &Path) -> Result<(), LogError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => fsync_dir(p),
+        _ => fsync_dir(Path::new(".")),
+    }
+}
+
+impl SegmentedLog {
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<(SegmentedLog, Recovery), LogError> {
+        ensure_dir(dir)?;
+        let dir_file = Arc::new(File::open(dir).map_err(io_err(dir))?);
+        let mut bases = Vec::new();
+        let mut indexes = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base) = parse_file_name(name, "log") {
+                bases.push(base);
+            } else if let Some(base) = parse_file_name(name, "idx") {
+                indexes.push(base);
+            } else if parse_file_name(name, "idx.tmp").is_some() {
+                remove_if_exists(&entry.path())?;
+            }
+        }
+        bases.sort_unstable();
+        for base in indexes {
+            if bases.binary_search(&base).is_err() {
+                remove_if_exists(&dir.join(format::index_file_name(base)))?;
+            }
+        }
+
+        let mut recovery = Recovery::default();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+        for (i, &base) in bases.iter().enumerate() {
+            if let Some(prev) = segments.last() {
+                if prev.next_seq() != base {
+                    return Err(LogError::Corrupt {
+                        path: dir.join(format::log_file_name(base)),
+                        position: 0,
+                        detail: format!(
+                            "segment starts at seq {base} but the previous segment ends before seq {}",
+                            prev.next_seq()
+                        ),
+                    });
+                }
+            }
+            let seg = Segment::open(dir, base, i + 1 == bases.len(), opts.verify, &mut recovery)?;
+            recovery.records += seg.records();
+            segments.push(seg);
+        }
+        recovery.segments = segments.len();
+        // A process crash (not a machine crash) can leave appends that were never synced in
+        // the page cache. Syncing here makes everything `open` reports durable, so an owner
+        // never treats such records as persisted while they could still vanish. Sealed
+        // segments were synced before any later segment was created.
+        if let Some(last) = segments.last() {
+            last.file.sync_data().map_err(io_err(&last.path))?;
+        }
+        dir_file.sync_all().map_err(io_err(dir))?;
+        let first_seq = segments.first().map_or(0, |s| s.base_seq);
+        let next_seq = segments.last().map_or(0, Segment::next_seq);
+        let log = SegmentedLog {
+            dir: dir.to_path_buf(),
+            dir_file,
+            opts,
+            segments,
+            first_seq,
+            next_seq,
+            buf: Vec::new(),
+            dirty: DirtyTracker::new(),
+            poisoned: false,
+        };
+        Ok((log, recovery))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first_seq == self.next_seq
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .iter()
+            .map(|s| SegmentInfo { path: s.path.clone(), base_seq: s.base_seq, records: s.records(), len_bytes: s.len })
+            .collect()
+    }
+
+    /// Runs a mutating operation, refusing it on a poisoned log and poisoning the log if it
+    /// fails with an I/O error (its on-disk effect is then unknown).
+    fn mutate<T>(&mut self, op: impl FnOnce(&mut Self) -> Result<T, LogError>) -> Result<T, LogError> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let result = op(self);
+        if let Err(LogError::Io { .. }) = &result {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    pub fn append(&mut self, seq: u64, payload: &[u8]) -> Result<(), LogError> {
+        self.mutate(|log| log.append_inner(seq, payload))
+    }
+
+    fn append_inner(&mut self, seq: u64, payload: &[u8]) -> Result<(), LogError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(LogError::TooLarge { len: payload.len() });
+        }
+        let len = payload.len() as u32;
+        if self.segments.is_empty() {
+            self.create_segment(seq)?;
+            self.first_seq = seq;
+            self.next_seq = seq;
+        } else if seq != self.next_seq {
+            return Err(LogError::NonContiguous { expected: self.next_seq, got: seq });
+        }
+        if self.active_needs_roll() {
+            self.roll()?;
+        }
+        format::encode_record(&mut self.buf, seq, len, payload);
+        let Some(active) = self.segments.last_mut() else {
+            return Err(LogError::Io { path: self.dir.clone(), source: std::io::Error::other("no active segment") });
+        };
+        active.file.write_all_at(&self.buf, active.len).map_err(io_err(&active.path))?;
+        active.positions.push(active.len as u32);
+        active.len += self.buf.len() as u64;
+        self.next_seq += 1;
+        self.dirty.mark_file(&active.file);
+        Ok(())
+    }
+
+    fn active_needs_roll(&self) -> bool {
+        self.segments.last().is_some_and(|a| {
+            a.sealed || (a.records() > 0 && (a.len >= self.opts.segment_bytes || a.len > MAX_RECORD_START))
+        })
+    }
+
+    fn create_segment(&mut self, base: u64) -> Result<(), LogError> {
+        // An index left behind for this base (e.g. by a crash mid-removal) must not be
+        // mistaken for the new file's.
+        remove_if_exists(&self.dir.join(format::index_file_name(base)))?;
+        let seg = Segment::create(&self.dir, base)?;
+        self.dirty.mark_file(&seg.file);
+        self.dirty.mark_dir();
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    fn roll(&mut self) -> Result<(), LogError> {
+        self.seal_last()?;
+        self.create_segment(self.next_seq)
+    }
+
+    /// Syncs the active segment and writes its index, both durable (including the directory,
+    /// which also covers the segment's own creation so no later file can outlive it).
+    fn seal_last(&mut self) -> Result<(), LogError> {
+        let Some(active) = self.segments.last_mut() else { return Ok(()) };
+        if active.sealed || active.records() == 0 {
+            return Ok(());
+        }
+        active.file.sync_data().map_err(io_err(&active.path))?;
+        self.dirty.forget_file(&active.file);
+        active.write_index()?;
+        active.sealed = true;
+        self.sync_dir()
+    }
+
+    fn sync_dir(&mut self) -> Result<(), LogError> {
+        self.dir_file.sync_all().map_err(io_err(&self.dir))?;
+        self.dirty.dir_synced();
+        Ok(())
+    }
+
+    pub fn seal_active(&mut self) -> Result<(), LogError> {
+        self.mutate(Self::seal_last)
+    }
+
+    /// Position of the segment holding `seq`, if any segment could.
+    fn segment_index(&self, seq: u64) -> Option<usize> {
+        self.segments.partition_point(|s| s.base_seq <= seq).checked_sub(1)
+    }
+
+    pub fn read(&self, seq: u64) -> Result<Option<Bytes>, LogError> {
+        if seq < self.first_seq || seq >= self.next_seq {
+            return Ok(None);
+        }
+        let Some(seg) = self.segment_index(seq).map(|i| &self.segments[i]) else { return Ok(None) };
+        let (start, end) = seg.record_span((seq - seg.base_seq) as usize);
+        let mut rec = vec![0u8; (end - start) as usize];
+        seg.file.read_exact_at(&mut rec, start).map_err(io_err(&seg.path))?;
+        verify_record(&seg.path, start, seq, &rec)?;
+        Ok(Some(Bytes::from(rec).slice(RECORD_HEADER_LEN..)))
+    }
+
+    /// Records from `max(seq, first_seq())` to the end, in order; stops after an error.
+    pub fn iter_from(&self, seq: u64) -> impl Iterator<Item = Result<(u64, Bytes), LogError>> + '_ {
+        LogIter::new(self, seq)
+    }
+
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        self.mutate(|log| {
+            let point = log.dirty.point(&log.dir_file);
+            for f in &point.files {
+                let path = log.segments.iter().find(|s| Arc::ptr_eq(&s.file, f)).map_or(&log.dir, |s| &s.path);
+                f.sync_data().map_err(io_err(path))?;
+            }
+            if let Some(d) = &point.dir {
+                d.sync_all().map_err(io_err(&log.dir))?;
+            }
+            point.mark_durable();
+            log.dirty.all_synced();
+            Ok(())
+        })
+    }
+
+    pub fn sync_point(&self) -> SyncPoint {
+        self.dirty.point(&self.dir_file)
+    }
+
+    /// Removes records `seq..`. If `seq <= first_seq()` this is `reset(seq)`; if
+    /// `seq >= next_seq()` it does nothing.
+    pub fn truncate_from(&mut self, seq: u64) -> Result<(), LogError> {
+        if seq >= self.next_seq && !self.poisoned {
+            return Ok(());
+        }
+        if seq <= self.first_seq {
+            return self.reset(seq);
+        }
+        self.mutate(|log| log.truncate_inner(seq))
+    }
+
+    fn truncate_inner(&mut self, seq: u64) -> Result<(), LogError> {
+        // first_seq < seq < next_seq here, so the first segment (base <= first_seq) stays.
+        let mut dir_changed = false;
+        while self.segments.len() > 1 && self.segments.last().is_some_and(|s| s.base_seq >= seq) {
+            if let Some(seg) = self.segments.pop() {
+                self.dirty.forget_file(&seg.file);
+                seg.remove_files()?;
+                dir_changed = true;
+            }
+        }
+        let Some(active) = self.segments.last_mut() else { return Ok(()) };
+        if active.sealed {
+            dir_changed |= remove_if_exists(&active.index_path())?;
+            active.sealed = false;
+        }
+        // The index removal must be durable before the file changes under it.
+        if dir_changed {
+            self.dir_file.sync_all().map_err(io_err(&self.dir))?;
+            self.dirty.dir_synced();
+        }
+        let keep = (seq - active.base_seq) as usize;
+        if keep < active.positions.len() {
+            let new_len = u64::from(active.positions[keep]);
+            active.file.set_len(new_len).map_err(io_err(&active.path))?;
+            active.positions.truncate(keep);
+            active.len = new_len;
+        }
+        active.file.sync_all().map_err(io_err(&active.path))?;
+        self.dirty.forget_file(&active.file);
+        self.next_seq = seq;
+        Ok(())
+    }
+
+    /// Drops records before `seq` logically and deletes whole segments that hold only such
+    /// records. If `seq > next_seq()` every record is dropped and this is `reset(seq)`.
+    pub fn purge_before(&mut self, seq: u64) -> Result<(), LogError> {
+        if seq <= self.first_seq && !self.poisoned {
+            return Ok(());
+        }
+        if seq > self.next_seq {
+            return self.reset(seq);
+        }
+        self.mutate(|log| {
+            log.first_seq = log.first_seq.max(seq);
+            let mut removed = false;
+            while log.segments.len() > 1 && log.segments[1].base_seq <= seq {
+                let seg = log.segments.remove(0);
+                log.dirty.forget_file(&seg.file);
+                seg.remove_files()?;
+                removed = true;
+            }
+            if removed {
+                log.sync_dir()?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn reset(&mut self, next_seq: u64) -> Result<(), LogError> {
+        self.mutate(|log| {
+            // Newest first, so a crash part-way leaves a contiguous prefix, never a hole.
+            while let Some(seg) = log.segments.pop() {
+                log.dirty.forget_file(&seg.file);
+                seg.remove_files()?;
+            }
+            log.first_seq = next_seq;
+            log.next_seq = next_seq;
+            log.create_segment(next_seq)?;
+            if let Some(active) = log.segments.last() {
+                active.file.sync_data().map_err(io_err(&active.path))?;
+                log.dirty.forget_file(&active.file);
+            }
+            log.sync_dir()
+        })
+    }
+}

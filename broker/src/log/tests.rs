@@ -1,0 +1,795 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+
+use proptest::prelude::*;
+
+use super::format::{encode_record, FILE_HEADER_LEN, RECORD_HEADER_LEN};
+use super::*;
+
+fn opts(segment_bytes: u64, verify: Verify) -> LogOptions {
+    LogOptions { segment_bytes, verify }
+}
+
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8).collect()
+}
+
+/// Fixed-size records make byte positions easy to compute in corruption tests.
+const PLEN: usize = 100;
+const REC: u64 = (RECORD_HEADER_LEN + PLEN) as u64;
+
+fn fill(log: &mut SegmentedLog, seqs: std::ops::Range<u64>) {
+    for s in seqs {
+        log.append(s, &payload(s, PLEN)).unwrap();
+    }
+}
+
+fn assert_contents(log: &SegmentedLog, seqs: std::ops::Range<u64>) {
+    assert_eq!(log.first_seq(), seqs.start);
+    assert_eq!(log.next_seq(), seqs.end);
+    for s in seqs.clone() {
+        assert_eq!(log.read(s).unwrap().unwrap(), payload(s, PLEN), "seq {s}");
+    }
+    let all: Vec<_> = log.iter_from(0).map(|r| r.unwrap()).collect();
+    assert_eq!(all.len() as u64, seqs.end - seqs.start);
+    for (s, p) in all {
+        assert_eq!(p, payload(s, PLEN));
+    }
+}
+
+fn seg_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+fn flip_byte(path: &Path, pos: u64) {
+    let f = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, pos).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, pos).unwrap();
+}
+
+fn append_raw(path: &Path, bytes: &[u8]) {
+    let mut f = OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+fn expect_corrupt(dir: &Path, verify: Verify) -> (PathBuf, u64) {
+    match SegmentedLog::open(dir, opts(1 << 20, verify)) {
+        Err(LogError::Corrupt { path, position, .. }) => (path, position),
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("expected Corrupt, open succeeded"),
+    }
+}
+
+#[test]
+fn append_read_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let (mut log, rec) = SegmentedLog::open(&dir, opts(1 << 20, Verify::Full)).unwrap();
+    assert_eq!(rec.segments, 0);
+    assert!(log.is_empty());
+    assert_eq!(log.read(0).unwrap(), None);
+    let sizes = [0usize, 1, 7, 100, 4096, 70_000];
+    for (i, &n) in sizes.iter().enumerate() {
+        log.append(10 + i as u64, &payload(i as u64, n)).unwrap();
+    }
+    assert_eq!(log.first_seq(), 10);
+    assert_eq!(log.next_seq(), 16);
+    for (i, &n) in sizes.iter().enumerate() {
+        assert_eq!(log.read(10 + i as u64).unwrap().unwrap(), payload(i as u64, n));
+    }
+    assert_eq!(log.read(9).unwrap(), None);
+    assert_eq!(log.read(16).unwrap(), None);
+    let from: Vec<u64> = log.iter_from(13).map(|r| r.unwrap().0).collect();
+    assert_eq!(from, vec![13, 14, 15]);
+    assert!(matches!(log.append(17, b"x"), Err(LogError::NonContiguous { expected: 16, got: 17 })));
+    assert!(matches!(log.append(15, b"x"), Err(LogError::NonContiguous { expected: 16, got: 15 })));
+    assert_eq!(log.bytes(), fs::metadata(seg_path(&dir, 10)).unwrap().len());
+}
+
+#[test]
+fn rolls_by_size_and_writes_indexes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    fill(&mut log, 0..100);
+    let segs = log.segments();
+    assert!(segs.len() >= 10, "{} segments", segs.len());
+    let mut next = 0;
+    for (i, s) in segs.iter().enumerate() {
+        assert_eq!(s.base_seq, next);
+        next += s.records;
+        assert_eq!(s.path, seg_path(tmp.path(), s.base_seq));
+        let is_last = i + 1 == segs.len();
+        assert_eq!(s.path.with_extension("idx").exists(), !is_last);
+        if !is_last {
+            // Rolls once the segment is at least segment_bytes, not before.
+            assert!(s.len_bytes >= 1000 && s.len_bytes < 1000 + REC);
+        }
+    }
+    assert_eq!(next, 100);
+    assert_contents(&log, 0..100);
+    let from: Vec<u64> = log.iter_from(37).map(|r| r.unwrap().0).collect();
+    assert_eq!(from, (37..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn reopen_full_and_tail_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+        fill(&mut log, 5..205);
+        log.sync().unwrap();
+    }
+    let mut seen = Vec::new();
+    for verify in [Verify::Full, Verify::Tail, Verify::Full] {
+        let (mut log, rec) = SegmentedLog::open(tmp.path(), opts(1000, verify)).unwrap();
+        assert_eq!(rec.records, 200);
+        assert_eq!(rec.truncated_bytes, 0);
+        assert!(rec.torn_tail.is_none());
+        assert_contents(&log, 5..205);
+        seen.push(log.segments().iter().map(|s| (s.base_seq, s.records, s.len_bytes)).collect::<Vec<_>>());
+        log.append(205, b"more").unwrap();
+        log.truncate_from(205).unwrap();
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[1], seen[2]);
+}
+
+#[test]
+fn tail_trusts_index_but_reads_still_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+        fill(&mut log, 0..50);
+    }
+    // Damage a payload byte of seq 2 in the first (sealed) segment.
+    let pos2 = FILE_HEADER_LEN + 2 * REC;
+    flip_byte(&seg_path(tmp.path(), 0), pos2 + RECORD_HEADER_LEN as u64 + 5);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Tail)).unwrap();
+    match log.read(2) {
+        Err(LogError::Corrupt { path, position, .. }) => {
+            assert_eq!(path, seg_path(tmp.path(), 0));
+            assert_eq!(position, pos2);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(log.read(3).unwrap().unwrap(), payload(3, PLEN));
+    let errs: Vec<_> = log.iter_from(0).collect();
+    assert_eq!(errs.len(), 3, "iteration stops after the error");
+    assert!(matches!(errs[2], Err(LogError::Corrupt { .. })));
+    drop(log);
+    assert_eq!(expect_corrupt(tmp.path(), Verify::Full), (seg_path(tmp.path(), 0), pos2));
+    // A sealed segment whose index is gone is scanned even in Tail mode.
+    fs::remove_file(tmp.path().join(format!("{:020}.idx", 0))).unwrap();
+    assert_eq!(expect_corrupt(tmp.path(), Verify::Tail), (seg_path(tmp.path(), 0), pos2));
+}
+
+#[test]
+fn torn_tail_garbage_is_truncated() {
+    for garbage in [vec![0xAB; 37], vec![0u8; 4096], vec![1, 2, 3]] {
+        let tmp = tempfile::tempdir().unwrap();
+        let last = {
+            let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Tail)).unwrap();
+            fill(&mut log, 0..30);
+            log.segments().last().unwrap().clone()
+        };
+        append_raw(&last.path, &garbage);
+        let (mut log, rec) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Tail)).unwrap();
+        assert_eq!(rec.torn_tail, Some((last.path.clone(), last.len_bytes)));
+        assert_eq!(rec.truncated_bytes, garbage.len() as u64);
+        assert_eq!(fs::metadata(&last.path).unwrap().len(), last.len_bytes);
+        assert_contents(&log, 0..30);
+        fill(&mut log, 30..40);
+        drop(log);
+        let (log, rec) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+        assert!(rec.torn_tail.is_none());
+        assert_contents(&log, 0..40);
+    }
+}
+
+#[test]
+fn torn_partial_record_is_truncated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let last = {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+        fill(&mut log, 0..10);
+        log.segments().last().unwrap().clone()
+    };
+    let mut rec = Vec::new();
+    encode_record(&mut rec, 10, PLEN as u32, &payload(10, PLEN));
+    for cut in [3, RECORD_HEADER_LEN, RECORD_HEADER_LEN + 50, rec.len() - 1] {
+        append_raw(&last.path, &rec[..cut]);
+        let (log, r) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+        assert_eq!(r.torn_tail, Some((last.path.clone(), last.len_bytes)), "cut {cut}");
+        assert_eq!(r.truncated_bytes, cut as u64);
+        assert_contents(&log, 0..10);
+    }
+    // The whole record is valid and is kept.
+    append_raw(&last.path, &rec);
+    let (mut log, r) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+    assert!(r.torn_tail.is_none());
+    assert_eq!(log.next_seq(), 11);
+    log.append(11, b"ok").unwrap();
+}
+
+#[test]
+fn empty_or_short_last_segment_is_fine() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+        fill(&mut log, 0..20);
+        log.seal_active().unwrap();
+    }
+    // A crash right after creating the next segment: zero-length, then a torn header.
+    for len in [0usize, 7] {
+        fs::write(seg_path(tmp.path(), 20), &format::encode_file_header(20)[..len]).unwrap();
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Tail)).unwrap();
+        assert_contents(&log, 0..20);
+        assert_eq!(fs::metadata(seg_path(tmp.path(), 20)).unwrap().len(), FILE_HEADER_LEN);
+        log.append(20, &payload(20, PLEN)).unwrap();
+        log.truncate_from(20).unwrap();
+        assert!(!seg_path(tmp.path(), 20).exists());
+    }
+    fs::write(seg_path(tmp.path(), 20), b"").unwrap();
+    let (log, rec) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    assert!(rec.torn_tail.is_none());
+    let last = log.segments().last().unwrap().clone();
+    assert_eq!((last.base_seq, last.records), (20, 0));
+    assert_contents(&log, 0..20);
+}
+
+#[test]
+fn flipped_byte_with_valid_records_after_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+        fill(&mut log, 0..20);
+    }
+    let path = seg_path(tmp.path(), 0);
+    let before = fs::read(&path).unwrap();
+    let bad = FILE_HEADER_LEN + 7 * REC;
+    flip_byte(&path, bad + RECORD_HEADER_LEN as u64 + 50);
+    for verify in [Verify::Full, Verify::Tail] {
+        assert_eq!(expect_corrupt(tmp.path(), verify), (path.clone(), bad));
+    }
+    // Header damage (bad magic / bad length) is treated the same way.
+    flip_byte(&path, bad + RECORD_HEADER_LEN as u64 + 50);
+    flip_byte(&path, bad + 1);
+    assert_eq!(expect_corrupt(tmp.path(), Verify::Full), (path.clone(), bad));
+    flip_byte(&path, bad + 1);
+    flip_byte(&path, bad + 6);
+    assert_eq!(expect_corrupt(tmp.path(), Verify::Full), (path.clone(), bad));
+    // Nothing was truncated.
+    assert_eq!(fs::metadata(&path).unwrap().len(), before.len() as u64);
+    let err = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()) && msg.contains(&format!("at byte {bad}")), "{msg}");
+}
+
+#[test]
+fn corruption_in_non_last_segment_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+        fill(&mut log, 0..50);
+    }
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    let second = log.segments()[1].clone();
+    drop(log);
+    // Damage the last record of a middle segment: nothing valid follows it in that file,
+    // but it is not the last segment, so it cannot be a torn tail.
+    let last_pos = second.len_bytes - REC;
+    flip_byte(&second.path, last_pos + RECORD_HEADER_LEN as u64 + 3);
+    assert_eq!(expect_corrupt(tmp.path(), Verify::Full), (second.path.clone(), last_pos));
+    fs::remove_file(second.path.with_extension("idx")).unwrap();
+    assert_eq!(expect_corrupt(tmp.path(), Verify::Tail), (second.path.clone(), last_pos));
+    assert_eq!(fs::metadata(&second.path).unwrap().len(), second.len_bytes);
+}
+
+#[test]
+fn missing_middle_segment_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let segs = {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+        fill(&mut log, 0..50);
+        log.segments()
+    };
+    fs::remove_file(&segs[1].path).unwrap();
+    let (path, _) = expect_corrupt(tmp.path(), Verify::Tail);
+    assert_eq!(path, segs[2].path);
+}
+
+#[test]
+fn stray_index_and_temp_files_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+        fill(&mut log, 0..20);
+    }
+    let stray = tmp.path().join(format!("{:020}.idx", 999));
+    let temp = tmp.path().join(format!("{:020}.idx.tmp", 8));
+    fs::write(&stray, b"junk").unwrap();
+    fs::write(&temp, b"junk").unwrap();
+    fs::write(tmp.path().join("unrelated.txt"), b"keep").unwrap();
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Tail)).unwrap();
+    assert!(!stray.exists() && !temp.exists());
+    assert!(tmp.path().join("unrelated.txt").exists());
+    assert_contents(&log, 0..20);
+}
+
+#[test]
+fn truncate_within_active_and_across_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    fill(&mut log, 0..100);
+    let active_base = log.segments().last().unwrap().base_seq;
+    log.truncate_from(active_base + 1).unwrap();
+    assert_contents(&log, 0..active_base + 1);
+    log.truncate_from(active_base + 5).unwrap(); // beyond the end: no-op
+    assert_eq!(log.next_seq(), active_base + 1);
+    let n_before = log.segments().len();
+    log.truncate_from(23).unwrap();
+    assert!(log.segments().len() < n_before);
+    assert_contents(&log, 0..23);
+    let files: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let logs = files.iter().filter(|n| n.to_string_lossy().ends_with(".log")).count();
+    assert_eq!(logs, log.segments().len());
+    // The truncated segment was sealed; it has no index any more and takes appends again.
+    let last = log.segments().last().unwrap().clone();
+    assert!(!last.path.with_extension("idx").exists());
+    fill(&mut log, 23..60);
+    drop(log);
+    for verify in [Verify::Full, Verify::Tail] {
+        let (log, rec) = SegmentedLog::open(tmp.path(), opts(1000, verify)).unwrap();
+        assert!(rec.torn_tail.is_none());
+        assert_contents(&log, 0..60);
+    }
+    // Truncating at a segment boundary removes that segment entirely.
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    let boundary = log.segments()[2].base_seq;
+    log.truncate_from(boundary).unwrap();
+    assert_eq!(log.segments().len(), 2);
+    assert_contents(&log, 0..boundary);
+    drop(log);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Tail)).unwrap();
+    assert_contents(&log, 0..boundary);
+}
+
+#[test]
+fn truncate_at_or_below_first_seq_resets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    fill(&mut log, 10..40);
+    log.truncate_from(10).unwrap();
+    assert!(log.is_empty());
+    assert_eq!((log.first_seq(), log.next_seq()), (10, 10));
+    fill(&mut log, 10..12);
+    drop(log);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    assert_contents(&log, 10..12);
+}
+
+#[test]
+fn purge_before_drops_whole_old_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    fill(&mut log, 0..100);
+    let segs = log.segments();
+    let bytes_before = log.bytes();
+    let cut = segs[3].base_seq + 2;
+    log.purge_before(cut).unwrap();
+    assert_eq!(log.first_seq(), cut);
+    assert_eq!(log.read(cut - 1).unwrap(), None);
+    assert_contents(&log, cut..100);
+    let after = log.segments();
+    assert_eq!(after[0].base_seq, segs[3].base_seq, "the segment holding `cut` is kept");
+    assert_eq!(after.len(), segs.len() - 3);
+    assert!(log.bytes() < bytes_before);
+    for s in &segs[..3] {
+        assert!(!s.path.exists() && !s.path.with_extension("idx").exists());
+    }
+    log.purge_before(5).unwrap(); // below first_seq: no-op
+    assert_eq!(log.first_seq(), cut);
+    // Purging everything keeps the active segment; the log stays appendable.
+    log.purge_before(100).unwrap();
+    assert!(log.is_empty());
+    assert_eq!(log.segments().len(), 1);
+    fill(&mut log, 100..103);
+    drop(log);
+    for verify in [Verify::Tail, Verify::Full] {
+        let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, verify)).unwrap();
+        // After reopen the start is the first retained segment's base (documented).
+        let base = log.segments()[0].base_seq;
+        assert!(base <= 100);
+        assert_eq!(log.first_seq(), base);
+        assert_eq!(log.next_seq(), 103);
+        for s in base..103 {
+            assert_eq!(log.read(s).unwrap().unwrap(), payload(s, PLEN));
+        }
+    }
+}
+
+#[test]
+fn purge_past_the_end_resets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    fill(&mut log, 0..30);
+    log.purge_before(500).unwrap();
+    assert_eq!((log.first_seq(), log.next_seq()), (500, 500));
+    assert_eq!(log.segments().len(), 1);
+    drop(log);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    assert_eq!((log.first_seq(), log.next_seq()), (500, 500));
+}
+
+#[test]
+fn reset_is_durable_and_sets_next_seq() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    fill(&mut log, 0..50);
+    log.reset(1000).unwrap();
+    assert!(log.is_empty());
+    assert_eq!((log.first_seq(), log.next_seq()), (1000, 1000));
+    assert_eq!(log.read(10).unwrap(), None);
+    assert!(matches!(log.append(999, b"x"), Err(LogError::NonContiguous { expected: 1000, got: 999 })));
+    drop(log);
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    assert_eq!((log.first_seq(), log.next_seq()), (1000, 1000));
+    assert_eq!(log.segments().len(), 1);
+    fill(&mut log, 1000..1010);
+    // Reset to a lower seq works too.
+    log.reset(3).unwrap();
+    fill(&mut log, 3..5);
+    drop(log);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Tail)).unwrap();
+    assert_contents(&log, 3..5);
+}
+
+#[test]
+fn sync_points_track_dirty_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    assert!(log.sync_point().is_empty());
+    log.append(0, b"a").unwrap();
+    let p = log.sync_point();
+    assert!(!p.is_empty());
+    assert!(p.dir.is_some(), "a new segment file needs a directory fsync");
+    p.sync().unwrap();
+    assert!(log.sync_point().is_empty());
+    log.append(1, b"b").unwrap();
+    let p = log.sync_point();
+    assert_eq!(p.files.len(), 1);
+    assert!(p.dir.is_none());
+    log.sync().unwrap();
+    assert!(log.sync_point().is_empty());
+    // A roll seals (syncs) the old segment; only the new one is dirty.
+    fill(&mut log, 2..40);
+    let p = log.sync_point();
+    assert_eq!(p.files.len(), 1);
+    assert!(Arc::ptr_eq(&p.files[0], &log.segments.last().unwrap().file));
+}
+
+#[test]
+fn seal_active_starts_new_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+    log.seal_active().unwrap(); // nothing to seal
+    fill(&mut log, 0..5);
+    log.seal_active().unwrap();
+    log.seal_active().unwrap();
+    assert!(seg_path(tmp.path(), 0).with_extension("idx").exists());
+    fill(&mut log, 5..8);
+    assert_eq!(log.segments().iter().map(|s| s.base_seq).collect::<Vec<_>>(), vec![0, 5]);
+    drop(log);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Tail)).unwrap();
+    assert_contents(&log, 0..8);
+}
+
+#[test]
+fn sealed_last_segment_stays_sealed_after_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+        fill(&mut log, 0..5);
+        log.seal_active().unwrap();
+    }
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Tail)).unwrap();
+    fill(&mut log, 5..6);
+    assert_eq!(log.segments().len(), 2);
+    drop(log);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Tail)).unwrap();
+    assert_contents(&log, 0..6);
+}
+
+#[test]
+fn write_error_poisons_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+    fill(&mut log, 0..3);
+    // /dev/full fails every write with ENOSPC.
+    let full = OpenOptions::new().read(true).write(true).open("/dev/full").unwrap();
+    log.segments.last_mut().unwrap().file = Arc::new(full);
+    assert!(matches!(log.append(3, b"x"), Err(LogError::Io { .. })));
+    assert!(log.is_poisoned());
+    assert_eq!(log.next_seq(), 3);
+    assert!(matches!(log.append(3, b"x"), Err(LogError::Poisoned)));
+    assert!(matches!(log.sync(), Err(LogError::Poisoned)));
+    assert!(matches!(log.truncate_from(1), Err(LogError::Poisoned)));
+    assert!(matches!(log.purge_before(2), Err(LogError::Poisoned)));
+    assert!(matches!(log.reset(0), Err(LogError::Poisoned)));
+    assert!(matches!(log.seal_active(), Err(LogError::Poisoned)));
+    drop(log);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+    assert_contents(&log, 0..3);
+}
+
+#[test]
+fn large_scan_crosses_segments() {
+    // 64 MiB of 1 KiB records over several segments: iter_from and a Full reopen see all of them.
+    // Speed is measured by the bench binary, not here.
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(16 << 20, Verify::Full)).unwrap();
+    let body = vec![7u8; 1024];
+    let n = 64 * 1024;
+    for s in 0..n {
+        log.append(s, &body).unwrap();
+    }
+    let mut count = 0u64;
+    for r in log.iter_from(0) {
+        let (_, p) = r.unwrap();
+        assert_eq!(p.len(), 1024);
+        count += 1;
+    }
+    assert_eq!(count, n);
+    drop(log);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(16 << 20, Verify::Full)).unwrap();
+    assert_eq!(log.next_seq(), n);
+    assert!(log.segments().len() > 1);
+}
+
+#[test]
+fn group_commit_many_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(64 * 1024, Verify::Full)).unwrap();
+    let log = Arc::new(Mutex::new(log));
+    let gc = Arc::new(GroupCommit::spawn("test-gc"));
+    let (tx, rx) = mpsc::channel::<(u64, bool, bool)>();
+    let threads = 8;
+    let per = 200;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (log, gc, tx) = (Arc::clone(&log), Arc::clone(&gc), tx.clone());
+            std::thread::spawn(move || {
+                for _ in 0..per {
+                    let (seq, point) = {
+                        let mut log = log.lock().unwrap();
+                        let seq = log.next_seq();
+                        log.append(seq, &payload(seq, 200)).unwrap();
+                        (seq, log.sync_point())
+                    };
+                    let before = gc.batches();
+                    let (gc2, tx) = (Arc::clone(&gc), tx.clone());
+                    gc.submit(
+                        point,
+                        Box::new(move |r| {
+                            // A batch that started after this submission has completed.
+                            let _ = tx.send((seq, r.is_ok(), gc2.batches() > before));
+                        }),
+                    );
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    for h in handles {
+        h.join().unwrap();
+    }
+    let results: Vec<_> = rx.iter().collect();
+    assert_eq!(results.len(), threads * per);
+    assert!(results.iter().all(|&(_, ok, after)| ok && after));
+    let n = (threads * per) as u64;
+    assert!(gc.batches() >= 1 && gc.batches() <= n);
+    assert!(log.lock().unwrap().sync_point().is_empty(), "everything submitted is durable");
+    let log = log.lock().unwrap();
+    assert_eq!(log.next_seq(), n);
+    for s in 0..n {
+        assert_eq!(log.read(s).unwrap().unwrap(), payload(s, 200));
+    }
+}
+
+#[test]
+fn group_commit_callbacks_in_submission_order_and_drained_on_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let gc = GroupCommit::spawn("order-gc");
+    for i in 0..300u64 {
+        log.append(i, b"x").unwrap();
+        let order = Arc::clone(&order);
+        gc.submit(log.sync_point(), Box::new(move |r| order.lock().unwrap().push((i, r.is_ok()))));
+    }
+    drop(gc); // joins after draining the queue
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 300);
+    assert!(order.iter().enumerate().all(|(i, &(j, ok))| i as u64 == j && ok));
+}
+
+#[test]
+fn group_commit_failure_is_permanent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1 << 20, Verify::Full)).unwrap();
+    let gc = GroupCommit::spawn("fail-gc");
+    let (tx, rx) = mpsc::channel();
+    let sender = |tx: &mpsc::Sender<(u32, bool)>, id: u32| {
+        let tx = tx.clone();
+        Box::new(move |r: std::io::Result<()>| {
+            let _ = tx.send((id, r.is_ok()));
+        })
+    };
+    log.append(0, b"a").unwrap();
+    gc.submit(log.sync_point(), sender(&tx, 0));
+    assert_eq!(rx.recv().unwrap(), (0, true));
+    // fsync on /dev/null fails with EINVAL, standing in for a failing disk.
+    let null = Arc::new(File::open("/dev/null").unwrap());
+    log.append(1, b"b").unwrap();
+    let mut files = log.sync_point().files;
+    files.push(null);
+    gc.submit(SyncPoint::from_files(files, None), sender(&tx, 1));
+    assert_eq!(rx.recv().unwrap(), (1, false));
+    assert!(gc.is_failed());
+    let gc_batches_after_failure = gc.batches();
+    log.append(2, b"c").unwrap();
+    for id in 2..5 {
+        gc.submit(log.sync_point(), sender(&tx, id));
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    gc.submit(
+        SyncPoint::from_files(Vec::new(), None),
+        Box::new(move |r| {
+            assert!(r.is_err());
+            c.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    drop(gc);
+    drop(tx);
+    let rest: Vec<_> = rx.iter().collect();
+    assert_eq!(rest, vec![(2, false), (3, false), (4, false)]);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(!log.sync_point().is_empty(), "a failed sync never marks data durable");
+    assert_eq!(gc_batches_after_failure, 1);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(u8, u16),
+    Truncate(u8),
+    Purge(u8),
+    Reset(u8),
+    Seal,
+    Sync,
+    Reopen(bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1u8..20, 0u16..300).prop_map(|(n, len)| Op::Append(n, len)),
+        2 => any::<u8>().prop_map(Op::Truncate),
+        2 => any::<u8>().prop_map(Op::Purge),
+        1 => any::<u8>().prop_map(Op::Reset),
+        1 => Just(Op::Seal),
+        1 => Just(Op::Sync),
+        2 => any::<bool>().prop_map(Op::Reopen),
+    ]
+}
+
+/// Picks a seq in `[first, next + 2]` from a byte.
+fn pick(first: u64, next: u64, b: u8) -> u64 {
+    first + (u64::from(b) * (next + 3 - first)) / 256
+}
+
+fn check_model(log: &SegmentedLog, model: &BTreeMap<u64, Vec<u8>>, first: u64, next: u64) {
+    assert_eq!(log.first_seq(), first);
+    assert_eq!(log.next_seq(), next);
+    if first > 0 {
+        assert_eq!(log.read(first - 1).unwrap(), None);
+    }
+    assert_eq!(log.read(next).unwrap(), None);
+    for s in first..next {
+        assert_eq!(log.read(s).unwrap().as_deref(), Some(&model[&s][..]), "seq {s}");
+    }
+    let it: Vec<_> = log.iter_from(first).map(|r| r.unwrap()).collect();
+    assert_eq!(it.len() as u64, next - first);
+    for (s, p) in it {
+        assert_eq!(&p[..], &model[&s][..]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_vec_model(ops in proptest::collection::vec(op(), 1..40), seg in 200u64..2000) {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = opts(seg, Verify::Tail);
+        let (mut log, _) = SegmentedLog::open(tmp.path(), o).unwrap();
+        // `model` holds every record that may still be physically retained; [first, next)
+        // is what the log must serve.
+        let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let (mut first, mut next) = (0u64, 0u64);
+        for op in ops {
+            match op {
+                Op::Append(n, len) => {
+                    for _ in 0..n {
+                        let p = payload(next, usize::from(len));
+                        log.append(next, &p).unwrap();
+                        model.insert(next, p);
+                        next += 1;
+                    }
+                }
+                Op::Truncate(b) => {
+                    let s = pick(first, next, b);
+                    log.truncate_from(s).unwrap();
+                    if s >= next {
+                    } else if s <= first {
+                        model.clear();
+                        first = s;
+                        next = s;
+                    } else if s < next {
+                        model.retain(|&k, _| k < s);
+                        next = s;
+                    }
+                }
+                Op::Purge(b) => {
+                    let s = pick(first, next, b);
+                    log.purge_before(s).unwrap();
+                    if s > next {
+                        model.clear();
+                        next = s;
+                    }
+                    first = first.max(s);
+                }
+                Op::Reset(b) => {
+                    let s = pick(first, next, b);
+                    log.reset(s).unwrap();
+                    model.clear();
+                    first = s;
+                    next = s;
+                }
+                Op::Seal => log.seal_active().unwrap(),
+                Op::Sync => log.sync().unwrap(),
+                Op::Reopen(full) => {
+                    drop(log);
+                    let v = if full { Verify::Full } else { Verify::Tail };
+                    let (l, rec) = SegmentedLog::open(tmp.path(), opts(seg, v)).unwrap();
+                    log = l;
+                    prop_assert!(rec.torn_tail.is_none());
+                    prop_assert_eq!(log.next_seq(), next);
+                    // The physical start may lie before the logical one; both must be served
+                    // from retained data.
+                    prop_assert!(log.first_seq() <= first);
+                    first = log.first_seq();
+                    prop_assert!(model.contains_key(&first) || first == next);
+                }
+            }
+            check_model(&log, &model, first, next);
+        }
+    }
+}
+
+#[test]
+fn handles_are_thread_safe() {
+    fn send_static<T: Send + 'static>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send_static::<SyncPoint>();
+    send_sync::<SegmentedLog>();
+    send_sync::<GroupCommit>();
+}

@@ -1,0 +1,261 @@
+//! The Raft log on disk: a [`SegmentedLog`] keyed by log index, plus a small meta file for the
+//! vote and the purge point.
+//!
+//! openraft's storage rules, and how they hold here:
+//! - the vote is on disk before `save_vote` returns (atomic replace + fsync of file and dir);
+//! - `append` writes the entries to the OS, so they are readable at once, and hands the fsync to
+//!   a [`GroupCommit`] thread, which calls openraft's callback only after the fsync succeeded;
+//! - truncation removes entries from the end backwards and is durable before it returns, and a
+//!   purge only moves the start, so the log never has holes.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode_entry, encode_entry};
+use super::{meta, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::log::{GroupCommit, LogOptions, SegmentedLog, Verify};
+
+/// Recently appended entries kept decoded, so applying them does not read them back from disk.
+const CACHE_BYTES: usize = 64 << 20;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct RaftMeta {
+    vote: Option<Vote>,
+    last_purged: Option<LogId>,
+}
+
+struct Inner {
+    log: SegmentedLog,
+    meta: RaftMeta,
+    meta_path: PathBuf,
+    last_log_id: Option<LogId>,
+    cache: BTreeMap<u64, (Entry, usize)>,
+    cache_bytes: usize,
+    buf: Vec<u8>,
+}
+
+/// The Raft log store; clones share one log, which is how openraft's log reader is served.
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+    committer: Arc<GroupCommit>,
+}
+
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding the lock already stopped Raft; the data on disk is what counts.
+    inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl LogStore {
+    pub fn open(dir: &Path, segment_bytes: u64, verify: Verify) -> Result<LogStore, StorageError> {
+        let logs = |e: crate::log::LogError| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        let io = |e: std::io::Error| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
+        let (log, recovery) =
+            SegmentedLog::open(&dir.join("log"), LogOptions { segment_bytes, verify }).map_err(logs)?;
+        if let Some((path, pos)) = &recovery.torn_tail {
+            tracing::warn!(path = %path.display(), position = pos, "raft log: truncated a torn tail that was never acknowledged");
+        }
+        let meta_path = dir.join("raft-meta");
+        let meta: RaftMeta = meta::read(&meta_path)
+            .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Read, e))?
+            .unwrap_or_default();
+        let mut inner =
+            Inner { log, meta, meta_path, last_log_id: None, cache: BTreeMap::new(), cache_bytes: 0, buf: Vec::new() };
+        let purged_next = inner.meta.last_purged.map_or(0, |id| id.index + 1);
+        if !inner.log.is_empty() {
+            if inner.log.first_seq() > purged_next {
+                return Err(io(std::io::Error::other(format!(
+                    "raft log starts at index {} but everything before {} should be present: a hole",
+                    inner.log.first_seq(),
+                    purged_next
+                ))));
+            }
+            if inner.log.first_seq() < purged_next {
+                inner.log.purge_before(purged_next).map_err(logs)?;
+            }
+        }
+        if !inner.log.is_empty() {
+            let last = inner.log.next_seq() - 1;
+            let bytes = inner.log.read(last).map_err(logs)?.ok_or_else(|| io(missing(last)))?;
+            let entry = decode_entry(&bytes).map_err(|e| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            inner.last_log_id = Some(entry.log_id);
+        }
+        Ok(LogStore { inner: Arc::new(Mutex::new(inner)), committer: Arc::new(GroupCommit::spawn("raft-log-sync")) })
+    }
+
+    /// Index of the last entry on disk, if any.
+    pub fn last_index(&self) -> Option<u64> {
+        lock(&self.inner).last_log_id.map(|id| id.index)
+    }
+}
+
+fn missing(index: u64) -> std::io::Error {
+    std::io::Error::other(format!("raft log entry {index} is missing"))
+}
+
+impl Inner {
+    fn read_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let start = start.max(self.log.first_seq());
+        let end = end.min(self.log.next_seq());
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        for index in start..end {
+            if let Some((entry, _)) = self.cache.get(&index) {
+                out.push(entry.clone());
+                continue;
+            }
+            let err = |e: crate::log::LogError| storage_err(ErrorSubject::LogIndex(index), ErrorVerb::Read, e);
+            let bytes = self
+                .log
+                .read(index)
+                .map_err(err)?
+                .ok_or_else(|| storage_err(ErrorSubject::LogIndex(index), ErrorVerb::Read, missing(index)))?;
+            out.push(decode_entry(&bytes).map_err(|e| storage_err(ErrorSubject::LogIndex(index), ErrorVerb::Read, e))?);
+        }
+        Ok(out)
+    }
+
+    fn cache_insert(&mut self, index: u64, entry: Entry, size: usize) {
+        self.cache_bytes += size;
+        if let Some((_, old)) = self.cache.insert(index, (entry, size)) {
+            self.cache_bytes -= old;
+        }
+        while self.cache_bytes > CACHE_BYTES {
+            match self.cache.pop_first() {
+                Some((_, (_, size))) => self.cache_bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    fn save_meta(&self) -> Result<(), StorageError> {
+        meta::write_atomic(&self.meta_path, &self.meta)
+            .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+}
+
+fn range_to_bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&e) => e + 1,
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = range_to_bounds(&range);
+        lock(&self.inner).read_entries(start, end)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let inner = lock(&self.inner);
+        let last_purged_log_id = inner.meta.last_purged;
+        Ok(LogState { last_purged_log_id, last_log_id: inner.last_log_id.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let mut inner = lock(&self.inner);
+        inner.meta.vote = Some(*vote);
+        inner.save_meta()
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(lock(&self.inner).meta.vote)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let point = {
+            let mut inner = lock(&self.inner);
+            for entry in entries {
+                let index = entry.log_id.index;
+                let log_id = entry.log_id;
+                if inner.log.is_empty() && inner.log.next_seq() != index {
+                    // An empty log (fresh, or purged up to a snapshot) starts wherever the next
+                    // entry does; a non-empty one must stay contiguous.
+                    inner.log.reset(index).map_err(|e| storage_err(ErrorSubject::Log(log_id), ErrorVerb::Write, e))?;
+                }
+                let mut buf = std::mem::take(&mut inner.buf);
+                encode_entry(&entry, &mut buf)
+                    .map_err(|e| storage_err(ErrorSubject::Log(log_id), ErrorVerb::Write, e))?;
+                inner
+                    .log
+                    .append(index, &buf)
+                    .map_err(|e| storage_err(ErrorSubject::Log(log_id), ErrorVerb::Write, e))?;
+                let size = buf.len();
+                inner.buf = buf;
+                inner.last_log_id = Some(entry.log_id);
+                inner.cache_insert(index, entry, size);
+            }
+            inner.log.sync_point()
+        };
+        self.committer.submit(point, Box::new(move |result| callback.log_io_completed(result)));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut inner = lock(&self.inner);
+        let err = |e| storage_err(ErrorSubject::Log(log_id), ErrorVerb::Delete, e);
+        inner.log.truncate_from(log_id.index).map_err(err)?;
+        let _ = inner.cache.split_off(&log_id.index);
+        inner.cache_bytes = inner.cache.values().map(|(_, size)| size).sum();
+        inner.last_log_id = if log_id.index == 0 || inner.log.is_empty() {
+            inner.meta.last_purged
+        } else {
+            let last = log_id.index - 1;
+            match inner.cache.get(&last) {
+                Some((entry, _)) => Some(entry.log_id),
+                None => inner.read_entries(last, last + 1)?.pop().map(|e| e.log_id),
+            }
+        };
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut inner = lock(&self.inner);
+        let err = |e| storage_err(ErrorSubject::Log(log_id), ErrorVerb::Delete, e);
+        // The purge point is recorded first: a crash after it leaves extra old segments, which
+        // the next open purges again; never a hole.
+        inner.meta.last_purged = Some(log_id);
+        inner.save_meta()?;
+        if log_id.index >= inner.log.next_seq() || inner.log.is_empty() {
+            inner.log.reset(log_id.index + 1).map_err(err)?;
+        } else {
+            inner.log.purge_before(log_id.index + 1).map_err(err)?;
+        }
+        let keep = inner.cache.split_off(&(log_id.index + 1));
+        inner.cache = keep;
+        inner.cache_bytes = inner.cache.values().map(|(_, size)| size).sum();
+        if inner.last_log_id.is_none_or(|last| last.index <= log_id.index) {
+            inner.last_log_id = Some(log_id);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! openraft glue: the type configuration, the log store, the state machine and snapshots.
+//!
+//! A single node is a Raft cluster of one and runs exactly this code; more nodes add a network,
+//! not a different path.
+
+// openraft's traits return its `StorageError` (224 bytes); our helpers return the same type so
+// errors pass through unchanged. Boxing it would only move the cost.
+#![allow(clippy::result_large_err)]
+
+pub mod codec;
+pub mod log_store;
+mod meta;
+pub(crate) use meta::fsync_dir;
+pub mod network;
+pub mod snapshot;
+pub mod state_machine;
+
+use serde::{Deserialize, Serialize};
+
+use crate::station::{Envelope, Outcome};
+
+/// One Raft entry's payload: every command the proposer coalesced while the previous entry was
+/// being made durable. One fsync carries them all (group commit above openraft, which awaits each
+/// append's flush before starting the next).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub envelopes: Vec<Envelope>,
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proposal({} commands)", self.envelopes.len())
+    }
+}
+
+/// A message read back from a station log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub offset: u64,
+    pub produced_at: crate::station::Millis,
+    pub deliver_at: crate::station::Millis,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: bytes::Bytes,
+}
+
+/// What applying one command answered. `messages` is filled for `Fetch` only, aligned with the
+/// deliveries of `Outcome::Fetched`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub outcome: Outcome,
+    pub messages: Vec<StoredMessage>,
+}
+
+/// The answers to one [`Proposal`], in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalResult {
+    pub applied: Vec<Applied>,
+}
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Proposal,
+        R = ProposalResult,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = snapshot::SnapshotStream,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+
+/// Maps any error into openraft's storage error for the given subject and verb.
+pub(crate) fn storage_err(
+    subject: openraft::ErrorSubject<NodeId>,
+    verb: openraft::ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}

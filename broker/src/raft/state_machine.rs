@@ -1,0 +1,522 @@
+//! The Raft state machine: the pure [`BrokerState`] plus one [`SegmentedLog`] per station.
+//!
+//! Applying a committed entry runs each command through `BrokerState::apply` (which decides
+//! offsets, deliveries and receipts) and then does the I/O that decision implies: append produced
+//! payloads to the station log, read fetched ones back. Station logs are not fsynced on apply:
+//! the Raft log already made the command durable, so a crash only loses what replaying the Raft
+//! log redoes. They are fsynced when a snapshot is built, and only then may Raft purge its log.
+//!
+//! Deleting data is deferred to the same point: retention and station deletion remove files only
+//! after a snapshot that no longer needs them is durable, so recovery from the current snapshot
+//! always finds every segment it refers to.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
+use tokio::sync::watch;
+
+use super::codec::{decode_message, decode_meta, encode_message};
+use super::snapshot::{self, ArchiveReader, SnapshotFile, SnapshotStream};
+use super::{
+    meta, storage_err, Applied, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
+    StoredMessage, TypeConfig,
+};
+use crate::log::{LogOptions, SegmentedLog, Verify};
+use crate::station::{BrokerState, Command, Effect, Envelope, Outcome, Produced};
+
+#[derive(Clone, Debug)]
+pub struct SmOptions {
+    pub dir: PathBuf,
+    pub segment_bytes: u64,
+    pub verify: Verify,
+}
+
+struct Inner {
+    opts: SmOptions,
+    state: BrokerState,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    logs: BTreeMap<u64, SegmentedLog>,
+    /// Deletions waiting for a snapshot taken at or after the log index they were applied at.
+    deferred: Vec<(u64, Effect)>,
+    current: Option<(SnapshotMeta, PathBuf)>,
+    snapshot_seq: u64,
+    buf: Vec<u8>,
+}
+
+pub struct Shared {
+    inner: RwLock<Inner>,
+    /// Bumped after every applied batch; long polls and the ticker wait on it.
+    applied: watch::Sender<u64>,
+}
+
+/// The state machine handed to openraft; clones share the same state.
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
+    storage_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+}
+
+fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
+    storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> meta::MetaError + '_ {
+    move |source| meta::MetaError::Io { path: path.to_path_buf(), source }
+}
+
+fn station_dir(root: &Path, id: u64) -> PathBuf {
+    root.join("stations").join(format!("{id:020}"))
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StateMachine {
+    /// Opens the state machine from its current snapshot and the station logs beside it. Raft
+    /// then re-applies committed entries after the snapshot.
+    pub fn open(opts: SmOptions) -> Result<StateMachine, StorageError> {
+        let root = opts.dir.clone();
+        for sub in ["stations", "snapshots"] {
+            let path = root.join(sub);
+            fs::create_dir_all(&path).map_err(io_err(&path)).map_err(sm_err)?;
+        }
+        let current: Option<String> = meta::read(&root.join("current")).map_err(sm_err)?;
+        let mut inner = Inner {
+            opts,
+            state: BrokerState::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            logs: BTreeMap::new(),
+            deferred: Vec::new(),
+            current: None,
+            snapshot_seq: 0,
+            buf: Vec::new(),
+        };
+        if let Some(name) = &current {
+            let dir = root.join("snapshots").join(name);
+            let (manifest, state) = load_snapshot(&dir).map_err(sm_err)?;
+            inner.state = state;
+            inner.last_applied = manifest.meta.last_log_id;
+            inner.membership = manifest.meta.last_membership.clone();
+            inner.current = Some((manifest.meta, dir));
+        }
+        remove_stale(&root.join("snapshots"), current.as_deref()).map_err(sm_err)?;
+        inner.open_station_logs()?;
+        let (applied, _) = watch::channel(0);
+        Ok(StateMachine { shared: Arc::new(Shared { inner: RwLock::new(inner), applied }) })
+    }
+
+    /// Reads the replicated state. Keep `f` short: apply waits for it.
+    pub fn read<R>(&self, f: impl FnOnce(&BrokerState) -> R) -> R {
+        f(&self.shared.read().state)
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.shared.read().last_applied
+    }
+
+    /// Changes whenever a batch of entries has been applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.applied.subscribe()
+    }
+
+    /// Reads one retained message of a station; `None` outside the retained range.
+    pub fn read_message(&self, station: &str, offset: u64) -> Result<Option<StoredMessage>, StorageError> {
+        let inner = self.shared.read();
+        let Some(id) = inner.state.station_id(station) else { return Ok(None) };
+        let retained = inner.state.station_offsets(id).is_some_and(|(first, next)| (first..next).contains(&offset));
+        let Some(log) = inner.logs.get(&id).filter(|_| retained) else { return Ok(None) };
+        match log.read(offset).map_err(sm_err)? {
+            Some(record) => Ok(Some(decode_message(offset, record).map_err(sm_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// fsyncs every station log, for a clean shutdown.
+    pub fn sync_all(&self) -> Result<(), StorageError> {
+        let mut inner = self.shared.write();
+        for log in inner.logs.values_mut() {
+            log.sync().map_err(sm_err)?;
+        }
+        Ok(())
+    }
+}
+
+fn load_snapshot(dir: &Path) -> Result<(snapshot::Manifest, BrokerState), meta::MetaError> {
+    let manifest = snapshot::read_manifest(dir)?;
+    let path = snapshot::state_path(dir);
+    let bytes = fs::read(&path).map_err(io_err(&path))?;
+    let corrupt = |detail: String| meta::MetaError::Corrupt { path: path.clone(), detail };
+    if bytes.len() as u64 != manifest.state_len || crc32c::crc32c(&bytes) != manifest.state_crc {
+        return Err(corrupt("state does not match the manifest's length and checksum".into()));
+    }
+    let state = bincode::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    Ok((manifest, state))
+}
+
+/// Removes snapshot directories other than `keep`, and leftovers of interrupted writes.
+fn remove_stale(snapshots: &Path, keep: Option<&str>) -> Result<(), meta::MetaError> {
+    let entries = fs::read_dir(snapshots).map_err(io_err(snapshots))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(snapshots))?;
+        let name = entry.file_name();
+        if Some(name.to_string_lossy().as_ref()) != keep {
+            let path = entry.path();
+            let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            removed.map_err(io_err(&path))?;
+        }
+    }
+    meta::fsync_dir(snapshots)
+}
+
+impl Inner {
+    fn log_options(&self) -> LogOptions {
+        LogOptions { segment_bytes: self.opts.segment_bytes, verify: self.opts.verify }
+    }
+
+    /// Opens every station log the state knows and lines it up with the state: records past the
+    /// state's end were applied after the snapshot and are dropped (Raft replays them); a log
+    /// that lacks records the state holds is rebuilt from the snapshot's links.
+    fn open_station_logs(&mut self) -> Result<(), StorageError> {
+        let root = self.opts.dir.clone();
+        let stations_dir = root.join("stations");
+        let known: BTreeMap<u64, ()> = self.state.stations().into_iter().map(|(id, _)| (id, ())).collect();
+        let entries = fs::read_dir(&stations_dir).map_err(io_err(&stations_dir)).map_err(sm_err)?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&stations_dir)).map_err(sm_err)?;
+            let id = entry.file_name().to_string_lossy().parse::<u64>().ok();
+            if id.is_none_or(|id| !known.contains_key(&id)) {
+                let path = entry.path();
+                fs::remove_dir_all(&path).map_err(io_err(&path)).map_err(sm_err)?;
+            }
+        }
+        meta::fsync_dir(&stations_dir).map_err(sm_err)?;
+        self.logs.clear();
+        for &id in known.keys() {
+            let log = match self.open_station_log(id)? {
+                Some(log) => log,
+                None => {
+                    tracing::warn!(station_id = id, "station log behind its snapshot; relinking from the snapshot");
+                    self.relink_station(id)?;
+                    self.open_station_log(id)?.ok_or_else(|| {
+                        sm_err(std::io::Error::other(format!(
+                            "station log {} does not hold the records its snapshot refers to",
+                            station_dir(&root, id).display()
+                        )))
+                    })?
+                }
+            };
+            let (first, next) = self.state.station_offsets(id).unwrap_or((0, 0));
+            let mut metas = Vec::with_capacity((next - first) as usize);
+            for item in log.iter_from(first) {
+                let (seq, record) = item.map_err(sm_err)?;
+                if seq >= next {
+                    break;
+                }
+                metas.push(decode_meta(&record).map_err(sm_err)?);
+            }
+            self.state.restore_messages(id, metas);
+            self.logs.insert(id, log);
+        }
+        Ok(())
+    }
+
+    fn open_station_log(&self, id: u64) -> Result<Option<SegmentedLog>, StorageError> {
+        let dir = station_dir(&self.opts.dir, id);
+        let (mut log, recovery) = SegmentedLog::open(&dir, self.log_options()).map_err(sm_err)?;
+        if let Some((path, pos)) = recovery.torn_tail {
+            tracing::warn!(path = %path.display(), position = pos, "station log: truncated a torn tail (replayed from the Raft log)");
+        }
+        let (first, next) = self.state.station_offsets(id).unwrap_or((0, 0));
+        if log.is_empty() && first == next {
+            log.reset(next).map_err(sm_err)?;
+            return Ok(Some(log));
+        }
+        if log.first_seq() > first || log.next_seq() < next {
+            return Ok(None);
+        }
+        if log.next_seq() > next {
+            log.truncate_from(next).map_err(sm_err)?;
+        }
+        log.purge_before(first).map_err(sm_err)?;
+        Ok(Some(log))
+    }
+
+    fn relink_station(&self, id: u64) -> Result<(), StorageError> {
+        let dir = station_dir(&self.opts.dir, id);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io_err(&dir)).map_err(sm_err)?;
+        }
+        fs::create_dir_all(&dir).map_err(io_err(&dir)).map_err(sm_err)?;
+        if let Some((_, snap_dir)) = &self.current {
+            let manifest = snapshot::read_manifest(snap_dir).map_err(sm_err)?;
+            for f in manifest.files.iter().filter(|f| f.station_id == id) {
+                let target = dir.join(&f.name);
+                fs::hard_link(snapshot::file_path(snap_dir, f), &target).map_err(io_err(&target)).map_err(sm_err)?;
+            }
+        }
+        meta::fsync_dir(&dir).map_err(sm_err)?;
+        meta::fsync_dir(dir.parent().unwrap_or(Path::new("."))).map_err(sm_err)
+    }
+
+    fn apply_envelope(&mut self, index: u64, env: &Envelope) -> Result<Applied, StorageError> {
+        let outcome = self.state.apply(env);
+        let mut messages = Vec::new();
+        match (&env.command, &outcome) {
+            (Command::Produce { station, messages: new }, Outcome::Produced(results)) => {
+                let id = self.state.station_id(station);
+                let produced_at = self.state.clock();
+                let log = id.and_then(|id| self.logs.get_mut(&id));
+                if let Some(log) = log {
+                    for (msg, result) in new.iter().zip(results) {
+                        if let Ok(Produced { offset, duplicate: false }) = result {
+                            self.buf.clear();
+                            encode_message(msg, produced_at, &mut self.buf);
+                            log.append(*offset, &self.buf).map_err(sm_err)?;
+                        }
+                    }
+                }
+            }
+            (Command::Fetch { station, .. }, Outcome::Fetched(deliveries)) => {
+                let log = self.state.station_id(station).and_then(|id| self.logs.get(&id));
+                if let Some(log) = log {
+                    for d in deliveries {
+                        let offset = d.receipt.offset;
+                        let record = log.read(offset).map_err(sm_err)?.ok_or_else(|| {
+                            sm_err(std::io::Error::other(format!("station {station}: offset {offset} missing on disk")))
+                        })?;
+                        messages.push(decode_message(offset, record).map_err(sm_err)?);
+                    }
+                }
+            }
+            _ => {}
+        }
+        for effect in self.state.take_effects() {
+            match effect {
+                Effect::StationCreated { id, .. } => {
+                    let dir = station_dir(&self.opts.dir, id);
+                    let (mut log, _) = SegmentedLog::open(&dir, self.log_options()).map_err(sm_err)?;
+                    if !log.is_empty() || log.next_seq() != 0 {
+                        log.reset(0).map_err(sm_err)?;
+                    }
+                    self.logs.insert(id, log);
+                }
+                Effect::StationDropped { id } => {
+                    self.logs.remove(&id);
+                    self.deferred.push((index, effect));
+                }
+                Effect::PrefixRemoved { .. } => self.deferred.push((index, effect)),
+            }
+        }
+        Ok(Applied { outcome, messages })
+    }
+
+    /// Runs deletions that the snapshot at `upto` no longer needs.
+    fn run_deferred(&mut self, upto: u64) -> Result<(), StorageError> {
+        let pending = std::mem::take(&mut self.deferred);
+        for (index, effect) in pending {
+            if index > upto {
+                self.deferred.push((index, effect));
+                continue;
+            }
+            match effect {
+                Effect::PrefixRemoved { id, first_offset } => {
+                    if let Some(log) = self.logs.get_mut(&id) {
+                        log.purge_before(first_offset).map_err(sm_err)?;
+                    }
+                }
+                Effect::StationDropped { id } => {
+                    let dir = station_dir(&self.opts.dir, id);
+                    if dir.exists() {
+                        fs::remove_dir_all(&dir).map_err(io_err(&dir)).map_err(sm_err)?;
+                    }
+                }
+                Effect::StationCreated { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || build_snapshot(&shared)).await.map_err(snap_err)??;
+        let current = self.shared.read().current.clone();
+        let (meta, dir) = current.ok_or_else(|| snap_err(std::io::Error::other("snapshot vanished")))?;
+        let reader = ArchiveReader::open(&dir).map_err(snap_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(SnapshotStream::Archive(reader)) })
+    }
+}
+
+/// Captures the state under the lock (cheap: serialize state, list segments), then fsyncs and
+/// links outside it so apply is held up only for the capture.
+fn build_snapshot(shared: &Shared) -> Result<(), StorageError> {
+    let (meta, state, files, points, root) = {
+        let mut inner = shared.write();
+        inner.snapshot_seq += 1;
+        let state = bincode::serialize(&inner.state).map_err(snap_err)?;
+        let last = inner.last_applied;
+        let snapshot_id = match last {
+            Some(id) => format!("{:020}-{}-{}", id.index, id.leader_id.term, inner.snapshot_seq),
+            None => format!("none-{}", inner.snapshot_seq),
+        };
+        let meta = SnapshotMeta { last_log_id: last, last_membership: inner.membership.clone(), snapshot_id };
+        let mut files = Vec::new();
+        let mut points = Vec::new();
+        for (&id, log) in &inner.logs {
+            points.push(log.sync_point());
+            for seg in log.segments() {
+                let name = seg.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                files.push((SnapshotFile { station_id: id, name, len: seg.len_bytes }, seg.path.clone()));
+            }
+        }
+        (meta, state, files, points, inner.opts.dir.clone())
+    };
+    for point in points {
+        point.sync().map_err(snap_err)?;
+    }
+    let dir = root.join("snapshots").join(&meta.snapshot_id);
+    snapshot::write_local(&dir, meta.clone(), &state, &files).map_err(snap_err)?;
+    meta::write_atomic(&root.join("current"), &meta.snapshot_id).map_err(snap_err)?;
+    let mut inner = shared.write();
+    let upto = meta.last_log_id.map_or(0, |id| id.index);
+    inner.current = Some((meta.clone(), dir));
+    inner.run_deferred(upto)?;
+    drop(inner);
+    remove_stale(&root.join("snapshots"), Some(&meta.snapshot_id)).map_err(snap_err)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let inner = self.shared.read();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut results = Vec::new();
+        let mut last = 0;
+        {
+            let mut inner = self.shared.write();
+            for entry in entries {
+                last = entry.log_id.index;
+                inner.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => results.push(ProposalResult::default()),
+                    EntryPayload::Normal(proposal) => {
+                        let mut applied = Vec::with_capacity(proposal.envelopes.len());
+                        for env in &proposal.envelopes {
+                            applied.push(inner.apply_envelope(entry.log_id.index, env)?);
+                        }
+                        results.push(ProposalResult { applied });
+                    }
+                    EntryPayload::Membership(m) => {
+                        inner.membership = StoredMembership::new(Some(entry.log_id), m);
+                        results.push(ProposalResult::default());
+                    }
+                }
+            }
+        }
+        self.shared.applied.send_replace(last);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotStream>, StorageError> {
+        let path = {
+            let mut inner = self.shared.write();
+            inner.snapshot_seq += 1;
+            inner.opts.dir.join("snapshots").join(format!("incoming-{}", inner.snapshot_seq))
+        };
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(snap_err)?;
+        Ok(Box::new(SnapshotStream::Incoming { file, path }))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotStream>,
+    ) -> Result<(), StorageError> {
+        let mut stream = *snapshot;
+        let root = self.shared.read().opts.dir.clone();
+        let name = format!("installed-{}", meta.snapshot_id);
+        let dir = root.join("snapshots").join(&name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(snap_err)?;
+        }
+        let manifest = snapshot::unpack(&mut stream, &dir).await.map_err(snap_err)?;
+        if let SnapshotStream::Incoming { path, .. } = &stream {
+            let _ = fs::remove_file(path);
+        }
+        if manifest.meta.last_log_id != meta.last_log_id {
+            return Err(snap_err(std::io::Error::other("snapshot archive does not match its meta")));
+        }
+        let (_, state) = load_snapshot(&dir).map_err(snap_err)?;
+        meta::write_atomic(&root.join("current"), &name).map_err(snap_err)?;
+        {
+            let mut inner = self.shared.write();
+            inner.logs.clear();
+            inner.deferred.clear();
+            let stations = root.join("stations");
+            fs::remove_dir_all(&stations).map_err(snap_err)?;
+            fs::create_dir_all(&stations).map_err(snap_err)?;
+            inner.state = state;
+            inner.last_applied = meta.last_log_id;
+            inner.membership = meta.last_membership.clone();
+            inner.current = Some((meta.clone(), dir));
+            for (id, _) in inner.state.stations() {
+                inner.relink_station(id)?;
+            }
+            inner.open_station_logs()?;
+        }
+        remove_stale(&root.join("snapshots"), Some(&name)).map_err(snap_err)?;
+        self.shared.applied.send_replace(meta.last_log_id.map_or(0, |id| id.index));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self.shared.read().current.clone();
+        match current {
+            Some((meta, dir)) => {
+                let reader = ArchiveReader::open(&dir).map_err(snap_err)?;
+                Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotStream::Archive(reader)) }))
+            }
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The replicated state of the broker: stations, consumer groups, deliveries, dedup keys,
+//! delays and dead letters.
+//!
+//! Pure and deterministic: every replica applies the same [`Envelope`] sequence and reaches the
+//! same state. Time is the leader's stamp on each envelope, kept monotone as the state clock;
+//! nothing here reads a clock, does I/O or iterates a hash map. Payloads are not kept: the
+//! storage layer appends them to the station log and follows the [`Effect`]s.
+
+mod dead_letter;
+mod dedup;
+mod group;
+mod index;
+mod state;
+pub mod types;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use dead_letter::Outbox;
+use state::{Ctx, StationState};
+pub use types::*;
+
+/// Longest station or group name, in characters.
+const MAX_NAME_CHARS: usize = 128;
+/// Most messages one fetch may ask for.
+const MAX_FETCH_MESSAGES: u32 = 1000;
+/// Most backoff steps a group may configure.
+const MAX_BACKOFF_STEPS: usize = 100;
+
+/// `time + ms`, saturating instead of overflowing.
+pub(crate) fn after(time: Millis, ms: u64) -> Millis {
+    time.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// Checks a station or consumer-group name: 1-128 chars of `a-z 0-9 . _ -`, starting with a
+/// letter or digit.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-');
+    match name.chars().next() {
+        None => Err("name must not be empty".to_owned()),
+        Some(c) if !(c.is_ascii_lowercase() || c.is_ascii_digit()) => {
+            Err(format!("name {name:?} must start with a lower-case letter or a digit"))
+        }
+        _ if name.len() > MAX_NAME_CHARS => Err(format!("name must be at most {MAX_NAME_CHARS} characters")),
+        _ if !name.chars().all(allowed) => Err(format!("name {name:?} may only contain a-z, 0-9, '.', '_' and '-'")),
+        _ => Ok(()),
+    }
+}
+
+fn validate_station_config(config: &StationConfig) -> Result<(), String> {
+    if !matches!(config.replicas, 1 | 3 | 5) {
+        return Err(format!("replicas must be 1, 3 or 5, not {}", config.replicas));
+    }
+    // Sizes are kept as u32 per message.
+    if config.max_message_bytes == 0 || config.max_message_bytes > u64::from(u32::MAX) {
+        return Err(format!("max_message_bytes must be between 1 and {}", u32::MAX));
+    }
+    let retention = &config.retention;
+    for (field, value) in [
+        ("max_age_ms", retention.max_age_ms),
+        ("max_messages", retention.max_messages),
+        ("max_bytes", retention.max_bytes),
+    ] {
+        if value == Some(0) {
+            return Err(format!("retention.{field} must be positive when set"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_group_config(config: &GroupConfig) -> Result<(), String> {
+    if config.ack_wait_ms == 0 {
+        return Err("ack_wait_ms must be positive".to_owned());
+    }
+    if config.max_deliveries == 0 {
+        return Err("max_deliveries must be positive".to_owned());
+    }
+    if config.max_pending == 0 {
+        return Err("max_pending must be positive".to_owned());
+    }
+    if config.backoff_ms.len() > MAX_BACKOFF_STEPS {
+        return Err(format!("backoff_ms may have at most {MAX_BACKOFF_STEPS} steps"));
+    }
+    Ok(())
+}
+
+/// What the storage layer must do to the station logs after an apply, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Create an empty message log for the station, starting at offset 0.
+    StationCreated { id: u64, station: Name },
+    /// Retention: messages below `first_offset` are gone; storage may delete them.
+    PrefixRemoved { id: u64, first_offset: u64 },
+    /// The station was deleted: storage deletes its log.
+    StationDropped { id: u64 },
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BrokerState {
+    /// max(previous clock, every envelope's `now`): the only time apply uses.
+    clock: Millis,
+    /// The last station id handed out; ids start at 1 and are never reused.
+    last_station_id: u64,
+    stations: BTreeMap<Name, StationState>,
+    names: BTreeMap<u64, Name>,
+    outbox: Outbox,
+    /// Not replicated: each replica's storage layer drains them after every apply.
+    #[serde(skip)]
+    effects: Vec<Effect>,
+}
+
+impl BrokerState {
+    pub fn apply(&mut self, env: &Envelope) -> Outcome {
+        self.clock = self.clock.max(env.now);
+        self.apply_command(&env.command).unwrap_or_else(Outcome::Error)
+    }
+
+    fn station_mut(&mut self, name: &str) -> Result<(&mut StationState, Ctx<'_>), CommandError> {
+        let station = self.stations.get_mut(name).ok_or_else(|| CommandError::StationNotFound(name.to_owned()))?;
+        Ok((station, Ctx { now: self.clock, outbox: &mut self.outbox, effects: &mut self.effects }))
+    }
+
+    fn station(&self, name: &str) -> Result<&StationState, CommandError> {
+        self.stations.get(name).ok_or_else(|| CommandError::StationNotFound(name.to_owned()))
+    }
+
+    fn apply_command(&mut self, command: &Command) -> Result<Outcome, CommandError> {
+        let now = self.clock;
+        match command {
+            Command::PutStation { station, config } => self.put_station(station, config),
+            Command::DeleteStation { station } => {
+                let state =
+                    self.stations.remove(station).ok_or_else(|| CommandError::StationNotFound(station.clone()))?;
+                self.names.remove(&state.id);
+                self.effects.push(Effect::StationDropped { id: state.id });
+                Ok(Outcome::Deleted)
+            }
+            Command::PutGroup { station, group, config } => {
+                validate_name(group).map_err(CommandError::Invalid)?;
+                validate_group_config(config).map_err(CommandError::Invalid)?;
+                let (state, mut ctx) = self.station_mut(station)?;
+                Ok(Outcome::Group(state.put_group(group, config.clone(), &mut ctx)?))
+            }
+            Command::DeleteGroup { station, group } => {
+                let (state, mut ctx) = self.station_mut(station)?;
+                state.delete_group(group, &mut ctx)?;
+                Ok(Outcome::Deleted)
+            }
+            Command::Seek { station, group, to } => {
+                let (state, mut ctx) = self.station_mut(station)?;
+                Ok(Outcome::Group(state.seek(group, *to, &mut ctx)?))
+            }
+            Command::Produce { station, messages } => {
+                let (state, mut ctx) = self.station_mut(station)?;
+                Ok(Outcome::Produced(state.produce(messages, &mut ctx)))
+            }
+            Command::Fetch { station, group, max_messages, max_bytes } => {
+                if !(1..=MAX_FETCH_MESSAGES).contains(max_messages) {
+                    return Err(CommandError::Invalid(format!("max_messages must be 1-{MAX_FETCH_MESSAGES}")));
+                }
+                let (state, mut ctx) = self.station_mut(station)?;
+                Ok(Outcome::Fetched(state.fetch(group, *max_messages, *max_bytes, &mut ctx)?))
+            }
+            Command::Ack { station, group, receipts } => {
+                let (state, mut ctx) = self.station_mut(station)?;
+                let results = state.on_receipts(group, receipts, &mut ctx, |g, r, _| g.ack(r))?;
+                Ok(Outcome::Receipts(results))
+            }
+            Command::Nack { station, group, receipts, delay_ms } => {
+                let (state, mut ctx) = self.station_mut(station)?;
+                let results =
+                    state.on_receipts(group, receipts, &mut ctx, |g, r, dead| g.nack(r, now, *delay_ms, dead))?;
+                Ok(Outcome::Receipts(results))
+            }
+            Command::Extend { station, group, receipts, ack_wait_ms } => {
+                let (state, mut ctx) = self.station_mut(station)?;
+                let results = state.on_receipts(group, receipts, &mut ctx, |g, r, _| g.extend(r, now, *ack_wait_ms))?;
+                Ok(Outcome::Receipts(results))
+            }
+            Command::DeadLetter { station, group, receipts, reason } => {
+                let (state, mut ctx) = self.station_mut(station)?;
+                let reason = reason.as_deref();
+                let results =
+                    state.on_receipts(group, receipts, &mut ctx, |g, r, dead| g.dead_letter(r, reason, dead))?;
+                Ok(Outcome::Receipts(results))
+            }
+            Command::Redrive { station, selector } => {
+                let (state, mut ctx) = self.station_mut(station)?;
+                Ok(Outcome::Redriven(state.redrive(selector, &mut ctx)))
+            }
+            Command::DeleteDeadLetter { station, id } => {
+                let (state, _) = self.station_mut(station)?;
+                state.dead.records.remove(id).ok_or(CommandError::DeadLetterNotFound(*id))?;
+                Ok(Outcome::Deleted)
+            }
+            Command::Tick => {
+                let mut ctx = Ctx { now, outbox: &mut self.outbox, effects: &mut self.effects };
+                for state in self.stations.values_mut() {
+                    state.tick(&mut ctx);
+                }
+                Ok(Outcome::Ticked)
+            }
+            Command::OutboxAdvance { upto } => {
+                self.outbox.advance(*upto);
+                Ok(Outcome::Ticked)
+            }
+        }
+    }
+
+    fn put_station(&mut self, name: &str, config: &StationConfig) -> Result<Outcome, CommandError> {
+        validate_name(name).map_err(CommandError::Invalid)?;
+        validate_station_config(config).map_err(CommandError::Invalid)?;
+        if let Ok((state, mut ctx)) = self.station_mut(name) {
+            if state.config != *config {
+                state.config = config.clone();
+                state.enforce_retention(&mut ctx);
+            }
+            return Ok(Outcome::Put { created: false });
+        }
+        self.last_station_id += 1;
+        let id = self.last_station_id;
+        self.stations.insert(name.to_owned(), StationState::new(id, name.to_owned(), config.clone(), self.clock));
+        self.names.insert(id, name.to_owned());
+        self.effects.push(Effect::StationCreated { id, station: name.to_owned() });
+        Ok(Outcome::Put { created: true })
+    }
+
+    /// Effects queued by `apply` since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn clock(&self) -> Millis {
+        self.clock
+    }
+
+    pub fn station_id(&self, station: &str) -> Option<u64> {
+        self.stations.get(station).map(|state| state.id)
+    }
+
+    /// Every station as (id, name), by id.
+    pub fn stations(&self) -> Vec<(u64, Name)> {
+        self.names.iter().map(|(id, name)| (*id, name.clone())).collect()
+    }
+
+    /// `(first_offset, next_offset)` of a station's retained log.
+    pub fn station_offsets(&self, id: u64) -> Option<(u64, u64)> {
+        let state = self.stations.get(self.names.get(&id)?)?;
+        Some((state.log.first, state.log.next))
+    }
+
+    /// What the state keeps of one retained message.
+    pub fn message_meta(&self, id: u64, offset: u64) -> Option<MessageMeta> {
+        self.stations.get(self.names.get(&id)?)?.log.meta(offset).copied()
+    }
+
+    pub fn station_view(&self, station: &str) -> Option<StationView> {
+        self.stations.get(station).map(StationState::view)
+    }
+
+    /// Every station, sorted by name.
+    pub fn list_stations(&self) -> Vec<StationView> {
+        self.stations.values().map(StationState::view).collect()
+    }
+
+    pub fn group_view(&self, station: &str, group: &str) -> Result<GroupView, CommandError> {
+        self.station(station)?.group_view(group)
+    }
+
+    /// What an ack of `receipt` would answer now, without changing anything.
+    pub fn receipt_status(&self, station: &str, group: &str, receipt: Receipt) -> Result<ReceiptResult, CommandError> {
+        Ok(self.station(station)?.group(group)?.check(receipt))
+    }
+
+    /// A station's dead-letter records, sorted by id.
+    pub fn dead_letters(&self, station: &str) -> Result<Vec<DeadLetterRecord>, CommandError> {
+        Ok(self.station(station)?.dead.records.values().cloned().collect())
+    }
+
+    /// Up to `limit` outbox entries not yet advanced past, oldest first.
+    pub fn outbox(&self, limit: usize) -> Vec<OutboxEntry> {
+        self.outbox.entries.iter().take(limit).cloned().collect()
+    }
+
+    /// Would a `Fetch` at `now` (not before the state clock) hand out at least one message,
+    /// respecting max pending? False for an unknown station or group.
+    pub fn has_ready(&self, station: &str, group: &str, now: Millis) -> bool {
+        let Ok(state) = self.station(station) else { return false };
+        state.group(group).is_ok_and(|g| g.has_ready(&state.log, now.max(self.clock)))
+    }
+
+    /// The earliest time something becomes fetchable without a new produce: the state clock if
+    /// something is ready now, else the next due redelivery, delayed message or ack deadline.
+    /// With max pending reached, only the next ack deadline. None: nothing will come by itself.
+    pub fn next_ready_at(&self, station: &str, group: &str) -> Option<Millis> {
+        let state = self.station(station).ok()?;
+        state.group(group).ok()?.next_ready_at(&state.log, self.clock)
+    }
+
+    /// The earliest time a `Tick` would change anything: an ack deadline, age retention of the
+    /// oldest message, a dedup key or a dead-letter record expiring. May be at or before the
+    /// clock, meaning a tick is due now.
+    pub fn next_tick_at(&self) -> Option<Millis> {
+        self.stations.values().filter_map(StationState::next_tick_at).min()
+    }
+
+    /// Hands back the metas of offsets `first_offset..next_offset` of a station, in order, after
+    /// a snapshot was deserialized (they are not part of it). Extra metas are ignored; missing
+    /// ones are filled with empty, undelayed entries stamped with the state clock.
+    pub fn restore_messages(&mut self, station_id: u64, metas: impl IntoIterator<Item = MessageMeta>) {
+        let Some(name) = self.names.get(&station_id) else { return };
+        if let Some(state) = self.stations.get_mut(name) {
+            state.log.restore(metas, self.clock);
+        }
+    }
+
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        for state in self.stations.values() {
+            for group in state.groups.values() {
+                group.check_invariants(&state.log);
+            }
+        }
+    }
+}

@@ -1,0 +1,891 @@
+//! Rule-by-rule tests: feed envelopes into a fresh state, assert outcomes, views and effects.
+
+use bytes::Bytes;
+
+use super::*;
+
+const ST: &str = "orders";
+
+fn msg(payload: &str) -> NewMessage {
+    NewMessage {
+        content_type: "text/plain".to_owned(),
+        headers: Vec::new(),
+        payload: Bytes::from(payload.to_owned()),
+        idempotency_key: None,
+        deliver_at: None,
+    }
+}
+
+fn keyed(payload: &str, key: &str) -> NewMessage {
+    NewMessage { idempotency_key: Some(key.to_owned()), ..msg(payload) }
+}
+
+fn delayed(payload: &str, at: Millis) -> NewMessage {
+    NewMessage { deliver_at: Some(at), ..msg(payload) }
+}
+
+fn group_config(ack_wait_ms: u64, max_deliveries: u32) -> GroupConfig {
+    GroupConfig { ack_wait_ms, max_deliveries, ..GroupConfig::default() }
+}
+
+/// A broker with a clock the test moves by hand.
+struct H {
+    s: BrokerState,
+    now: Millis,
+}
+
+impl H {
+    fn new() -> Self {
+        Self::with_station(StationConfig::default())
+    }
+
+    fn with_station(config: StationConfig) -> Self {
+        let mut h = H { s: BrokerState::default(), now: 1_000 };
+        assert_eq!(h.run(Command::PutStation { station: ST.into(), config }), Outcome::Put { created: true });
+        h
+    }
+
+    fn run(&mut self, command: Command) -> Outcome {
+        let outcome = self.s.apply(&Envelope { now: self.now, command });
+        self.s.check_invariants();
+        outcome
+    }
+
+    fn at(&mut self, now: Millis) -> &mut Self {
+        self.now = now;
+        self
+    }
+
+    fn group(&mut self, group: &str, config: GroupConfig) -> GroupView {
+        match self.run(Command::PutGroup { station: ST.into(), group: group.into(), config }) {
+            Outcome::Group(view) => view,
+            other => panic!("put group: {other:?}"),
+        }
+    }
+
+    fn produce_all(&mut self, messages: Vec<NewMessage>) -> Vec<Result<Produced, ItemError>> {
+        match self.run(Command::Produce { station: ST.into(), messages }) {
+            Outcome::Produced(results) => results,
+            other => panic!("produce: {other:?}"),
+        }
+    }
+
+    fn produce(&mut self, n: usize) -> Vec<u64> {
+        let results = self.produce_all((0..n).map(|i| msg(&format!("m{i}"))).collect());
+        results.into_iter().map(|r| r.expect("produced").offset).collect()
+    }
+
+    fn fetch_bytes(&mut self, group: &str, max: u32, max_bytes: Option<u64>) -> Vec<Delivery> {
+        let command = Command::Fetch { station: ST.into(), group: group.into(), max_messages: max, max_bytes };
+        match self.run(command) {
+            Outcome::Fetched(deliveries) => deliveries,
+            other => panic!("fetch: {other:?}"),
+        }
+    }
+
+    fn fetch(&mut self, group: &str, max: u32) -> Vec<Delivery> {
+        self.fetch_bytes(group, max, None)
+    }
+
+    fn receipts(&mut self, command: Command) -> Vec<ReceiptResult> {
+        match self.run(command) {
+            Outcome::Receipts(results) => results,
+            other => panic!("receipts: {other:?}"),
+        }
+    }
+
+    fn ack(&mut self, group: &str, receipts: &[Receipt]) -> Vec<ReceiptResult> {
+        self.receipts(Command::Ack { station: ST.into(), group: group.into(), receipts: receipts.to_vec() })
+    }
+
+    fn nack(&mut self, group: &str, receipts: &[Receipt], delay_ms: u64) -> Vec<ReceiptResult> {
+        self.receipts(Command::Nack { station: ST.into(), group: group.into(), receipts: receipts.to_vec(), delay_ms })
+    }
+
+    fn dead_letter(&mut self, group: &str, receipts: &[Receipt], reason: Option<&str>) -> Vec<ReceiptResult> {
+        let reason = reason.map(str::to_owned);
+        self.receipts(Command::DeadLetter {
+            station: ST.into(),
+            group: group.into(),
+            receipts: receipts.to_vec(),
+            reason,
+        })
+    }
+
+    fn tick(&mut self) {
+        assert_eq!(self.run(Command::Tick), Outcome::Ticked);
+    }
+
+    fn view(&self, group: &str) -> GroupView {
+        self.s.group_view(ST, group).expect("group exists")
+    }
+
+    fn stats(&self) -> StationStats {
+        self.s.station_view(ST).expect("station exists").stats
+    }
+
+    fn dead(&self) -> Vec<DeadLetterRecord> {
+        self.s.dead_letters(ST).expect("station exists")
+    }
+}
+
+fn offsets(deliveries: &[Delivery]) -> Vec<u64> {
+    deliveries.iter().map(|d| d.receipt.offset).collect()
+}
+
+fn receipts_of(deliveries: &[Delivery]) -> Vec<Receipt> {
+    deliveries.iter().map(|d| d.receipt).collect()
+}
+
+use ReceiptResult::{Ok as ROk, Stale, Unknown};
+
+#[test]
+fn names_are_validated() {
+    for good in ["a", "orders", "0rders", "a.b_c-d", &"x".repeat(128)] {
+        assert_eq!(validate_name(good), Ok(()), "{good}");
+    }
+    for bad in ["", "-a", ".a", "_a", "Orders", "a b", "a/b", "é", &"x".repeat(129)] {
+        assert!(validate_name(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn put_station_creates_updates_and_validates() {
+    let mut h = H::new();
+    assert_eq!(h.s.take_effects(), vec![Effect::StationCreated { id: 1, station: ST.into() }]);
+    let view = h.s.station_view(ST).expect("view");
+    assert_eq!(view.created_at, 1_000);
+    assert_eq!(view.stats, StationStats { messages: 0, bytes: 0, first_offset: 0, next_offset: 0 });
+
+    let same = Command::PutStation { station: ST.into(), config: StationConfig::default() };
+    assert_eq!(h.run(same), Outcome::Put { created: false });
+    let changed = StationConfig { dedup_window_ms: 5, ..StationConfig::default() };
+    assert_eq!(
+        h.run(Command::PutStation { station: ST.into(), config: changed.clone() }),
+        Outcome::Put { created: false }
+    );
+    assert_eq!(h.s.station_view(ST).expect("view").config, changed);
+    assert!(h.s.take_effects().is_empty());
+
+    let invalid = [
+        ("Bad", StationConfig::default()),
+        ("ok", StationConfig { replicas: 2, ..StationConfig::default() }),
+        ("ok", StationConfig { max_message_bytes: 0, ..StationConfig::default() }),
+        ("ok", StationConfig { max_message_bytes: u64::MAX, ..StationConfig::default() }),
+        (
+            "ok",
+            StationConfig {
+                retention: Retention { max_messages: Some(0), ..Retention::default() },
+                ..StationConfig::default()
+            },
+        ),
+    ];
+    for (station, config) in invalid {
+        let outcome = h.run(Command::PutStation { station: station.into(), config });
+        assert!(matches!(outcome, Outcome::Error(CommandError::Invalid(_))), "{outcome:?}");
+    }
+    assert_eq!(h.s.stations(), vec![(1, ST.to_owned())]);
+}
+
+#[test]
+fn delete_station_drops_everything_but_the_outbox_and_ids_are_not_reused() {
+    let mut h = H::new();
+    h.group("g", GroupConfig::default());
+    h.produce(1);
+    let d = h.fetch("g", 1);
+    h.dead_letter("g", &receipts_of(&d), None);
+    assert_eq!(h.s.outbox(10).len(), 1);
+    h.s.take_effects();
+
+    assert_eq!(h.run(Command::DeleteStation { station: ST.into() }), Outcome::Deleted);
+    assert_eq!(h.s.take_effects(), vec![Effect::StationDropped { id: 1 }]);
+    assert_eq!(h.s.station_view(ST), None);
+    assert_eq!(h.s.station_id(ST), None);
+    assert_eq!(h.s.station_offsets(1), None);
+    assert_eq!(h.s.dead_letters(ST), Err(CommandError::StationNotFound(ST.into())));
+    assert_eq!(h.s.outbox(10).len(), 1, "queued outbox entries survive");
+    assert_eq!(
+        h.run(Command::DeleteStation { station: ST.into() }),
+        Outcome::Error(CommandError::StationNotFound(ST.into()))
+    );
+
+    h.run(Command::PutStation { station: ST.into(), config: StationConfig::default() });
+    assert_eq!(h.s.station_id(ST), Some(2));
+    assert_eq!(h.s.take_effects(), vec![Effect::StationCreated { id: 2, station: ST.into() }]);
+    assert_eq!(h.s.group_view(ST, "g"), Err(CommandError::GroupNotFound { station: ST.into(), group: "g".into() }));
+    assert!(h.dead().is_empty());
+}
+
+#[test]
+fn unknown_station_and_group_are_errors() {
+    let mut h = H::new();
+    let missing = CommandError::StationNotFound("nope".into());
+    assert_eq!(h.run(Command::Produce { station: "nope".into(), messages: vec![msg("x")] }), Outcome::Error(missing));
+    let command = Command::Fetch { station: ST.into(), group: "g".into(), max_messages: 1, max_bytes: None };
+    let no_group = CommandError::GroupNotFound { station: ST.into(), group: "g".into() };
+    assert_eq!(h.run(command), Outcome::Error(no_group.clone()));
+    let ack = Command::Ack { station: ST.into(), group: "g".into(), receipts: vec![] };
+    assert_eq!(h.run(ack), Outcome::Error(no_group.clone()));
+    assert_eq!(h.run(Command::DeleteGroup { station: ST.into(), group: "g".into() }), Outcome::Error(no_group));
+    let invalid = Command::PutGroup { station: ST.into(), group: "G".into(), config: GroupConfig::default() };
+    assert!(matches!(h.run(invalid), Outcome::Error(CommandError::Invalid(_))));
+    let zero_wait = Command::PutGroup { station: ST.into(), group: "g".into(), config: group_config(0, 5) };
+    assert!(matches!(h.run(zero_wait), Outcome::Error(CommandError::Invalid(_))));
+}
+
+#[test]
+fn group_start_positions() {
+    let mut h = H::with_station(StationConfig {
+        retention: Retention { max_messages: Some(8), ..Retention::default() },
+        ..StationConfig::default()
+    });
+    for t in 0..10 {
+        h.at(10_000 + t * 100).produce(1);
+    }
+    // Offsets 0 and 1 fell to the count limit: 2..10 retained, produced at 10_200..=10_900.
+    assert_eq!(h.s.station_offsets(1), Some((2, 10)));
+    let start = |start| GroupConfig { start, ..GroupConfig::default() };
+    assert_eq!(h.group("earliest", start(StartPosition::Earliest)).delivered_offset, 2);
+    assert_eq!(h.group("latest", start(StartPosition::Latest)).delivered_offset, 10);
+    assert_eq!(h.group("low", start(StartPosition::Offset(0))).delivered_offset, 2);
+    assert_eq!(h.group("mid", start(StartPosition::Offset(5))).delivered_offset, 5);
+    assert_eq!(h.group("high", start(StartPosition::Offset(99))).delivered_offset, 10);
+    assert_eq!(h.group("t-exact", start(StartPosition::Time(10_500))).delivered_offset, 5);
+    assert_eq!(h.group("t-between", start(StartPosition::Time(10_450))).delivered_offset, 5);
+    assert_eq!(h.group("t-early", start(StartPosition::Time(0))).delivered_offset, 2);
+    assert_eq!(h.group("t-late", start(StartPosition::Time(99_999))).delivered_offset, 10);
+
+    let view = h.view("mid");
+    assert_eq!((view.lag, view.acked_floor, view.pending), (5, 5, 0));
+    assert_eq!(h.view("latest").lag, 0);
+    assert_eq!(offsets(&h.fetch("mid", 10)), vec![5, 6, 7, 8, 9]);
+}
+
+#[test]
+fn put_group_updates_config_keeps_position_and_delete_works() {
+    let mut h = H::new();
+    h.produce(3);
+    h.group("g", GroupConfig::default());
+    h.fetch("g", 2);
+    let updated = GroupConfig { start: StartPosition::Latest, ack_wait_ms: 5, ..GroupConfig::default() };
+    let view = h.group("g", updated.clone());
+    assert_eq!(view.config, updated);
+    assert_eq!((view.delivered_offset, view.pending, view.lag), (2, 2, 3));
+    let station = h.s.station_view(ST).expect("view");
+    assert_eq!(station.groups.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), vec!["g"]);
+
+    assert_eq!(h.run(Command::DeleteGroup { station: ST.into(), group: "g".into() }), Outcome::Deleted);
+    assert!(h.s.group_view(ST, "g").is_err());
+}
+
+#[test]
+fn fetch_hands_out_batches_in_order_with_receipts_and_deadlines() {
+    let mut h = H::new();
+    h.group("g", group_config(1_000, 5));
+    assert!(h.fetch("g", 10).is_empty());
+    h.produce(5);
+    let first = h.fetch("g", 3);
+    assert_eq!(offsets(&first), vec![0, 1, 2]);
+    assert!(first.iter().all(|d| d.attempt == 1));
+    assert_eq!(first.iter().map(|d| d.receipt.delivery).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(offsets(&h.fetch("g", 3)), vec![3, 4]);
+    let view = h.view("g");
+    assert_eq!((view.pending, view.delivered_offset, view.lag, view.acked_floor), (5, 5, 5, 0));
+    assert_eq!(h.s.next_tick_at(), Some(2_000));
+    let invalid =
+        |max_messages| Command::Fetch { station: ST.into(), group: "g".into(), max_messages, max_bytes: None };
+    assert!(matches!(h.run(invalid(0)), Outcome::Error(CommandError::Invalid(_))));
+    assert!(matches!(h.run(invalid(1001)), Outcome::Error(CommandError::Invalid(_))));
+}
+
+#[test]
+fn max_bytes_stops_before_exceeding_but_allows_one() {
+    let mut h = H::new();
+    h.group("g", GroupConfig::default());
+    h.produce_all(vec![msg("aaaa"), msg("bbbb"), msg("cccc")]);
+    assert_eq!(offsets(&h.fetch_bytes("g", 10, Some(2))), vec![0], "one message even when larger");
+    assert_eq!(offsets(&h.fetch_bytes("g", 10, Some(7))), vec![1]);
+    assert_eq!(offsets(&h.fetch_bytes("g", 10, Some(8))), vec![2]);
+    assert_eq!(h.stats().bytes, 12);
+}
+
+#[test]
+fn receipts_are_ok_stale_or_unknown() {
+    let mut h = H::new();
+    h.group("g", group_config(1_000, 5));
+    h.produce(3);
+    let d = h.fetch("g", 2);
+    let (r0, r1) = (d[0].receipt, d[1].receipt);
+    assert_eq!(h.s.receipt_status(ST, "g", r0), Ok(ROk));
+    let never =
+        [Receipt { offset: 0, delivery: 99 }, Receipt { offset: 2, delivery: 1 }, Receipt { offset: 0, delivery: 0 }];
+    assert_eq!(h.ack("g", &never), vec![Unknown, Unknown, Unknown]);
+    let swapped = Receipt { offset: 0, delivery: r1.delivery };
+    assert_eq!(h.ack("g", &[r0, swapped, r0]), vec![ROk, Stale, Stale]);
+    let view = h.view("g");
+    assert_eq!((view.acked_floor, view.pending, view.lag), (1, 1, 2));
+    assert_eq!(h.ack("g", &[r1]), vec![ROk]);
+    assert_eq!(h.view("g").acked_floor, 2);
+}
+
+#[test]
+fn out_of_order_acks_advance_the_floor_only_when_contiguous() {
+    let mut h = H::new();
+    h.group("g", GroupConfig::default());
+    h.produce(4);
+    let d = h.fetch("g", 4);
+    h.ack("g", &[d[1].receipt, d[3].receipt]);
+    let view = h.view("g");
+    assert_eq!((view.acked_floor, view.lag, view.pending), (0, 2, 2));
+    h.ack("g", &[d[0].receipt]);
+    assert_eq!(h.view("g").acked_floor, 2);
+    h.ack("g", &[d[2].receipt]);
+    let view = h.view("g");
+    assert_eq!((view.acked_floor, view.lag, view.pending), (4, 0, 0));
+}
+
+#[test]
+fn nack_redelivers_after_the_delay_and_old_receipt_goes_stale() {
+    let mut h = H::new();
+    h.group("g", group_config(10_000, 5));
+    h.produce(2);
+    let d = h.fetch("g", 1);
+    assert_eq!(h.nack("g", &[d[0].receipt], 500), vec![ROk]);
+    assert_eq!(h.view("g").pending, 0);
+    assert_eq!(h.s.next_ready_at(ST, "g"), Some(1_000), "offset 1 is ready now");
+    assert_eq!(offsets(&h.fetch("g", 5)), vec![1], "nacked message waits for its delay");
+    assert_eq!(h.s.next_ready_at(ST, "g"), Some(1_500));
+    assert!(!h.s.has_ready(ST, "g", 1_499));
+    assert!(h.s.has_ready(ST, "g", 1_500));
+    let again = h.at(1_500).fetch("g", 5);
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].receipt.offset, again[0].attempt), (0, 2));
+    assert_eq!(h.ack("g", &[d[0].receipt]), vec![Stale]);
+    assert_eq!(h.nack("g", &[again[0].receipt], 0), vec![ROk]);
+    assert_eq!(h.fetch("g", 5)[0].attempt, 3, "a zero delay is due at once");
+}
+
+#[test]
+fn extend_pushes_the_deadline() {
+    let mut h = H::new();
+    h.group("g", group_config(1_000, 5));
+    h.produce(1);
+    let d = h.fetch("g", 1);
+    let extend =
+        Command::Extend { station: ST.into(), group: "g".into(), receipts: vec![d[0].receipt], ack_wait_ms: 5_000 };
+    assert_eq!(h.at(1_500).receipts(extend), vec![ROk]);
+    assert_eq!(h.s.next_tick_at(), Some(6_500));
+    assert!(h.at(6_000).fetch("g", 1).is_empty());
+    assert_eq!(h.ack("g", &[d[0].receipt]), vec![ROk]);
+}
+
+#[test]
+fn unacked_delivery_is_redelivered_after_ack_wait() {
+    let mut h = H::new();
+    h.group("g", group_config(1_000, 5));
+    h.produce(1);
+    let d = h.fetch("g", 1);
+    assert!(h.at(1_999).fetch("g", 1).is_empty());
+    assert!(!h.s.has_ready(ST, "g", 1_999));
+    assert!(h.s.has_ready(ST, "g", 2_000));
+    let again = h.at(2_000).fetch("g", 1);
+    assert_eq!((again[0].receipt.offset, again[0].attempt), (0, 2));
+    assert_eq!(h.ack("g", &[d[0].receipt]), vec![Stale]);
+
+    // A tick expires the delivery too; the group then waits for a fetch.
+    h.at(3_000).tick();
+    assert_eq!(h.view("g").pending, 0);
+    assert_eq!(h.ack("g", &[again[0].receipt]), vec![Stale]);
+    assert_eq!(h.fetch("g", 1)[0].attempt, 3);
+}
+
+#[test]
+fn backoff_steps_follow_the_attempt_number_and_repeat_the_last() {
+    let mut h = H::new();
+    h.group(
+        "g",
+        GroupConfig { ack_wait_ms: 100, max_deliveries: 10, backoff_ms: vec![1_000, 5_000], ..GroupConfig::default() },
+    );
+    h.produce(1);
+    h.fetch("g", 1); // attempt 1, deadline 1_100, then redelivery at 2_100
+    h.at(1_100).tick();
+    assert_eq!(h.s.next_ready_at(ST, "g"), Some(2_100));
+    assert!(h.at(2_099).fetch("g", 1).is_empty());
+    assert_eq!(h.at(2_100).fetch("g", 1)[0].attempt, 2); // deadline 2_200, then + 5_000
+    assert!(h.at(7_199).fetch("g", 1).is_empty());
+    assert_eq!(h.at(7_200).fetch("g", 1)[0].attempt, 3); // deadline 7_300, then + 5_000 again
+    assert!(h.at(12_299).fetch("g", 1).is_empty());
+    assert_eq!(h.at(12_300).fetch("g", 1)[0].attempt, 4);
+}
+
+#[test]
+fn max_deliveries_dead_letters_for_that_group_only() {
+    let mut h = H::new();
+    h.group("a", group_config(1_000, 2));
+    h.group("b", group_config(1_000, 2));
+    h.produce(1);
+    assert_eq!(h.fetch("a", 1)[0].attempt, 1);
+    assert_eq!(h.at(2_000).fetch("a", 1)[0].attempt, 2);
+    assert!(h.at(3_000).fetch("a", 1).is_empty(), "second expiry reaches max deliveries");
+    let dead = h.dead();
+    assert_eq!(dead.len(), 1);
+    let expected = DeadLetterRecord {
+        id: 1,
+        station: ST.into(),
+        group: "a".into(),
+        offset: 0,
+        reason: DeadLetterReason::MaxDeliveries,
+        attempts: 2,
+        last_error: None,
+        dead_at: 3_000,
+    };
+    assert_eq!(dead[0], expected);
+    assert_eq!(h.s.outbox(10), vec![OutboxEntry { seq: 1, record: expected }]);
+    let view = h.view("a");
+    assert_eq!((view.dead_lettered, view.lag, view.acked_floor, view.pending), (1, 0, 1, 0));
+
+    let b = h.fetch("b", 1);
+    assert_eq!(b.len(), 1, "the other group still gets the message");
+    assert_eq!(h.ack("b", &receipts_of(&b)), vec![ROk]);
+    assert_eq!(h.view("b").dead_lettered, 0);
+}
+
+#[test]
+fn nack_at_max_deliveries_dead_letters() {
+    let mut h = H::new();
+    h.group("g", group_config(1_000, 1));
+    h.produce(1);
+    let d = h.fetch("g", 1);
+    assert_eq!(h.nack("g", &receipts_of(&d), 0), vec![ROk]);
+    assert_eq!(h.dead()[0].reason, DeadLetterReason::MaxDeliveries);
+    assert!(h.fetch("g", 1).is_empty());
+}
+
+#[test]
+fn explicit_dead_letter_records_the_reason() {
+    let mut h = H::new();
+    h.group("g", GroupConfig::default());
+    h.produce(2);
+    let d = h.fetch("g", 2);
+    assert_eq!(h.at(1_234).dead_letter("g", &[d[1].receipt, d[1].receipt], Some("bad json")), vec![ROk, Stale]);
+    let dead = h.dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].offset, dead[0].reason, dead[0].attempts), (1, DeadLetterReason::Explicit, 1));
+    assert_eq!((dead[0].last_error.as_deref(), dead[0].dead_at), (Some("bad json"), 1_234));
+    let view = h.view("g");
+    assert_eq!((view.dead_lettered, view.lag, view.pending, view.acked_floor), (1, 1, 1, 0));
+}
+
+#[test]
+fn disabled_dead_letters_just_end_the_message() {
+    let mut h = H::with_station(StationConfig {
+        dead_letter: DeadLetterConfig { enabled: false, retention_ms: 1 },
+        ..StationConfig::default()
+    });
+    h.group("g", GroupConfig::default());
+    h.produce(1);
+    let d = h.fetch("g", 1);
+    assert_eq!(h.dead_letter("g", &receipts_of(&d), None), vec![ROk]);
+    assert!(h.dead().is_empty());
+    assert!(h.s.outbox(10).is_empty());
+    let view = h.view("g");
+    assert_eq!((view.lag, view.acked_floor, view.dead_lettered), (0, 1, 0));
+}
+
+/// Two groups, each dead-letters offsets 0 and 1 explicitly; records 1..=4 are (a,0) (a,1) (b,0) (b,1).
+fn four_dead_letters() -> H {
+    let mut h = H::new();
+    h.group("a", GroupConfig::default());
+    h.group("b", GroupConfig::default());
+    h.produce(3);
+    for g in ["a", "b"] {
+        let d = h.fetch(g, 2);
+        h.dead_letter(g, &receipts_of(&d), None);
+    }
+    assert_eq!(h.dead().len(), 4);
+    h
+}
+
+#[test]
+fn redrive_by_ids_returns_the_message_to_its_group_only() {
+    let mut h = four_dead_letters();
+    let redrive = Command::Redrive { station: ST.into(), selector: RedriveSelector::Ids(vec![2, 2, 77]) };
+    assert_eq!(h.run(redrive), Outcome::Redriven(1));
+    assert_eq!(h.dead().iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 3, 4]);
+    assert_eq!(h.view("a").acked_floor, 1, "offset 1 is not done for a any more");
+    let a = h.fetch("a", 10);
+    assert_eq!(a.iter().map(|d| (d.receipt.offset, d.attempt)).collect::<Vec<_>>(), vec![(1, 1), (2, 1)]);
+    let b = h.fetch("b", 10);
+    assert_eq!(offsets(&b), vec![2]);
+}
+
+#[test]
+fn redrive_by_group_and_all() {
+    let mut h = four_dead_letters();
+    let by_group = Command::Redrive { station: ST.into(), selector: RedriveSelector::Group(Some("b".into())) };
+    assert_eq!(h.run(by_group), Outcome::Redriven(2));
+    assert_eq!(h.dead().iter().map(|r| r.group.as_str()).collect::<Vec<_>>(), vec!["a", "a"]);
+    assert_eq!(offsets(&h.fetch("b", 10)), vec![0, 1, 2]);
+    let all = Command::Redrive { station: ST.into(), selector: RedriveSelector::Group(None) };
+    assert_eq!(h.run(all), Outcome::Redriven(2));
+    assert!(h.dead().is_empty());
+    assert_eq!(offsets(&h.fetch("a", 10)), vec![0, 1, 2]);
+}
+
+#[test]
+fn redrive_skips_records_whose_message_is_gone() {
+    let mut h = H::with_station(StationConfig {
+        retention: Retention { max_messages: Some(2), ..Retention::default() },
+        ..StationConfig::default()
+    });
+    h.group("g", GroupConfig::default());
+    h.produce(1);
+    let d = h.fetch("g", 1);
+    h.dead_letter("g", &receipts_of(&d), None);
+    h.produce(2);
+    assert_eq!(h.stats().first_offset, 1);
+    let all = Command::Redrive { station: ST.into(), selector: RedriveSelector::Group(None) };
+    assert_eq!(h.run(all), Outcome::Redriven(0));
+    assert_eq!(h.dead().len(), 1);
+}
+
+#[test]
+fn delete_dead_letter() {
+    let mut h = four_dead_letters();
+    assert_eq!(h.run(Command::DeleteDeadLetter { station: ST.into(), id: 3 }), Outcome::Deleted);
+    assert_eq!(
+        h.run(Command::DeleteDeadLetter { station: ST.into(), id: 3 }),
+        Outcome::Error(CommandError::DeadLetterNotFound(3))
+    );
+    assert_eq!(h.dead().iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(h.s.outbox(10).len(), 4, "the outbox is a separate hand-off");
+}
+
+#[test]
+fn delayed_messages_do_not_hold_back_ready_ones() {
+    let mut h = H::new();
+    h.group("g", GroupConfig::default());
+    h.produce_all(vec![delayed("late", 5_000), msg("now"), delayed("past", 500), delayed("later", 3_000)]);
+    assert_eq!(h.view("g").delivered_offset, 1, "the cursor moved past the delayed head at once");
+    assert!(h.s.has_ready(ST, "g", h.now));
+    assert_eq!(h.s.next_ready_at(ST, "g"), Some(h.now));
+    assert_eq!(offsets(&h.fetch("g", 10)), vec![1, 2]);
+    let view = h.view("g");
+    assert_eq!((view.delivered_offset, view.lag, view.pending), (4, 4, 2));
+    assert_eq!(h.s.next_ready_at(ST, "g"), Some(3_000));
+    assert!(!h.s.has_ready(ST, "g", 2_999));
+    assert!(h.s.has_ready(ST, "g", 3_000));
+    assert!(h.at(2_999).fetch("g", 10).is_empty());
+    assert_eq!(offsets(&h.at(6_000).fetch("g", 10)), vec![3, 0], "due delayed messages by due time");
+    assert!(h.fetch("g", 10).iter().all(|d| d.attempt == 1));
+}
+
+#[test]
+fn a_group_created_over_delayed_messages_skips_them_too() {
+    let mut h = H::new();
+    h.produce_all(vec![delayed("late", 5_000), msg("now")]);
+    h.group("g", GroupConfig::default());
+    assert_eq!(h.view("g").delivered_offset, 1, "offset 0 went into the delayed set");
+    assert_eq!(offsets(&h.fetch("g", 10)), vec![1]);
+    assert_eq!(offsets(&h.at(5_000).fetch("g", 10)), vec![0]);
+}
+
+#[test]
+fn idempotent_produce() {
+    let mut h = H::with_station(StationConfig { dedup_window_ms: 1_000, ..StationConfig::default() });
+    let first = h.produce_all(vec![keyed("a", "k1"), msg("x"), keyed("a", "k1"), keyed("b", "k1")]);
+    let expected = vec![
+        Ok(Produced { offset: 0, duplicate: false }),
+        Ok(Produced { offset: 1, duplicate: false }),
+        Ok(Produced { offset: 0, duplicate: true }),
+        Err(ItemError::IdempotencyKeyReused),
+    ];
+    assert_eq!(first, expected);
+    assert_eq!(h.at(1_999).produce_all(vec![keyed("a", "k1")]), vec![Ok(Produced { offset: 0, duplicate: true })]);
+    assert_eq!(h.stats().next_offset, 2, "duplicates are not appended");
+    // The window runs from the original produce (1_000), not from the repeat.
+    assert_eq!(h.at(2_000).produce_all(vec![keyed("b", "k1")]), vec![Ok(Produced { offset: 2, duplicate: false })]);
+
+    let bad_keys = h.produce_all(vec![keyed("a", ""), keyed("a", &"k".repeat(257)), keyed("a", &"k".repeat(256))]);
+    assert!(matches!(bad_keys[0], Err(ItemError::Invalid(_))));
+    assert!(matches!(bad_keys[1], Err(ItemError::Invalid(_))));
+    assert_eq!(bad_keys[2], Ok(Produced { offset: 3, duplicate: false }));
+}
+
+#[test]
+fn dedup_keys_expire_on_tick() {
+    let mut h = H::with_station(StationConfig { dedup_window_ms: 1_000, ..StationConfig::default() });
+    h.produce_all((0..50).map(|i| keyed("p", &format!("k{i}"))).collect());
+    h.at(1_500).produce_all(vec![keyed("p", "k0"), keyed("p", "late")]);
+    assert_eq!(h.s.stations.get(ST).map(|s| s.dedup_len()), Some(51));
+    assert_eq!(h.s.next_tick_at(), Some(2_000));
+    h.at(2_000).tick();
+    assert_eq!(h.s.stations.get(ST).map(|s| s.dedup_len()), Some(1), "only the key from 1_500 is left");
+    assert_eq!(h.s.next_tick_at(), Some(2_500));
+    h.at(2_500).tick();
+    assert_eq!(h.s.stations.get(ST).map(|s| s.dedup_len()), Some(0));
+    assert_eq!(h.s.next_tick_at(), Some(1_000 + 7 * 24 * 3600 * 1000), "age retention of the oldest message");
+}
+
+#[test]
+fn max_message_size_is_enforced_per_item() {
+    let mut h = H::with_station(StationConfig { max_message_bytes: 3, ..StationConfig::default() });
+    let results = h.produce_all(vec![msg("abc"), msg("abcd"), msg("")]);
+    assert_eq!(
+        results,
+        vec![
+            Ok(Produced { offset: 0, duplicate: false }),
+            Err(ItemError::TooLarge { size: 4, limit: 3 }),
+            Ok(Produced { offset: 1, duplicate: false }),
+        ]
+    );
+}
+
+#[test]
+fn max_pending_limits_fetches() {
+    let mut h = H::new();
+    h.group("g", GroupConfig { max_pending: 3, ..GroupConfig::default() });
+    h.produce(5);
+    assert_eq!(offsets(&h.fetch("g", 2)), vec![0, 1]);
+    assert_eq!(offsets(&h.fetch("g", 10)), vec![2]);
+    assert!(h.fetch("g", 10).is_empty());
+    assert!(!h.s.has_ready(ST, "g", h.now));
+    assert_eq!(h.s.next_ready_at(ST, "g"), Some(31_000), "only an ack deadline frees a slot by itself");
+    let first = h.s.group_view(ST, "g").map(|v| v.pending);
+    assert_eq!(first, Ok(3));
+    h.ack("g", &[Receipt { offset: 1, delivery: 2 }]);
+    assert!(h.s.has_ready(ST, "g", h.now));
+    assert_eq!(offsets(&h.fetch("g", 10)), vec![3]);
+}
+
+#[test]
+fn retention_by_age() {
+    let mut h = H::with_station(StationConfig {
+        retention: Retention { max_age_ms: Some(1_000), ..Retention::default() },
+        ..StationConfig::default()
+    });
+    h.produce(2);
+    h.at(1_500).produce(1);
+    h.s.take_effects();
+    assert_eq!(h.s.next_tick_at(), Some(2_000));
+    h.at(2_000).tick();
+    assert_eq!(h.s.take_effects(), vec![Effect::PrefixRemoved { id: 1, first_offset: 2 }]);
+    assert_eq!(h.stats(), StationStats { messages: 1, bytes: 2, first_offset: 2, next_offset: 3 });
+    assert_eq!(h.s.next_tick_at(), Some(2_500));
+    h.at(2_500).tick();
+    assert_eq!(h.stats(), StationStats { messages: 0, bytes: 0, first_offset: 3, next_offset: 3 });
+    assert_eq!(h.s.next_tick_at(), None);
+}
+
+#[test]
+fn retention_by_count_and_bytes() {
+    let mut h = H::with_station(StationConfig {
+        retention: Retention { max_age_ms: None, max_messages: Some(3), max_bytes: Some(10), ack_based: false },
+        ..StationConfig::default()
+    });
+    h.produce_all(vec![msg("1"), msg("22"), msg("333"), msg("4444")]);
+    assert_eq!(h.stats(), StationStats { messages: 3, bytes: 9, first_offset: 1, next_offset: 4 });
+    h.produce_all(vec![msg("55555")]);
+    // Count keeps 2..5 (12 bytes); bytes then drops 2 as well.
+    assert_eq!(h.stats(), StationStats { messages: 2, bytes: 9, first_offset: 3, next_offset: 5 });
+    assert_eq!(
+        h.s.take_effects(),
+        vec![
+            Effect::StationCreated { id: 1, station: ST.into() },
+            Effect::PrefixRemoved { id: 1, first_offset: 1 },
+            Effect::PrefixRemoved { id: 1, first_offset: 3 },
+        ]
+    );
+}
+
+#[test]
+fn ack_based_retention_waits_for_every_group() {
+    let mut h = H::with_station(StationConfig {
+        retention: Retention { max_age_ms: None, max_messages: None, max_bytes: None, ack_based: true },
+        ..StationConfig::default()
+    });
+    h.produce(3);
+    h.tick();
+    assert_eq!(h.stats().first_offset, 0, "no group yet: nothing is acked by every group");
+    h.group("a", GroupConfig::default());
+    h.group("b", GroupConfig::default());
+    let a = h.fetch("a", 2);
+    h.ack("a", &receipts_of(&a));
+    assert_eq!(h.stats().first_offset, 0);
+    let b = h.fetch("b", 3);
+    h.ack("b", &receipts_of(&b)[..1]);
+    assert_eq!(h.stats().first_offset, 1);
+    h.dead_letter("b", &receipts_of(&b)[1..], None);
+    assert_eq!(h.stats().first_offset, 2);
+    assert_eq!(h.view("a").lag, 1);
+}
+
+#[test]
+fn retention_dead_letters_delivered_unacked_messages_as_expired() {
+    let mut h = H::with_station(StationConfig {
+        retention: Retention { max_messages: Some(2), ..Retention::default() },
+        ..StationConfig::default()
+    });
+    h.group("slow", GroupConfig::default());
+    h.group("idle", GroupConfig::default());
+    h.produce(2);
+    let d = h.fetch("slow", 1);
+    h.at(1_500).produce(2);
+    let dead = h.dead();
+    assert_eq!(dead.len(), 1, "only the delivered message becomes a dead letter");
+    assert_eq!((dead[0].group.as_str(), dead[0].offset), ("slow", 0));
+    assert_eq!((dead[0].reason, dead[0].attempts, dead[0].dead_at), (DeadLetterReason::Expired, 1, 1_500));
+    let slow = h.view("slow");
+    assert_eq!((slow.delivered_offset, slow.acked_floor, slow.pending, slow.lag, slow.dead_lettered), (2, 2, 0, 2, 1));
+    let idle = h.view("idle");
+    assert_eq!((idle.delivered_offset, idle.acked_floor, idle.lag, idle.dead_lettered), (2, 2, 2, 0));
+    assert_eq!(h.ack("slow", &receipts_of(&d)), vec![Stale]);
+    assert_eq!(offsets(&h.fetch("idle", 10)), vec![2, 3]);
+}
+
+#[test]
+fn dead_letter_records_expire_after_their_retention() {
+    let mut h = H::with_station(StationConfig {
+        dead_letter: DeadLetterConfig { enabled: true, retention_ms: 1_000 },
+        ..StationConfig::default()
+    });
+    h.group("g", GroupConfig::default());
+    h.produce(2);
+    let d = h.fetch("g", 2);
+    h.dead_letter("g", &[d[0].receipt], None);
+    h.at(1_400).dead_letter("g", &[d[1].receipt], None);
+    h.run(Command::OutboxAdvance { upto: 2 });
+    assert_eq!(h.s.next_tick_at(), Some(2_000));
+    h.at(2_000).tick();
+    assert_eq!(h.dead().iter().map(|r| r.id).collect::<Vec<_>>(), vec![2]);
+    h.at(2_400).tick();
+    assert!(h.dead().is_empty());
+}
+
+#[test]
+fn outbox_advance_drops_taken_entries() {
+    let mut h = four_dead_letters();
+    assert_eq!(h.s.outbox(2).iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(h.run(Command::OutboxAdvance { upto: 3 }), Outcome::Ticked);
+    assert_eq!(h.s.outbox(10).iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]);
+    h.run(Command::OutboxAdvance { upto: 1 });
+    assert_eq!(h.s.outbox(10).len(), 1);
+    h.run(Command::OutboxAdvance { upto: u64::MAX });
+    assert!(h.s.outbox(10).is_empty());
+}
+
+#[test]
+fn seek_repositions_and_invalidates_receipts() {
+    let mut h = H::new();
+    h.group("g", GroupConfig::default());
+    for t in 0..5 {
+        h.at(10_000 + t * 100).produce(1);
+    }
+    let d = h.fetch("g", 4);
+    let seek = |to| Command::Seek { station: ST.into(), group: "g".into(), to };
+    let Outcome::Group(view) = h.run(seek(SeekTo::Offset(2))) else { panic!("seek") };
+    assert_eq!((view.delivered_offset, view.acked_floor, view.pending, view.lag), (2, 2, 0, 3));
+    assert_eq!(h.ack("g", &receipts_of(&d)), vec![Stale, Stale, Unknown, Unknown]);
+    let again = h.fetch("g", 10);
+    assert_eq!(
+        again.iter().map(|d| (d.receipt.offset, d.attempt, d.receipt.delivery)).collect::<Vec<_>>(),
+        vec![(2, 1, 5), (3, 1, 6), (4, 1, 7)]
+    );
+    let Outcome::Group(view) = h.run(seek(SeekTo::Time(10_050))) else { panic!("seek") };
+    assert_eq!((view.delivered_offset, view.pending), (1, 0));
+    let Outcome::Group(view) = h.run(seek(SeekTo::Offset(1_000))) else { panic!("seek") };
+    assert_eq!((view.delivered_offset, view.lag, view.acked_floor), (5, 0, 5));
+}
+
+#[test]
+fn a_recreated_group_never_accepts_an_old_receipt() {
+    let mut h = H::new();
+    h.group("g", GroupConfig::default());
+    h.produce(1);
+    let old = h.fetch("g", 1);
+    h.run(Command::DeleteGroup { station: ST.into(), group: "g".into() });
+    h.group("g", GroupConfig::default());
+    assert_eq!(h.ack("g", &receipts_of(&old)), vec![Unknown]);
+    let new = h.fetch("g", 1);
+    assert_ne!(new[0].receipt, old[0].receipt);
+    assert_eq!(h.ack("g", &receipts_of(&old)), vec![Unknown]);
+    assert_eq!(h.ack("g", &receipts_of(&new)), vec![ROk]);
+}
+
+#[test]
+fn clock_never_goes_backwards() {
+    let mut h = H::new();
+    h.group("g", group_config(1_000, 5));
+    h.at(5_000).produce(1);
+    assert_eq!(h.at(4_000).fetch("g", 1).len(), 1);
+    assert_eq!(h.s.clock(), 5_000);
+    assert_eq!(h.s.next_tick_at(), Some(6_000), "deadline from the state clock, not the stale stamp");
+}
+
+#[test]
+fn snapshot_round_trip_then_restore_gives_identical_state() {
+    let mut h = H::with_station(StationConfig {
+        retention: Retention { max_messages: Some(6), ..Retention::default() },
+        ..StationConfig::default()
+    });
+    h.group("a", GroupConfig { backoff_ms: vec![10], ..group_config(1_000, 2) });
+    h.group("b", GroupConfig::default());
+    h.produce_all(vec![msg("one"), keyed("two", "k"), delayed("three", 9_000), msg("four")]);
+    h.produce(4);
+    let a = h.fetch("a", 3);
+    h.ack("a", &[a[0].receipt]);
+    h.nack("a", &[a[1].receipt], 100);
+    let b = h.fetch("b", 1);
+    h.dead_letter("b", &receipts_of(&b), Some("x"));
+    h.s.take_effects();
+
+    let bytes = bincode::serialize(&h.s).expect("serialize");
+    let mut copy: BrokerState = bincode::deserialize(&bytes).expect("deserialize");
+    for (id, _) in copy.stations() {
+        let (first, next) = copy.station_offsets(id).expect("offsets");
+        let metas: Vec<MessageMeta> = (first..next).filter_map(|o| h.s.message_meta(id, o)).collect();
+        copy.restore_messages(id, metas);
+    }
+    copy.check_invariants();
+    assert_eq!(copy.list_stations(), h.s.list_stations());
+    assert_eq!(copy.dead_letters(ST), h.s.dead_letters(ST));
+    assert_eq!(copy.outbox(100), h.s.outbox(100));
+    assert_eq!(copy.next_tick_at(), h.s.next_tick_at());
+    assert_eq!(bincode::serialize(&copy).expect("serialize"), bytes);
+
+    // Both go on identically, including time-driven work that needs the restored metas.
+    let script = [
+        Envelope {
+            now: 3_000,
+            command: Command::Fetch { station: ST.into(), group: "a".into(), max_messages: 10, max_bytes: Some(9) },
+        },
+        Envelope {
+            now: 3_000,
+            command: Command::Produce { station: ST.into(), messages: vec![keyed("two", "k"), msg("n")] },
+        },
+        Envelope { now: 10_000, command: Command::Tick },
+        Envelope {
+            now: 10_000,
+            command: Command::Fetch { station: ST.into(), group: "b".into(), max_messages: 10, max_bytes: None },
+        },
+    ];
+    for env in &script {
+        assert_eq!(copy.apply(env), h.s.apply(env));
+        assert_eq!(copy.take_effects(), h.s.take_effects());
+    }
+    assert_eq!(bincode::serialize(&copy).expect("serialize"), bincode::serialize(&h.s).expect("serialize"));
+    assert_eq!(copy.list_stations(), h.s.list_stations());
+}
+
+#[test]
+fn restore_pads_a_short_log() {
+    let mut h = H::new();
+    h.produce(3);
+    let bytes = bincode::serialize(&h.s).expect("serialize");
+    let mut copy: BrokerState = bincode::deserialize(&bytes).expect("deserialize");
+    copy.restore_messages(1, [MessageMeta { produced_at: 1, deliver_at: 0, size: 7 }]);
+    copy.restore_messages(99, []);
+    let stats = copy.station_view(ST).expect("view").stats;
+    assert_eq!((stats.messages, stats.bytes), (3, 7));
+    assert_eq!(copy.message_meta(1, 2), Some(MessageMeta { produced_at: 1_000, deliver_at: 0, size: 0 }));
+}

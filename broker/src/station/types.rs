@@ -1,0 +1,348 @@
+//! The commands the replicated state machine applies, and what each one answers.
+//!
+//! Everything here is plain data: serializable into the Raft log, free of I/O and of HTTP.
+//! Times are unix milliseconds taken from the leader's clock when it proposed the command.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Unix time in milliseconds, as stamped by the leader.
+pub type Millis = i64;
+
+/// A station or consumer-group name, validated by [`crate::station::validate_name`].
+pub type Name = String;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub max_age_ms: Option<u64>,
+    pub max_messages: Option<u64>,
+    pub max_bytes: Option<u64>,
+    /// Delete a message once every consumer group has acked (or dead-lettered) it.
+    pub ack_based: bool,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { max_age_ms: Some(7 * 24 * 3600 * 1000), max_messages: None, max_bytes: None, ack_based: false }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterConfig {
+    pub enabled: bool,
+    /// How long a dead-letter record is kept.
+    pub retention_ms: u64,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig { enabled: true, retention_ms: 7 * 24 * 3600 * 1000 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationConfig {
+    pub retention: Retention,
+    pub replicas: u8,
+    pub dedup_window_ms: u64,
+    pub max_message_bytes: u64,
+    pub dead_letter: DeadLetterConfig,
+}
+
+impl Default for StationConfig {
+    fn default() -> Self {
+        StationConfig {
+            retention: Retention::default(),
+            replicas: 1,
+            dedup_window_ms: 120_000,
+            max_message_bytes: 1024 * 1024,
+            dead_letter: DeadLetterConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartPosition {
+    Earliest,
+    Latest,
+    Offset(u64),
+    /// The first message produced at or after this time.
+    Time(Millis),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfig {
+    pub start: StartPosition,
+    pub ack_wait_ms: u64,
+    pub max_deliveries: u32,
+    /// Redelivery delay after the n-th failed attempt is `backoff_ms[min(n, len) - 1]`; empty = 0.
+    pub backoff_ms: Vec<u64>,
+    pub max_pending: u32,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            start: StartPosition::Earliest,
+            ack_wait_ms: 30_000,
+            max_deliveries: 5,
+            backoff_ms: Vec::new(),
+            max_pending: 10_000,
+        }
+    }
+}
+
+/// A message as the producer handed it in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage {
+    pub content_type: String,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+    pub idempotency_key: Option<String>,
+    /// No group delivers the message before this time.
+    pub deliver_at: Option<Millis>,
+}
+
+/// Identifies one delivery of one message to one group. It goes stale when the message is
+/// delivered again (`delivery` is a per-group counter, unique for the group's lifetime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Receipt {
+    pub offset: u64,
+    pub delivery: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeekTo {
+    Offset(u64),
+    Time(Millis),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadLetterReason {
+    MaxDeliveries,
+    Explicit,
+    /// Retention removed the message before the group acked it.
+    Expired,
+}
+
+impl DeadLetterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::MaxDeliveries => "max_deliveries",
+            DeadLetterReason::Explicit => "explicit",
+            DeadLetterReason::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RedriveSelector {
+    /// These dead-letter ids.
+    Ids(Vec<u64>),
+    /// Every dead letter of this group (`None`: of every group of the station).
+    Group(Option<Name>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    PutStation {
+        station: Name,
+        config: StationConfig,
+    },
+    DeleteStation {
+        station: Name,
+    },
+    PutGroup {
+        station: Name,
+        group: Name,
+        config: GroupConfig,
+    },
+    DeleteGroup {
+        station: Name,
+        group: Name,
+    },
+    Seek {
+        station: Name,
+        group: Name,
+        to: SeekTo,
+    },
+    Produce {
+        station: Name,
+        messages: Vec<NewMessage>,
+    },
+    Fetch {
+        station: Name,
+        group: Name,
+        max_messages: u32,
+        max_bytes: Option<u64>,
+    },
+    Ack {
+        station: Name,
+        group: Name,
+        receipts: Vec<Receipt>,
+    },
+    Nack {
+        station: Name,
+        group: Name,
+        receipts: Vec<Receipt>,
+        delay_ms: u64,
+    },
+    Extend {
+        station: Name,
+        group: Name,
+        receipts: Vec<Receipt>,
+        ack_wait_ms: u64,
+    },
+    DeadLetter {
+        station: Name,
+        group: Name,
+        receipts: Vec<Receipt>,
+        reason: Option<String>,
+    },
+    Redrive {
+        station: Name,
+        selector: RedriveSelector,
+    },
+    DeleteDeadLetter {
+        station: Name,
+        id: u64,
+    },
+    /// Time-driven work: expired deliveries, retention, dedup expiry, dead-letter retention.
+    Tick,
+    /// The outbox consumer has durably taken every outbox entry with `seq <= upto`.
+    OutboxAdvance {
+        upto: u64,
+    },
+}
+
+/// A command with the leader's clock reading. `apply` uses `now` and never the local clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub now: Millis,
+    pub command: Command,
+}
+
+/// Errors a command can answer with. They are outcomes of a deterministic apply, not faults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    #[error("station {0} not found")]
+    StationNotFound(Name),
+    #[error("consumer group {group} not found on station {station}")]
+    GroupNotFound { station: Name, group: Name },
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("dead letter {0} not found")]
+    DeadLetterNotFound(u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ItemError {
+    #[error("message of {size} bytes exceeds the station's limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("idempotency key reused with a different payload")]
+    IdempotencyKeyReused,
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Produced {
+    pub offset: u64,
+    pub duplicate: bool,
+}
+
+/// One message handed to a consumer by `Fetch`. The payload is read from the station log by
+/// the storage layer; the state machine decides only which offsets and receipts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub receipt: Receipt,
+    pub attempt: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptResult {
+    Ok,
+    Stale,
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// `created` is false for an update (or an identical re-put).
+    Put {
+        created: bool,
+    },
+    Deleted,
+    Group(GroupView),
+    Produced(Vec<Result<Produced, ItemError>>),
+    Fetched(Vec<Delivery>),
+    Receipts(Vec<ReceiptResult>),
+    Redriven(u64),
+    Ticked,
+    Error(CommandError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationStats {
+    pub messages: u64,
+    pub bytes: u64,
+    /// Offset of the oldest retained message; equals `next_offset` when empty.
+    pub first_offset: u64,
+    /// Offset the next produced message will get.
+    pub next_offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub name: Name,
+    pub config: GroupConfig,
+    /// Messages this group has not yet acked or dead-lettered, among retained ones.
+    pub lag: u64,
+    /// Deliveries in flight (delivered, not yet acked, nacked or expired).
+    pub pending: u64,
+    /// The next offset to be delivered for the first time.
+    pub delivered_offset: u64,
+    /// Every offset below this one is acked or dead-lettered.
+    pub acked_floor: u64,
+    pub dead_lettered: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationView {
+    pub name: Name,
+    pub config: StationConfig,
+    pub stats: StationStats,
+    pub groups: Vec<GroupView>,
+    pub created_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    pub id: u64,
+    pub station: Name,
+    pub group: Name,
+    pub offset: u64,
+    pub reason: DeadLetterReason,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub dead_at: Millis,
+}
+
+/// An entry of the dead-letter outbox: handed once to the metadata store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub seq: u64,
+    pub record: DeadLetterRecord,
+}
+
+/// What the state machine keeps of each retained message, so it can schedule delivery and
+/// retention without reading payloads. Rebuilt from the station log on recovery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    pub produced_at: Millis,
+    /// 0 when the message is not delayed.
+    pub deliver_at: Millis,
+    /// Payload bytes (what retention by bytes counts).
+    pub size: u32,
+}

@@ -1,0 +1,29 @@
+//! openraft's own storage conformance suite, run against our log store and state machine.
+
+use depot_broker::log::Verify;
+use depot_broker::raft::log_store::LogStore;
+use depot_broker::raft::state_machine::{SmOptions, StateMachine};
+use depot_broker::raft::{StorageError, TypeConfig};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{ErrorSubject, ErrorVerb};
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| {
+            openraft::StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, openraft::AnyError::new(&e))
+        })?;
+        let log = LogStore::open(&dir.path().join("raft"), 1 << 20, Verify::Full)?;
+        let sm =
+            StateMachine::open(SmOptions { dir: dir.path().join("sm"), segment_bytes: 1 << 20, verify: Verify::Full })?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("openraft storage suite failed: {e}");
+    }
+}
