@@ -327,7 +327,7 @@ impl Broker {
             let _ = task.await;
         }
         self.inner.raft.shutdown().await.map_err(storage)?;
-        self.inner.sm.sync_all().map_err(storage)?;
+        self.inner.sm.close().map_err(storage)?;
         let marker = self.inner.data_dir.join(CLEAN_MARKER);
         std::fs::write(&marker, b"").map_err(storage)?;
         std::fs::File::open(&marker).and_then(|f| f.sync_all()).map_err(storage)?;
@@ -416,7 +416,9 @@ fn clone_error(e: &BrokerError) -> BrokerError {
 /// Proposes a `Tick` when the state says time-driven work is due, while this node leads.
 async fn run_ticker(broker: Broker) {
     let mut shutdown = broker.inner.shutdown.subscribe();
-    loop {
+    // The flag, not only the change notification, ends the loop: a notification can be consumed
+    // by a wait that lost a select race.
+    while !*shutdown.borrow() {
         let now = broker.now();
         let due = broker.read(|s| s.next_tick_at());
         let leads = broker.inner.raft.metrics().borrow().current_leader == Some(broker.inner.node_id);
@@ -434,7 +436,7 @@ async fn run_ticker(broker: Broker) {
         };
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {}
         }
     }
 }

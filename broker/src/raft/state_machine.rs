@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
@@ -50,6 +50,10 @@ struct Inner {
 
 pub struct Shared {
     inner: RwLock<Inner>,
+    /// Held while a snapshot is built or installed, and by shutdown: snapshot I/O runs outside
+    /// `inner` and must never outlive the broker that started it.
+    /// The flag is set by `close`; snapshot I/O that starts after it is refused.
+    snapshot_io: Mutex<bool>,
     /// Bumped after every applied batch; long polls and the ticker wait on it.
     applied: watch::Sender<u64>,
 }
@@ -88,6 +92,10 @@ impl Shared {
     fn write(&self) -> RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn snapshot_io(&self) -> MutexGuard<'_, bool> {
+        self.snapshot_io.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl StateMachine {
@@ -122,7 +130,9 @@ impl StateMachine {
         remove_stale(&root.join("snapshots"), current.as_deref()).map_err(sm_err)?;
         inner.open_station_logs()?;
         let (applied, _) = watch::channel(0);
-        Ok(StateMachine { shared: Arc::new(Shared { inner: RwLock::new(inner), applied }) })
+        Ok(StateMachine {
+            shared: Arc::new(Shared { inner: RwLock::new(inner), snapshot_io: Mutex::new(false), applied }),
+        })
     }
 
     /// Reads the replicated state. Keep `f` short: apply waits for it.
@@ -151,8 +161,11 @@ impl StateMachine {
         }
     }
 
-    /// fsyncs every station log, for a clean shutdown.
-    pub fn sync_all(&self) -> Result<(), StorageError> {
+    /// For a clean shutdown: waits for snapshot I/O in progress, refuses any later, and fsyncs
+    /// every station log.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let mut closed = self.shared.snapshot_io();
+        *closed = true;
         let mut inner = self.shared.write();
         for log in inner.logs.values_mut() {
             log.sync().map_err(sm_err)?;
@@ -371,6 +384,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// Captures the state under the lock (cheap: serialize state, list segments), then fsyncs and
 /// links outside it so apply is held up only for the capture.
 fn build_snapshot(shared: &Shared) -> Result<(), StorageError> {
+    let closed = shared.snapshot_io();
+    if *closed {
+        return Err(snap_err(std::io::Error::other("state machine closed")));
+    }
     let (meta, state, files, points, root) = {
         let mut inner = shared.write();
         inner.snapshot_seq += 1;
@@ -474,6 +491,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let mut stream = *snapshot;
         let root = self.shared.read().opts.dir.clone();
+        // Not held across the awaits below: installs come one at a time from openraft, and a
+        // build cannot run during one. It only keeps shutdown from overlapping the final swap.
         let name = format!("installed-{}", meta.snapshot_id);
         let dir = root.join("snapshots").join(&name);
         if dir.exists() {
@@ -487,6 +506,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Err(snap_err(std::io::Error::other("snapshot archive does not match its meta")));
         }
         let (_, state) = load_snapshot(&dir).map_err(snap_err)?;
+        let closed = self.shared.snapshot_io();
+        if *closed {
+            return Err(snap_err(std::io::Error::other("state machine closed")));
+        }
         meta::write_atomic(&root.join("current"), &name).map_err(snap_err)?;
         {
             let mut inner = self.shared.write();

@@ -1,0 +1,297 @@
+//! The broker facade end to end: commands through openraft, the state machine and the station
+//! logs, across restarts. Waiting is done by the facade's own long poll or by polling with a
+//! deadline, never by sleeping.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use depot_broker::station::{
+    Command, CommandError, Delivery, GroupConfig, ItemError, NewMessage, OutboxEntry, Outcome, Receipt, ReceiptResult,
+    Retention, StationConfig,
+};
+use depot_broker::{Applied, Broker, BrokerError, BrokerOptions, OutboxSink};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn msg(payload: &str) -> NewMessage {
+    NewMessage {
+        content_type: "text/plain".into(),
+        headers: vec![("trace".into(), payload.into())],
+        payload: Bytes::from(payload.to_string()),
+        idempotency_key: None,
+        deliver_at: None,
+    }
+}
+
+fn opts(dir: &std::path::Path) -> BrokerOptions {
+    BrokerOptions::new(dir)
+}
+
+async fn station(broker: &Broker, name: &str, config: StationConfig) {
+    broker.submit(Command::PutStation { station: name.into(), config }).await.expect("put station");
+}
+
+async fn group(broker: &Broker, station: &str, name: &str, config: GroupConfig) {
+    broker.submit(Command::PutGroup { station: station.into(), group: name.into(), config }).await.expect("put group");
+}
+
+async fn produce(broker: &Broker, station: &str, messages: Vec<NewMessage>) -> Vec<u64> {
+    let applied = broker.submit(Command::Produce { station: station.into(), messages }).await.expect("produce");
+    let Outcome::Produced(results) = applied.outcome else { panic!("unexpected {:?}", applied.outcome) };
+    results.into_iter().map(|r| r.expect("item accepted").offset).collect()
+}
+
+fn deliveries(applied: &Applied) -> Vec<Delivery> {
+    match &applied.outcome {
+        Outcome::Fetched(d) => d.clone(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn ack(broker: &Broker, station: &str, group: &str, receipts: Vec<Receipt>) -> Vec<ReceiptResult> {
+    let applied =
+        broker.submit(Command::Ack { station: station.into(), group: group.into(), receipts }).await.expect("ack");
+    match applied.outcome {
+        Outcome::Receipts(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn produce_fetch_ack_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    station(&broker, "orders", StationConfig::default()).await;
+    group(&broker, "orders", "billing", GroupConfig::default()).await;
+    let offsets = produce(&broker, "orders", vec![msg("a"), msg("b"), msg("c")]).await;
+    assert_eq!(offsets, vec![0, 1, 2]);
+
+    let fetched = broker.fetch("orders", "billing", 10, None, Duration::ZERO).await.unwrap();
+    let d = deliveries(&fetched);
+    assert_eq!(d.iter().map(|d| d.receipt.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(fetched.messages.len(), 3);
+    assert_eq!(fetched.messages[1].payload, Bytes::from_static(b"b"));
+    assert_eq!(fetched.messages[1].content_type, "text/plain");
+    assert_eq!(fetched.messages[1].headers, vec![("trace".to_string(), "b".to_string())]);
+    assert!(d.iter().all(|d| d.attempt == 1));
+
+    let results = ack(&broker, "orders", "billing", d.iter().map(|d| d.receipt).collect()).await;
+    assert_eq!(results, vec![ReceiptResult::Ok; 3]);
+    assert_eq!(ack(&broker, "orders", "billing", vec![d[0].receipt]).await, vec![ReceiptResult::Stale]);
+    let view = broker.group("orders", "billing").unwrap();
+    assert_eq!((view.lag, view.pending, view.acked_floor), (0, 0, 3));
+    let empty = broker.fetch("orders", "billing", 10, None, Duration::ZERO).await.unwrap();
+    assert!(deliveries(&empty).is_empty());
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn refusals_come_back_as_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    let err = broker.submit(Command::Produce { station: "nope".into(), messages: vec![msg("x")] }).await;
+    assert!(matches!(err, Err(BrokerError::Command(CommandError::StationNotFound(_)))), "{err:?}");
+    station(&broker, "s", StationConfig { max_message_bytes: 4, ..StationConfig::default() }).await;
+    let applied =
+        broker.submit(Command::Produce { station: "s".into(), messages: vec![msg("ok"), msg("too long")] }).await;
+    let Outcome::Produced(results) = applied.unwrap().outcome else { panic!() };
+    assert_eq!(results[0].as_ref().map(|p| p.offset), Ok(0));
+    assert!(matches!(results[1], Err(ItemError::TooLarge { size: 8, limit: 4 })));
+    let err = broker.fetch("s", "missing", 1, None, Duration::from_secs(1)).await;
+    assert!(matches!(err, Err(BrokerError::Command(CommandError::GroupNotFound { .. }))), "{err:?}");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_produce_and_times_out_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    station(&broker, "s", StationConfig::default()).await;
+    group(&broker, "s", "g", GroupConfig::default()).await;
+
+    let started = Instant::now();
+    let empty = broker.fetch("s", "g", 10, None, Duration::from_millis(200)).await.unwrap();
+    assert!(deliveries(&empty).is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(200), "returned before its wait ran out");
+
+    let poller = {
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.fetch("s", "g", 10, None, WAIT).await })
+    };
+    // The poller is parked on the state; a produce must wake it well before WAIT.
+    produce(&broker, "s", vec![msg("wake")]).await;
+    let fetched = poller.await.unwrap().unwrap();
+    assert_eq!(fetched.messages.len(), 1);
+    assert_eq!(fetched.messages[0].payload, Bytes::from_static(b"wake"));
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unacked_delivery_is_redelivered_after_ack_wait_and_old_receipt_goes_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    station(&broker, "s", StationConfig::default()).await;
+    group(&broker, "s", "g", GroupConfig { ack_wait_ms: 150, ..GroupConfig::default() }).await;
+    produce(&broker, "s", vec![msg("retry me")]).await;
+
+    let first = deliveries(&broker.fetch("s", "g", 1, None, Duration::ZERO).await.unwrap());
+    assert_eq!(first.len(), 1);
+    let second = deliveries(&broker.fetch("s", "g", 1, None, WAIT).await.unwrap());
+    assert_eq!(second.len(), 1, "not redelivered within {WAIT:?}");
+    assert_eq!(second[0].receipt.offset, 0);
+    assert_eq!(second[0].attempt, 2);
+    assert_eq!(ack(&broker, "s", "g", vec![first[0].receipt]).await, vec![ReceiptResult::Stale]);
+    assert_eq!(ack(&broker, "s", "g", vec![second[0].receipt]).await, vec![ReceiptResult::Ok]);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn max_deliveries_dead_letters_through_the_ticker() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    station(&broker, "s", StationConfig::default()).await;
+    group(&broker, "s", "g", GroupConfig { ack_wait_ms: 50, max_deliveries: 1, ..GroupConfig::default() }).await;
+    produce(&broker, "s", vec![msg("poison")]).await;
+    assert_eq!(deliveries(&broker.fetch("s", "g", 1, None, Duration::ZERO).await.unwrap()).len(), 1);
+    // Nobody fetches again: the leader's Tick must expire the delivery and dead-letter it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let dead = broker.dead_letters("s").unwrap();
+        if let Some(record) = dead.first() {
+            assert_eq!((record.offset, record.group.as_str(), record.attempts), (0, "g", 1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead letter within {WAIT:?}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(broker.group("s", "g").unwrap().dead_lettered, 1);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn delayed_message_does_not_hold_back_ready_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    station(&broker, "s", StationConfig::default()).await;
+    group(&broker, "s", "g", GroupConfig::default()).await;
+    let later = NewMessage { deliver_at: Some(broker.now() + 300), ..msg("later") };
+    produce(&broker, "s", vec![later, msg("now")]).await;
+
+    let first = broker.fetch("s", "g", 10, None, Duration::ZERO).await.unwrap();
+    assert_eq!(first.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![1]);
+    let second = broker.fetch("s", "g", 10, None, WAIT).await.unwrap();
+    assert_eq!(second.messages.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![0]);
+    assert!(broker.now() >= second.messages[0].deliver_at, "delivered before its time");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn state_and_messages_survive_restart_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = BrokerOptions { snapshot_every: 10, segment_bytes: 16 << 10, ..opts(dir.path()) };
+    let broker = Broker::open(small.clone()).await.unwrap();
+    station(&broker, "s", StationConfig::default()).await;
+    group(&broker, "s", "g", GroupConfig::default()).await;
+    for i in 0..60 {
+        produce(&broker, "s", vec![msg(&format!("m{i}")), msg(&format!("n{i}"))]).await;
+    }
+    let fetched = deliveries(&broker.fetch("s", "g", 30, None, Duration::ZERO).await.unwrap());
+    assert_eq!(fetched.len(), 30);
+    ack(&broker, "s", "g", fetched[..10].iter().map(|d| d.receipt).collect()).await;
+    let before = broker.group("s", "g").unwrap();
+    broker.shutdown().await.unwrap();
+    assert!(dir.path().join("sm/current").exists(), "expected at least one snapshot");
+
+    let broker = Broker::open(small).await.unwrap();
+    assert_eq!(broker.group("s", "g").unwrap(), before);
+    assert_eq!(broker.station("s").unwrap().stats.messages, 120);
+    // A receipt handed out before the restart still acks; one already acked is stale.
+    let results = ack(&broker, "s", "g", vec![fetched[10].receipt, fetched[0].receipt]).await;
+    assert_eq!(results, vec![ReceiptResult::Ok, ReceiptResult::Stale]);
+    for i in 0..60u64 {
+        let m = broker.message("s", 2 * i).unwrap().unwrap();
+        assert_eq!(m.payload, Bytes::from(format!("m{i}")));
+    }
+    let next = deliveries(&broker.fetch("s", "g", 1, None, Duration::ZERO).await.unwrap());
+    assert_eq!(next[0].receipt.offset, 30, "first deliveries continue where they stopped");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn retention_deletes_segments_once_a_snapshot_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = BrokerOptions { snapshot_every: 5, segment_bytes: 8 << 10, ..opts(dir.path()) };
+    let broker = Broker::open(small).await.unwrap();
+    let short = StationConfig {
+        retention: Retention { max_messages: Some(20), ..Retention::default() },
+        ..StationConfig::default()
+    };
+    station(&broker, "s", short).await;
+    let payload = "x".repeat(1000);
+    for _ in 0..100 {
+        produce(&broker, "s", vec![msg(&payload), msg(&payload)]).await;
+    }
+    let stats = broker.station("s").unwrap().stats;
+    assert_eq!((stats.messages, stats.first_offset, stats.next_offset), (20, 180, 200));
+    assert!(broker.message("s", 179).unwrap().is_none());
+    assert_eq!(broker.message("s", 180).unwrap().unwrap().payload.len(), 1000);
+    let station_dir = std::fs::read_dir(dir.path().join("sm/stations")).unwrap().next().unwrap().unwrap().path();
+    // A purge may be removing files while we look: a vanished file counts as zero.
+    let bytes: u64 =
+        std::fs::read_dir(&station_dir).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    // 200 KB were produced; retention keeps 20 KB plus at most a snapshot interval and a segment.
+    assert!(bytes < 80 << 10, "station log still holds {bytes} bytes");
+    broker.shutdown().await.unwrap();
+}
+
+#[derive(Clone, Default)]
+struct RecordingSink {
+    seen: Arc<Mutex<Vec<OutboxEntry>>>,
+}
+
+impl OutboxSink for RecordingSink {
+    async fn deliver(&self, entries: &[OutboxEntry]) -> Result<(), String> {
+        self.seen.lock().unwrap().extend_from_slice(entries);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn outbox_hands_each_dead_letter_over_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    station(&broker, "s", StationConfig::default()).await;
+    group(&broker, "s", "g", GroupConfig::default()).await;
+    produce(&broker, "s", (0..5).map(|i| msg(&format!("{i}"))).collect()).await;
+    let d = deliveries(&broker.fetch("s", "g", 5, None, Duration::ZERO).await.unwrap());
+    let receipts = d.iter().map(|d| d.receipt).collect();
+    broker
+        .submit(Command::DeadLetter {
+            station: "s".into(),
+            group: "g".into(),
+            receipts,
+            reason: Some("bad input".into()),
+        })
+        .await
+        .unwrap();
+    let sink = RecordingSink::default();
+    broker.spawn_outbox(sink.clone());
+    let deadline = Instant::now() + WAIT;
+    while broker.read(|s| !s.outbox(10).is_empty()) {
+        assert!(Instant::now() < deadline, "outbox not drained within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = sink.seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().map(|e| e.record.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert!(seen.iter().all(|e| e.record.last_error.as_deref() == Some("bad input")));
+    broker.shutdown().await.unwrap();
+
+    // After a restart the cursor is past them: a new sink receives nothing old.
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    assert!(broker.read(|s| s.outbox(10).is_empty()));
+    broker.shutdown().await.unwrap();
+}
