@@ -27,7 +27,11 @@ fn message(payload: &Bytes) -> NewMessage {
 }
 
 async fn open(dir: &Path) -> anyhow::Result<Broker> {
-    Ok(Broker::open(BrokerOptions::new(dir)).await?)
+    let mut opts = BrokerOptions::new(dir);
+    if let Some(n) = std::env::var("DEPOT_BENCH_IN_FLIGHT").ok().and_then(|v| v.parse().ok()) {
+        opts.proposals_in_flight = n;
+    }
+    Ok(Broker::open(opts).await?)
 }
 
 async fn put_station(broker: &Broker, name: &str, config: StationConfig) -> anyhow::Result<()> {
@@ -91,6 +95,15 @@ fn rss_peak_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes this process handed to write syscalls, and bytes it caused to reach the block layer.
+fn io_written() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    (field("wchar:"), field("write_bytes:"))
+}
+
 fn emit(value: serde_json::Value) {
     println!("{value}");
 }
@@ -109,9 +122,17 @@ async fn phase(name: &str, dir: &Path, quick: bool) -> anyhow::Result<()> {
                 f.sync_data()?;
             }
             let per = t.elapsed() / n;
-            emit(
-                json!({"phase": "fsync", "append_fdatasync_us": per.as_micros() as u64, "per_s": (1.0 / per.as_secs_f64()) as u64}),
-            );
+            // The ceiling for durable throughput: large appends, each fdatasynced.
+            let big = vec![2u8; 4 << 20];
+            let rounds = if quick { 25 } else { 100 };
+            let t = Instant::now();
+            for _ in 0..rounds {
+                f.write_all(&big)?;
+                f.sync_data()?;
+            }
+            let mb_s = (rounds as f64 * 4.0 * 1.048_576) / t.elapsed().as_secs_f64();
+            emit(json!({"phase": "fsync", "append_fdatasync_us": per.as_micros() as u64,
+                "per_s": (1.0 / per.as_secs_f64()) as u64, "fsynced_mb_per_s": mb_s as u64}));
         }
         "batch100" | "single64" | "single1" => {
             let broker = open(dir).await?;
@@ -125,12 +146,18 @@ async fn phase(name: &str, dir: &Path, quick: bool) -> anyhow::Result<()> {
                 "single64" => (64, 1),
                 _ => (1, 1),
             };
+            let (wchar0, disk0) = io_written();
             let (n, elapsed, mut lat) =
                 produce_load(&broker, "bench", tasks, batch, Duration::from_secs(secs), None).await?;
+            let (wchar1, disk1) = io_written();
             lat.sort_unstable();
+            let payload = (n * KIB as u64).max(1) as f64;
+            let ratio = |bytes: u64| (bytes as f64 / payload * 100.0).round() / 100.0;
             emit(json!({"phase": name, "messages": n, "seconds": elapsed.as_secs_f64(),
                 "msg_per_s": (n as f64 / elapsed.as_secs_f64()) as u64,
-                "p50_us": percentile(&lat, 0.5), "p99_us": percentile(&lat, 0.99)}));
+                "p50_us": percentile(&lat, 0.5), "p99_us": percentile(&lat, 0.99),
+                "written_per_payload_byte": ratio(wchar1 - wchar0),
+                "disk_per_payload_byte": ratio(disk1 - disk0)}));
             broker.shutdown().await?;
         }
         "fetch_ack" => {
@@ -138,6 +165,8 @@ async fn phase(name: &str, dir: &Path, quick: bool) -> anyhow::Result<()> {
             put_station(&broker, "bench", StationConfig::default()).await?;
             let total = if quick { 100_000 } else { 400_000 };
             produce_load(&broker, "bench", 16, 100, Duration::from_secs(3600), Some(total * KIB as u64)).await?;
+            // Measure fetch + ack alone, not the writeback of the fill.
+            std::process::Command::new("sync").status()?;
             let group = GroupConfig::default();
             broker.submit(Command::PutGroup { station: "bench".into(), group: "g".into(), config: group }).await?;
             let start = Instant::now();
@@ -187,7 +216,8 @@ async fn phase(name: &str, dir: &Path, quick: bool) -> anyhow::Result<()> {
             let broker = open(dir).await?;
             put_station(&broker, "big", StationConfig::default()).await?;
             let gib = if quick { 256u64 << 20 } else { 1 << 30 };
-            produce_load(&broker, "big", 16, 100, Duration::from_secs(3600), Some(gib)).await?;
+            let (n, elapsed, _) = produce_load(&broker, "big", 16, 100, Duration::from_secs(3600), Some(gib)).await?;
+            emit(json!({"phase": name, "messages": n, "seconds": elapsed.as_secs_f64()}));
             broker.shutdown().await?;
         }
         "recover" => {
@@ -222,6 +252,8 @@ fn run_child(phase: &str, dir: &Path, quick: bool) -> anyhow::Result<serde_json:
     if quick {
         cmd.arg("--quick");
     }
+    // Start each phase with no dirty pages left over from the previous one.
+    let _ = std::process::Command::new("sync").status();
     let out = cmd.output().with_context(|| format!("running phase {phase}"))?;
     if !out.status.success() {
         bail!("phase {phase} failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,8 +37,11 @@ pub struct BrokerOptions {
     pub node_id: NodeId,
     /// Segment size of the Raft log and of station logs.
     pub segment_bytes: u64,
-    /// Build a snapshot (and then purge the Raft log) after this many entries.
+    /// Build a snapshot (and then purge the Raft log) after this many entries...
     pub snapshot_every: u64,
+    /// ...or after this many payload bytes, whichever comes first. Retention deletes files only
+    /// once a snapshot covers the deletion, so this also bounds how far disk use overshoots.
+    pub snapshot_bytes: u64,
     /// Raft entries in flight at once. Commands arriving meanwhile join the next entry.
     pub proposals_in_flight: usize,
     /// How long a command waits for a leader before answering `Unavailable`.
@@ -52,7 +55,8 @@ impl BrokerOptions {
             node_id: 1,
             segment_bytes: 64 << 20,
             snapshot_every: 2_000,
-            proposals_in_flight: 2,
+            snapshot_bytes: 256 << 20,
+            proposals_in_flight: 1,
             leader_wait: Duration::from_secs(5),
         }
     }
@@ -79,6 +83,9 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Sender<bool>,
     clock: LeaderClock,
+    /// Payload bytes proposed since the last snapshot was requested.
+    unsnapshotted: AtomicU64,
+    snapshot_bytes: u64,
 }
 
 /// A handle to the running broker; clones share it.
@@ -168,6 +175,8 @@ impl Broker {
                 tasks: Mutex::new(Vec::new()),
                 shutdown,
                 clock: LeaderClock { last: AtomicI64::new(0) },
+                unsnapshotted: AtomicU64::new(0),
+                snapshot_bytes: opts.snapshot_bytes,
             }),
         };
         let proposer = tokio::spawn(run_proposer(broker.inner.clone(), rx, opts.proposals_in_flight.max(1)));
@@ -259,7 +268,7 @@ impl Broker {
                 if matches!(&applied.outcome, Outcome::Fetched(d) if !d.is_empty()) || Instant::now() >= deadline {
                     return Ok(applied);
                 }
-                continue;
+                // Another consumer took it first: wait for the next change rather than spin.
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() || *shutdown.borrow() {
@@ -358,6 +367,12 @@ async fn run_proposer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>, in_fli
                     batch.push(p);
                 }
                 Err(_) => break,
+            }
+        }
+        if inner.unsnapshotted.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64 >= inner.snapshot_bytes {
+            inner.unsnapshotted.store(0, Ordering::Relaxed);
+            if let Err(e) = inner.raft.trigger().snapshot().await {
+                tracing::warn!(error = %e, "snapshot not triggered");
             }
         }
         let now = inner.clock.now();
