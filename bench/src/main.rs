@@ -31,6 +31,7 @@ async fn open(dir: &Path) -> anyhow::Result<Broker> {
     if let Some(n) = std::env::var("DEPOT_BENCH_IN_FLIGHT").ok().and_then(|v| v.parse().ok()) {
         opts.proposals_in_flight = n;
     }
+    opts.preallocate_raft_log = std::env::var("DEPOT_BENCH_PREALLOCATE").is_ok_and(|v| v == "1");
     Ok(Broker::open(opts).await?)
 }
 

@@ -46,6 +46,12 @@ pub struct BrokerOptions {
     pub proposals_in_flight: usize,
     /// How long a command waits for a leader before answering `Unavailable`.
     pub leader_wait: Duration,
+    /// Keep zero-filled space ahead of the Raft log's write position, so an fsync does not
+    /// also commit a file-size change (about 45 µs less per durable write on the reference
+    /// disk). Trade-off: after a power loss the kernel may have persisted unsynced pages out of
+    /// order, leaving a zero hole before a later record; recovery then refuses to start (it
+    /// cannot tell that hole from lost acknowledged data) instead of dropping the torn tail.
+    pub preallocate_raft_log: bool,
 }
 
 impl BrokerOptions {
@@ -58,6 +64,7 @@ impl BrokerOptions {
             snapshot_bytes: 256 << 20,
             proposals_in_flight: 1,
             leader_wait: Duration::from_secs(5),
+            preallocate_raft_log: false,
         }
     }
 }
@@ -130,7 +137,8 @@ impl Broker {
             tracing::info!(dir = %dir.display(), "no clean-shutdown marker: verifying every checksum");
         }
         let verify = if clean { Verify::Tail } else { Verify::Full };
-        let log = LogStore::open(&dir.join("raft"), opts.segment_bytes, verify).map_err(storage)?;
+        let log = LogStore::open(&dir.join("raft"), opts.segment_bytes, verify, opts.preallocate_raft_log)
+            .map_err(storage)?;
         let sm = StateMachine::open(SmOptions { dir: dir.join("sm"), segment_bytes: opts.segment_bytes, verify })
             .map_err(storage)?;
         let recover_to = log.last_index();

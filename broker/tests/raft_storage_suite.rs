@@ -14,7 +14,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().map_err(|e| {
             openraft::StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, openraft::AnyError::new(&e))
         })?;
-        let log = LogStore::open(&dir.path().join("raft"), 1 << 20, Verify::Full)?;
+        let log = LogStore::open(&dir.path().join("raft"), 1 << 20, Verify::Full, true)?;
         let sm =
             StateMachine::open(SmOptions { dir: dir.path().join("sm"), segment_bytes: 1 << 20, verify: Verify::Full })?;
         Ok((dir, log, sm))

@@ -50,6 +50,11 @@ impl DirtyTracker {
         self.dir_epoch = self.epoch;
     }
 
+    /// True if a directory change is not yet known durable.
+    pub fn dir_dirty(&self) -> bool {
+        self.dir_epoch > self.durable.load(Ordering::Acquire)
+    }
+
     /// The file was fully synced (or deleted) directly by the log.
     pub fn forget_file(&mut self, file: &Arc<File>) {
         self.files.retain(|(f, _)| !Arc::ptr_eq(f, file));

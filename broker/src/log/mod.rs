@@ -17,14 +17,37 @@
 //!   trusted only if its crc, base and covered length all match the `.log`, so a stale index
 //!   is detected rather than believed.
 //! * Record offsets are u32: the log rolls before any record would start past 4 GiB.
+//! * Only the last segment may extend past its last record, and only with zero bytes (see
+//!   Preallocation). Zero bytes never parse as a record (the record magic is nonzero).
 //!
 //! # Recovery
 //!
 //! `open` validates every segment (`Verify::Full`) or trusts sealed segments' indexes
 //! (`Verify::Tail`) and scans the last one. At the first bad record of the last segment, if
 //! no valid record (right magic, fitting length, plausible seq, good crc) exists anywhere
-//! after it, the damage is a torn, never-acknowledged write and the file is truncated there.
-//! Anything else is reported as `LogError::Corrupt` and nothing is modified.
+//! after it, the damage is a torn, never-acknowledged write and the file is truncated there
+//! (a preallocating log instead overwrites the damaged bytes with zeros and keeps the file's
+//! length). Anything else is reported as `LogError::Corrupt` and nothing is modified.
+//!
+//! If every byte from that position to the end of the file is zero, a preallocating log
+//! treats it as preallocated space: nothing is reported and the next append goes there. A
+//! log opened without preallocation truncates such a zero tail and reports it as a torn tail
+//! (as it does any other torn tail); zero bytes are never data, so this is never `Corrupt`.
+//!
+//! # Preallocation
+//!
+//! With `LogOptions::preallocate`, the active segment's file is kept zero-filled ahead of the
+//! write position: when less than `PREALLOC_LOW_WATER` of zeroed space remains after the
+//! next record, zeros are written in a chunk of up to `PREALLOC_CHUNK` (capped near
+//! `segment_bytes`) and fdatasynced (with the directory, if the file is new) before any
+//! record is written into that space. Appends then overwrite already-allocated blocks, so
+//! their fdatasync need not commit file-size or extent metadata. The logical length (the
+//! write position) is kept in memory; `bytes()` and `SegmentInfo::len_bytes` report it.
+//! Sealing trims the file to its logical length before the data sync and the `.idx` write,
+//! so sealed segments never have a zero tail. `truncate_from` overwrites the removed bytes
+//! of the active segment with zeros (instead of shrinking the file), so no stale valid record
+//! survives past the logical end, where a later torn write could make recovery find "a
+//! valid record after a bad one" and refuse to open.
 //!
 //! # Durability
 //!
@@ -55,7 +78,7 @@ use bytes::Bytes;
 
 use self::format::{parse_file_name, verify_record, RECORD_HEADER_LEN};
 use self::group_commit::DirtyTracker;
-use self::segment::{io_err, remove_if_exists, Segment, MAX_RECORD_START};
+use self::segment::{io_err, remove_if_exists, write_zeros, Segment, MAX_RECORD_START};
 
 pub use self::group_commit::{GroupCommit, SyncPoint};
 pub use self::iter::LogIter;
@@ -63,11 +86,22 @@ pub use self::iter::LogIter;
 /// Largest payload a record can carry (its length field is a u32).
 pub const MAX_PAYLOAD: usize = u32::MAX as usize - RECORD_HEADER_LEN;
 
+/// Preallocation tops up the zeroed space once less than this remains after the next record.
+const PREALLOC_LOW_WATER: u64 = 1 << 20;
+/// Zeros written per preallocation step.
+const PREALLOC_CHUNK: u64 = 4 << 20;
+/// Preallocation stops this far past `segment_bytes` (the record that crosses
+/// `segment_bytes` is the segment's last); a larger final record grows the file itself.
+const PREALLOC_SLACK: u64 = 64 << 10;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogOptions {
     /// Roll to a new segment once the active one is at least this many bytes.
     pub segment_bytes: u64,
     pub verify: Verify,
+    /// Keep the active segment zero-filled ahead of the write position (see the module doc),
+    /// so appends overwrite allocated space instead of growing the file.
+    pub preallocate: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +227,7 @@ impl SegmentedLog {
                     });
                 }
             }
-            let seg = Segment::open(dir, base, i + 1 == bases.len(), opts.verify, &mut recovery)?;
+            let seg = Segment::open(dir, base, i + 1 == bases.len(), opts, &mut recovery)?;
             recovery.records += seg.records();
             segments.push(seg);
         }
@@ -286,14 +320,46 @@ impl SegmentedLog {
             self.roll()?;
         }
         format::encode_record(&mut self.buf, seq, len, payload);
+        if self.opts.preallocate {
+            self.preallocate(self.buf.len() as u64)?;
+        }
         let Some(active) = self.segments.last_mut() else {
             return Err(LogError::Io { path: self.dir.clone(), source: std::io::Error::other("no active segment") });
         };
         active.file.write_all_at(&self.buf, active.len).map_err(io_err(&active.path))?;
         active.positions.push(active.len as u32);
         active.len += self.buf.len() as u64;
+        active.alloc = active.alloc.max(active.len);
         self.next_seq += 1;
         self.dirty.mark_file(&active.file);
+        Ok(())
+    }
+
+    /// Makes sure the active segment has zeroed space for a record of `rec_len` bytes at its
+    /// write position, topping it up when less than `PREALLOC_LOW_WATER` would remain. New
+    /// zeros are durable (file data and size, and the directory entry of a new file) before
+    /// this returns, so a record written into them never needs a metadata commit to be
+    /// durable, and recovery never sees a size change racing the record.
+    fn preallocate(&mut self, rec_len: u64) -> Result<(), LogError> {
+        let Some(active) = self.segments.last_mut() else { return Ok(()) };
+        let need = active.len + rec_len;
+        if active.alloc >= need.saturating_add(PREALLOC_LOW_WATER) {
+            return Ok(());
+        }
+        let cap = self.opts.segment_bytes.min(MAX_RECORD_START + 1).saturating_add(PREALLOC_SLACK);
+        let target = (active.alloc + PREALLOC_CHUNK).min(cap).next_multiple_of(4096).max(need);
+        if target <= active.alloc {
+            return Ok(());
+        }
+        write_zeros(&active.file, active.alloc, target).map_err(io_err(&active.path))?;
+        active.file.sync_data().map_err(io_err(&active.path))?;
+        active.alloc = target;
+        // Everything written to this file so far is durable now.
+        self.dirty.forget_file(&active.file);
+        if self.dirty.dir_dirty() {
+            // The file is new: make its entry durable along with its first zeros.
+            self.sync_dir()?;
+        }
         Ok(())
     }
 
@@ -325,6 +391,11 @@ impl SegmentedLog {
         let Some(active) = self.segments.last_mut() else { return Ok(()) };
         if active.sealed || active.records() == 0 {
             return Ok(());
+        }
+        // Sealed segments never keep preallocated space: the index covers the whole file.
+        if active.alloc > active.len {
+            active.file.set_len(active.len).map_err(io_err(&active.path))?;
+            active.alloc = active.len;
         }
         active.file.sync_data().map_err(io_err(&active.path))?;
         self.dirty.forget_file(&active.file);
@@ -420,7 +491,14 @@ impl SegmentedLog {
         let keep = (seq - active.base_seq) as usize;
         if keep < active.positions.len() {
             let new_len = u64::from(active.positions[keep]);
-            active.file.set_len(new_len).map_err(io_err(&active.path))?;
+            if self.opts.preallocate {
+                // Zeros rather than a shorter file: the space stays allocated, and nothing
+                // that parses as a record survives past the logical end.
+                write_zeros(&active.file, new_len, active.len).map_err(io_err(&active.path))?;
+            } else {
+                active.file.set_len(new_len).map_err(io_err(&active.path))?;
+                active.alloc = new_len;
+            }
             active.positions.truncate(keep);
             active.len = new_len;
         }

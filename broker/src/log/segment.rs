@@ -12,7 +12,7 @@ use super::format::{
     check_file_header, decode_index, encode_file_header, encode_index, index_file_name, index_tmp_name, log_file_name,
     parse_record_header, record_crc, FILE_HEADER_LEN, RECORD_HEADER_LEN, RECORD_MAGIC,
 };
-use super::{LogError, Recovery, Verify};
+use super::{LogError, LogOptions, Recovery, Verify};
 
 /// Size of sequential reads (recovery scans and `iter_from`).
 pub(crate) const CHUNK: usize = 1 << 20;
@@ -40,8 +40,11 @@ pub(crate) struct Segment {
     pub file: Arc<File>,
     /// Byte offset of every record; `positions[i]` holds seq `base_seq + i`.
     pub positions: Vec<u32>,
-    /// Bytes written to the OS (not necessarily durable); the next record goes here.
+    /// Bytes written to the OS (not necessarily durable); the next record goes here. This is
+    /// the segment's logical length.
     pub len: u64,
+    /// Length of the file, `>= len`; bytes `len..alloc` are zero (preallocated space).
+    pub alloc: u64,
     /// Has a valid `.idx`; appending would make it stale, so the next append rolls instead.
     pub sealed: bool,
 }
@@ -59,6 +62,7 @@ impl Segment {
             file: Arc::new(file),
             positions: Vec::new(),
             len: FILE_HEADER_LEN,
+            alloc: FILE_HEADER_LEN,
             sealed: false,
         })
     }
@@ -109,56 +113,85 @@ impl Segment {
         dir: &Path,
         base: u64,
         is_last: bool,
-        verify: Verify,
+        opts: LogOptions,
         recovery: &mut Recovery,
     ) -> Result<Segment, LogError> {
         let path = dir.join(log_file_name(base));
         let idx_path = dir.join(index_file_name(base));
         let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err(&path))?;
         let file_len = file.metadata().map_err(io_err(&path))?.len();
-        let mk = |file: File, positions: Vec<u32>, len: u64, sealed: bool| Segment {
+        let mk = |file: File, positions: Vec<u32>, len: u64, alloc: u64, sealed: bool| Segment {
             path: path.clone(),
             base_seq: base,
             file: Arc::new(file),
             positions,
             len,
+            alloc,
             sealed,
         };
 
-        if !is_last && verify == Verify::Tail {
+        if !is_last && opts.verify == Verify::Tail {
             if let Some(positions) = trusted_index(&file, &path, &idx_path, base, file_len)? {
-                return Ok(mk(file, positions, file_len, true));
+                return Ok(mk(file, positions, file_len, file_len, true));
             }
         }
 
         let scan = scan(&file, &path, base, file_len)?;
         let mut positions = scan.positions;
         let mut len = file_len;
+        let mut alloc = file_len;
         if let ScanOutcome::Bad { position, detail, torn_candidate } = scan.outcome {
+            // End of the bytes after `position` that are not zero; zeros are never data.
+            let data_end = if is_last && position > 0 {
+                nonzero_end(&file, position, file_len).map_err(io_err(&path))?
+            } else {
+                file_len
+            };
+            let zero_tail = data_end <= position;
             let expected = base + positions.len() as u64;
             let torn = is_last
-                && torn_candidate
-                && find_valid_after(&file, position + 1, file_len, expected).map_err(io_err(&path))?.is_none();
+                && (zero_tail
+                    || (torn_candidate
+                        && find_valid_after(&file, position + 1, file_len, expected)
+                            .map_err(io_err(&path))?
+                            .is_none()));
             if !torn {
                 return Err(LogError::Corrupt { path, position, detail });
             }
-            if position == 0 {
-                // Nothing after the header can be valid: restart the file from its header.
-                file.set_len(0).map_err(io_err(&path))?;
-                file.write_all_at(&encode_file_header(base), 0).map_err(io_err(&path))?;
-                len = FILE_HEADER_LEN;
-            } else {
-                file.set_len(position).map_err(io_err(&path))?;
+            if opts.preallocate && position > 0 {
+                // Keep the file's length: everything past `position` is, or becomes,
+                // preallocated space. An all-zero tail is just that and is not reported.
                 len = position;
-            }
-            file.sync_all().map_err(io_err(&path))?;
-            if file_len > 0 {
-                warn!(
-                    path = %path.display(), position, truncated = file_len - position, %detail,
-                    "truncated torn tail of log segment"
-                );
-                recovery.torn_tail = Some((path.clone(), position));
-                recovery.truncated_bytes += file_len - position;
+                if !zero_tail {
+                    write_zeros(&file, position, data_end).map_err(io_err(&path))?;
+                    file.sync_data().map_err(io_err(&path))?;
+                    warn!(
+                        path = %path.display(), position, zeroed = data_end - position, %detail,
+                        "zeroed torn tail of log segment"
+                    );
+                    recovery.torn_tail = Some((path.clone(), position));
+                    recovery.truncated_bytes += data_end - position;
+                }
+            } else {
+                if position == 0 {
+                    // Nothing after the header can be valid: restart the file from its header.
+                    file.set_len(0).map_err(io_err(&path))?;
+                    file.write_all_at(&encode_file_header(base), 0).map_err(io_err(&path))?;
+                    len = FILE_HEADER_LEN;
+                } else {
+                    file.set_len(position).map_err(io_err(&path))?;
+                    len = position;
+                }
+                alloc = len;
+                file.sync_all().map_err(io_err(&path))?;
+                if file_len > 0 {
+                    warn!(
+                        path = %path.display(), position, truncated = file_len - position, %detail,
+                        "truncated torn tail of log segment"
+                    );
+                    recovery.torn_tail = Some((path.clone(), position));
+                    recovery.truncated_bytes += file_len - position;
+                }
             }
         }
 
@@ -168,19 +201,53 @@ impl Segment {
             // to be trusted after further appends or truncations.
             if !idx_matches {
                 remove_if_exists(&idx_path)?;
+            } else if alloc > len {
+                // Sealing trims before writing the index, so this is not expected; a sealed
+                // segment must not keep a zero tail once a later segment exists.
+                file.set_len(len).map_err(io_err(&path))?;
+                file.sync_data().map_err(io_err(&path))?;
+                alloc = len;
             }
             idx_matches
         } else {
             if !idx_matches {
-                let seg = mk(file, std::mem::take(&mut positions), len, true);
+                let seg = mk(file, std::mem::take(&mut positions), len, alloc, true);
                 seg.file.sync_data().map_err(io_err(&path))?;
                 seg.write_index()?;
                 return Ok(seg);
             }
             true
         };
-        Ok(mk(file, positions, len, sealed))
+        Ok(mk(file, positions, len, alloc, sealed))
     }
+}
+
+/// Writes zeros over `from..to` (growing the file if `to` is past its end).
+pub(crate) fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![0u8; (to.saturating_sub(from)).min(CHUNK as u64) as usize];
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// One past the last nonzero byte in `from..to`, or `from` if they are all zero.
+pub(crate) fn nonzero_end(file: &File, from: u64, to: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; (to.saturating_sub(from)).min(CHUNK as u64) as usize];
+    let mut end = from;
+    let mut pos = from;
+    while pos < to {
+        let n = (to - pos).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = pos + i as u64 + 1;
+        }
+        pos += n as u64;
+    }
+    Ok(end)
 }
 
 fn read_index(idx_path: &Path, base: u64, log_len: u64) -> Option<Vec<u32>> {

@@ -14,7 +14,11 @@ use super::format::{encode_record, FILE_HEADER_LEN, RECORD_HEADER_LEN};
 use super::*;
 
 fn opts(segment_bytes: u64, verify: Verify) -> LogOptions {
-    LogOptions { segment_bytes, verify }
+    LogOptions { segment_bytes, verify, preallocate: false }
+}
+
+fn popts(segment_bytes: u64, verify: Verify) -> LogOptions {
+    LogOptions { segment_bytes, verify, preallocate: true }
 }
 
 fn payload(seq: u64, len: usize) -> Vec<u8> {
@@ -62,7 +66,11 @@ fn append_raw(path: &Path, bytes: &[u8]) {
 }
 
 fn expect_corrupt(dir: &Path, verify: Verify) -> (PathBuf, u64) {
-    match SegmentedLog::open(dir, opts(1 << 20, verify)) {
+    expect_corrupt_with(dir, opts(1 << 20, verify))
+}
+
+fn expect_corrupt_with(dir: &Path, o: LogOptions) -> (PathBuf, u64) {
+    match SegmentedLog::open(dir, o) {
         Err(LogError::Corrupt { path, position, .. }) => (path, position),
         Err(e) => panic!("expected Corrupt, got {e}"),
         Ok(_) => panic!("expected Corrupt, open succeeded"),
@@ -713,75 +721,103 @@ fn check_model(log: &SegmentedLog, model: &BTreeMap<u64, Vec<u8>>, first: u64, n
     }
 }
 
+/// On-disk shape: sealed segments end exactly at their last record; only the active one may
+/// extend past its logical end, only when preallocating, and only with zeros.
+fn check_files(log: &SegmentedLog, preallocate: bool) {
+    let segs = log.segments();
+    for (i, s) in segs.iter().enumerate() {
+        let data = fs::read(&s.path).unwrap();
+        let file_len = data.len() as u64;
+        if i + 1 < segs.len() || !preallocate {
+            assert_eq!(file_len, s.len_bytes, "{}", s.path.display());
+        } else {
+            assert!(file_len >= s.len_bytes, "{}", s.path.display());
+            assert!(data[s.len_bytes as usize..].iter().all(|&b| b == 0), "nonzero bytes past the logical end");
+        }
+    }
+}
+
+fn run_model(ops: Vec<Op>, seg: u64, preallocate: bool) -> Result<(), TestCaseError> {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = |verify| LogOptions { segment_bytes: seg, verify, preallocate };
+    let (mut log, _) = SegmentedLog::open(tmp.path(), o(Verify::Tail)).unwrap();
+    // `model` holds every record that may still be physically retained; [first, next)
+    // is what the log must serve.
+    let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let (mut first, mut next) = (0u64, 0u64);
+    for op in ops {
+        match op {
+            Op::Append(n, len) => {
+                for _ in 0..n {
+                    let p = payload(next, usize::from(len));
+                    log.append(next, &p).unwrap();
+                    model.insert(next, p);
+                    next += 1;
+                }
+            }
+            Op::Truncate(b) => {
+                let s = pick(first, next, b);
+                log.truncate_from(s).unwrap();
+                if s >= next {
+                } else if s <= first {
+                    model.clear();
+                    first = s;
+                    next = s;
+                } else if s < next {
+                    model.retain(|&k, _| k < s);
+                    next = s;
+                }
+            }
+            Op::Purge(b) => {
+                let s = pick(first, next, b);
+                log.purge_before(s).unwrap();
+                if s > next {
+                    model.clear();
+                    next = s;
+                }
+                first = first.max(s);
+            }
+            Op::Reset(b) => {
+                let s = pick(first, next, b);
+                log.reset(s).unwrap();
+                model.clear();
+                first = s;
+                next = s;
+            }
+            Op::Seal => log.seal_active().unwrap(),
+            Op::Sync => log.sync().unwrap(),
+            Op::Reopen(full) => {
+                drop(log);
+                let v = if full { Verify::Full } else { Verify::Tail };
+                let (l, rec) = SegmentedLog::open(tmp.path(), o(v)).unwrap();
+                log = l;
+                prop_assert!(rec.torn_tail.is_none());
+                prop_assert_eq!(rec.truncated_bytes, 0);
+                prop_assert_eq!(log.next_seq(), next);
+                // The physical start may lie before the logical one; both must be served
+                // from retained data.
+                prop_assert!(log.first_seq() <= first);
+                first = log.first_seq();
+                prop_assert!(model.contains_key(&first) || first == next);
+            }
+        }
+        check_model(&log, &model, first, next);
+        check_files(&log, preallocate);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn matches_vec_model(ops in proptest::collection::vec(op(), 1..40), seg in 200u64..2000) {
-        let tmp = tempfile::tempdir().unwrap();
-        let o = opts(seg, Verify::Tail);
-        let (mut log, _) = SegmentedLog::open(tmp.path(), o).unwrap();
-        // `model` holds every record that may still be physically retained; [first, next)
-        // is what the log must serve.
-        let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        let (mut first, mut next) = (0u64, 0u64);
-        for op in ops {
-            match op {
-                Op::Append(n, len) => {
-                    for _ in 0..n {
-                        let p = payload(next, usize::from(len));
-                        log.append(next, &p).unwrap();
-                        model.insert(next, p);
-                        next += 1;
-                    }
-                }
-                Op::Truncate(b) => {
-                    let s = pick(first, next, b);
-                    log.truncate_from(s).unwrap();
-                    if s >= next {
-                    } else if s <= first {
-                        model.clear();
-                        first = s;
-                        next = s;
-                    } else if s < next {
-                        model.retain(|&k, _| k < s);
-                        next = s;
-                    }
-                }
-                Op::Purge(b) => {
-                    let s = pick(first, next, b);
-                    log.purge_before(s).unwrap();
-                    if s > next {
-                        model.clear();
-                        next = s;
-                    }
-                    first = first.max(s);
-                }
-                Op::Reset(b) => {
-                    let s = pick(first, next, b);
-                    log.reset(s).unwrap();
-                    model.clear();
-                    first = s;
-                    next = s;
-                }
-                Op::Seal => log.seal_active().unwrap(),
-                Op::Sync => log.sync().unwrap(),
-                Op::Reopen(full) => {
-                    drop(log);
-                    let v = if full { Verify::Full } else { Verify::Tail };
-                    let (l, rec) = SegmentedLog::open(tmp.path(), opts(seg, v)).unwrap();
-                    log = l;
-                    prop_assert!(rec.torn_tail.is_none());
-                    prop_assert_eq!(log.next_seq(), next);
-                    // The physical start may lie before the logical one; both must be served
-                    // from retained data.
-                    prop_assert!(log.first_seq() <= first);
-                    first = log.first_seq();
-                    prop_assert!(model.contains_key(&first) || first == next);
-                }
-            }
-            check_model(&log, &model, first, next);
-        }
+        run_model(ops, seg, false)?;
+    }
+
+    #[test]
+    fn matches_vec_model_preallocated(ops in proptest::collection::vec(op(), 1..40), seg in 200u64..2000) {
+        run_model(ops, seg, true)?;
     }
 }
 
@@ -792,4 +828,261 @@ fn handles_are_thread_safe() {
     send_static::<SyncPoint>();
     send_sync::<SegmentedLog>();
     send_sync::<GroupCommit>();
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+fn all_zero(path: &Path, from: u64, to: u64) -> bool {
+    let data = fs::read(path).unwrap();
+    data[from as usize..to as usize].iter().all(|&b| b == 0)
+}
+
+fn write_at(path: &Path, pos: u64, bytes: &[u8]) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, pos).unwrap();
+}
+
+#[test]
+fn preallocated_round_trip_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = seg_path(tmp.path(), 0);
+    let logical = FILE_HEADER_LEN + 50 * REC;
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+        fill(&mut log, 0..50);
+        assert_eq!(log.bytes(), logical);
+        assert_eq!(log.segments()[0].len_bytes, logical);
+        assert!(file_len(&path) > logical + (512 << 10), "file is preallocated: {}", file_len(&path));
+        assert!(all_zero(&path, logical, file_len(&path)));
+        // The zeros and the new file's directory entry were synced before the first record.
+        let p = log.sync_point();
+        assert!(p.dir.is_none());
+        assert_eq!(p.files.len(), 1);
+        assert_contents(&log, 0..50);
+        // Dropped without a sync: open makes what it finds durable.
+    }
+    let physical = file_len(&path);
+    for verify in [Verify::Full, Verify::Tail, Verify::Full] {
+        let (mut log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, verify)).unwrap();
+        assert!(rec.torn_tail.is_none());
+        assert_eq!((rec.records, rec.truncated_bytes), (50, 0));
+        assert_eq!(log.bytes(), logical);
+        assert_eq!(log.segments()[0].len_bytes, logical);
+        assert_eq!(file_len(&path), physical, "the preallocated space is kept");
+        assert_contents(&log, 0..50);
+        // Appends go at the logical end, inside the preallocated space.
+        log.append(50, &payload(50, PLEN)).unwrap();
+        assert_eq!(file_len(&path), physical);
+        log.truncate_from(50).unwrap();
+        assert_eq!(file_len(&path), physical);
+    }
+    let (mut log, _) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Tail)).unwrap();
+    fill(&mut log, 50..60);
+    log.sync().unwrap();
+    drop(log);
+    let (log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+    assert!(rec.torn_tail.is_none());
+    assert_contents(&log, 0..60);
+}
+
+#[test]
+fn preallocated_grows_in_chunks_and_keeps_zeros_ahead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), popts(64 << 20, Verify::Full)).unwrap();
+    let body = vec![9u8; 1024];
+    let path = seg_path(tmp.path(), 0);
+    let mut extensions = 0;
+    let mut last_len = 0;
+    for s in 0..8 * 1024u64 {
+        log.append(s, &body).unwrap();
+        let (logical, physical) = (log.bytes(), file_len(&path));
+        assert!(physical >= logical + PREALLOC_LOW_WATER, "{physical} vs {logical}");
+        if physical != last_len {
+            extensions += 1;
+            last_len = physical;
+        }
+    }
+    // ~8 MiB of records in steps of PREALLOC_CHUNK.
+    assert!((2..=4).contains(&extensions), "{extensions} extensions");
+    assert!(all_zero(&path, log.bytes(), file_len(&path)));
+}
+
+#[test]
+fn preallocated_garbage_in_zero_area_is_torn_tail() {
+    let mut partial = Vec::new();
+    encode_record(&mut partial, 30, PLEN as u32, &payload(30, PLEN));
+    partial.truncate(RECORD_HEADER_LEN + 40);
+    // (offset past the last record, garbage)
+    let cases: Vec<(u64, Vec<u8>)> = vec![(0, vec![0xAB; 37]), (0, partial), (0, vec![1, 2, 3]), (5000, vec![7; 10])];
+    for (gap, garbage) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let last = {
+            let (mut log, _) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Tail)).unwrap();
+            fill(&mut log, 0..30);
+            log.sync().unwrap();
+            log.segments().last().unwrap().clone()
+        };
+        let physical = file_len(&last.path);
+        write_at(&last.path, last.len_bytes + gap, &garbage);
+        let (mut log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Tail)).unwrap();
+        assert_eq!(rec.torn_tail, Some((last.path.clone(), last.len_bytes)));
+        assert_eq!(rec.truncated_bytes, gap + garbage.len() as u64);
+        assert_eq!(file_len(&last.path), physical, "zeroed in place, not truncated");
+        assert!(all_zero(&last.path, last.len_bytes, physical));
+        assert_eq!(log.bytes(), last.len_bytes);
+        assert_contents(&log, 0..30);
+        fill(&mut log, 30..40);
+        drop(log);
+        for verify in [Verify::Full, Verify::Tail] {
+            let (log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, verify)).unwrap();
+            assert!(rec.torn_tail.is_none());
+            assert_eq!(rec.truncated_bytes, 0);
+            assert_contents(&log, 0..40);
+        }
+    }
+}
+
+#[test]
+fn preallocated_flipped_byte_with_valid_records_after_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+        fill(&mut log, 0..20);
+    }
+    let path = seg_path(tmp.path(), 0);
+    let before = fs::read(&path).unwrap();
+    assert!(before.len() as u64 > FILE_HEADER_LEN + 20 * REC);
+    let bad = FILE_HEADER_LEN + 7 * REC;
+    flip_byte(&path, bad + RECORD_HEADER_LEN as u64 + 50);
+    for verify in [Verify::Full, Verify::Tail] {
+        assert_eq!(expect_corrupt_with(tmp.path(), popts(1 << 20, verify)), (path.clone(), bad));
+        assert_eq!(expect_corrupt_with(tmp.path(), opts(1 << 20, verify)), (path.clone(), bad));
+    }
+    let err = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()) && msg.contains(&format!("at byte {bad}")), "{msg}");
+    // Nothing was modified.
+    flip_byte(&path, bad + RECORD_HEADER_LEN as u64 + 50);
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn preallocated_truncate_zeroes_removed_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = seg_path(tmp.path(), 0);
+    let (old_end, new_end, physical) = {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+        fill(&mut log, 0..20);
+        let old_end = log.bytes();
+        let physical = file_len(&path);
+        log.truncate_from(10).unwrap();
+        assert_contents(&log, 0..10);
+        let new_end = log.bytes();
+        assert_eq!(new_end, FILE_HEADER_LEN + 10 * REC);
+        assert_eq!(file_len(&path), physical, "truncation keeps the preallocated space");
+        assert!(all_zero(&path, new_end, physical));
+        (old_end, new_end, physical)
+    };
+    // A torn write at the old end: had records 10..20 survived, they would be valid records
+    // after the damage and recovery would refuse to open.
+    write_at(&path, old_end, &[0x5A; 64]);
+    let (mut log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+    assert_eq!(rec.torn_tail, Some((path.clone(), new_end)));
+    assert_eq!(rec.truncated_bytes, old_end + 64 - new_end);
+    assert_eq!(file_len(&path), physical);
+    assert_contents(&log, 0..10);
+    fill(&mut log, 10..15);
+    drop(log);
+    let (log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Tail)).unwrap();
+    assert!(rec.torn_tail.is_none());
+    assert_contents(&log, 0..15);
+}
+
+#[test]
+fn preallocated_roll_and_seal_trim_sealed_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp.path(), popts(1000, Verify::Full)).unwrap();
+    fill(&mut log, 0..100);
+    let segs = log.segments();
+    assert!(segs.len() >= 10);
+    for s in &segs[..segs.len() - 1] {
+        assert_eq!(file_len(&s.path), s.len_bytes, "sealed segment {} is trimmed", s.base_seq);
+        assert!(s.path.with_extension("idx").exists());
+    }
+    let active = segs.last().unwrap().clone();
+    assert!(file_len(&active.path) > active.len_bytes);
+    log.seal_active().unwrap();
+    assert_eq!(file_len(&active.path), active.len_bytes);
+    fill(&mut log, 100..105);
+    drop(log);
+    // Tail trusts the indexes: they describe the whole (trimmed) files.
+    for verify in [Verify::Tail, Verify::Full] {
+        let (log, rec) = SegmentedLog::open(tmp.path(), popts(1000, verify)).unwrap();
+        assert!(rec.torn_tail.is_none());
+        let n = log.segments.len();
+        assert!(log.segments[..n - 1].iter().all(|s| s.sealed));
+        assert_contents(&log, 0..105);
+        check_files(&log, true);
+    }
+}
+
+#[test]
+fn non_preallocated_open_truncates_zero_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = seg_path(tmp.path(), 0);
+    let logical = {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+        fill(&mut log, 0..20);
+        log.sync().unwrap();
+        log.bytes()
+    };
+    let physical = file_len(&path);
+    assert!(physical > logical);
+    for verify in [Verify::Tail, Verify::Full] {
+        let (mut log, rec) = SegmentedLog::open(tmp.path(), opts(1 << 20, verify)).unwrap();
+        // Zeros are never data: cut off like any torn tail, never Corrupt.
+        if verify == Verify::Tail {
+            assert_eq!(rec.torn_tail, Some((path.clone(), logical)));
+            assert_eq!(rec.truncated_bytes, physical - logical);
+        } else {
+            assert!(rec.torn_tail.is_none());
+        }
+        assert_eq!(file_len(&path), logical);
+        assert_contents(&log, 0..20);
+        log.append(20, &payload(20, PLEN)).unwrap();
+        log.truncate_from(20).unwrap();
+        assert_eq!(file_len(&path), logical);
+    }
+    // And back: a preallocating open of the trimmed file preallocates again on append.
+    let (mut log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+    assert!(rec.torn_tail.is_none());
+    fill(&mut log, 20..25);
+    assert!(file_len(&path) > log.bytes());
+    assert_contents(&log, 0..25);
+}
+
+#[test]
+fn preallocated_empty_segment_with_zero_tail_is_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+        fill(&mut log, 0..20);
+        log.seal_active().unwrap();
+    }
+    // A crash after the next segment's header and zeros were written, before any record.
+    let mut data = format::encode_file_header(20).to_vec();
+    data.resize(64 << 10, 0);
+    fs::write(seg_path(tmp.path(), 20), &data).unwrap();
+    let (mut log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Tail)).unwrap();
+    assert!(rec.torn_tail.is_none());
+    let last = log.segments().last().unwrap().clone();
+    assert_eq!((last.base_seq, last.records, last.len_bytes), (20, 0, FILE_HEADER_LEN));
+    fill(&mut log, 20..25);
+    assert_eq!(log.segments().len(), 2);
+    drop(log);
+    let (log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
+    assert!(rec.torn_tail.is_none());
+    assert_contents(&log, 0..25);
 }

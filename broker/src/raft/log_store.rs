@@ -54,11 +54,11 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 impl LogStore {
-    pub fn open(dir: &Path, segment_bytes: u64, verify: Verify) -> Result<LogStore, StorageError> {
+    pub fn open(dir: &Path, segment_bytes: u64, verify: Verify, preallocate: bool) -> Result<LogStore, StorageError> {
         let logs = |e: crate::log::LogError| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let io = |e: std::io::Error| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let (log, recovery) =
-            SegmentedLog::open(&dir.join("log"), LogOptions { segment_bytes, verify }).map_err(logs)?;
+            SegmentedLog::open(&dir.join("log"), LogOptions { segment_bytes, verify, preallocate }).map_err(logs)?;
         if let Some((path, pos)) = &recovery.torn_tail {
             tracing::warn!(path = %path.display(), position = pos, "raft log: truncated a torn tail that was never acknowledged");
         }

@@ -203,7 +203,7 @@ fn remove_stale(snapshots: &Path, keep: Option<&str>) -> Result<(), meta::MetaEr
 
 impl Inner {
     fn log_options(&self) -> LogOptions {
-        LogOptions { segment_bytes: self.opts.segment_bytes, verify: self.opts.verify }
+        LogOptions { segment_bytes: self.opts.segment_bytes, verify: self.opts.verify, preallocate: false }
     }
 
     /// Opens every station log the state knows and lines it up with the state: records past the
