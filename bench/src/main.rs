@@ -173,7 +173,9 @@ async fn phase(name: &str, dir: &Path, quick: bool) -> anyhow::Result<()> {
             let start = Instant::now();
             let acked = Arc::new(AtomicU64::new(0));
             let mut handles = Vec::new();
-            for _ in 0..4 {
+            let consumers: usize =
+                std::env::var("DEPOT_BENCH_CONSUMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+            for _ in 0..consumers {
                 let (broker, acked) = (broker.clone(), acked.clone());
                 handles.push(tokio::spawn(async move {
                     loop {
