@@ -1,25 +1,181 @@
-//! Depot's gateway. The HTTP API (issue 3) builds on [`depot_broker::Broker`]; for now the
-//! binary runs the broker node alone.
+//! Depot's gateway: the HTTP API of API.md over [`depot_broker::Broker`].
+//!
+//! [`app`] builds the actix application (tests build the very same one in-process); [`run`]
+//! serves it on a listener until a shutdown future resolves; [`openapi`] is the document
+//! generated from the handlers in `routes/`.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
-use depot_broker::{Broker, BrokerOptions};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{web, App, HttpRequest, HttpServer};
+use depot_broker::Broker;
+use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
 
-/// Runs one node with embedded defaults until SIGINT or SIGTERM, then shuts down cleanly.
-pub async fn run_dev(data_dir: PathBuf) -> anyhow::Result<()> {
-    let broker = Broker::open(BrokerOptions::new(&data_dir))
-        .await
-        .with_context(|| format!("opening the broker in {}", data_dir.display()))?;
-    let stations = broker.stations().len();
-    println!("depot: broker node {} running, data in {} ({stations} stations)", broker.node_id(), data_dir.display());
-    println!("depot: the HTTP gateway is not built yet; press Ctrl-C to stop");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+pub mod error;
+pub mod routes;
+pub mod wire;
+
+use error::ApiError;
+
+/// How long shutdown waits for in-flight requests; longer than the longest long poll.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Broker,
+    openapi_json: web::Bytes,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(broker: Broker) -> AppState {
+        AppState {
+            broker,
+            openapi_json: web::Bytes::from(openapi_json()),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
     }
-    broker.shutdown().await?;
-    println!("depot: stopped cleanly");
-    Ok(())
+
+    /// Voting members of the cluster. One until the cluster issue lands.
+    pub fn voters(&self) -> u8 {
+        1
+    }
+
+    /// `None` when the node can serve; otherwise why not.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Some("shutting down".to_owned());
+        }
+        None
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Depot HTTP API",
+        description = "Depot, an HTTP-first message broker. Errors are RFC 9457 problem+json with a stable `code`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    components(schemas(error::Problem)),
+    tags(
+        (name = "stations", description = "Stations hold messages"),
+        (name = "messages", description = "Produce"),
+        (name = "consumer-groups", description = "Consumer groups"),
+        (name = "consume", description = "Pull consumption and settlement"),
+        (name = "dead-letters", description = "Dead letters"),
+        (name = "operations", description = "Health and documents"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI 3.1 document, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) =
+        App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
+    api
+}
+
+/// The document as served and committed: pretty JSON with a trailing newline.
+pub fn openapi_json() -> String {
+    let mut json = openapi().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    json.push('\n');
+    json
+}
+
+fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = match err {
+        JsonPayloadError::OverflowKnownLength { length, limit } => {
+            ApiError::PayloadTooLarge(format!("the body has {length} bytes; the limit is {limit}"))
+        }
+        JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge(format!("the body exceeds {limit} bytes")),
+        JsonPayloadError::ContentType => {
+            ApiError::UnsupportedMediaType("the body must be JSON (Content-Type: application/json)".to_owned())
+        }
+        other => ApiError::InvalidBody(other.to_string()),
+    };
+    api.into()
+}
+
+fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::InvalidRequest(format!("query: {err}")).into()
+}
+
+fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::InvalidRequest(format!("path: {err}")).into()
+}
+
+async fn route_not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound(format!("{} {}", req.method(), req.path())))
+}
+
+/// `/docs` serves the interactive docs under `/docs/`, assets bundled in the binary.
+async fn docs_redirect() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::PermanentRedirect().insert_header((actix_web::http::header::LOCATION, "/docs/")).finish()
+}
+
+/// Registers every route, the extractor configs that turn actix's own errors into
+/// problem+json, and the problem+json 404 for unknown routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(routes::messages::BATCH_BODY_LIMIT)
+            .content_type_required(false)
+            .error_handler(json_error),
+    )
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .default_service(web::to(route_not_found))
+    .route("/docs", web::get().to(docs_redirect))
+    .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
+    routes::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(cfg));
+}
+
+/// The application with its state; what [`run`] serves and tests call in-process.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new().app_data(web::Data::new(state)).configure(configure)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
+/// requests (long polls included) finish, and shuts the broker down.
+pub async fn run(listener: TcpListener, broker: Broker, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let state = AppState::new(broker.clone());
+    let shutting_down = state.shutting_down.clone();
+    let server = HttpServer::new(move || app(state.clone()))
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    let mut server = std::pin::pin!(server);
+    let served = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            shutting_down.store(true, Ordering::Release);
+            tracing::info!("shutting down: draining in-flight requests");
+            let (r, ()) = tokio::join!(&mut server, handle.stop(true));
+            r
+        }
+    };
+    let stopped = broker.shutdown().await.map_err(std::io::Error::other);
+    served.and(stopped)
 }

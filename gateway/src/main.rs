@@ -1,35 +1,111 @@
 //! The `depot` binary: parses the command line and calls into the library.
 
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use depot_broker::{Broker, BrokerOptions};
 
 fn usage() -> &'static str {
-    "usage: depot dev [--data-dir DIR]\n\n\
-     dev     run one node with embedded defaults (data in ./depot-data unless --data-dir)\n"
+    "usage: depot <command> [options]\n\n\
+     dev [--listen 127.0.0.1:4444] [--data-dir ./depot-data]\n    \
+         run one node with embedded defaults\n\
+     openapi\n    \
+         print the OpenAPI document\n"
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut data_dir = PathBuf::from("depot-data");
+struct DevArgs {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+}
+
+fn parse_dev(args: &[String]) -> anyhow::Result<Option<DevArgs>> {
+    let mut dev = DevArgs { listen: SocketAddr::from(([127, 0, 0, 1], 4444)), data_dir: PathBuf::from("depot-data") };
     let mut rest = args.iter();
-    let command = rest.next().map(String::as_str);
     while let Some(arg) = rest.next() {
         match arg.as_str() {
-            "--data-dir" => data_dir = rest.next().context("--data-dir needs a value")?.into(),
-            "-h" | "--help" => {
-                print!("{}", usage());
-                return Ok(());
+            "--data-dir" => dev.data_dir = rest.next().context("--data-dir needs a value")?.into(),
+            "--listen" => {
+                let value = rest.next().context("--listen needs a value")?;
+                dev.listen =
+                    value.parse().with_context(|| format!("--listen {value}: not an address like 127.0.0.1:4444"))?;
             }
+            "-h" | "--help" => return Ok(None),
             other => bail!("unknown argument {other}\n{}", usage()),
         }
     }
-    match command {
-        Some("dev") => depot_gateway::run_dev(data_dir).await,
+    Ok(Some(dev))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        bail!("--listen {}: authentication is not built yet; depot dev only listens on loopback", args.listen);
+    }
+    let listener = TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let broker = Broker::open(BrokerOptions::new(&args.data_dir))
+        .await
+        .with_context(|| format!("opening the broker in {}", args.data_dir.display()))?;
+    println!("depot: listening on http://{addr} (data in {})", args.data_dir.display());
+    println!("depot: try");
+    println!("  curl -X PUT http://{addr}/v1/stations/orders");
+    println!("  curl -X POST http://{addr}/v1/stations/orders/messages -H 'Content-Type: application/json' -d '{{\"id\": 1}}'");
+    println!("  curl -X PUT http://{addr}/v1/stations/orders/consumer-groups/billing");
+    println!(
+        "  curl -X POST http://{addr}/v1/stations/orders/consumer-groups/billing/fetch -d '{{\"wait_ms\": 1000}}'"
+    );
+    depot_gateway::run(listener, broker, shutdown_signal()).await?;
+    println!("depot: stopped cleanly");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("depot: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("dev") => match parse_dev(&args[1..])? {
+            Some(d) => dev(d).await,
+            None => {
+                print!("{}", usage());
+                Ok(())
+            }
+        },
+        Some("openapi") => {
+            print!("{}", depot_gateway::openapi_json());
+            Ok(())
+        }
         Some("-h" | "--help") | None => {
             print!("{}", usage());
             Ok(())

@@ -1,0 +1,195 @@
+//! The gateway's one error type and its mapping to RFC 9457 problem+json.
+//!
+//! Every `code` has exactly one status, in [`Code::status`]; clients rely on `code`, so codes are
+//! only ever added, never renamed.
+
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use depot_broker::station::CommandError;
+use depot_broker::BrokerError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The stable error codes of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    InvalidRequest,
+    InvalidName,
+    InvalidBody,
+    NotFound,
+    StationNotFound,
+    ConsumerGroupNotFound,
+    DeadLetterNotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    IdempotencyKeyReused,
+    NotLeaderUnavailable,
+    ShuttingDown,
+    Internal,
+}
+
+impl Code {
+    /// The table: each code with its status and title.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::InvalidRequest | Code::InvalidName | Code::InvalidBody => StatusCode::BAD_REQUEST,
+            Code::NotFound | Code::StationNotFound | Code::ConsumerGroupNotFound | Code::DeadLetterNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::NotLeaderUnavailable | Code::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::InvalidRequest => "invalid_request",
+            Code::InvalidName => "invalid_name",
+            Code::InvalidBody => "invalid_body",
+            Code::NotFound => "not_found",
+            Code::StationNotFound => "station_not_found",
+            Code::ConsumerGroupNotFound => "consumer_group_not_found",
+            Code::DeadLetterNotFound => "dead_letter_not_found",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::NotLeaderUnavailable => "not_leader_unavailable",
+            Code::ShuttingDown => "shutting_down",
+            Code::Internal => "internal",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Code::InvalidRequest => "Invalid request",
+            Code::InvalidName => "Invalid name",
+            Code::InvalidBody => "Invalid body",
+            Code::NotFound => "Not found",
+            Code::StationNotFound => "Station not found",
+            Code::ConsumerGroupNotFound => "Consumer group not found",
+            Code::DeadLetterNotFound => "Dead letter not found",
+            Code::PayloadTooLarge => "Payload too large",
+            Code::UnsupportedMediaType => "Unsupported media type",
+            Code::IdempotencyKeyReused => "Idempotency key reused",
+            Code::NotLeaderUnavailable => "Unavailable",
+            Code::ShuttingDown => "Shutting down",
+            Code::Internal => "Internal error",
+        }
+    }
+}
+
+/// Everything a handler can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A bug on our side; the client sees a bare 500 and the details go to the log.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// The problem+json body (RFC 9457).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:depot:error:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable snake_case code, e.g. `station_not_found`.
+    pub code: String,
+}
+
+impl ApiError {
+    /// The code, the client-facing detail, and a Retry-After hint.
+    fn describe(&self) -> (Code, String, Option<Duration>) {
+        match self {
+            ApiError::InvalidRequest(d) => (Code::InvalidRequest, d.clone(), None),
+            ApiError::InvalidName(d) => (Code::InvalidName, d.clone(), None),
+            ApiError::InvalidBody(d) => (Code::InvalidBody, d.clone(), None),
+            ApiError::UnsupportedMediaType(d) => (Code::UnsupportedMediaType, d.clone(), None),
+            ApiError::PayloadTooLarge(d) => (Code::PayloadTooLarge, d.clone(), None),
+            ApiError::IdempotencyKeyReused(d) => (Code::IdempotencyKeyReused, d.clone(), None),
+            ApiError::RouteNotFound(_) => (Code::NotFound, self.to_string(), None),
+            ApiError::Broker(e) => match e {
+                BrokerError::Command(c) => match c {
+                    CommandError::StationNotFound(_) => (Code::StationNotFound, c.to_string(), None),
+                    CommandError::GroupNotFound { .. } => (Code::ConsumerGroupNotFound, c.to_string(), None),
+                    CommandError::Invalid(d) => (Code::InvalidRequest, d.clone(), None),
+                    CommandError::DeadLetterNotFound(_) => (Code::DeadLetterNotFound, c.to_string(), None),
+                },
+                BrokerError::Unavailable { reason, retry_after } => {
+                    (Code::NotLeaderUnavailable, format!("unavailable: {reason}"), Some(*retry_after))
+                }
+                BrokerError::ShuttingDown => {
+                    (Code::ShuttingDown, "the server is shutting down".to_owned(), Some(Duration::from_secs(1)))
+                }
+                BrokerError::Storage(_) => (Code::Internal, "internal error".to_owned(), None),
+            },
+            ApiError::Internal(_) => (Code::Internal, "internal error".to_owned(), None),
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        self.describe().0
+    }
+}
+
+/// A problem+json response for `code`; used by handlers and by actix's own error hooks.
+pub fn problem(code: Code, detail: String) -> HttpResponse {
+    let status = code.status();
+    HttpResponse::build(status).content_type("application/problem+json").json(Problem {
+        kind: format!("urn:depot:error:{}", code.as_str()),
+        title: code.title().to_owned(),
+        status: status.as_u16(),
+        detail,
+        code: code.as_str().to_owned(),
+    })
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.code().status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (code, detail, retry_after) = self.describe();
+        if let ApiError::Broker(BrokerError::Storage(e)) | ApiError::Internal(e) = self {
+            tracing::error!(error = %e, "internal error");
+        }
+        let mut response = problem(code, detail);
+        if let Some(after) = retry_after {
+            let secs = after.as_secs().max(1);
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// Validates a station or consumer-group name before it reaches the broker.
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    depot_broker::station::validate_name(name).map_err(ApiError::InvalidName)
+}

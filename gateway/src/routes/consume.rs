@@ -1,0 +1,319 @@
+//! Pull consumption: fetch (long poll), ack, nack, extend, dead-letter.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::{post, web};
+use depot_broker::station::{Command, Outcome, Receipt, ReceiptResult};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::{check_name, ApiError, Problem};
+use crate::routes::unexpected;
+use crate::wire::{self, rfc3339, RenderedPayload};
+use crate::AppState;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(fetch).service(ack).service(nack).service(extend).service(dead_letter);
+}
+
+pub const MAX_WAIT_MS: u64 = 20_000;
+pub const MAX_FETCH: u32 = 1000;
+const DEFAULT_FETCH: u32 = 10;
+/// Receipts per ack/nack/extend/dead-letter call.
+pub const MAX_RECEIPTS: usize = 1000;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRequest {
+    /// 1-1000, default 10.
+    pub max_messages: Option<u32>,
+    /// How long to wait for at least one message, 0-20000 ms (default 0).
+    pub wait_ms: Option<u64>,
+    /// Stop adding messages once their payloads reach this many bytes (at least one is returned).
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Message {
+    /// Opaque; pass it to ack, nack, extend or dead-letter.
+    pub receipt: String,
+    pub offset: u64,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    /// RFC 3339.
+    pub produced_at: String,
+    pub content_type: String,
+    pub headers: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub payload: RenderedPayload,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FetchResult {
+    /// Empty when nothing arrived within `wait_ms`.
+    pub messages: Vec<Message>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsRequest {
+    /// 1-1000 receipts from fetch.
+    pub receipts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NackRequest {
+    pub receipts: Vec<String>,
+    /// Redeliver after this many ms (default 0).
+    pub delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    pub receipts: Vec<String>,
+    /// The new ack deadline, counted from now.
+    pub ack_wait_ms: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterRequest {
+    pub receipts: Vec<String>,
+    /// Kept as the dead letter's `last_error`.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    Ok,
+    /// The message was delivered again since (or acked): this receipt no longer counts.
+    StaleReceipt,
+    /// Not a receipt of this group.
+    UnknownReceipt,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReceiptResults {
+    /// One per receipt, in order.
+    pub results: Vec<ReceiptStatus>,
+}
+
+fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError> {
+    let (station, group) = path.into_inner();
+    check_name(&station)?;
+    check_name(&group)?;
+    Ok((station, group))
+}
+
+/// Fetch messages for a group, waiting up to `wait_ms` for at least one.
+#[utoipa::path(
+    tag = "consume",
+    params(("station" = String, Path), ("group" = String, Path)),
+    request_body = FetchRequest,
+    responses(
+        (status = 200, body = FetchResult),
+        (status = 400, description = "Invalid name or body (max_messages 1-1000, wait_ms 0-20000)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/stations/{station}/consumer-groups/{group}/fetch")]
+async fn fetch(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<FetchRequest>,
+) -> Result<web::Json<FetchResult>, ApiError> {
+    let (station, group) = names(path)?;
+    let req = body.into_inner();
+    let max_messages = req.max_messages.unwrap_or(DEFAULT_FETCH);
+    if !(1..=MAX_FETCH).contains(&max_messages) {
+        return Err(ApiError::InvalidRequest(format!("max_messages must be 1-{MAX_FETCH}, not {max_messages}")));
+    }
+    let wait_ms = req.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::InvalidRequest(format!("wait_ms must be 0-{MAX_WAIT_MS}, not {wait_ms}")));
+    }
+    let applied =
+        state.broker.fetch(&station, &group, max_messages, req.max_bytes, Duration::from_millis(wait_ms)).await?;
+    let deliveries = match applied.outcome {
+        Outcome::Fetched(d) => d,
+        other => return Err(unexpected(other)),
+    };
+    if deliveries.len() != applied.messages.len() {
+        return Err(ApiError::Internal("fetch answered deliveries and messages of different lengths".to_owned()));
+    }
+    let messages = deliveries
+        .into_iter()
+        .zip(applied.messages)
+        .map(|(d, m)| Message {
+            receipt: wire::encode_receipt(d.receipt),
+            offset: m.offset,
+            attempt: d.attempt,
+            produced_at: rfc3339(m.produced_at),
+            payload: wire::render_payload(&m.content_type, &m.payload),
+            content_type: m.content_type,
+            headers: m.headers.into_iter().collect(),
+        })
+        .collect();
+    Ok(web::Json(FetchResult { messages }))
+}
+
+/// Decodes what it can; an undecodable receipt answers `unknown_receipt` in its slot.
+async fn settle(
+    state: &AppState,
+    station: String,
+    group: String,
+    receipts: Vec<String>,
+    command: impl FnOnce(String, String, Vec<Receipt>) -> Command,
+) -> Result<web::Json<ReceiptResults>, ApiError> {
+    if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {
+        return Err(ApiError::InvalidRequest(format!("give 1-{MAX_RECEIPTS} receipts, not {}", receipts.len())));
+    }
+    let decoded: Vec<Option<Receipt>> = receipts.iter().map(|r| wire::decode_receipt(r)).collect();
+    let valid: Vec<Receipt> = decoded.iter().flatten().copied().collect();
+    let answered = if valid.is_empty() {
+        state.broker.group(&station, &group)?;
+        Vec::new()
+    } else {
+        match state.broker.submit(command(station, group, valid)).await?.outcome {
+            Outcome::Receipts(r) => r,
+            other => return Err(unexpected(other)),
+        }
+    };
+    let mut answered = answered.into_iter();
+    let results = decoded
+        .iter()
+        .map(|d| match d {
+            None => Ok(ReceiptStatus::UnknownReceipt),
+            Some(_) => match answered.next() {
+                Some(ReceiptResult::Ok) => Ok(ReceiptStatus::Ok),
+                Some(ReceiptResult::Stale) => Ok(ReceiptStatus::StaleReceipt),
+                Some(ReceiptResult::Unknown) => Ok(ReceiptStatus::UnknownReceipt),
+                None => Err(ApiError::Internal("fewer receipt results than receipts".to_owned())),
+            },
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(web::Json(ReceiptResults { results }))
+}
+
+/// Acknowledge deliveries: the group is done with these messages.
+#[utoipa::path(
+    tag = "consume",
+    params(("station" = String, Path), ("group" = String, Path)),
+    request_body = ReceiptsRequest,
+    responses(
+        (status = 200, body = ReceiptResults),
+        (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/stations/{station}/consumer-groups/{group}/ack")]
+async fn ack(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<ReceiptsRequest>,
+) -> Result<web::Json<ReceiptResults>, ApiError> {
+    let (station, group) = names(path)?;
+    settle(&state, station, group, body.into_inner().receipts, |station, group, receipts| Command::Ack {
+        station,
+        group,
+        receipts,
+    })
+    .await
+}
+
+/// Give deliveries back for redelivery after `delay_ms`.
+#[utoipa::path(
+    tag = "consume",
+    params(("station" = String, Path), ("group" = String, Path)),
+    request_body = NackRequest,
+    responses(
+        (status = 200, body = ReceiptResults),
+        (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/stations/{station}/consumer-groups/{group}/nack")]
+async fn nack(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<NackRequest>,
+) -> Result<web::Json<ReceiptResults>, ApiError> {
+    let (station, group) = names(path)?;
+    let NackRequest { receipts, delay_ms } = body.into_inner();
+    settle(&state, station, group, receipts, |station, group, receipts| Command::Nack {
+        station,
+        group,
+        receipts,
+        delay_ms: delay_ms.unwrap_or(0),
+    })
+    .await
+}
+
+/// Push the ack deadline of deliveries to `ack_wait_ms` from now.
+#[utoipa::path(
+    tag = "consume",
+    params(("station" = String, Path), ("group" = String, Path)),
+    request_body = ExtendRequest,
+    responses(
+        (status = 200, body = ReceiptResults),
+        (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/stations/{station}/consumer-groups/{group}/extend")]
+async fn extend(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<ExtendRequest>,
+) -> Result<web::Json<ReceiptResults>, ApiError> {
+    let (station, group) = names(path)?;
+    let ExtendRequest { receipts, ack_wait_ms } = body.into_inner();
+    if ack_wait_ms == 0 {
+        return Err(ApiError::InvalidRequest("ack_wait_ms must be positive".to_owned()));
+    }
+    settle(&state, station, group, receipts, |station, group, receipts| Command::Extend {
+        station,
+        group,
+        receipts,
+        ack_wait_ms,
+    })
+    .await
+}
+
+/// Send deliveries to the dead-letter store now.
+#[utoipa::path(
+    tag = "consume",
+    params(("station" = String, Path), ("group" = String, Path)),
+    request_body = DeadLetterRequest,
+    responses(
+        (status = 200, body = ReceiptResults),
+        (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/stations/{station}/consumer-groups/{group}/dead-letter")]
+async fn dead_letter(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<DeadLetterRequest>,
+) -> Result<web::Json<ReceiptResults>, ApiError> {
+    let (station, group) = names(path)?;
+    let DeadLetterRequest { receipts, reason } = body.into_inner();
+    settle(&state, station, group, receipts, |station, group, receipts| Command::DeadLetter {
+        station,
+        group,
+        receipts,
+        reason,
+    })
+    .await
+}

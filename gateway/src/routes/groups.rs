@@ -1,0 +1,274 @@
+//! Consumer groups: create or update, read, list, delete, seek.
+
+use actix_web::{delete, get, post, put, web, HttpResponse};
+use depot_broker::station::{Command, GroupConfig, GroupView, Outcome, SeekTo, StartPosition};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::{check_name, ApiError, Problem};
+use crate::routes::unexpected;
+use crate::wire::{self, rfc3339};
+use crate::AppState;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(put_group).service(list_groups).service(get_group).service(delete_group).service(seek);
+}
+
+const CONFIG_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NamedStart {
+    Earliest,
+    Latest,
+}
+
+/// Where a new group starts: `"earliest"`, `"latest"`, `{"offset": n}` or `{"time": "RFC 3339"}`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Start {
+    Named(NamedStart),
+    Offset(OffsetStart),
+    Time(TimeStart),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OffsetStart {
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeStart {
+    /// RFC 3339.
+    pub time: String,
+}
+
+/// A group's configuration; omitted fields take their defaults (PUT replaces the whole config).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfigInput {
+    /// Default "earliest". Only used when the group is created; use seek to move it later.
+    pub start: Option<Start>,
+    /// How long a delivery may stay unacked before it is redelivered (default 30000).
+    pub ack_wait_ms: Option<u64>,
+    /// Deliveries before the message is dead-lettered (default 5).
+    pub max_deliveries: Option<u32>,
+    /// Redelivery delay after the n-th failed attempt: `backoff_ms[min(n, len) - 1]` (default none).
+    pub backoff_ms: Option<Vec<u64>>,
+    /// Most deliveries in flight at once (default 10000).
+    pub max_pending: Option<u32>,
+}
+
+impl GroupConfigInput {
+    fn into_config(self) -> Result<GroupConfig, ApiError> {
+        let d = GroupConfig::default();
+        let start = match self.start {
+            None | Some(Start::Named(NamedStart::Earliest)) => StartPosition::Earliest,
+            Some(Start::Named(NamedStart::Latest)) => StartPosition::Latest,
+            Some(Start::Offset(o)) => StartPosition::Offset(o.offset),
+            Some(Start::Time(t)) => StartPosition::Time(wire::parse_rfc3339("start.time", &t.time)?),
+        };
+        Ok(GroupConfig {
+            start,
+            ack_wait_ms: self.ack_wait_ms.unwrap_or(d.ack_wait_ms),
+            max_deliveries: self.max_deliveries.unwrap_or(d.max_deliveries),
+            backoff_ms: self.backoff_ms.unwrap_or(d.backoff_ms),
+            max_pending: self.max_pending.unwrap_or(d.max_pending),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupConfigBody {
+    pub start: Start,
+    pub ack_wait_ms: u64,
+    pub max_deliveries: u32,
+    pub backoff_ms: Vec<u64>,
+    pub max_pending: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Group {
+    pub name: String,
+    pub config: GroupConfigBody,
+    /// Retained messages not yet acked or dead-lettered by this group.
+    pub lag: u64,
+    /// Deliveries in flight.
+    pub pending: u64,
+    /// The next offset to be delivered for the first time.
+    pub delivered_offset: u64,
+    /// Every offset below this one is acked or dead-lettered.
+    pub acked_floor: u64,
+    pub dead_lettered: u64,
+}
+
+impl From<GroupView> for Group {
+    fn from(v: GroupView) -> Self {
+        let c = v.config;
+        let start = match c.start {
+            StartPosition::Earliest => Start::Named(NamedStart::Earliest),
+            StartPosition::Latest => Start::Named(NamedStart::Latest),
+            StartPosition::Offset(offset) => Start::Offset(OffsetStart { offset }),
+            StartPosition::Time(t) => Start::Time(TimeStart { time: rfc3339(t) }),
+        };
+        Group {
+            name: v.name,
+            config: GroupConfigBody {
+                start,
+                ack_wait_ms: c.ack_wait_ms,
+                max_deliveries: c.max_deliveries,
+                backoff_ms: c.backoff_ms,
+                max_pending: c.max_pending,
+            },
+            lag: v.lag,
+            pending: v.pending,
+            delivered_offset: v.delivered_offset,
+            acked_floor: v.acked_floor,
+            dead_lettered: v.dead_lettered,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupList {
+    pub consumer_groups: Vec<Group>,
+}
+
+/// `{"offset": n}` or `{"time": "RFC 3339"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeekRequest {
+    pub offset: Option<u64>,
+    /// RFC 3339: the first message produced at or after this time.
+    pub time: Option<String>,
+}
+
+fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError> {
+    let (station, group) = path.into_inner();
+    check_name(&station)?;
+    check_name(&group)?;
+    Ok((station, group))
+}
+
+fn group_outcome(outcome: Outcome) -> Result<Group, ApiError> {
+    match outcome {
+        Outcome::Group(view) => Ok(view.into()),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Create a consumer group, or replace its configuration.
+#[utoipa::path(
+    tag = "consumer-groups",
+    params(("station" = String, Path), ("group" = String, Path)),
+    request_body(content = Option<GroupConfigInput>, content_type = "application/json", description = "Optional; an empty body means all defaults"),
+    responses(
+        (status = 201, description = "Created", body = Group),
+        (status = 200, description = "Updated", body = Group),
+        (status = 400, description = "Invalid name, body or config", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/stations/{station}/consumer-groups/{group}")]
+async fn put_group(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (station, group) = names(path)?;
+    let input: GroupConfigInput = wire::optional_json(&wire::read_body(body, CONFIG_BODY_LIMIT).await?)?;
+    let config = input.into_config()?;
+    // The broker answers the same outcome for create and update; look first (racing PUTs of one
+    // group may both answer 201).
+    let existed = state.broker.group(&station, &group).is_ok();
+    let view = group_outcome(state.broker.submit(Command::PutGroup { station, group, config }).await?.outcome)?;
+    Ok(if existed { HttpResponse::Ok().json(view) } else { HttpResponse::Created().json(view) })
+}
+
+/// List a station's consumer groups.
+#[utoipa::path(
+    tag = "consumer-groups",
+    params(("station" = String, Path)),
+    responses(
+        (status = 200, body = GroupList),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/stations/{station}/consumer-groups")]
+async fn list_groups(state: web::Data<AppState>, path: web::Path<String>) -> Result<web::Json<GroupList>, ApiError> {
+    let station = path.into_inner();
+    check_name(&station)?;
+    let view = state.broker.station(&station)?;
+    Ok(web::Json(GroupList { consumer_groups: view.groups.into_iter().map(Group::from).collect() }))
+}
+
+/// Read one consumer group.
+#[utoipa::path(
+    tag = "consumer-groups",
+    params(("station" = String, Path), ("group" = String, Path)),
+    responses(
+        (status = 200, body = Group),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/stations/{station}/consumer-groups/{group}")]
+async fn get_group(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<web::Json<Group>, ApiError> {
+    let (station, group) = names(path)?;
+    Ok(web::Json(state.broker.group(&station, &group)?.into()))
+}
+
+/// Delete a consumer group and its deliveries.
+#[utoipa::path(
+    tag = "consumer-groups",
+    params(("station" = String, Path), ("group" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/stations/{station}/consumer-groups/{group}")]
+async fn delete_group(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (station, group) = names(path)?;
+    state.broker.submit(Command::DeleteGroup { station, group }).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Move a group's position to an offset or a time.
+#[utoipa::path(
+    tag = "consumer-groups",
+    params(("station" = String, Path), ("group" = String, Path)),
+    request_body = SeekRequest,
+    responses(
+        (status = 200, body = Group),
+        (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/stations/{station}/consumer-groups/{group}/seek")]
+async fn seek(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<SeekRequest>,
+) -> Result<web::Json<Group>, ApiError> {
+    let (station, group) = names(path)?;
+    let to = match body.into_inner() {
+        SeekRequest { offset: Some(offset), time: None } => SeekTo::Offset(offset),
+        SeekRequest { offset: None, time: Some(time) } => SeekTo::Time(wire::parse_rfc3339("time", &time)?),
+        SeekRequest { .. } => return Err(ApiError::InvalidBody("give exactly one of offset and time".to_owned())),
+    };
+    let view = group_outcome(state.broker.submit(Command::Seek { station, group, to }).await?.outcome)?;
+    Ok(web::Json(view))
+}

@@ -1,0 +1,288 @@
+//! Produce: one raw message, or a JSON batch.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{post, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use depot_broker::station::{Command, ItemError, Millis, NewMessage, Outcome, Produced};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::{check_name, ApiError, Problem};
+use crate::routes::unexpected;
+use crate::wire::{self, rfc3339};
+use crate::AppState;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(produce).service(produce_batch);
+}
+
+/// The largest single-message body read; a station's own `max_message_bytes` applies within it.
+pub const SINGLE_BODY_LIMIT: usize = 16 << 20;
+pub const BATCH_BODY_LIMIT: usize = 16 << 20;
+pub const BATCH_MAX_MESSAGES: usize = 1000;
+const MAX_IDEMPOTENCY_KEY: usize = 256;
+const HEADER_PREFIX: &str = "depot-header-";
+
+/// Raw bytes, stored as they arrive.
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct RawPayload(pub Vec<u8>);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProduceResult {
+    pub offset: u64,
+    pub duplicate: bool,
+    /// RFC 3339; present when the message is delayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver_at: Option<String>,
+}
+
+fn idempotency_key(key: Option<String>) -> Result<Option<String>, ApiError> {
+    match key {
+        Some(k) if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY => {
+            Err(ApiError::InvalidRequest(format!("idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().map_err(|_| ApiError::InvalidRequest(format!("header {name} must be visible ASCII"))))
+        .transpose()
+}
+
+fn delay_to_deliver_at(now: Millis, delay_ms: u64) -> Millis {
+    now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX))
+}
+
+/// Maps an item's refusal for a single produce.
+fn item_error(e: ItemError) -> ApiError {
+    match e {
+        ItemError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
+        ItemError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused(e.to_string()),
+        ItemError::Invalid(d) => ApiError::InvalidRequest(d),
+    }
+}
+
+fn produced(applied: Outcome) -> Result<Vec<Result<Produced, ItemError>>, ApiError> {
+    match applied {
+        Outcome::Produced(results) => Ok(results),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Produce one message. The body is the payload, stored as-is with its Content-Type.
+#[utoipa::path(
+    tag = "messages",
+    params(
+        ("station" = String, Path, description = "Station name"),
+        ("Content-Type" = Option<String>, Header, description = "Stored with the message; default application/octet-stream"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-256 characters; a repeat within the dedup window answers 200 with the original offset"),
+        ("Depot-Delay" = Option<u64>, Header, description = "No group delivers the message before this many ms from now"),
+        ("Depot-Deliver-At" = Option<String>, Header, description = "RFC 3339: no group delivers the message before then"),
+        ("Depot-Header-Name" = Option<String>, Header, description = "Any `Depot-Header-<name>` is stored as message header `<name>` (lower-cased); no other header is stored"),
+    ),
+    request_body(content = RawPayload, content_type = "*/*", description = "The payload, any bytes"),
+    responses(
+        (status = 201, description = "Stored durably", body = ProduceResult),
+        (status = 200, description = "Duplicate of an earlier message with the same Idempotency-Key", body = ProduceResult),
+        (status = 400, description = "Invalid name or headers", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/stations/{station}/messages")]
+async fn produce(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let station = path.into_inner();
+    check_name(&station)?;
+    let h = req.headers();
+    let content_type = header_str(h, header::CONTENT_TYPE.as_str())?.unwrap_or("application/octet-stream").to_owned();
+    let key = idempotency_key(header_str(h, "idempotency-key")?.map(str::to_owned))?;
+    let deliver_at = match (header_str(h, "depot-delay")?, header_str(h, "depot-deliver-at")?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest("give Depot-Delay or Depot-Deliver-At, not both".to_owned()))
+        }
+        (Some(delay), None) => {
+            let ms: u64 = delay
+                .trim()
+                .parse()
+                .map_err(|_| ApiError::InvalidRequest("Depot-Delay must be a number of milliseconds".to_owned()))?;
+            Some(delay_to_deliver_at(state.broker.now(), ms))
+        }
+        (None, Some(at)) => Some(wire::parse_rfc3339("Depot-Deliver-At", at)?),
+        (None, None) => None,
+    };
+    let mut headers = Vec::new();
+    for (name, value) in h {
+        if let Some(stored) = name.as_str().strip_prefix(HEADER_PREFIX) {
+            if stored.is_empty() {
+                continue;
+            }
+            let value =
+                value.to_str().map_err(|_| ApiError::InvalidRequest(format!("header {name} must be visible ASCII")))?;
+            headers.push((stored.to_owned(), value.to_owned()));
+        }
+    }
+    let payload = wire::read_body(body, SINGLE_BODY_LIMIT).await?;
+    let message = NewMessage { content_type, headers, payload, idempotency_key: key, deliver_at };
+    let applied = state.broker.submit(Command::Produce { station, messages: vec![message] }).await?;
+    let result = produced(applied.outcome)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("produce answered no result".to_owned()))?
+        .map_err(item_error)?;
+    if result.duplicate {
+        return Ok(HttpResponse::Ok().json(ProduceResult { offset: result.offset, duplicate: true, deliver_at: None }));
+    }
+    let deliver_at = deliver_at.map(rfc3339);
+    Ok(HttpResponse::Created().json(ProduceResult { offset: result.offset, duplicate: false, deliver_at }))
+}
+
+/// One message of a batch: exactly one of `payload` and `payload_base64`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchMessage {
+    /// Any JSON value; stored as its JSON text with content type application/json unless
+    /// `content_type` says otherwise.
+    pub payload: Option<serde_json::Value>,
+    /// Raw bytes in base64 (standard or URL-safe); content type application/octet-stream
+    /// unless given.
+    pub payload_base64: Option<String>,
+    pub content_type: Option<String>,
+    /// Message headers; names are lower-cased.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// 1-256 characters.
+    pub idempotency_key: Option<String>,
+    /// No group delivers the message before this many ms from now.
+    pub delay_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1-1000 messages.
+    pub messages: Vec<BatchMessage>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemProblem {
+    /// `invalid_request`, `payload_too_large` or `idempotency_key_reused`.
+    pub code: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchItemResult {
+    Stored { offset: u64, duplicate: bool },
+    Failed { error: ItemProblem },
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    /// One per message, in order.
+    pub results: Vec<BatchItemResult>,
+}
+
+fn failed(e: ApiError) -> BatchItemResult {
+    BatchItemResult::Failed { error: ItemProblem { code: e.code().as_str().to_owned(), detail: e.to_string() } }
+}
+
+fn batch_item(m: BatchMessage, now: Millis) -> Result<NewMessage, ApiError> {
+    let (payload, default_type) = match (m.payload, m.payload_base64) {
+        (Some(value), None) => (
+            Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::InvalidRequest(e.to_string()))?),
+            "application/json",
+        ),
+        (None, Some(b64)) => (
+            Bytes::from(
+                wire::decode_base64(&b64)
+                    .ok_or_else(|| ApiError::InvalidRequest("payload_base64 is not base64".to_owned()))?,
+            ),
+            "application/octet-stream",
+        ),
+        _ => return Err(ApiError::InvalidRequest("give exactly one of payload and payload_base64".to_owned())),
+    };
+    let headers = m.headers.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    Ok(NewMessage {
+        content_type: m.content_type.unwrap_or_else(|| default_type.to_owned()),
+        headers,
+        payload,
+        idempotency_key: idempotency_key(m.idempotency_key)?,
+        deliver_at: m.delay_ms.map(|d| delay_to_deliver_at(now, d)),
+    })
+}
+
+/// Produce up to 1000 messages in one durable write; each is judged on its own.
+#[utoipa::path(
+    tag = "messages",
+    params(("station" = String, Path, description = "Station name")),
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "One result per message, in order", body = BatchResult),
+        (status = 400, description = "Invalid name or body, or more than 1000 messages", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "station_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 16 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/stations/{station}/messages/batch")]
+async fn produce_batch(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<BatchRequest>,
+) -> Result<web::Json<BatchResult>, ApiError> {
+    let station = path.into_inner();
+    check_name(&station)?;
+    let items = body.into_inner().messages;
+    if items.is_empty() || items.len() > BATCH_MAX_MESSAGES {
+        return Err(ApiError::InvalidRequest(format!(
+            "a batch holds 1-{BATCH_MAX_MESSAGES} messages, not {}",
+            items.len()
+        )));
+    }
+    let now = state.broker.now();
+    let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(items.len());
+    let mut valid = Vec::new();
+    for item in items {
+        match batch_item(item, now) {
+            Ok(m) => {
+                valid.push(m);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(failed(e))),
+        }
+    }
+    let stored = if valid.is_empty() {
+        // Still answer 404 for an unknown station, as a batch with valid items would.
+        state.broker.station(&station)?;
+        Vec::new()
+    } else {
+        produced(state.broker.submit(Command::Produce { station, messages: valid }).await?.outcome)?
+    };
+    let mut stored = stored.into_iter();
+    let results = results
+        .into_iter()
+        .map(|slot| match slot {
+            Some(error) => Ok(error),
+            None => match stored.next() {
+                Some(Ok(p)) => Ok(BatchItemResult::Stored { offset: p.offset, duplicate: p.duplicate }),
+                Some(Err(e)) => Ok(failed(item_error(e))),
+                None => Err(ApiError::Internal("produce answered fewer results than messages".to_owned())),
+            },
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(web::Json(BatchResult { results }))
+}

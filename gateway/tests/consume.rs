@@ -1,0 +1,254 @@
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use actix_web::test;
+use bytes::Bytes;
+use common::*;
+use depot_broker::station::{Command, NewMessage};
+use depot_gateway::{app, AppState};
+use serde_json::{json, Value};
+
+fn produce(station: &str, body: &'static [u8]) -> test::TestRequest {
+    test::TestRequest::post().uri(&format!("/v1/stations/{station}/messages")).set_payload(body)
+}
+
+fn receipts(fetched: &Value) -> Vec<String> {
+    fetched["messages"].as_array().unwrap().iter().map(|m| m["receipt"].as_str().unwrap().to_owned()).collect()
+}
+
+#[actix_web::test]
+async fn groups_lifecycle_and_seek() {
+    let n = node().await;
+    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    for _ in 0..3 {
+        send(&app, produce("s", b"m")).await.ok(201);
+    }
+    let g =
+        send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({"start": "latest", "ack_wait_ms": 1000}))).await;
+    let b = g.ok(201);
+    assert_eq!(b["name"], "g");
+    assert_eq!(b["config"]["start"], "latest");
+    assert_eq!(b["config"]["ack_wait_ms"], 1000);
+    assert_eq!(b["config"]["max_deliveries"], 5);
+    assert_eq!(b["config"]["max_pending"], 10000);
+    assert_eq!(b["delivered_offset"], 3);
+    for key in ["lag", "pending", "acked_floor", "dead_lettered"] {
+        assert!(b[key].is_u64(), "{key}");
+    }
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({"max_deliveries": 2}))).await.ok(200);
+    let e = send(&app, test::TestRequest::put().uri("/v1/stations/s/consumer-groups/h")).await;
+    assert_eq!(e.ok(201)["config"]["start"], "earliest");
+    let o = send(&app, put_json("/v1/stations/s/consumer-groups/o", json!({"start": {"offset": 1}}))).await;
+    assert_eq!(o.ok(201)["config"]["start"], json!({"offset": 1}));
+    let t =
+        send(&app, put_json("/v1/stations/s/consumer-groups/t", json!({"start": {"time": "2020-01-01T00:00:00Z"}})))
+            .await;
+    assert_eq!(t.ok(201)["config"]["start"], json!({"time": "2020-01-01T00:00:00.000Z"}));
+
+    let list = send(&app, get("/v1/stations/s/consumer-groups")).await;
+    assert_eq!(list.ok(200)["consumer_groups"].as_array().unwrap().len(), 4);
+    let station = send(&app, get("/v1/stations/s")).await;
+    assert_eq!(station.ok(200)["consumer_groups"].as_array().unwrap().len(), 4);
+
+    let sought = send(&app, post_json("/v1/stations/s/consumer-groups/g/seek", json!({"offset": 1}))).await;
+    assert_eq!(sought.ok(200)["delivered_offset"], 1);
+    let f = send(&app, post_json("/v1/stations/s/consumer-groups/g/fetch", json!({"max_messages": 10}))).await;
+    assert_eq!(f.ok(200)["messages"].as_array().unwrap().len(), 2);
+    send(&app, post_json("/v1/stations/s/consumer-groups/g/seek", json!({"time": "2020-01-01T00:00:00Z"})))
+        .await
+        .ok(200);
+    send(
+        &app,
+        post_json("/v1/stations/s/consumer-groups/g/seek", json!({"offset": 1, "time": "2020-01-01T00:00:00Z"})),
+    )
+    .await
+    .problem(400, "invalid_body");
+    send(&app, post_json("/v1/stations/s/consumer-groups/g/seek", json!({}))).await.problem(400, "invalid_body");
+
+    send(&app, get("/v1/stations/s/consumer-groups/g")).await.ok(200);
+    send(&app, delete("/v1/stations/s/consumer-groups/g")).await.ok(204);
+    send(&app, get("/v1/stations/s/consumer-groups/g")).await.problem(404, "consumer_group_not_found");
+    send(&app, delete("/v1/stations/s/consumer-groups/g")).await.problem(404, "consumer_group_not_found");
+    send(&app, get("/v1/stations/x/consumer-groups")).await.problem(404, "station_not_found");
+    send(&app, put_json("/v1/stations/x/consumer-groups/g", json!({}))).await.problem(404, "station_not_found");
+    send(&app, put_json("/v1/stations/s/consumer-groups/G!", json!({}))).await.problem(400, "invalid_name");
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({"start": "middle"})))
+        .await
+        .problem(400, "invalid_body");
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({"wat": 1}))).await.problem(400, "invalid_body");
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({"ack_wait_ms": 0})))
+        .await
+        .problem(400, "invalid_request");
+    n.broker.shutdown().await.unwrap();
+}
+
+#[actix_web::test]
+async fn fetch_validation_and_404s() {
+    let n = node().await;
+    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
+    let fetch = "/v1/stations/s/consumer-groups/g/fetch";
+    send(&app, post_json(fetch, json!({"wait_ms": 20001}))).await.problem(400, "invalid_request");
+    send(&app, post_json(fetch, json!({"max_messages": 0}))).await.problem(400, "invalid_request");
+    send(&app, post_json(fetch, json!({"max_messages": 1001}))).await.problem(400, "invalid_request");
+    send(&app, post_json(fetch, json!({"unknown": 1}))).await.problem(400, "invalid_body");
+    send(&app, post_json("/v1/stations/s/consumer-groups/nope/fetch", json!({})))
+        .await
+        .problem(404, "consumer_group_not_found");
+    send(&app, post_json("/v1/stations/nope/consumer-groups/g/fetch", json!({})))
+        .await
+        .problem(404, "station_not_found");
+    let empty = send(&app, post_json(fetch, json!({"wait_ms": 0}))).await;
+    assert_eq!(empty.ok(200)["messages"], json!([]));
+    for op in ["ack", "nack", "dead-letter"] {
+        let uri = format!("/v1/stations/s/consumer-groups/nope/{op}");
+        send(&app, post_json(&uri, json!({"receipts": ["x"]}))).await.problem(404, "consumer_group_not_found");
+        let uri = format!("/v1/stations/s/consumer-groups/g/{op}");
+        send(&app, post_json(&uri, json!({"receipts": []}))).await.problem(400, "invalid_request");
+        send(&app, post_json(&uri, json!({"receipt": ["x"]}))).await.problem(400, "invalid_body");
+    }
+    send(&app, post_json("/v1/stations/s/consumer-groups/g/extend", json!({"receipts": ["x"]})))
+        .await
+        .problem(400, "invalid_body");
+    n.broker.shutdown().await.unwrap();
+}
+
+#[actix_web::test]
+async fn long_poll_returns_when_a_message_lands() {
+    let n = node().await;
+    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
+    let broker = n.broker.clone();
+    // Runs once the fetch below is parked waiting (this runtime has one thread).
+    let producer = actix_web::rt::spawn(async move {
+        let message = NewMessage {
+            content_type: "text/plain".into(),
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"ping"),
+            idempotency_key: None,
+            deliver_at: None,
+        };
+        broker.submit(Command::Produce { station: "s".into(), messages: vec![message] }).await.unwrap();
+    });
+    let started = Instant::now();
+    let r = send(&app, post_json("/v1/stations/s/consumer-groups/g/fetch", json!({"wait_ms": 20000}))).await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let msgs = r.ok(200)["messages"].as_array().unwrap().clone();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["payload"], "ping");
+    producer.await.unwrap();
+    n.broker.shutdown().await.unwrap();
+}
+
+#[actix_web::test]
+async fn receipts_ok_stale_unknown() {
+    let n = node().await;
+    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
+    send(&app, produce("s", b"a")).await.ok(201);
+    send(&app, produce("s", b"b")).await.ok(201);
+    let g = "/v1/stations/s/consumer-groups/g";
+    let first = receipts(send(&app, post_json(&format!("{g}/fetch"), json!({"max_messages": 1}))).await.ok(200));
+    assert_eq!(first.len(), 1);
+    let nacked = send(&app, post_json(&format!("{g}/nack"), json!({"receipts": first, "delay_ms": 0}))).await;
+    assert_eq!(nacked.ok(200)["results"], json!(["ok"]));
+    let again = send(&app, post_json(&format!("{g}/fetch"), json!({"max_messages": 2}))).await;
+    let msgs = again.ok(200)["messages"].as_array().unwrap().clone();
+    let redelivered = msgs.iter().find(|m| m["offset"] == 0).unwrap();
+    assert_eq!(redelivered["attempt"], 2);
+    let second = receipts(&again.body);
+    assert_eq!(second.len(), 2);
+
+    let extended =
+        send(&app, post_json(&format!("{g}/extend"), json!({"receipts": second, "ack_wait_ms": 60000}))).await;
+    assert_eq!(extended.ok(200)["results"], json!(["ok", "ok"]));
+
+    let forged = base64_receipt(999, 1);
+    let body = json!({"receipts": [first[0], second[0], "not-a-receipt", forged, second[1]]});
+    let acked = send(&app, post_json(&format!("{g}/ack"), body)).await;
+    assert_eq!(acked.ok(200)["results"], json!(["stale_receipt", "ok", "unknown_receipt", "unknown_receipt", "ok"]));
+    let group = send(&app, get(g)).await;
+    assert_eq!(group.ok(200)["acked_floor"], 2);
+    assert_eq!(group.body["pending"], 0);
+    let only_bad = send(&app, post_json(&format!("{g}/ack"), json!({"receipts": ["zz"]}))).await;
+    assert_eq!(only_bad.ok(200)["results"], json!(["unknown_receipt"]));
+    n.broker.shutdown().await.unwrap();
+}
+
+fn base64_receipt(offset: u64, delivery: u64) -> String {
+    use base64::Engine;
+    let mut raw = offset.to_be_bytes().to_vec();
+    raw.extend_from_slice(&delivery.to_be_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+#[actix_web::test]
+async fn dead_letter_list_redrive_delete() {
+    let n = node().await;
+    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/s/consumer-groups/g1", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/s/consumer-groups/g2", json!({}))).await.ok(201);
+    send(&app, produce("s", b"{\"x\":1}").insert_header(("content-type", "application/json"))).await.ok(201);
+    send(&app, produce("s", b"two")).await.ok(201);
+    let g1 = "/v1/stations/s/consumer-groups/g1";
+    let g2 = "/v1/stations/s/consumer-groups/g2";
+    let r1 = receipts(send(&app, post_json(&format!("{g1}/fetch"), json!({"max_messages": 10}))).await.ok(200));
+    let r2 = receipts(send(&app, post_json(&format!("{g2}/fetch"), json!({"max_messages": 10}))).await.ok(200));
+    send(&app, post_json(&format!("{g2}/ack"), json!({"receipts": r2}))).await.ok(200);
+    let dl = send(&app, post_json(&format!("{g1}/dead-letter"), json!({"receipts": r1, "reason": "bad input"}))).await;
+    assert_eq!(dl.ok(200)["results"], json!(["ok", "ok"]));
+
+    let list = send(&app, get("/v1/stations/s/dead-letters?include_payload=true")).await;
+    let items = list.ok(200)["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["consumer_group"], "g1");
+    assert_eq!(items[0]["reason"], "explicit");
+    assert_eq!(items[0]["last_error"], "bad input");
+    assert_eq!(items[0]["offset"], 0);
+    assert_eq!(items[0]["message"]["payload"], json!({"x": 1}));
+    assert!(items[0]["dead_at"].as_str().unwrap().ends_with('Z'));
+    let without = send(&app, get("/v1/stations/s/dead-letters")).await;
+    assert!(without.ok(200)["dead_letters"][0].get("message").is_none());
+    let page = send(&app, get("/v1/stations/s/dead-letters?limit=1")).await;
+    let cursor = page.ok(200)["next_cursor"].as_str().unwrap().to_owned();
+    let rest = send(&app, get(&format!("/v1/stations/s/dead-letters?limit=1&cursor={cursor}"))).await;
+    assert_eq!(rest.ok(200)["dead_letters"][0]["offset"], 1);
+    assert!(rest.body.get("next_cursor").is_none());
+    let none = send(&app, get("/v1/stations/s/dead-letters?consumer_group=g2")).await;
+    assert_eq!(none.ok(200)["dead_letters"], json!([]));
+    let by_reason = send(&app, get("/v1/stations/s/dead-letters?reason=max_deliveries")).await;
+    assert_eq!(by_reason.ok(200)["dead_letters"], json!([]));
+    send(&app, get("/v1/stations/s/dead-letters?reason=bored")).await.problem(400, "invalid_request");
+    send(&app, get("/v1/stations/s/dead-letters?wat=1")).await.problem(400, "invalid_request");
+    send(&app, get("/v1/stations/nope/dead-letters")).await.problem(404, "station_not_found");
+
+    let second_id = items[1]["id"].as_u64().unwrap();
+    send(&app, delete(&format!("/v1/stations/s/dead-letters/{second_id}"))).await.ok(204);
+    send(&app, delete(&format!("/v1/stations/s/dead-letters/{second_id}"))).await.problem(404, "dead_letter_not_found");
+    send(&app, delete("/v1/stations/s/dead-letters/abc")).await.problem(400, "invalid_request");
+
+    send(&app, post_json("/v1/stations/s/dead-letters/redrive", json!({"ids": [1], "consumer_group": "g1"})))
+        .await
+        .problem(400, "invalid_body");
+    let redriven = send(&app, post_json("/v1/stations/s/dead-letters/redrive", json!({"consumer_group": "g1"}))).await;
+    assert_eq!(redriven.ok(200)["redriven"], 1);
+    let back = send(&app, post_json(&format!("{g1}/fetch"), json!({"max_messages": 10}))).await;
+    let msgs = back.ok(200)["messages"].as_array().unwrap().clone();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["offset"], 0);
+    let other = send(&app, post_json(&format!("{g2}/fetch"), json!({"max_messages": 10}))).await;
+    assert_eq!(other.ok(200)["messages"], json!([]), "redrive goes to its own group only");
+    let left = send(&app, get("/v1/stations/s/dead-letters")).await;
+    assert_eq!(left.ok(200)["dead_letters"], json!([]));
+    let by_ids = send(&app, post_json("/v1/stations/s/dead-letters/redrive", json!({"ids": [12345]}))).await;
+    assert_eq!(by_ids.ok(200)["redriven"], 0);
+    n.broker.shutdown().await.unwrap();
+}
