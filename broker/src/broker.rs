@@ -89,6 +89,8 @@ struct Inner {
     proposals: Mutex<Option<mpsc::Sender<Pending>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shutdown: watch::Sender<bool>,
+    /// Set when the server starts draining: long polls return at once, commands still run.
+    draining: watch::Sender<bool>,
     clock: LeaderClock,
     /// Payload bytes proposed since the last snapshot was requested.
     unsnapshotted: AtomicU64,
@@ -173,6 +175,7 @@ impl Broker {
 
         let (tx, rx) = mpsc::channel(16_384);
         let (shutdown, _) = watch::channel(false);
+        let (draining, _) = watch::channel(false);
         let broker = Broker {
             inner: Arc::new(Inner {
                 raft,
@@ -182,6 +185,7 @@ impl Broker {
                 proposals: Mutex::new(Some(tx)),
                 tasks: Mutex::new(Vec::new()),
                 shutdown,
+                draining,
                 clock: LeaderClock { last: AtomicI64::new(0) },
                 unsnapshotted: AtomicU64::new(0),
                 snapshot_bytes: opts.snapshot_bytes,
@@ -200,6 +204,17 @@ impl Broker {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.node_id
+    }
+
+    /// Whether the Raft group currently knows a leader (this node or, in a cluster, another).
+    pub fn has_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader.is_some()
+    }
+
+    /// Starts draining: waiting fetches return what they have (usually nothing) at once, so a
+    /// server can finish in-flight long polls quickly; commands keep working until `shutdown`.
+    pub fn begin_drain(&self) {
+        self.inner.draining.send_replace(true);
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -266,7 +281,7 @@ impl Broker {
     ) -> Result<Applied, BrokerError> {
         let deadline = Instant::now() + wait;
         let mut changes = self.inner.sm.subscribe();
-        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut draining = self.inner.draining.subscribe();
         loop {
             let now = self.now();
             let ready = self.read(|s| s.group_view(station, group).map(|_| s.has_ready(station, group, now)))?;
@@ -279,7 +294,7 @@ impl Broker {
                 // Another consumer took it first: wait for the next change rather than spin.
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() || *shutdown.borrow() {
+            if remaining.is_zero() || *draining.borrow() {
                 return Ok(Applied { outcome: Outcome::Fetched(Vec::new()), messages: Vec::new() });
             }
             let next_ready = self.read(|s| s.next_ready_at(station, group));
@@ -290,7 +305,7 @@ impl Broker {
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(sleep) => {}
-                _ = shutdown.changed() => {}
+                _ = draining.changed() => {}
             }
         }
     }
@@ -338,6 +353,7 @@ impl Broker {
     pub async fn shutdown(&self) -> Result<(), BrokerError> {
         let sender = self.inner.proposals.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(sender);
+        self.inner.draining.send_replace(true);
         self.inner.shutdown.send_replace(true);
         let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {

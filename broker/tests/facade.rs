@@ -295,3 +295,22 @@ async fn outbox_hands_each_dead_letter_over_once() {
     assert!(broker.read(|s| s.outbox(10).is_empty()));
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn draining_releases_waiting_long_polls_and_commands_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    assert!(broker.has_leader());
+    station(&broker, "s", StationConfig::default()).await;
+    group(&broker, "s", "g", GroupConfig::default()).await;
+    let poller = {
+        let broker = broker.clone();
+        tokio::spawn(async move { broker.fetch("s", "g", 10, None, Duration::from_secs(60)).await })
+    };
+    broker.begin_drain();
+    // Without the drain this poll would wait its full 60 s; the deadline is the test's bound.
+    let fetched = tokio::time::timeout(Duration::from_secs(20), poller).await.expect("poll not released").unwrap();
+    assert!(deliveries(&fetched.unwrap()).is_empty());
+    assert_eq!(produce(&broker, "s", vec![msg("after drain")]).await, vec![0]);
+    broker.shutdown().await.unwrap();
+}

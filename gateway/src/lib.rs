@@ -55,6 +55,9 @@ impl AppState {
         if self.shutting_down.load(Ordering::Acquire) {
             return Some("shutting down".to_owned());
         }
+        if !self.broker.has_leader() {
+            return Some("no Raft leader".to_owned());
+        }
         None
     }
 }
@@ -171,6 +174,8 @@ pub async fn run(listener: TcpListener, broker: Broker, shutdown: impl Future<Ou
         r = &mut server => r,
         () = shutdown => {
             shutting_down.store(true, Ordering::Release);
+            // Long polls answer now instead of holding the drain for up to 20 s.
+            broker.begin_drain();
             tracing::info!("shutting down: draining in-flight requests");
             let (r, ()) = tokio::join!(&mut server, handle.stop(true));
             r

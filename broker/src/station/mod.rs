@@ -145,7 +145,8 @@ impl BrokerState {
                 validate_name(group).map_err(CommandError::Invalid)?;
                 validate_group_config(config).map_err(CommandError::Invalid)?;
                 let (state, mut ctx) = self.station_mut(station)?;
-                Ok(Outcome::Group(state.put_group(group, config.clone(), &mut ctx)?))
+                let (created, view) = state.put_group(group, config.clone(), &mut ctx)?;
+                Ok(Outcome::GroupPut { created, group: view })
             }
             Command::DeleteGroup { station, group } => {
                 let (state, mut ctx) = self.station_mut(station)?;

@@ -109,7 +109,8 @@ impl StationState {
         name: &str,
         config: GroupConfig,
         ctx: &mut Ctx,
-    ) -> Result<GroupView, CommandError> {
+    ) -> Result<(bool, GroupView), CommandError> {
+        let created = !self.groups.contains_key(name);
         if let Some(group) = self.groups.get_mut(name) {
             group.config = config;
         } else {
@@ -118,7 +119,7 @@ impl StationState {
             self.groups.insert(name.to_owned(), group);
         }
         self.enforce_retention(ctx);
-        self.group_view(name)
+        Ok((created, self.group_view(name)?))
     }
 
     pub(crate) fn delete_group(&mut self, name: &str, ctx: &mut Ctx) -> Result<(), CommandError> {

@@ -58,7 +58,7 @@ impl H {
 
     fn group(&mut self, group: &str, config: GroupConfig) -> GroupView {
         match self.run(Command::PutGroup { station: ST.into(), group: group.into(), config }) {
-            Outcome::Group(view) => view,
+            Outcome::GroupPut { group, .. } => group,
             other => panic!("put group: {other:?}"),
         }
     }
@@ -888,4 +888,13 @@ fn restore_pads_a_short_log() {
     let stats = copy.station_view(ST).expect("view").stats;
     assert_eq!((stats.messages, stats.bytes), (3, 7));
     assert_eq!(copy.message_meta(1, 2), Some(MessageMeta { produced_at: 1_000, deliver_at: 0, size: 0 }));
+}
+
+#[test]
+fn put_group_says_whether_it_created() {
+    let mut h = H::new();
+    let put =
+        |h: &mut H| h.run(Command::PutGroup { station: ST.into(), group: "g".into(), config: GroupConfig::default() });
+    assert!(matches!(put(&mut h), Outcome::GroupPut { created: true, .. }));
+    assert!(matches!(put(&mut h), Outcome::GroupPut { created: false, .. }));
 }

@@ -275,6 +275,11 @@ pub enum Outcome {
     },
     Deleted,
     Group(GroupView),
+    /// Answer to `PutGroup`: whether this command created the group.
+    GroupPut {
+        created: bool,
+        group: GroupView,
+    },
     Produced(Vec<Result<Produced, ItemError>>),
     Fetched(Vec<Delivery>),
     Receipts(Vec<ReceiptResult>),

@@ -183,11 +183,11 @@ async fn put_group(
     let (station, group) = names(path)?;
     let input: GroupConfigInput = wire::optional_json(&wire::read_body(body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config()?;
-    // The broker answers the same outcome for create and update; look first (racing PUTs of one
-    // group may both answer 201).
-    let existed = state.broker.group(&station, &group).is_ok();
-    let view = group_outcome(state.broker.submit(Command::PutGroup { station, group, config }).await?.outcome)?;
-    Ok(if existed { HttpResponse::Ok().json(view) } else { HttpResponse::Created().json(view) })
+    match state.broker.submit(Command::PutGroup { station, group, config }).await?.outcome {
+        Outcome::GroupPut { created: true, group } => Ok(HttpResponse::Created().json(Group::from(group))),
+        Outcome::GroupPut { created: false, group } => Ok(HttpResponse::Ok().json(Group::from(group))),
+        other => Err(unexpected(other)),
+    }
 }
 
 /// List a station's consumer groups.
