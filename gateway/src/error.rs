@@ -26,6 +26,7 @@ pub enum Code {
     PayloadTooLarge,
     UnsupportedMediaType,
     IdempotencyKeyReused,
+    RateLimited,
     NotLeaderUnavailable,
     ShuttingDown,
     Internal,
@@ -42,6 +43,7 @@ impl Code {
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::NotLeaderUnavailable | Code::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -59,6 +61,7 @@ impl Code {
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::RateLimited => "rate_limited",
             Code::NotLeaderUnavailable => "not_leader_unavailable",
             Code::ShuttingDown => "shutting_down",
             Code::Internal => "internal",
@@ -77,6 +80,7 @@ impl Code {
             Code::PayloadTooLarge => "Payload too large",
             Code::UnsupportedMediaType => "Unsupported media type",
             Code::IdempotencyKeyReused => "Idempotency key reused",
+            Code::RateLimited => "Too many requests",
             Code::NotLeaderUnavailable => "Unavailable",
             Code::ShuttingDown => "Shutting down",
             Code::Internal => "Internal error",
@@ -99,6 +103,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    /// Over the rate limit; retry after this many seconds.
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error(transparent)]
@@ -131,6 +138,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(d) => (Code::UnsupportedMediaType, d.clone(), None),
             ApiError::PayloadTooLarge(d) => (Code::PayloadTooLarge, d.clone(), None),
             ApiError::IdempotencyKeyReused(d) => (Code::IdempotencyKeyReused, d.clone(), None),
+            ApiError::RateLimited(secs) => (Code::RateLimited, self.to_string(), Some(Duration::from_secs(*secs))),
             ApiError::RouteNotFound(_) => (Code::NotFound, self.to_string(), None),
             ApiError::Broker(e) => match e {
                 BrokerError::Command(c) => match c {

@@ -20,26 +20,46 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub mod error;
+pub mod metrics;
+pub mod observe;
+pub mod ratelimit;
 pub mod routes;
 pub mod wire;
 
 use error::ApiError;
+use metrics::Metrics;
+use ratelimit::{RateLimitConfig, RateLimiter};
 
 /// How long shutdown waits for in-flight requests; longer than the longest long poll.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
-/// What every handler shares. Cheap to clone.
+/// The gateway's own settings.
+#[derive(Clone, Debug, Default)]
+pub struct GatewayConfig {
+    pub rate_limit: RateLimitConfig,
+}
+
+/// What every handler shares. Cheap to clone; clones share the limiter and the metrics.
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Broker,
+    /// One limiter for every worker: building one per worker would multiply the quota.
+    pub limiter: Arc<RateLimiter>,
+    pub metrics: Arc<Metrics>,
     openapi_json: web::Bytes,
     shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
     pub fn new(broker: Broker) -> AppState {
+        AppState::with_config(broker, GatewayConfig::default())
+    }
+
+    pub fn with_config(broker: Broker, config: GatewayConfig) -> AppState {
         AppState {
             broker,
+            limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+            metrics: Arc::new(Metrics::default()),
             openapi_json: web::Bytes::from(openapi_json()),
             shutting_down: Arc::new(AtomicBool::new(false)),
         }
@@ -76,16 +96,66 @@ impl AppState {
         (name = "consumer-groups", description = "Consumer groups"),
         (name = "consume", description = "Pull consumption and settlement"),
         (name = "dead-letters", description = "Dead letters"),
-        (name = "operations", description = "Health and documents"),
+        (name = "operations", description = "Health, metrics and documents"),
     )
 )]
 struct ApiDoc;
 
 /// The OpenAPI 3.1 document, generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) =
+    let (_, mut api) =
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
+    add_rate_limited_responses(&mut api);
     api
+}
+
+/// Every operation but the exempt probes can answer 429; one shared response describes it.
+fn add_rate_limited_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{
+        ContentBuilder, KnownFormat, ObjectBuilder, Ref, RefOr, ResponseBuilder, SchemaFormat, Type,
+    };
+    let integer =
+        || ObjectBuilder::new().schema_type(Type::Integer).format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)));
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let response = ResponseBuilder::new()
+        .description(
+            "rate_limited: over the per-client-IP quota (IPv6 keyed by /64). Headers follow the IETF draft \
+             (draft-ietf-httpapi-ratelimit-headers) structured-field form, only on 429: \
+             `RateLimit-Policy: \"ip\";q=<burst>;w=<seconds to refill an empty bucket>` and \
+             `RateLimit: \"ip\";r=0;t=<seconds until a request passes>`; `Retry-After` is the same \
+             number of seconds, rounded up.",
+        )
+        .header("Retry-After", HeaderBuilder::new().schema(integer()).description(Some("Seconds to wait")).build())
+        .header(
+            "RateLimit-Policy",
+            HeaderBuilder::new().schema(string()).description(Some("e.g. `\"ip\";q=2000;w=2`")).build(),
+        )
+        .header("RateLimit", HeaderBuilder::new().schema(string()).description(Some("e.g. `\"ip\";r=0;t=1`")).build())
+        .content(
+            "application/problem+json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+        )
+        .build();
+    api.components.get_or_insert_with(Default::default).responses.insert("RateLimited".to_owned(), RefOr::T(response));
+    for (path, item) in api.paths.paths.iter_mut() {
+        if ratelimit::EXEMPT_PATHS.contains(&path.as_str()) {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.responses.responses.insert("429".to_owned(), RefOr::Ref(Ref::from_response_name("RateLimited")));
+        }
+    }
 }
 
 /// The document as served and committed: pretty JSON with a trailing newline.
@@ -155,14 +225,39 @@ pub fn app(
         InitError = (),
     >,
 > {
-    App::new().app_data(web::Data::new(state)).configure(configure)
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(configure)
+        .wrap(actix_web::middleware::from_fn(ratelimit::limit))
+        .wrap(actix_web::middleware::from_fn(observe::observe))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
 /// requests (long polls included) finish, and shuts the broker down.
 pub async fn run(listener: TcpListener, broker: Broker, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    let state = AppState::new(broker.clone());
+    run_with_config(listener, broker, GatewayConfig::default(), shutdown).await
+}
+
+/// [`run`] with explicit gateway settings.
+pub async fn run_with_config(
+    listener: TcpListener,
+    broker: Broker,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let state = AppState::with_config(broker.clone(), config);
     let shutting_down = state.shutting_down.clone();
+    // Keeps the limiter's table bounded when clients rotate addresses.
+    let limiter = state.limiter.clone();
+    let pruner = tokio::spawn(async move {
+        let mut every = tokio::time::interval(ratelimit::PRUNE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let left = limiter.prune();
+            tracing::trace!(keys = left, "pruned the rate limiter");
+        }
+    });
     let server = HttpServer::new(move || app(state.clone()))
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -181,6 +276,7 @@ pub async fn run(listener: TcpListener, broker: Broker, shutdown: impl Future<Ou
             r
         }
     };
+    pruner.abort();
     let stopped = broker.shutdown().await.map_err(std::io::Error::other);
     served.and(stopped)
 }

@@ -11,7 +11,8 @@ fn usage() -> &'static str {
      dev [--listen 127.0.0.1:4444] [--data-dir ./depot-data]\n    \
          run one node with embedded defaults\n\
      openapi\n    \
-         print the OpenAPI document\n"
+         print the OpenAPI document\n\n\
+     env: DEPOT_LOG (filter, default info), DEPOT_LOG_FORMAT (json, the default, or text)\n"
 }
 
 struct DevArgs {
@@ -89,10 +90,18 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // JSON logs by default (each line carries the request span with its request_id);
+    // DEPOT_LOG_FORMAT=text for humans.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG").unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match std::env::var("DEPOT_LOG_FORMAT").as_deref() {
+        Ok("text") => logs.init(),
+        Ok("json") | Err(_) => logs.json().with_current_span(true).with_span_list(false).init(),
+        Ok(other) => {
+            logs.json().init();
+            tracing::warn!(format = other, "unknown DEPOT_LOG_FORMAT; use json or text; logging JSON");
+        }
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("dev") => match parse_dev(&args[1..])? {

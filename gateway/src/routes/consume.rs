@@ -159,7 +159,8 @@ async fn fetch(
             content_type: m.content_type,
             headers: m.headers.into_iter().collect(),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    crate::metrics::Metrics::add(&state.metrics.fetched, messages.len());
     Ok(web::Json(FetchResult { messages }))
 }
 
@@ -220,12 +221,17 @@ async fn ack(
     body: web::Json<ReceiptsRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
-    settle(&state, station, group, body.into_inner().receipts, |station, group, receipts| Command::Ack {
-        station,
-        group,
-        receipts,
+    let answered = settle(&state, station, group, body.into_inner().receipts, |station, group, receipts| {
+        Command::Ack { station, group, receipts }
     })
-    .await
+    .await?;
+    crate::metrics::Metrics::add(&state.metrics.acked, settled(&answered));
+    Ok(answered)
+}
+
+/// How many receipts were settled.
+fn settled(answered: &ReceiptResults) -> usize {
+    answered.results.iter().filter(|r| matches!(r, ReceiptStatus::Ok)).count()
 }
 
 /// Give deliveries back for redelivery after `delay_ms`.
@@ -309,11 +315,13 @@ async fn dead_letter(
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let DeadLetterRequest { receipts, reason } = body.into_inner();
-    settle(&state, station, group, receipts, |station, group, receipts| Command::DeadLetter {
+    let answered = settle(&state, station, group, receipts, |station, group, receipts| Command::DeadLetter {
         station,
         group,
         receipts,
         reason,
     })
-    .await
+    .await?;
+    crate::metrics::Metrics::add(&state.metrics.dead_lettered, settled(&answered));
+    Ok(answered)
 }

@@ -146,6 +146,7 @@ async fn produce(
     if result.duplicate {
         return Ok(HttpResponse::Ok().json(ProduceResult { offset: result.offset, duplicate: true, deliver_at: None }));
     }
+    crate::metrics::Metrics::add(&state.metrics.produced, 1);
     let deliver_at = deliver_at.map(rfc3339);
     Ok(HttpResponse::Created().json(ProduceResult { offset: result.offset, duplicate: false, deliver_at }))
 }
@@ -283,6 +284,8 @@ async fn produce_batch(
                 None => Err(ApiError::Internal("produce answered fewer results than messages".to_owned())),
             },
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored = results.iter().filter(|r| matches!(r, BatchItemResult::Stored { duplicate: false, .. })).count();
+    crate::metrics::Metrics::add(&state.metrics.produced, stored);
     Ok(web::Json(BatchResult { results }))
 }

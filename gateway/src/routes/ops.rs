@@ -1,4 +1,4 @@
-//! Operations: liveness, readiness, the OpenAPI document.
+//! Operations: liveness, readiness, metrics, the OpenAPI document.
 
 use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
@@ -8,7 +8,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(livez).service(readyz).service(openapi_json);
+    cfg.service(livez).service(readyz).service(metrics).service(openapi_json);
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,4 +47,19 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 #[get("/openapi.json")]
 async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(state.openapi_json.clone())
+}
+
+/// Prometheus metrics, text exposition format 0.0.4: `depot_http_requests_total` (route pattern,
+/// method, status class), `depot_http_request_duration_seconds` (histogram per route pattern and
+/// method), `depot_messages_{produced,fetched,acked,dead_lettered}_total`,
+/// `depot_rate_limited_total`, and per consumer group `depot_consumer_group_lag`,
+/// `depot_consumer_group_pending` and `depot_consumer_group_dead_lettered` (read at scrape time).
+#[utoipa::path(
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"))
+)]
+#[get("/metrics")]
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let text = state.metrics.render(&state.broker.stations());
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
 }
