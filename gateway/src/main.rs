@@ -65,17 +65,29 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let broker = Broker::open(BrokerOptions::new(&args.data_dir))
         .await
         .with_context(|| format!("opening the broker in {}", args.data_dir.display()))?;
-    println!("depot: listening on http://{addr} (data in {})", args.data_dir.display());
-    println!("depot: try");
-    println!("  curl -X PUT http://{addr}/v1/stations/orders");
-    println!("  curl -X POST http://{addr}/v1/stations/orders/messages -H 'Content-Type: application/json' -d '{{\"id\": 1}}'");
-    println!("  curl -X PUT http://{addr}/v1/stations/orders/consumer-groups/billing");
-    println!(
-        "  curl -X POST http://{addr}/v1/stations/orders/consumer-groups/billing/fetch -d '{{\"wait_ms\": 1000}}'"
-    );
+    say(&format!(
+        "depot: listening on http://{addr} (data in {})\n\
+         depot: try\n  \
+         curl -X PUT http://{addr}/v1/stations/orders\n  \
+         curl -X POST http://{addr}/v1/stations/orders/messages -H 'Content-Type: application/json' -d '{{\"id\": 1}}'\n  \
+         curl -X PUT http://{addr}/v1/stations/orders/consumer-groups/billing\n  \
+         curl -X POST http://{addr}/v1/stations/orders/consumer-groups/billing/fetch -d '{{\"wait_ms\": 1000}}'",
+        args.data_dir.display()
+    ));
     depot_gateway::run(listener, broker, shutdown_signal()).await?;
-    println!("depot: stopped cleanly");
+    say("depot: stopped cleanly");
     Ok(())
+}
+
+/// Prints a line for the operator. A closed stdout (a supervisor that stopped reading) must not
+/// turn a clean run into a panic, so write errors are ignored.
+fn say(text: &str) {
+    emit(&format!("{text}\n"));
+}
+
+fn emit(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 #[tokio::main]
@@ -107,16 +119,16 @@ async fn run() -> anyhow::Result<()> {
         Some("dev") => match parse_dev(&args[1..])? {
             Some(d) => dev(d).await,
             None => {
-                print!("{}", usage());
+                emit(usage());
                 Ok(())
             }
         },
         Some("openapi") => {
-            print!("{}", depot_gateway::openapi_json());
+            emit(&depot_gateway::openapi_json());
             Ok(())
         }
         Some("-h" | "--help") | None => {
-            print!("{}", usage());
+            emit(usage());
             Ok(())
         }
         Some(other) => bail!("unknown command {other}\n{}", usage()),
