@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -284,7 +284,7 @@ impl Broker {
         let mut draining = self.inner.draining.subscribe();
         loop {
             let now = self.now();
-            let ready = self.read(|s| s.group_view(station, group).map(|_| s.has_ready(station, group, now)))?;
+            let ready = self.read(|s| s.ready(station, group, now))?;
             if ready {
                 let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
                 let applied = self.submit(command).await?;
@@ -426,7 +426,7 @@ async fn run_proposer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>, in_fli
                 }
                 Err(e) => {
                     for reply in replies {
-                        let _ = reply.send(Err(clone_error(&e)));
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
@@ -438,17 +438,6 @@ fn client_write_error(e: ClientWriteError<NodeId, BasicNode>) -> BrokerError {
     match e {
         ClientWriteError::ForwardToLeader(f) => unavailable(format!("not the leader (leader: {:?})", f.leader_id)),
         ClientWriteError::ChangeMembershipError(e) => unavailable(e.to_string()),
-    }
-}
-
-fn clone_error(e: &BrokerError) -> BrokerError {
-    match e {
-        BrokerError::Command(c) => BrokerError::Command(c.clone()),
-        BrokerError::Unavailable { reason, retry_after } => {
-            BrokerError::Unavailable { reason: reason.clone(), retry_after: *retry_after }
-        }
-        BrokerError::ShuttingDown => BrokerError::ShuttingDown,
-        BrokerError::Storage(s) => BrokerError::Storage(s.clone()),
     }
 }
 
@@ -476,15 +465,6 @@ async fn run_ticker(broker: Broker) {
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             _ = shutdown.changed() => {}
-        }
-    }
-}
-
-impl From<RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> for BrokerError {
-    fn from(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> Self {
-        match e {
-            RaftError::APIError(e) => client_write_error(e),
-            RaftError::Fatal(f) => storage(f),
         }
     }
 }

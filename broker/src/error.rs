@@ -3,7 +3,7 @@ use std::time::Duration;
 use crate::station::CommandError;
 
 /// The broker's errors, free of transport concerns; the gateway maps each to a status and code.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The command was applied and refused (unknown station, invalid config, ...).
     #[error(transparent)]

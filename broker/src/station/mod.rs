@@ -292,8 +292,13 @@ impl BrokerState {
     /// Would a `Fetch` at `now` (not before the state clock) hand out at least one message,
     /// respecting max pending? False for an unknown station or group.
     pub fn has_ready(&self, station: &str, group: &str, now: Millis) -> bool {
-        let Ok(state) = self.station(station) else { return false };
-        state.group(group).is_ok_and(|g| g.has_ready(&state.log, now.max(self.clock)))
+        self.ready(station, group, now).unwrap_or(false)
+    }
+
+    /// `has_ready`, telling an unknown station or group apart from "nothing ready".
+    pub fn ready(&self, station: &str, group: &str, now: Millis) -> Result<bool, CommandError> {
+        let state = self.station(station)?;
+        Ok(state.group(group)?.has_ready(&state.log, now.max(self.clock)))
     }
 
     /// The earliest time something becomes fetchable without a new produce: the state clock if
