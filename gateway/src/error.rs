@@ -11,6 +11,9 @@ use actix_web::{HttpResponse, ResponseError};
 use depot_broker::station::CommandError;
 use depot_broker::BrokerError;
 use serde::Serialize;
+
+use crate::meta::MetaError;
+use crate::ratelimit::Limited;
 use utoipa::ToSchema;
 
 /// The stable error codes of the API.
@@ -25,8 +28,15 @@ pub enum Code {
     DeadLetterNotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
+    MethodNotAllowed,
     IdempotencyKeyReused,
     RateLimited,
+    Unauthorized,
+    Forbidden,
+    UserNotFound,
+    ApiKeyNotFound,
+    AlreadyExists,
+    MetadataUnavailable,
     NotLeaderUnavailable,
     ShuttingDown,
     Internal,
@@ -42,9 +52,16 @@ impl Code {
             }
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Code::NotLeaderUnavailable | Code::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Forbidden => StatusCode::FORBIDDEN,
+            Code::UserNotFound | Code::ApiKeyNotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists => StatusCode::CONFLICT,
+            Code::NotLeaderUnavailable | Code::ShuttingDown | Code::MetadataUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -60,8 +77,15 @@ impl Code {
             Code::DeadLetterNotFound => "dead_letter_not_found",
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::MethodNotAllowed => "method_not_allowed",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
             Code::RateLimited => "rate_limited",
+            Code::Unauthorized => "unauthorized",
+            Code::Forbidden => "forbidden",
+            Code::UserNotFound => "user_not_found",
+            Code::ApiKeyNotFound => "api_key_not_found",
+            Code::AlreadyExists => "already_exists",
+            Code::MetadataUnavailable => "metadata_unavailable",
             Code::NotLeaderUnavailable => "not_leader_unavailable",
             Code::ShuttingDown => "shutting_down",
             Code::Internal => "internal",
@@ -79,8 +103,15 @@ impl Code {
             Code::DeadLetterNotFound => "Dead letter not found",
             Code::PayloadTooLarge => "Payload too large",
             Code::UnsupportedMediaType => "Unsupported media type",
+            Code::MethodNotAllowed => "Method not allowed",
             Code::IdempotencyKeyReused => "Idempotency key reused",
             Code::RateLimited => "Too many requests",
+            Code::Unauthorized => "Unauthorized",
+            Code::Forbidden => "Forbidden",
+            Code::UserNotFound => "User not found",
+            Code::ApiKeyNotFound => "API key not found",
+            Code::AlreadyExists => "Already exists",
+            Code::MetadataUnavailable => "Metadata store unavailable",
             Code::NotLeaderUnavailable => "Unavailable",
             Code::ShuttingDown => "Shutting down",
             Code::Internal => "Internal error",
@@ -103,9 +134,24 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
-    /// Over the rate limit; retry after this many seconds.
-    #[error("too many requests; retry after {0} s")]
-    RateLimited(u64),
+    /// The path names a resource, but not for this method; `allow` lists the methods it has.
+    #[error("{method} is not allowed here; use {allow}")]
+    MethodNotAllowed { method: String, allow: String },
+    /// Over a rate limit.
+    #[error("too many requests; retry after {} s", .0.retry_after)]
+    RateLimited(Limited),
+    /// No credentials, or bad ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but not allowed.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("no user {0:?}")]
+    UserNotFound(String),
+    #[error("no API key {0:?}")]
+    ApiKeyNotFound(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error(transparent)]
@@ -138,7 +184,21 @@ impl ApiError {
             ApiError::UnsupportedMediaType(d) => (Code::UnsupportedMediaType, d.clone(), None),
             ApiError::PayloadTooLarge(d) => (Code::PayloadTooLarge, d.clone(), None),
             ApiError::IdempotencyKeyReused(d) => (Code::IdempotencyKeyReused, d.clone(), None),
-            ApiError::RateLimited(secs) => (Code::RateLimited, self.to_string(), Some(Duration::from_secs(*secs))),
+            ApiError::MethodNotAllowed { .. } => (Code::MethodNotAllowed, self.to_string(), None),
+            ApiError::RateLimited(l) => (Code::RateLimited, self.to_string(), Some(Duration::from_secs(l.retry_after))),
+            ApiError::Unauthorized(d) => (Code::Unauthorized, d.clone(), None),
+            ApiError::Forbidden(d) => (Code::Forbidden, d.clone(), None),
+            ApiError::UserNotFound(_) => (Code::UserNotFound, self.to_string(), None),
+            ApiError::ApiKeyNotFound(_) => (Code::ApiKeyNotFound, self.to_string(), None),
+            ApiError::Meta(e) => match e {
+                MetaError::Conflict(what) => (Code::AlreadyExists, format!("{what} already exists"), None),
+                MetaError::Unavailable(_) => (
+                    Code::MetadataUnavailable,
+                    "the metadata store is unavailable".to_owned(),
+                    Some(Duration::from_secs(1)),
+                ),
+                MetaError::Corrupt(_) => (Code::Internal, "internal error".to_owned(), None),
+            },
             ApiError::RouteNotFound(_) => (Code::NotFound, self.to_string(), None),
             ApiError::Broker(e) => match e {
                 BrokerError::Command(c) => match c {
@@ -183,10 +243,37 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (code, detail, retry_after) = self.describe();
-        if let ApiError::Broker(BrokerError::Storage(e)) | ApiError::Internal(e) = self {
-            tracing::error!(error = %e, "internal error");
+        match self {
+            ApiError::Broker(BrokerError::Storage(e)) | ApiError::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+            }
+            ApiError::Meta(e @ (MetaError::Unavailable(_) | MetaError::Corrupt(_))) => {
+                tracing::error!(error = %e, "metadata store error");
+            }
+            _ => {}
         }
         let mut response = problem(code, detail);
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            if let Ok(value) = HeaderValue::from_str(allow) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+        }
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"depot\""));
+            }
+            ApiError::RateLimited(limited) => {
+                for (name, value) in
+                    [("ratelimit-policy", limited.policy_header()), ("ratelimit", limited.ratelimit_header())]
+                {
+                    if let Ok(value) = HeaderValue::from_str(&value) {
+                        headers.insert(header::HeaderName::from_static(name), value);
+                    }
+                }
+            }
+            _ => {}
+        }
         if let Some(after) = retry_after {
             let secs = after.as_secs().max(1);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {

@@ -19,13 +19,18 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod error;
+pub mod meta;
 pub mod metrics;
 pub mod observe;
 pub mod ratelimit;
 pub mod routes;
 pub mod wire;
 
+use auth::Auth;
 use error::ApiError;
 use metrics::Metrics;
 use ratelimit::{RateLimitConfig, RateLimiter};
@@ -36,32 +41,53 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 /// The gateway's own settings.
 #[derive(Clone, Debug, Default)]
 pub struct GatewayConfig {
+    /// Per client IP, before authentication.
     pub rate_limit: RateLimitConfig,
+    /// Per credential (user, API key, external subject), after authentication.
+    pub credential_rate_limit: RateLimitConfig,
 }
 
 /// What every handler shares. Cheap to clone; clones share the limiter and the metrics.
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Broker,
+    pub auth: Arc<Auth>,
     /// One limiter for every worker: building one per worker would multiply the quota.
     pub limiter: Arc<RateLimiter>,
+    pub credential_limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
     openapi_json: web::Bytes,
     shutting_down: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(broker: Broker) -> AppState {
-        AppState::with_config(broker, GatewayConfig::default())
+    pub fn new(broker: Broker, auth: Arc<Auth>) -> AppState {
+        AppState::with_config(broker, auth, GatewayConfig::default())
     }
 
-    pub fn with_config(broker: Broker, config: GatewayConfig) -> AppState {
+    pub fn with_config(broker: Broker, auth: Arc<Auth>, config: GatewayConfig) -> AppState {
         AppState {
             broker,
+            auth,
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+            credential_limiter: Arc::new(RateLimiter::named("credential", config.credential_rate_limit)),
             metrics: Arc::new(Metrics::default()),
             openapi_json: web::Bytes::from(openapi_json()),
             shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Records an admin action. A failure is logged, not answered: the action itself is done.
+    pub async fn audit(&self, actor: &auth::Principal, action: &str, target: &str, detail: serde_json::Value) {
+        let entry = meta::AuditEntry {
+            at: auth::now_millis(),
+            actor: actor.actor(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail,
+        };
+        if let Err(e) = self.auth.store().append_audit(&entry).await {
+            tracing::error!(error = %e, action, target, "audit log: entry not recorded");
         }
     }
 
@@ -106,7 +132,66 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut api) =
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
     add_rate_limited_responses(&mut api);
+    add_auth(&mut api);
     api
+}
+
+/// Paths that need no credentials.
+pub const PUBLIC_PATHS: [&str; 7] =
+    ["/livez", "/readyz", "/metrics", "/openapi.json", "/v1/auth/token", "/v1/auth/refresh", "/v1/auth/revoke"];
+
+/// Every operation but the public ones requires a bearer token and can answer 401 and 403.
+fn add_auth(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let components = api.components.get_or_insert_with(Default::default);
+    components.security_schemes.insert(
+        "bearer".to_owned(),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT or API key")
+                .description(Some(
+                    "An access JWT from POST /v1/auth/token, or an API key `dk_...`. Missing or invalid: \
+                     401 `unauthorized` with `WWW-Authenticate: Bearer`; valid but not allowed: 403 `forbidden`.",
+                ))
+                .build(),
+        ),
+    );
+    let problem = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
+                .build(),
+        )
+    };
+    const UNAUTHORIZED: &str = "unauthorized: no bearer token, or an invalid, expired or revoked one";
+    const FORBIDDEN: &str = "forbidden: the credential does not allow this";
+    for (path, item) in api.paths.paths.iter_mut() {
+        if PUBLIC_PATHS.contains(&path.as_str()) || path.starts_with("/docs") {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+            let responses = &mut operation.responses.responses;
+            responses.insert("401".to_owned(), problem(UNAUTHORIZED));
+            responses.insert("403".to_owned(), problem(FORBIDDEN));
+        }
+    }
 }
 
 /// Every operation but the exempt probes can answer 429; one shared response describes it.
@@ -188,7 +273,7 @@ fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
 }
 
 async fn route_not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::RouteNotFound(format!("{} {}", req.method(), req.path())))
+    Err(routes::unrouted(req.method(), req.path()))
 }
 
 /// `/docs` serves the interactive docs under `/docs/`, assets bundled in the binary.
@@ -233,29 +318,23 @@ pub fn app(
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
-/// requests (long polls included) finish, and shuts the broker down.
-pub async fn run(listener: TcpListener, broker: Broker, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    run_with_config(listener, broker, GatewayConfig::default(), shutdown).await
-}
-
-/// [`run`] with explicit gateway settings.
-pub async fn run_with_config(
-    listener: TcpListener,
-    broker: Broker,
-    config: GatewayConfig,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let state = AppState::with_config(broker.clone(), config);
+/// requests (long polls included) finish, and shuts the broker down. Dead-letter pointers flow
+/// from the broker's outbox into the metadata store meanwhile.
+pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let broker = state.broker.clone();
+    broker.spawn_outbox(meta::outbox::StoreSink::new(state.auth.store().clone()));
     let shutting_down = state.shutting_down.clone();
-    // Keeps the limiter's table bounded when clients rotate addresses.
-    let limiter = state.limiter.clone();
+    // Keeps the limiters' tables bounded when clients rotate addresses or credentials.
+    let limiters = [state.limiter.clone(), state.credential_limiter.clone()];
     let pruner = tokio::spawn(async move {
         let mut every = tokio::time::interval(ratelimit::PRUNE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let left = limiter.prune();
-            tracing::trace!(keys = left, "pruned the rate limiter");
+            for limiter in &limiters {
+                let left = limiter.prune();
+                tracing::trace!(keys = left, "pruned a rate limiter");
+            }
         }
     });
     let server = HttpServer::new(move || app(state.clone()))

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
 use actix_web::web;
 use governor::clock::Clock;
@@ -62,12 +61,13 @@ impl RateLimitConfig {
     }
 }
 
-/// What a bucket belongs to. Per-credential keys (API key, token subject) join when auth lands:
-/// limit per IP before authentication, per credential after.
+/// What a bucket belongs to: the client IP before authentication, the credential after.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RateKey {
     /// A client IP; IPv6 masked to its /64.
     Ip(IpAddr),
+    /// An authenticated principal (user, `api_key:<id>` or `external:<sub>`).
+    Credential(String),
 }
 
 impl RateKey {
@@ -86,6 +86,8 @@ impl RateKey {
 /// Why a request was refused, for the 429 headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limited {
+    /// Which limit: `ip` or `credential`.
+    pub policy: &'static str,
     /// Seconds until a request would pass, rounded up, at least 1.
     pub retry_after: u64,
     pub burst: u32,
@@ -95,16 +97,17 @@ pub struct Limited {
 
 impl Limited {
     pub fn policy_header(&self) -> String {
-        format!("\"ip\";q={};w={}", self.burst, self.window)
+        format!("\"{}\";q={};w={}", self.policy, self.burst, self.window)
     }
 
     pub fn ratelimit_header(&self) -> String {
-        format!("\"ip\";r=0;t={}", self.retry_after)
+        format!("\"{}\";r=0;t={}", self.policy, self.retry_after)
     }
 }
 
 /// The shared keyed limiter.
 pub struct RateLimiter {
+    policy: &'static str,
     config: RateLimitConfig,
     quota: Quota,
     limiter: DefaultKeyedRateLimiter<RateKey>,
@@ -121,9 +124,15 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 impl RateLimiter {
+    /// The per-IP limiter.
     pub fn new(config: RateLimitConfig) -> RateLimiter {
+        RateLimiter::named("ip", config)
+    }
+
+    /// A limiter whose 429 headers name `policy`.
+    pub fn named(policy: &'static str, config: RateLimitConfig) -> RateLimiter {
         let quota = config.quota();
-        RateLimiter { limiter: governor::RateLimiter::keyed(quota), quota, config }
+        RateLimiter { policy, limiter: governor::RateLimiter::keyed(quota), quota, config }
     }
 
     pub fn config(&self) -> &RateLimitConfig {
@@ -138,6 +147,7 @@ impl RateLimiter {
         self.limiter.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.limiter.clock().now());
             Limited {
+                policy: self.policy,
                 retry_after: ceil_secs(wait).max(1),
                 burst: self.quota.burst_size().get(),
                 window: ceil_secs(self.quota.burst_size_replenished_in()).max(1),
@@ -200,12 +210,6 @@ pub async fn limit(
     let Some(limited) = limited else {
         return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
     };
-    let mut response = actix_web::ResponseError::error_response(&ApiError::RateLimited(limited.retry_after));
-    let headers = response.headers_mut();
-    for (name, value) in [("ratelimit-policy", limited.policy_header()), ("ratelimit", limited.ratelimit_header())] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(actix_web::http::header::HeaderName::from_static(name), value);
-        }
-    }
+    let response = actix_web::ResponseError::error_response(&ApiError::RateLimited(limited));
     Ok(req.into_response(response))
 }

@@ -140,10 +140,13 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes,
     Ok(body.freeze())
 }
 
-/// Parses an optional JSON body: empty means `T::default()`.
+/// Parses an optional JSON body: empty (or JSON `null`, as the document allows) means
+/// `T::default()`.
 pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::InvalidBody(e.to_string()))
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ApiError::InvalidBody(e.to_string()))
 }

@@ -8,7 +8,7 @@ use actix_web::test;
 use bytes::Bytes;
 use common::*;
 use depot_broker::station::{Command, NewMessage};
-use depot_gateway::{app, AppState};
+use depot_gateway::app;
 use serde_json::{json, Value};
 
 fn produce(station: &str, body: &'static [u8]) -> test::TestRequest {
@@ -22,7 +22,7 @@ fn receipts(fetched: &Value) -> Vec<String> {
 #[actix_web::test]
 async fn groups_lifecycle_and_seek() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     for _ in 0..3 {
         send(&app, produce("s", b"m")).await.ok(201);
@@ -89,7 +89,7 @@ async fn groups_lifecycle_and_seek() {
 #[actix_web::test]
 async fn fetch_validation_and_404s() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
     let fetch = "/v1/stations/s/consumer-groups/g/fetch";
@@ -121,7 +121,7 @@ async fn fetch_validation_and_404s() {
 #[actix_web::test]
 async fn long_poll_returns_when_a_message_lands() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
     let broker = n.broker.clone();
@@ -149,7 +149,7 @@ async fn long_poll_returns_when_a_message_lands() {
 #[actix_web::test]
 async fn receipts_ok_stale_unknown() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
     send(&app, produce("s", b"a")).await.ok(201);
@@ -192,7 +192,7 @@ fn base64_receipt(offset: u64, delivery: u64) -> String {
 #[actix_web::test]
 async fn dead_letter_list_redrive_delete() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     send(&app, put_json("/v1/stations/s/consumer-groups/g1", json!({}))).await.ok(201);
     send(&app, put_json("/v1/stations/s/consumer-groups/g2", json!({}))).await.ok(201);

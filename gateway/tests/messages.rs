@@ -4,7 +4,7 @@ mod common;
 
 use actix_web::test;
 use common::*;
-use depot_gateway::{app, AppState};
+use depot_gateway::app;
 use serde_json::json;
 
 fn produce(station: &str, body: &'static [u8]) -> test::TestRequest {
@@ -14,7 +14,7 @@ fn produce(station: &str, body: &'static [u8]) -> test::TestRequest {
 #[actix_web::test]
 async fn single_produce_stores_payload_headers_and_type() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
 
@@ -23,7 +23,7 @@ async fn single_produce_stores_payload_headers_and_type() {
         produce("s", b"{\"a\":1}")
             .insert_header(("content-type", "application/json"))
             .insert_header(("depot-header-Trace-Id", "t1"))
-            .insert_header(("authorization", "Bearer secret"))
+            .insert_header(("authorization", format!("Bearer {}", n.admin_token)))
             .insert_header(("cookie", "c=1"))
             .insert_header(("x-other", "no")),
     )
@@ -53,7 +53,7 @@ async fn single_produce_stores_payload_headers_and_type() {
 #[actix_web::test]
 async fn single_produce_errors() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, produce("nope", b"x")).await.problem(404, "station_not_found");
     send(&app, produce("No", b"x")).await.problem(400, "invalid_name");
     send(&app, put_json("/v1/stations/small", json!({"max_message_bytes": 4}))).await.ok(201);
@@ -75,7 +75,7 @@ async fn single_produce_errors() {
 #[actix_web::test]
 async fn idempotency_duplicate_and_reuse() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     send(&app, produce("s", b"zero")).await.ok(201);
     let first = send(&app, produce("s", b"one").insert_header(("idempotency-key", "k1"))).await;
@@ -96,7 +96,7 @@ async fn idempotency_duplicate_and_reuse() {
 #[actix_web::test]
 async fn batch_judges_each_item() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({"max_message_bytes": 16}))).await.ok(201);
     send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
     let body = json!({"messages": [
@@ -143,7 +143,7 @@ async fn batch_judges_each_item() {
 #[actix_web::test]
 async fn batch_limits() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     let items: Vec<_> = (0..1001).map(|i| json!({"payload": i})).collect();
     send(&app, post_json("/v1/stations/s/messages/batch", json!({"messages": items})))
@@ -168,7 +168,7 @@ async fn batch_limits() {
 #[actix_web::test]
 async fn delayed_message_waits_for_its_time() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
     send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
     let before = n.broker.now();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_web::test;
 use common::*;
 use depot_gateway::ratelimit::{RateKey, RateLimitConfig, RateLimiter};
-use depot_gateway::{app, AppState, GatewayConfig};
+use depot_gateway::{app, GatewayConfig};
 use serde_json::json;
 
 fn peer(ip: &str) -> SocketAddr {
@@ -27,13 +27,14 @@ fn tiny(trusted: &[&str]) -> GatewayConfig {
             burst: 2,
             trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
         },
+        ..GatewayConfig::default()
     }
 }
 
 #[actix_web::test]
 async fn over_the_burst_is_429_with_headers() {
     let n = node().await;
-    let app = test::init_service(app(AppState::with_config(n.broker.clone(), tiny(&[])))).await;
+    let app = test::init_service(app(n.state_with(tiny(&[])))).await;
     for _ in 0..2 {
         send(&app, get("/v1/stations").peer_addr(peer("10.0.0.1"))).await.ok(200);
     }
@@ -64,7 +65,7 @@ async fn over_the_burst_is_429_with_headers() {
 #[actix_web::test]
 async fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
     let n = node().await;
-    let app = test::init_service(app(AppState::with_config(n.broker.clone(), tiny(&[])))).await;
+    let app = test::init_service(app(n.state_with(tiny(&[])))).await;
     for i in 0..2 {
         let req =
             get("/v1/stations").peer_addr(peer("10.0.0.1")).insert_header(("x-forwarded-for", format!("1.2.3.{i}")));
@@ -77,7 +78,7 @@ async fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
 #[actix_web::test]
 async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
     let n = node().await;
-    let app = test::init_service(app(AppState::with_config(n.broker.clone(), tiny(&["10.9.9.9"])))).await;
+    let app = test::init_service(app(n.state_with(tiny(&["10.9.9.9"])))).await;
     for client in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
         // The leftmost hop is client-controlled; the rightmost untrusted one counts.
         let req = get("/v1/stations")
@@ -119,7 +120,7 @@ async fn pruning_bounds_the_limiter() {
 #[actix_web::test]
 async fn metrics_count_routes_produce_and_lag() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/orders", json!({}))).await.ok(201);
     send(&app, put_json("/v1/stations/orders/consumer-groups/billing", json!({}))).await;
     for i in 0..3 {
@@ -147,7 +148,7 @@ async fn metrics_count_routes_produce_and_lag() {
 #[actix_web::test]
 async fn request_ids_are_echoed_or_generated() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     let r = send(&app, get("/livez").insert_header(("x-request-id", "abc-123_X"))).await;
     assert_eq!(r.headers.get("x-request-id").unwrap(), "abc-123_X");
 

@@ -4,13 +4,13 @@ mod common;
 
 use actix_web::test;
 use common::*;
-use depot_gateway::{app, AppState};
+use depot_gateway::app;
 use serde_json::json;
 
 #[actix_web::test]
 async fn station_lifecycle() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
 
     let created = send(&app, test::TestRequest::put().uri("/v1/stations/orders")).await;
     let s = created.ok(201);
@@ -50,7 +50,7 @@ async fn station_lifecycle() {
 #[actix_web::test]
 async fn station_errors() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     send(&app, put_json("/v1/stations/Bad%20Name", json!({}))).await.problem(400, "invalid_name");
     send(&app, put_json("/v1/stations/_x", json!({}))).await.problem(400, "invalid_name");
     send(&app, get("/v1/stations/UPPER")).await.problem(400, "invalid_name");
@@ -79,7 +79,7 @@ async fn station_errors() {
 #[actix_web::test]
 async fn station_list_pages() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     for name in ["c", "a", "e", "b", "d"] {
         send(&app, put_json(&format!("/v1/stations/{name}"), json!({}))).await.ok(201);
     }
@@ -106,7 +106,7 @@ async fn station_list_pages() {
 #[actix_web::test]
 async fn ops_endpoints() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     assert_eq!(send(&app, get("/livez")).await.ok(200)["status"], "ok");
     assert_eq!(send(&app, get("/readyz")).await.ok(200)["status"], "ok");
     let doc = send(&app, get("/openapi.json")).await;
@@ -118,7 +118,7 @@ async fn ops_endpoints() {
 #[actix_web::test]
 async fn docs_are_served_locally() {
     let n = node().await;
-    let app = test::init_service(app(AppState::new(n.broker.clone()))).await;
+    let app = test::init_service(app(n.state())).await;
     let redirect = send(&app, get("/docs")).await;
     assert_eq!(redirect.status.as_u16(), 308);
     assert_eq!(redirect.headers.get("location").unwrap(), "/docs/");

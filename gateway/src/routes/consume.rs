@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::auth::extract::Consume;
+use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
 use crate::wire::{self, rfc3339, RenderedPayload};
@@ -28,8 +30,10 @@ pub const MAX_RECEIPTS: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct FetchRequest {
     /// 1-1000, default 10.
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_messages: Option<u32>,
     /// How long to wait for at least one message, 0-20000 ms (default 0).
+    #[schema(maximum = 20000)]
     pub wait_ms: Option<u64>,
     /// Stop adding messages once their payloads reach this many bytes (at least one is returned).
     pub max_bytes: Option<u64>,
@@ -60,12 +64,14 @@ pub struct FetchResult {
 #[serde(deny_unknown_fields)]
 pub struct ReceiptsRequest {
     /// 1-1000 receipts from fetch.
+    #[schema(min_items = 1, max_items = 1000)]
     pub receipts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NackRequest {
+    #[schema(min_items = 1, max_items = 1000)]
     pub receipts: Vec<String>,
     /// Redeliver after this many ms (default 0).
     pub delay_ms: Option<u64>,
@@ -74,14 +80,17 @@ pub struct NackRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
+    #[schema(min_items = 1, max_items = 1000)]
     pub receipts: Vec<String>,
     /// The new ack deadline, counted from now.
+    #[schema(minimum = 1)]
     pub ack_wait_ms: u64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterRequest {
+    #[schema(min_items = 1, max_items = 1000)]
     pub receipts: Vec<String>,
     /// Kept as the dead letter's `last_error`.
     pub reason: Option<String>,
@@ -113,7 +122,7 @@ fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError
 /// Fetch messages for a group, waiting up to `wait_ms` for at least one.
 #[utoipa::path(
     tag = "consume",
-    params(("station" = String, Path), ("group" = String, Path)),
+    params(crate::routes::GroupPath),
     request_body = FetchRequest,
     responses(
         (status = 200, body = FetchResult),
@@ -124,6 +133,7 @@ fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError
 )]
 #[post("/v1/stations/{station}/consumer-groups/{group}/fetch")]
 async fn fetch(
+    _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<FetchRequest>,
@@ -205,7 +215,7 @@ async fn settle(
 /// Acknowledge deliveries: the group is done with these messages.
 #[utoipa::path(
     tag = "consume",
-    params(("station" = String, Path), ("group" = String, Path)),
+    params(crate::routes::GroupPath),
     request_body = ReceiptsRequest,
     responses(
         (status = 200, body = ReceiptResults),
@@ -216,6 +226,7 @@ async fn settle(
 )]
 #[post("/v1/stations/{station}/consumer-groups/{group}/ack")]
 async fn ack(
+    _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<ReceiptsRequest>,
@@ -237,7 +248,7 @@ fn settled(answered: &ReceiptResults) -> usize {
 /// Give deliveries back for redelivery after `delay_ms`.
 #[utoipa::path(
     tag = "consume",
-    params(("station" = String, Path), ("group" = String, Path)),
+    params(crate::routes::GroupPath),
     request_body = NackRequest,
     responses(
         (status = 200, body = ReceiptResults),
@@ -248,6 +259,7 @@ fn settled(answered: &ReceiptResults) -> usize {
 )]
 #[post("/v1/stations/{station}/consumer-groups/{group}/nack")]
 async fn nack(
+    _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<NackRequest>,
@@ -266,7 +278,7 @@ async fn nack(
 /// Push the ack deadline of deliveries to `ack_wait_ms` from now.
 #[utoipa::path(
     tag = "consume",
-    params(("station" = String, Path), ("group" = String, Path)),
+    params(crate::routes::GroupPath),
     request_body = ExtendRequest,
     responses(
         (status = 200, body = ReceiptResults),
@@ -277,6 +289,7 @@ async fn nack(
 )]
 #[post("/v1/stations/{station}/consumer-groups/{group}/extend")]
 async fn extend(
+    _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<ExtendRequest>,
@@ -298,7 +311,7 @@ async fn extend(
 /// Send deliveries to the dead-letter store now.
 #[utoipa::path(
     tag = "consume",
-    params(("station" = String, Path), ("group" = String, Path)),
+    params(crate::routes::GroupPath),
     request_body = DeadLetterRequest,
     responses(
         (status = 200, body = ReceiptResults),
@@ -309,6 +322,7 @@ async fn extend(
 )]
 #[post("/v1/stations/{station}/consumer-groups/{group}/dead-letter")]
 async fn dead_letter(
+    _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<DeadLetterRequest>,

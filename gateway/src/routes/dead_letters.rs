@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::auth::extract::Manage;
+use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
 use crate::wire::{self, rfc3339, MessageBody};
@@ -20,15 +22,29 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
     /// Only this group's dead letters.
+    #[param(pattern = r"^[a-z0-9][a-z0-9._-]*$", min_length = 1, max_length = 128)]
     pub consumer_group: Option<String>,
     /// `max_deliveries`, `explicit` or `expired`.
+    #[param(inline, value_type = Option<DeadLetterReasonDoc>)]
     pub reason: Option<String>,
     /// Include each message (when still retained). Default false.
     pub include_payload: Option<bool>,
     /// 1-1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
     pub cursor: Option<String>,
+}
+
+/// Why a message was dead-lettered.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum DeadLetterReasonDoc {
+    MaxDeliveries,
+    Explicit,
+    Expired,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,6 +80,37 @@ pub struct RedriveRequest {
     pub consumer_group: Option<String>,
 }
 
+/// The documented shape of [`RedriveRequest`]: `ids`, or `consumer_group`, or neither; not both.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+#[schema(as = RedriveRequest)]
+pub enum RedriveRequestDoc {
+    Ids(RedriveIdsDoc),
+    Group(RedriveGroupDoc),
+}
+
+/// Redrive these dead letters.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RedriveIdsDoc {
+    ids: Vec<u64>,
+    #[schema(schema_with = crate::routes::null_schema)]
+    consumer_group: Option<()>,
+}
+
+/// Redrive every dead letter of `consumer_group`, or of every group when it is absent.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RedriveGroupDoc {
+    #[schema(schema_with = crate::routes::null_schema)]
+    ids: Option<()>,
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]*$", min_length = 1, max_length = 128)]
+    consumer_group: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RedriveResult {
     pub redriven: u64,
@@ -81,7 +128,7 @@ fn parse_reason(reason: &str) -> Result<DeadLetterReason, ApiError> {
 /// List a station's dead letters, oldest first.
 #[utoipa::path(
     tag = "dead-letters",
-    params(("station" = String, Path), DeadLetterQuery),
+    params(crate::routes::StationPath, DeadLetterQuery),
     responses(
         (status = 200, body = DeadLetterList),
         (status = 400, description = "Invalid name or query", body = Problem, content_type = "application/problem+json"),
@@ -90,6 +137,7 @@ fn parse_reason(reason: &str) -> Result<DeadLetterReason, ApiError> {
 )]
 #[get("/v1/stations/{station}/dead-letters")]
 async fn list_dead_letters(
+    _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<String>,
     query: web::Query<DeadLetterQuery>,
@@ -146,8 +194,8 @@ async fn list_dead_letters(
 /// Send dead letters back to their own group, with attempts reset.
 #[utoipa::path(
     tag = "dead-letters",
-    params(("station" = String, Path)),
-    request_body = RedriveRequest,
+    params(crate::routes::StationPath),
+    request_body = RedriveRequestDoc,
     responses(
         (status = 200, body = RedriveResult),
         (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
@@ -157,6 +205,7 @@ async fn list_dead_letters(
 )]
 #[post("/v1/stations/{station}/dead-letters/redrive")]
 async fn redrive(
+    auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<RedriveRequest>,
@@ -175,8 +224,13 @@ async fn redrive(
             RedriveSelector::Group(consumer_group)
         }
     };
-    match state.broker.submit(Command::Redrive { station, selector }).await?.outcome {
-        Outcome::Redriven(redriven) => Ok(web::Json(RedriveResult { redriven })),
+    match state.broker.submit(Command::Redrive { station: station.clone(), selector }).await?.outcome {
+        Outcome::Redriven(redriven) => {
+            state
+                .audit(&auth.principal, "dead_letters.redrive", &station, serde_json::json!({"redriven": redriven}))
+                .await;
+            Ok(web::Json(RedriveResult { redriven }))
+        }
         other => Err(unexpected(other)),
     }
 }
@@ -184,7 +238,7 @@ async fn redrive(
 /// Delete one dead letter.
 #[utoipa::path(
     tag = "dead-letters",
-    params(("station" = String, Path), ("id" = u64, Path)),
+    params(crate::routes::DeadLetterPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid name or id", body = Problem, content_type = "application/problem+json"),
@@ -192,8 +246,9 @@ async fn redrive(
         (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[delete("/v1/stations/{station}/dead-letters/{id}")]
+#[delete("/v1/stations/{station}/dead-letters/{id:[0-9]+}")]
 async fn delete_dead_letter(
+    auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -202,6 +257,7 @@ async fn delete_dead_letter(
     let id = id
         .parse::<u64>()
         .map_err(|_| ApiError::InvalidRequest(format!("dead-letter id must be a number, not {id:?}")))?;
-    state.broker.submit(Command::DeleteDeadLetter { station, id }).await?;
+    state.broker.submit(Command::DeleteDeadLetter { station: station.clone(), id }).await?;
+    state.audit(&auth.principal, "dead_letter.delete", &station, serde_json::json!({"id": id})).await;
     Ok(HttpResponse::NoContent().finish())
 }

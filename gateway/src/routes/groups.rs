@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::auth::extract::{Manage, SeeStation};
+use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
 use crate::wire::{self, rfc3339};
@@ -43,6 +45,7 @@ pub struct OffsetStart {
 #[serde(deny_unknown_fields)]
 pub struct TimeStart {
     /// RFC 3339.
+    #[schema(format = DateTime)]
     pub time: String,
 }
 
@@ -53,12 +56,17 @@ pub struct GroupConfigInput {
     /// Default "earliest". Only used when the group is created; use seek to move it later.
     pub start: Option<Start>,
     /// How long a delivery may stay unacked before it is redelivered (default 30000).
+    #[schema(minimum = 1)]
     pub ack_wait_ms: Option<u64>,
     /// Deliveries before the message is dead-lettered (default 5).
+    #[schema(minimum = 1)]
     pub max_deliveries: Option<u32>,
-    /// Redelivery delay after the n-th failed attempt: `backoff_ms[min(n, len) - 1]` (default none).
+    /// Redelivery delay after the n-th failed attempt: `backoff_ms[min(n, len) - 1]` (default none);
+    /// at most 100 steps.
+    #[schema(max_items = 100)]
     pub backoff_ms: Option<Vec<u64>>,
     /// Most deliveries in flight at once (default 10000).
+    #[schema(minimum = 1)]
     pub max_pending: Option<u32>,
 }
 
@@ -146,6 +154,37 @@ pub struct SeekRequest {
     pub time: Option<String>,
 }
 
+/// The documented shape of [`SeekRequest`]: exactly one of `offset` and `time` (the other absent
+/// or null).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+#[schema(as = SeekRequest)]
+pub enum SeekRequestDoc {
+    Offset(SeekOffsetDoc),
+    Time(SeekTimeDoc),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct SeekOffsetDoc {
+    offset: u64,
+    #[schema(schema_with = crate::routes::null_schema)]
+    time: Option<()>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct SeekTimeDoc {
+    #[schema(schema_with = crate::routes::null_schema)]
+    offset: Option<()>,
+    /// RFC 3339: the first message produced at or after this time.
+    #[schema(format = DateTime)]
+    time: String,
+}
+
 fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError> {
     let (station, group) = path.into_inner();
     check_name(&station)?;
@@ -163,7 +202,7 @@ fn group_outcome(outcome: Outcome) -> Result<Group, ApiError> {
 /// Create a consumer group, or replace its configuration.
 #[utoipa::path(
     tag = "consumer-groups",
-    params(("station" = String, Path), ("group" = String, Path)),
+    params(crate::routes::GroupPath),
     request_body(content = Option<GroupConfigInput>, content_type = "application/json", description = "Optional; an empty body means all defaults"),
     responses(
         (status = 201, description = "Created", body = Group),
@@ -176,6 +215,7 @@ fn group_outcome(outcome: Outcome) -> Result<Group, ApiError> {
 )]
 #[put("/v1/stations/{station}/consumer-groups/{group}")]
 async fn put_group(
+    _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Payload,
@@ -193,7 +233,7 @@ async fn put_group(
 /// List a station's consumer groups.
 #[utoipa::path(
     tag = "consumer-groups",
-    params(("station" = String, Path)),
+    params(crate::routes::StationPath),
     responses(
         (status = 200, body = GroupList),
         (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
@@ -201,7 +241,11 @@ async fn put_group(
     )
 )]
 #[get("/v1/stations/{station}/consumer-groups")]
-async fn list_groups(state: web::Data<AppState>, path: web::Path<String>) -> Result<web::Json<GroupList>, ApiError> {
+async fn list_groups(
+    _auth: Authorized<SeeStation>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<web::Json<GroupList>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
     let view = state.broker.station(&station)?;
@@ -211,7 +255,7 @@ async fn list_groups(state: web::Data<AppState>, path: web::Path<String>) -> Res
 /// Read one consumer group.
 #[utoipa::path(
     tag = "consumer-groups",
-    params(("station" = String, Path), ("group" = String, Path)),
+    params(crate::routes::GroupPath),
     responses(
         (status = 200, body = Group),
         (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
@@ -220,6 +264,7 @@ async fn list_groups(state: web::Data<AppState>, path: web::Path<String>) -> Res
 )]
 #[get("/v1/stations/{station}/consumer-groups/{group}")]
 async fn get_group(
+    _auth: Authorized<SeeStation>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<web::Json<Group>, ApiError> {
@@ -230,7 +275,7 @@ async fn get_group(
 /// Delete a consumer group and its deliveries.
 #[utoipa::path(
     tag = "consumer-groups",
-    params(("station" = String, Path), ("group" = String, Path)),
+    params(crate::routes::GroupPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
@@ -239,7 +284,11 @@ async fn get_group(
     )
 )]
 #[delete("/v1/stations/{station}/consumer-groups/{group}")]
-async fn delete_group(state: web::Data<AppState>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn delete_group(
+    _auth: Authorized<Manage>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
     state.broker.submit(Command::DeleteGroup { station, group }).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -248,8 +297,8 @@ async fn delete_group(state: web::Data<AppState>, path: web::Path<(String, Strin
 /// Move a group's position to an offset or a time.
 #[utoipa::path(
     tag = "consumer-groups",
-    params(("station" = String, Path), ("group" = String, Path)),
-    request_body = SeekRequest,
+    params(crate::routes::GroupPath),
+    request_body = SeekRequestDoc,
     responses(
         (status = 200, body = Group),
         (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
@@ -259,6 +308,7 @@ async fn delete_group(state: web::Data<AppState>, path: web::Path<(String, Strin
 )]
 #[post("/v1/stations/{station}/consumer-groups/{group}/seek")]
 async fn seek(
+    _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: web::Json<SeekRequest>,

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::auth::extract::Produce;
+use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
 use crate::wire::{self, rfc3339};
@@ -80,11 +82,11 @@ fn produced(applied: Outcome) -> Result<Vec<Result<Produced, ItemError>>, ApiErr
 #[utoipa::path(
     tag = "messages",
     params(
-        ("station" = String, Path, description = "Station name"),
+        crate::routes::StationPath,
         ("Content-Type" = Option<String>, Header, description = "Stored with the message; default application/octet-stream"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-256 characters; a repeat within the dedup window answers 200 with the original offset"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, description = "1-256 characters; a repeat within the dedup window answers 200 with the original offset"),
         ("Depot-Delay" = Option<u64>, Header, description = "No group delivers the message before this many ms from now"),
-        ("Depot-Deliver-At" = Option<String>, Header, description = "RFC 3339: no group delivers the message before then"),
+        ("Depot-Deliver-At" = Option<String>, Header, format = DateTime, description = "RFC 3339: no group delivers the message before then"),
         ("Depot-Header-Name" = Option<String>, Header, description = "Any `Depot-Header-<name>` is stored as message header `<name>` (lower-cased); no other header is stored"),
     ),
     request_body(content = RawPayload, content_type = "*/*", description = "The payload, any bytes"),
@@ -100,6 +102,7 @@ fn produced(applied: Outcome) -> Result<Vec<Result<Produced, ItemError>>, ApiErr
 )]
 #[post("/v1/stations/{station}/messages")]
 async fn produce(
+    _auth: Authorized<Produce>,
     state: web::Data<AppState>,
     path: web::Path<String>,
     req: HttpRequest,
@@ -174,6 +177,7 @@ pub struct BatchMessage {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1-1000 messages.
+    #[schema(min_items = 1, max_items = 1000)]
     pub messages: Vec<BatchMessage>,
 }
 
@@ -229,7 +233,7 @@ fn batch_item(m: BatchMessage, now: Millis) -> Result<NewMessage, ApiError> {
 /// Produce up to 1000 messages in one durable write; each is judged on its own.
 #[utoipa::path(
     tag = "messages",
-    params(("station" = String, Path, description = "Station name")),
+    params(crate::routes::StationPath),
     request_body = BatchRequest,
     responses(
         (status = 200, description = "One result per message, in order", body = BatchResult),
@@ -241,6 +245,7 @@ fn batch_item(m: BatchMessage, now: Millis) -> Result<NewMessage, ApiError> {
 )]
 #[post("/v1/stations/{station}/messages/batch")]
 async fn produce_batch(
+    _auth: Authorized<Produce>,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Json<BatchRequest>,

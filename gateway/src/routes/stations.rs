@@ -6,6 +6,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::auth::extract::{Anyone, Manage, SeeStation};
+use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
 use crate::wire::{self, rfc3339};
@@ -29,11 +31,13 @@ fn explicit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::E
 pub struct RetentionInput {
     /// Maximum age in ms (default 7 days); `null` for no age limit.
     #[serde(default, deserialize_with = "explicit")]
-    #[schema(value_type = Option<u64>, nullable)]
+    #[schema(value_type = Option<u64>, nullable, minimum = 1)]
     pub max_age_ms: Option<Option<u64>>,
     /// Maximum number of retained messages (default none).
+    #[schema(minimum = 1)]
     pub max_messages: Option<u64>,
     /// Maximum retained payload bytes (default none).
+    #[schema(minimum = 1)]
     pub max_bytes: Option<u64>,
     /// Delete a message once every consumer group has acked it (default false).
     pub ack_based: Option<bool>,
@@ -55,12 +59,23 @@ pub struct StationConfigInput {
     pub retention: Option<RetentionInput>,
     /// Least number of nodes holding the station: 1, 3 or 5, at most the cluster's voters
     /// (default min(3, cluster size)).
+    #[schema(schema_with = replicas_schema)]
     pub replicas: Option<u8>,
     /// Idempotency-key window in ms (default 120000).
     pub dedup_window_ms: Option<u64>,
     /// Largest payload accepted, in bytes (default 1 MiB).
+    #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub max_message_bytes: Option<u64>,
     pub dead_letter: Option<DeadLetterInput>,
+}
+
+/// `replicas`: 1, 3 or 5 (or null for the default).
+fn replicas_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .enum_values(Some([serde_json::json!(1), serde_json::json!(3), serde_json::json!(5), serde_json::Value::Null]))
+        .build()
 }
 
 impl StationConfigInput {
@@ -196,15 +211,17 @@ pub struct StationList {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
     pub cursor: Option<String>,
 }
 
 /// Create or replace a station's configuration.
 #[utoipa::path(
     tag = "stations",
-    params(("station" = String, Path, description = "Station name")),
+    params(crate::routes::StationPath),
     request_body(content = Option<StationConfigInput>, content_type = "application/json", description = "Optional; an empty body means all defaults"),
     responses(
         (status = 201, description = "Created", body = Station),
@@ -216,6 +233,7 @@ pub struct PageQuery {
 )]
 #[put("/v1/stations/{station}")]
 async fn put_station(
+    _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Payload,
@@ -244,12 +262,14 @@ async fn put_station(
 )]
 #[get("/v1/stations")]
 async fn list_stations(
+    auth: Authorized<Anyone>,
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<StationList>, ApiError> {
     let limit = wire::page_limit(query.limit)?;
     let after = query.cursor.as_deref().map(wire::decode_cursor).transpose()?;
     let mut views = state.broker.stations();
+    views.retain(|v| auth.principal.sees(&v.name));
     views.sort_by(|a, b| a.name.cmp(&b.name));
     let mut page: Vec<StationView> =
         views.into_iter().filter(|v| after.as_ref().is_none_or(|a| v.name > *a)).take(limit + 1).collect();
@@ -265,7 +285,7 @@ async fn list_stations(
 /// Read one station.
 #[utoipa::path(
     tag = "stations",
-    params(("station" = String, Path, description = "Station name")),
+    params(crate::routes::StationPath),
     responses(
         (status = 200, body = Station),
         (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
@@ -273,7 +293,11 @@ async fn list_stations(
     )
 )]
 #[get("/v1/stations/{station}")]
-async fn get_station(state: web::Data<AppState>, path: web::Path<String>) -> Result<web::Json<Station>, ApiError> {
+async fn get_station(
+    _auth: Authorized<SeeStation>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<web::Json<Station>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
     Ok(web::Json(state.broker.station(&station)?.into()))
@@ -282,7 +306,7 @@ async fn get_station(state: web::Data<AppState>, path: web::Path<String>) -> Res
 /// Delete a station with its messages, groups and dead letters.
 #[utoipa::path(
     tag = "stations",
-    params(("station" = String, Path, description = "Station name")),
+    params(crate::routes::StationPath),
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
@@ -291,9 +315,17 @@ async fn get_station(state: web::Data<AppState>, path: web::Path<String>) -> Res
     )
 )]
 #[delete("/v1/stations/{station}")]
-async fn delete_station(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_station(
+    auth: Authorized<Manage>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
-    state.broker.submit(Command::DeleteStation { station }).await?;
+    state.broker.submit(Command::DeleteStation { station: station.clone() }).await?;
+    if let Err(e) = state.auth.store().delete_station_dead_letters(&station).await {
+        tracing::warn!(error = %e, station, "dead-letter pointers of a deleted station not dropped");
+    }
+    state.audit(&auth.principal, "station.delete", &station, serde_json::json!({})).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -5,18 +5,64 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header::HeaderMap;
 use actix_web::http::StatusCode;
 use actix_web::test;
+use actix_web::HttpMessage;
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use depot_broker::{Broker, BrokerOptions};
+use depot_gateway::auth::{Auth, AuthConfig, Principal};
+use depot_gateway::meta::{MetadataStore, Role, SqliteStore};
+use depot_gateway::{AppState, GatewayConfig};
 use serde_json::Value;
+
+pub const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
 
 pub struct Node {
     pub broker: Broker,
+    pub auth: Arc<Auth>,
+    /// An access token of the user `admin`, sent by [`send`] unless a request has its own.
+    pub admin_token: String,
     pub dir: tempfile::TempDir,
 }
 
+thread_local! {
+    /// The admin token of the node this test thread built last (actix tests run on one thread).
+    static TOKEN: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
 pub async fn node() -> Node {
+    node_with_auth(AuthConfig::with_secret(SECRET.to_vec())).await
+}
+
+pub async fn node_with_auth(config: AuthConfig) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(BrokerOptions::new(dir.path())).await.unwrap();
-    Node { broker, dir }
+    let store: Arc<dyn MetadataStore> = Arc::new(SqliteStore::open(&dir.path().join("metadata.sqlite")).unwrap());
+    let auth = Arc::new(Auth::new(config, store).unwrap());
+    auth.create_user("admin", "admin-password", Role::Admin).await.unwrap();
+    let admin = Principal::user("admin".into(), Role::Admin);
+    let admin_token = auth.access_token(&admin).unwrap();
+    TOKEN.with(|t| *t.borrow_mut() = Some(admin_token.clone()));
+    Node { broker, auth, admin_token, dir }
+}
+
+impl Node {
+    pub fn state(&self) -> AppState {
+        AppState::new(self.broker.clone(), self.auth.clone())
+    }
+
+    pub fn state_with(&self, config: GatewayConfig) -> AppState {
+        AppState::with_config(self.broker.clone(), self.auth.clone(), config)
+    }
+}
+
+/// A request without credentials (marked so [`send`] does not add the admin token).
+pub fn anonymous(req: test::TestRequest) -> test::TestRequest {
+    req.insert_header(("x-test-anonymous", "1"))
+}
+
+pub fn bearer(req: test::TestRequest, token: &str) -> test::TestRequest {
+    req.insert_header(("authorization", format!("Bearer {token}")))
 }
 
 #[derive(Debug)]
@@ -50,7 +96,15 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let resp = test::call_service(app, req.to_request()).await;
+    let mut req = req.to_request();
+    let anonymous = req.headers_mut().remove("x-test-anonymous").next().is_some();
+    if !anonymous && !req.headers().contains_key("authorization") {
+        if let Some(token) = TOKEN.with(|t| t.borrow().clone()) {
+            req.headers_mut()
+                .insert(actix_web::http::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        }
+    }
+    let resp = test::call_service(app, req).await;
     let status = resp.status();
     let headers = resp.headers().clone();
     let raw = test::read_body(resp).await;

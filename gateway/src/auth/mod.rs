@@ -1,0 +1,644 @@
+//! Authentication and authorization.
+//!
+//! A request carries `Authorization: Bearer <token>` where the token is either
+//! - an access JWT: HS256 signed with our secret, or RS256/EdDSA from a configured external
+//!   issuer; `exp`, `nbf`, `iss` and `aud` are checked with at most 5 s of leeway; or
+//! - an API key `dk_...`, stored only as its SHA-256 digest, limited to its scopes.
+//!
+//! [`Auth::authenticate`] turns the token into a [`Principal`]; the extractors in [`extract`]
+//! put the permission a handler needs into its signature. Deleting a key or a user takes effect
+//! at once on this node: the caches below are invalidated by the same call that deletes, and
+//! entries expire after [`CACHE_TTL`] as the backstop for other writers of the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::ApiError;
+use crate::meta::{Action, ApiKey, Digest, MetaError, MetadataStore, Millis, Role, Scope, User};
+
+pub mod extract;
+pub mod scope;
+
+pub use extract::{Authorized, Need};
+
+/// How long a cached key or user is trusted without asking the store again.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// The most clock skew tolerated on `exp` and `nbf`.
+pub const MAX_LEEWAY_SECS: u64 = 5;
+pub const API_KEY_PREFIX: &str = "dk_";
+pub const REFRESH_PREFIX: &str = "drt_";
+
+/// A public key of an external issuer whose tokens we accept.
+#[derive(Clone, Debug)]
+pub struct ExternalIssuer {
+    /// RS256 or EdDSA.
+    pub algorithm: Algorithm,
+    /// PEM of the public key.
+    pub public_key_pem: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// HS256 secret of our own access tokens; at least 32 bytes.
+    pub jwt_secret: Vec<u8>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// Clock skew tolerated on `exp`/`nbf`, at most [`MAX_LEEWAY_SECS`].
+    pub leeway_secs: u64,
+    pub external: Vec<ExternalIssuer>,
+}
+
+impl AuthConfig {
+    /// Defaults with the given secret.
+    pub fn with_secret(jwt_secret: Vec<u8>) -> AuthConfig {
+        AuthConfig {
+            jwt_secret,
+            issuer: "depot".to_owned(),
+            audience: "depot".to_owned(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            leeway_secs: MAX_LEEWAY_SECS,
+            external: Vec::new(),
+        }
+    }
+}
+
+/// Who made a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// A username, an API key id, or an external token's subject.
+    pub subject: String,
+    pub kind: PrincipalKind,
+    pub role: Role,
+    /// `None`: everything the role allows on stations. `Some`: only what the scopes grant.
+    pub scopes: Option<Arc<[Scope]>>,
+    /// The user behind it: the user themselves, or the owner of the API key (an external
+    /// subject for external tokens).
+    pub owner: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    User,
+    ApiKey,
+    External,
+}
+
+impl Principal {
+    /// A user acting in person, with everything their role allows.
+    pub fn user(username: String, role: Role) -> Principal {
+        Principal { owner: username.clone(), subject: username, kind: PrincipalKind::User, role, scopes: None }
+    }
+
+    /// Whether the principal may do `action` on `station`. Admins and members alike may act on
+    /// every station unless scopes narrow them; what only admins may do (users, every key, the
+    /// audit log) is checked by [`Principal::is_admin`].
+    pub fn allows(&self, action: Action, station: &str) -> bool {
+        match &self.scopes {
+            None => true,
+            Some(scopes) => scopes.iter().any(|s| s.actions.contains(&action) && scope::matches(&s.stations, station)),
+        }
+    }
+
+    /// Whether any action at all is allowed on `station` (to see it in lists).
+    pub fn sees(&self, station: &str) -> bool {
+        [Action::Produce, Action::Consume, Action::Manage].into_iter().any(|a| self.allows(a, station))
+    }
+
+    /// An administrator acting as a person, not through a scoped key.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin && self.scopes.is_none()
+    }
+
+    /// What the audit log records as the actor.
+    pub fn actor(&self) -> String {
+        match self.kind {
+            PrincipalKind::User => self.subject.clone(),
+            PrincipalKind::ApiKey => format!("api_key:{}", self.subject),
+            PrincipalKind::External => format!("external:{}", self.subject),
+        }
+    }
+}
+
+/// The claims of our access tokens. Never a password.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub kind: PrincipalKind,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+    pub exp: u64,
+    pub iat: u64,
+    pub nbf: u64,
+    pub iss: String,
+    pub aud: String,
+    pub jti: String,
+}
+
+/// Claims read from an external issuer's token: only `sub` is required; `role` defaults to
+/// member and `scopes` to none (a token that grants nothing unless it says so).
+#[derive(Clone, Debug, Deserialize)]
+struct ExternalClaims {
+    sub: String,
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    scopes: Option<Vec<Scope>>,
+}
+
+/// A freshly issued pair, as `/v1/auth/token` answers it.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// SHA-256 of a secret: keys and refresh tokens are 256 random bits, so a fast hash suffices.
+pub fn digest(secret: &str) -> Digest {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A new API key: the secret shown once, and the public id.
+pub fn new_api_key() -> (String, String) {
+    (format!("{API_KEY_PREFIX}{}", b64(&random_bytes::<32>())), format!("key_{}", b64(&random_bytes::<9>())))
+}
+
+pub fn new_refresh_token() -> String {
+    format!("{REFRESH_PREFIX}{}", b64(&random_bytes::<32>()))
+}
+
+/// A random password for `depot dev`'s first start: 24 URL-safe characters.
+pub fn generate_password() -> String {
+    b64(&random_bytes::<18>())
+}
+
+/// A random HS256 secret.
+pub fn generate_secret() -> Vec<u8> {
+    random_bytes::<32>().to_vec()
+}
+
+/// argon2id with the crate's defaults (19 MiB, 2 passes). CPU-heavy: call off the runtime.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::encode_b64(&random_bytes::<16>()).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+fn meta(e: MetaError) -> ApiError {
+    ApiError::from(e)
+}
+
+struct Cached<T> {
+    value: T,
+    at: Instant,
+}
+
+impl<T: Clone> Cached<T> {
+    fn fresh(&self) -> Option<T> {
+        (self.at.elapsed() < CACHE_TTL).then(|| self.value.clone())
+    }
+}
+
+/// An API key as authentication needs it.
+#[derive(Clone)]
+struct KeyGrant {
+    id: String,
+    owner: String,
+    owner_role: Role,
+    scopes: Arc<[Scope]>,
+    expires_at: Option<Millis>,
+}
+
+#[derive(Default)]
+struct Caches {
+    keys_by_digest: HashMap<Digest, Cached<Option<KeyGrant>>>,
+    keys_by_id: HashMap<String, Cached<Option<KeyGrant>>>,
+    users: HashMap<String, Cached<Option<Role>>>,
+}
+
+/// Most entries a cache keeps; beyond it the cache is cleared (a flood of random keys must not
+/// grow memory).
+const CACHE_MAX: usize = 100_000;
+
+/// The authentication service: shared by every worker.
+pub struct Auth {
+    config: AuthConfig,
+    store: Arc<dyn MetadataStore>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    external: Vec<(ExternalIssuer, DecodingKey, Validation)>,
+    caches: Mutex<Caches>,
+    /// A real argon2 hash, verified when the username is unknown so that the answer takes as
+    /// long as for a wrong password.
+    decoy_hash: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("issuer", &self.config.issuer).field("audience", &self.config.audience).finish()
+    }
+}
+
+fn validation(algorithm: Algorithm, issuer: &str, audience: &str, leeway: u64) -> Validation {
+    let mut v = Validation::new(algorithm);
+    v.leeway = leeway.min(MAX_LEEWAY_SECS);
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    v
+}
+
+impl Auth {
+    pub fn new(config: AuthConfig, store: Arc<dyn MetadataStore>) -> Result<Auth, String> {
+        if config.jwt_secret.len() < 32 {
+            return Err("the JWT secret must be at least 32 bytes".to_owned());
+        }
+        let mut external = Vec::new();
+        for issuer in &config.external {
+            let key = match issuer.algorithm {
+                Algorithm::RS256 => DecodingKey::from_rsa_pem(issuer.public_key_pem.as_bytes()),
+                Algorithm::EdDSA => DecodingKey::from_ed_pem(issuer.public_key_pem.as_bytes()),
+                other => {
+                    return Err(format!(
+                        "external issuer {}: algorithm {other:?} is not supported; use RS256 or EdDSA",
+                        issuer.issuer
+                    ))
+                }
+            }
+            .map_err(|e| format!("external issuer {}: public key: {e}", issuer.issuer))?;
+            let v = validation(issuer.algorithm, &issuer.issuer, &issuer.audience, config.leeway_secs);
+            external.push((issuer.clone(), key, v));
+        }
+        let decoy_hash = hash_password(&generate_password()).map_err(|e| e.to_string())?;
+        Ok(Auth {
+            encoding: EncodingKey::from_secret(&config.jwt_secret),
+            decoding: DecodingKey::from_secret(&config.jwt_secret),
+            validation: validation(Algorithm::HS256, &config.issuer, &config.audience, config.leeway_secs),
+            external,
+            caches: Mutex::new(Caches::default()),
+            decoy_hash,
+            store,
+            config,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
+        self.caches.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Signs an access token for `principal`.
+    pub fn access_token(&self, principal: &Principal) -> Result<String, ApiError> {
+        let now = u64::try_from(now_millis() / 1000).unwrap_or(0);
+        let claims = Claims {
+            sub: principal.subject.clone(),
+            kind: principal.kind,
+            role: principal.role,
+            scopes: principal.scopes.as_ref().map(|s| s.to_vec()),
+            exp: now + self.config.access_ttl.as_secs(),
+            iat: now,
+            nbf: now,
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            jti: b64(&random_bytes::<12>()),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))
+    }
+
+    /// Issues an access token and a refresh token of a new family.
+    pub async fn issue(&self, principal: &Principal) -> Result<Issued, ApiError> {
+        let refresh_token = new_refresh_token();
+        let now = now_millis();
+        let record = crate::meta::RefreshToken {
+            digest: digest(&refresh_token),
+            family: refresh_family(principal),
+            username: principal.owner.clone(),
+            issued_at: now,
+            expires_at: now + millis(self.config.refresh_ttl),
+        };
+        self.store.insert_refresh_token(&record).await.map_err(meta)?;
+        Ok(Issued {
+            access_token: self.access_token(principal)?,
+            expires_in: self.config.access_ttl.as_secs(),
+            refresh_token,
+        })
+    }
+
+    /// `POST /v1/auth/token` with a username and password.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Principal, ApiError> {
+        let user = self.store.user(username).await.map_err(meta)?;
+        let phc = user.as_ref().map_or_else(|| self.decoy_hash.clone(), |u| u.password_hash.clone());
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        match user {
+            Some(u) if ok => Ok(Principal::user(u.username, u.role)),
+            _ => Err(ApiError::Unauthorized("wrong username or password".to_owned())),
+        }
+    }
+
+    /// `POST /v1/auth/refresh`: rotates the token and answers a new pair in the same family.
+    pub async fn refresh(&self, presented: &str) -> Result<Issued, ApiError> {
+        let invalid = || ApiError::Unauthorized("the refresh token is invalid, expired or revoked".to_owned());
+        if !presented.starts_with(REFRESH_PREFIX) {
+            return Err(invalid());
+        }
+        let replacement_token = new_refresh_token();
+        let now = now_millis();
+        // The family is the presented token's; the store keeps it on rotation.
+        let replacement = crate::meta::RefreshToken {
+            digest: digest(&replacement_token),
+            family: String::new(),
+            username: String::new(),
+            issued_at: now,
+            expires_at: now + millis(self.config.refresh_ttl),
+        };
+        match self.store.rotate_refresh_token(&digest(presented), now, &replacement).await.map_err(meta)? {
+            crate::meta::RefreshOutcome::Rotated { username, family } => {
+                let principal = self.principal_for_refresh(&username, &family).await?.ok_or_else(invalid)?;
+                Ok(Issued {
+                    access_token: self.access_token(&principal)?,
+                    expires_in: self.config.access_ttl.as_secs(),
+                    refresh_token: replacement_token,
+                })
+            }
+            crate::meta::RefreshOutcome::Reused => {
+                tracing::warn!("a spent refresh token was presented again; its family is revoked");
+                Err(invalid())
+            }
+            crate::meta::RefreshOutcome::Invalid => Err(invalid()),
+        }
+    }
+
+    /// Who a refresh family belongs to: its user, or the API key named in the family.
+    async fn principal_for_refresh(&self, owner: &str, family: &str) -> Result<Option<Principal>, ApiError> {
+        if let Some((id, _)) = family.strip_prefix("api_key:").and_then(|rest| rest.rsplit_once(':')) {
+            return Ok(self.key_by_id(id).await?.map(|g| key_principal(&g)));
+        }
+        Ok(self.user_role(owner).await?.map(|role| Principal::user(owner.to_owned(), role)))
+    }
+
+    pub async fn revoke(&self, presented: &str) -> Result<(), ApiError> {
+        self.store.revoke_refresh_family(&digest(presented)).await.map_err(meta)?;
+        Ok(())
+    }
+
+    /// The principal of a bearer token, or 401.
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        let unauthorized = |why: &str| ApiError::Unauthorized(why.to_owned());
+        if token.starts_with(API_KEY_PREFIX) {
+            let grant =
+                self.key_by_digest(&digest(token)).await?.ok_or_else(|| unauthorized("unknown or revoked API key"))?;
+            return Ok(key_principal(&grant));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token"))?;
+        if header.alg == Algorithm::HS256 {
+            let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+                .map_err(|e| unauthorized(&format!("invalid token: {e}")))?;
+            return self.check_claims(data.claims).await;
+        }
+        for (issuer, key, validation) in &self.external {
+            if issuer.algorithm != header.alg {
+                continue;
+            }
+            if let Ok(data) = jsonwebtoken::decode::<ExternalClaims>(token, key, validation) {
+                let c = data.claims;
+                return Ok(Principal {
+                    owner: c.sub.clone(),
+                    subject: c.sub,
+                    kind: PrincipalKind::External,
+                    role: c.role.unwrap_or(Role::Member),
+                    scopes: Some(c.scopes.unwrap_or_default().into()),
+                });
+            }
+        }
+        Err(unauthorized("invalid token"))
+    }
+
+    /// Our own token: its subject must still exist, so deleting a user or key ends its tokens.
+    async fn check_claims(&self, c: Claims) -> Result<Principal, ApiError> {
+        let gone = || ApiError::Unauthorized("the token's subject no longer exists".to_owned());
+        match c.kind {
+            PrincipalKind::User => {
+                let role = self.user_role(&c.sub).await?.ok_or_else(gone)?;
+                let scopes = c.scopes.map(Into::into);
+                Ok(Principal { owner: c.sub.clone(), subject: c.sub, kind: PrincipalKind::User, role, scopes })
+            }
+            PrincipalKind::ApiKey => {
+                let grant = self.key_by_id(&c.sub).await?.ok_or_else(gone)?;
+                Ok(key_principal(&grant))
+            }
+            PrincipalKind::External => Err(ApiError::Unauthorized("invalid token".to_owned())),
+        }
+    }
+
+    async fn user_role(&self, username: &str) -> Result<Option<Role>, ApiError> {
+        if let Some(hit) = self.caches().users.get(username).and_then(Cached::fresh) {
+            return Ok(hit);
+        }
+        let role = self.store.user(username).await.map_err(meta)?.map(|u| u.role);
+        let mut caches = self.caches();
+        if caches.users.len() >= CACHE_MAX {
+            caches.users.clear();
+        }
+        caches.users.insert(username.to_owned(), Cached { value: role, at: Instant::now() });
+        Ok(role)
+    }
+
+    async fn grant(&self, key: Option<ApiKey>) -> Result<Option<KeyGrant>, ApiError> {
+        let Some(key) = key else { return Ok(None) };
+        let Some(owner_role) = self.user_role(&key.owner).await? else { return Ok(None) };
+        Ok(Some(KeyGrant {
+            id: key.id,
+            owner: key.owner,
+            owner_role,
+            scopes: key.scopes.into(),
+            expires_at: key.expires_at,
+        }))
+    }
+
+    fn live(grant: Option<KeyGrant>) -> Option<KeyGrant> {
+        grant.filter(|g| g.expires_at.is_none_or(|at| at > now_millis()))
+    }
+
+    async fn key_by_digest(&self, d: &Digest) -> Result<Option<KeyGrant>, ApiError> {
+        if let Some(hit) = self.caches().keys_by_digest.get(d).and_then(Cached::fresh) {
+            return Ok(Self::live(hit));
+        }
+        let grant = self.grant(self.store.api_key_by_digest(d).await.map_err(meta)?).await?;
+        let mut caches = self.caches();
+        if caches.keys_by_digest.len() >= CACHE_MAX {
+            caches.keys_by_digest.clear();
+        }
+        caches.keys_by_digest.insert(*d, Cached { value: grant.clone(), at: Instant::now() });
+        Ok(Self::live(grant))
+    }
+
+    async fn key_by_id(&self, id: &str) -> Result<Option<KeyGrant>, ApiError> {
+        if let Some(hit) = self.caches().keys_by_id.get(id).and_then(Cached::fresh) {
+            return Ok(Self::live(hit));
+        }
+        let grant = self.grant(self.store.api_key(id).await.map_err(meta)?).await?;
+        let mut caches = self.caches();
+        if caches.keys_by_id.len() >= CACHE_MAX {
+            caches.keys_by_id.clear();
+        }
+        caches.keys_by_id.insert(id.to_owned(), Cached { value: grant.clone(), at: Instant::now() });
+        Ok(Self::live(grant))
+    }
+
+    /// Creates a user; `Conflict` when the name is taken.
+    pub async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, ApiError> {
+        let password = password.to_owned();
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let user = User { username: username.to_owned(), password_hash, role, created_at: now_millis() };
+        self.store.create_user(&user).await.map_err(meta)?;
+        self.caches().users.remove(username);
+        Ok(user)
+    }
+
+    /// Deletes a user with their keys and refresh tokens; their tokens stop working at once.
+    pub async fn delete_user(&self, username: &str) -> Result<bool, ApiError> {
+        let deleted = self.store.delete_user(username).await.map_err(meta)?;
+        let mut caches = self.caches();
+        caches.users.remove(username);
+        // Their keys are gone from the store; drop every cached key rather than track owners.
+        caches.keys_by_digest.clear();
+        caches.keys_by_id.clear();
+        Ok(deleted)
+    }
+
+    /// Deletes a key; it stops working at once.
+    pub async fn delete_api_key(&self, id: &str) -> Result<bool, ApiError> {
+        let deleted = self.store.delete_api_key(id).await.map_err(meta)?;
+        let mut caches = self.caches();
+        caches.keys_by_id.remove(id);
+        caches.keys_by_digest.retain(|_, c| c.value.as_ref().is_none_or(|g| g.id != id));
+        Ok(deleted)
+    }
+
+    /// The API key named by an `api_key` login, as a principal.
+    pub async fn login_with_key(&self, key: &str) -> Result<Principal, ApiError> {
+        if !key.starts_with(API_KEY_PREFIX) {
+            return Err(ApiError::Unauthorized("not an API key".to_owned()));
+        }
+        self.authenticate(key).await
+    }
+}
+
+fn key_principal(grant: &KeyGrant) -> Principal {
+    Principal {
+        owner: grant.owner.clone(),
+        subject: grant.id.clone(),
+        kind: PrincipalKind::ApiKey,
+        role: grant.owner_role,
+        scopes: Some(grant.scopes.clone()),
+    }
+}
+
+/// A new refresh family. A family started by an API key login names the key, so a refresh
+/// answers that key's scopes (and nothing once it is deleted).
+fn refresh_family(principal: &Principal) -> String {
+    let id = b64(&random_bytes::<12>());
+    match principal.kind {
+        PrincipalKind::ApiKey => format!("api_key:{}:{id}", principal.subject),
+        PrincipalKind::User | PrincipalKind::External => id,
+    }
+}
+
+fn millis(d: Duration) -> Millis {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_have_their_prefix_and_differ() {
+        let (a, id_a) = new_api_key();
+        let (b, id_b) = new_api_key();
+        assert!(a.starts_with("dk_") && id_a.starts_with("key_"));
+        assert_ne!(a, b);
+        assert_ne!(id_a, id_b);
+        assert!(new_refresh_token().starts_with("drt_"));
+        assert_ne!(digest(&a), digest(&b));
+    }
+
+    #[test]
+    fn passwords_verify_only_with_the_right_one() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("correct horse", "not a hash"));
+    }
+
+    #[test]
+    fn scopes_narrow_a_principal() {
+        let p = Principal {
+            subject: "k".into(),
+            kind: PrincipalKind::ApiKey,
+            role: Role::Admin,
+            scopes: Some(vec![Scope { stations: "orders*".into(), actions: vec![Action::Produce] }].into()),
+            owner: "admin".into(),
+        };
+        assert!(p.allows(Action::Produce, "orders-eu"));
+        assert!(!p.allows(Action::Consume, "orders-eu"));
+        assert!(!p.allows(Action::Produce, "billing"));
+        assert!(p.sees("orders"));
+        assert!(!p.sees("billing"));
+        assert!(!p.is_admin(), "a scoped key of an admin is not an admin");
+    }
+}

@@ -1,0 +1,204 @@
+//! The commands of the `depot` binary: `dev`, `serve`, `openapi`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use depot_broker::{Broker, BrokerOptions};
+
+use crate::auth::{self, Auth, Principal};
+use crate::config::{self, Config, Loaded, Mode, Sources};
+use crate::meta::{MetadataStore, Role, SqliteStore};
+use crate::AppState;
+
+pub fn usage() -> String {
+    "usage: depot <command> [options]\n\n\
+     dev [--listen 127.0.0.1:4444] [--data-dir ./depot-data] [settings]\n    \
+         one node with embedded defaults; prints an admin token and a curl line to try\n\
+     serve [--config FILE] [settings]\n    \
+         a production node; `depot serve --help` lists every setting with its default\n\
+     openapi\n    \
+         print the OpenAPI document\n\n\
+     env: DEPOT_LOG (filter, default info), DEPOT_LOG_FORMAT (json, the default, or text)\n"
+        .to_owned()
+}
+
+/// Runs the command named by `args` (without the program name).
+pub async fn main(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        Some("dev") => start(Mode::Dev, &args[1..]).await,
+        Some("serve") => start(Mode::Serve, &args[1..]).await,
+        Some("openapi") => {
+            emit(&crate::openapi_json());
+            Ok(())
+        }
+        Some("-h" | "--help") | None => {
+            emit(&usage());
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other}\n{}", usage()),
+    }
+}
+
+async fn start(mode: Mode, args: &[String]) -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok();
+    let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"));
+    let config = match Config::load(mode, &Sources { args, env: &env, read_file: &read }).map_err(anyhow::Error::msg)? {
+        Loaded::Config(c) => c,
+        Loaded::Help => {
+            emit(&format!("{}\n{}", usage(), config::help(mode)));
+            return Ok(());
+        }
+    };
+    run_node(mode, &config).await
+}
+
+/// The HS256 secret: configured, or generated once and kept beside the data so a restart keeps
+/// every token valid.
+fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt-secret");
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() >= 32 => return Ok(secret),
+        Ok(_) => bail!("{} holds fewer than 32 bytes; remove it to generate a new secret", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let secret = auth::generate_secret();
+    write_private(&path, &secret)?;
+    Ok(secret)
+}
+
+/// Writes a file only the owner can read, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(())
+}
+
+/// What the first start of an empty store did about the admin user.
+enum Admin {
+    Existing,
+    Created { generated: Option<String> },
+    Missing,
+}
+
+async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
+    if auth.store().user_count().await? > 0 {
+        return Ok(Admin::Existing);
+    }
+    let (password, generated) = match std::env::var("DEPOT_ADMIN_PASSWORD") {
+        Ok(p) if p.chars().count() >= crate::routes::users::MIN_PASSWORD => (p, None),
+        Ok(_) => bail!("DEPOT_ADMIN_PASSWORD must be at least {} characters", crate::routes::users::MIN_PASSWORD),
+        Err(_) if mode == Mode::Dev => {
+            let p = auth::generate_password();
+            (p.clone(), Some(p))
+        }
+        Err(_) => return Ok(Admin::Missing),
+    };
+    auth.create_user("admin", &password, Role::Admin).await.map_err(|e| anyhow::anyhow!("creating admin: {e}"))?;
+    Ok(Admin::Created { generated })
+}
+
+async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let listener = TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let store: Arc<dyn MetadataStore> = Arc::new(
+        SqliteStore::open(&config.sqlite_path())
+            .with_context(|| format!("opening the metadata store {}", config.sqlite_path().display()))?,
+    );
+    let auth = Arc::new(Auth::new(config.auth(jwt_secret(config)?), store).map_err(anyhow::Error::msg)?);
+    let admin = ensure_admin(mode, &auth).await?;
+    let mut opts = BrokerOptions::new(&config.data_dir);
+    opts.node_id = config.node_id;
+    let broker =
+        Broker::open(opts).await.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
+    let state = AppState::with_config(broker, auth.clone(), config.gateway());
+    match mode {
+        Mode::Dev => print_dev_banner(&auth, addr, config, &admin)?,
+        Mode::Serve => {
+            if matches!(admin, Admin::Missing) {
+                tracing::warn!("the metadata store has no users: set DEPOT_ADMIN_PASSWORD to create the user admin");
+            }
+            say(&format!("depot: listening on http://{addr} (data in {})", config.data_dir.display()));
+        }
+    }
+    crate::run(listener, state, shutdown_signal()).await?;
+    say("depot: stopped cleanly");
+    Ok(())
+}
+
+fn print_dev_banner(auth: &Auth, addr: std::net::SocketAddr, config: &Config, admin: &Admin) -> anyhow::Result<()> {
+    let admin_principal = Principal::user("admin".to_owned(), Role::Admin);
+    let token = auth.access_token(&admin_principal).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let minutes = config.access_token_ttl / 60;
+    let mut text = format!("depot: listening on http://{addr} (data in {})\n", config.data_dir.display());
+    match admin {
+        Admin::Created { generated: Some(password) } => {
+            text.push_str(&format!(
+                "depot: created user admin with password {password} (kept in the metadata store)\n"
+            ));
+        }
+        Admin::Created { generated: None } => {
+            text.push_str("depot: created user admin (password from DEPOT_ADMIN_PASSWORD)\n")
+        }
+        Admin::Existing | Admin::Missing => {}
+    }
+    text.push_str(&format!(
+        "depot: access token for admin, valid {minutes} min (POST /v1/auth/token for more):\n\
+         export DEPOT_TOKEN={token}\n\
+         depot: try\n  \
+         curl -X PUT http://{addr}/v1/stations/orders -H \"Authorization: Bearer $DEPOT_TOKEN\"\n  \
+         curl -X POST http://{addr}/v1/stations/orders/messages -H \"Authorization: Bearer $DEPOT_TOKEN\" -H 'Content-Type: application/json' -d '{{\"id\": 1}}'\n  \
+         curl -X PUT http://{addr}/v1/stations/orders/consumer-groups/billing -H \"Authorization: Bearer $DEPOT_TOKEN\"\n  \
+         curl -X POST http://{addr}/v1/stations/orders/consumer-groups/billing/fetch -H \"Authorization: Bearer $DEPOT_TOKEN\" -d '{{\"wait_ms\": 1000}}'"
+    ));
+    say(&text);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Prints a line for the operator. A closed stdout (a supervisor that stopped reading) must not
+/// turn a clean run into a panic, so write errors are ignored.
+pub fn say(text: &str) {
+    emit(&format!("{text}\n"));
+}
+
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

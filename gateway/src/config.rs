@@ -1,0 +1,619 @@
+//! Settings of `depot dev` and `depot serve`: defaults here, then a TOML file, then `DEPOT_*`
+//! environment variables, then flags; then [`Config::validate`].
+//!
+//! Every setting has one name, spelled three ways: `access_token_ttl` in the file,
+//! `DEPOT_ACCESS_TOKEN_TTL` in the environment, `--access-token-ttl` on the command line. The
+//! table [`SETTINGS`] is the single place that lists them, with their help; `--help` prints it
+//! with each default. External token issuers are lists, so only the file sets them
+//! (`[[external_issuers]]` with `algorithm`, `public_key_pem`, `issuer`, `audience`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::{AuthConfig, ExternalIssuer, MAX_LEEWAY_SECS};
+use crate::ratelimit::RateLimitConfig;
+use crate::GatewayConfig;
+
+/// Which command is starting: they differ only in defaults and in what they print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One node on loopback, a generated admin password printed on first start.
+    Dev,
+    /// A production node.
+    Serve,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerConfig {
+    /// `RS256` or `EdDSA`.
+    pub algorithm: String,
+    pub public_key_pem: String,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub node_id: u64,
+    pub listen: SocketAddr,
+    pub cluster_listen: SocketAddr,
+    /// `(node id, cluster address)`; empty means this node alone.
+    pub peers: Vec<(u64, String)>,
+    pub data_dir: PathBuf,
+    /// `None`: the embedded SQLite file `<data_dir>/metadata.sqlite`.
+    pub metadata_url: Option<String>,
+    pub cluster_secret: Option<String>,
+    pub wait_for: Option<u32>,
+    /// `None`: generated on first start and kept in `<data_dir>/jwt-secret`.
+    pub jwt_secret: Option<String>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_leeway: u64,
+    pub access_token_ttl: u64,
+    pub refresh_token_ttl: u64,
+    pub external_issuers: Vec<ExternalIssuerConfig>,
+    pub rate_limit: bool,
+    pub rate_limit_ip_per_second: u32,
+    pub rate_limit_ip_burst: u32,
+    pub rate_limit_credential_per_second: u32,
+    pub rate_limit_credential_burst: u32,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Config {
+    pub fn defaults(mode: Mode) -> Config {
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        Config {
+            node_id: 1,
+            listen: match mode {
+                Mode::Dev => SocketAddr::from(([127, 0, 0, 1], 4444)),
+                Mode::Serve => any(4444),
+            },
+            cluster_listen: match mode {
+                Mode::Dev => SocketAddr::from(([127, 0, 0, 1], 6222)),
+                Mode::Serve => any(6222),
+            },
+            peers: Vec::new(),
+            data_dir: PathBuf::from("depot-data"),
+            metadata_url: None,
+            cluster_secret: None,
+            wait_for: None,
+            jwt_secret: None,
+            jwt_issuer: "depot".to_owned(),
+            jwt_audience: "depot".to_owned(),
+            jwt_leeway: MAX_LEEWAY_SECS,
+            access_token_ttl: 15 * 60,
+            refresh_token_ttl: 30 * 24 * 3600,
+            external_issuers: Vec::new(),
+            rate_limit: true,
+            rate_limit_ip_per_second: 1000,
+            rate_limit_ip_burst: 2000,
+            rate_limit_credential_per_second: 5000,
+            rate_limit_credential_burst: 10000,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// One setting: its name, its help, how to show its value and how to set it from text.
+pub struct Setting {
+    pub name: &'static str,
+    pub help: &'static str,
+    show: fn(&Config) -> String,
+    set: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+impl Setting {
+    pub fn flag(&self) -> String {
+        format!("--{}", self.name.replace('_', "-"))
+    }
+
+    pub fn env(&self) -> String {
+        format!("DEPOT_{}", self.name.to_uppercase())
+    }
+}
+
+fn parse<T: std::str::FromStr>(v: &str, what: &str) -> Result<T, String> {
+    v.trim().parse().map_err(|_| format!("{v:?} is not {what}"))
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" | "yes" => Ok(true),
+        "false" | "off" | "0" | "no" => Ok(false),
+        _ => Err(format!("{v:?} is not on/off")),
+    }
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_owned())
+}
+
+fn parse_peers(v: &str) -> Result<Vec<(u64, String)>, String> {
+    let mut peers = Vec::new();
+    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| format!("peer {part:?} is not id=host:port"))?;
+        let id: u64 = parse(id, "a node id")?;
+        if !addr.contains(':') {
+            return Err(format!("peer {part:?}: the address needs a port"));
+        }
+        peers.push((id, addr.trim().to_owned()));
+    }
+    Ok(peers)
+}
+
+fn show_opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "(unset)".to_owned(), ToString::to_string)
+}
+
+/// Every setting but the file-only `external_issuers`.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "node_id",
+        help: "Raft node id of this node",
+        show: |c| c.node_id.to_string(),
+        set: |c, v| {
+            c.node_id = parse(v, "a node id")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "listen",
+        help: "address of the public HTTP API",
+        show: |c| c.listen.to_string(),
+        set: |c, v| {
+            c.listen = parse(v, "an address like 0.0.0.0:4444")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "cluster_listen",
+        help: "address of Raft traffic between nodes (never the public API)",
+        show: |c| c.cluster_listen.to_string(),
+        set: |c, v| {
+            c.cluster_listen = parse(v, "an address like 0.0.0.0:6222")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "peers",
+        help: "every node of the cluster as id=host:port,...; unset: this node alone",
+        show: |c| c.peers.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(","),
+        set: |c, v| {
+            c.peers = parse_peers(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "data_dir",
+        help: "directory of the logs, snapshots and embedded metadata",
+        show: |c| c.data_dir.display().to_string(),
+        set: |c, v| {
+            c.data_dir = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "metadata_url",
+        help: "metadata store: postgres://... or sqlite:PATH; unset: <data_dir>/metadata.sqlite",
+        show: |c| show_opt(&c.metadata_url),
+        set: |c, v| {
+            c.metadata_url = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "cluster_secret",
+        help: "shared secret authenticating cluster traffic",
+        show: |c| c.cluster_secret.as_ref().map_or("(unset)", |_| "(set)").to_owned(),
+        set: |c, v| {
+            c.cluster_secret = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "wait_for",
+        help: "the cluster goes active once this many members are up; unset: all peers",
+        show: |c| show_opt(&c.wait_for),
+        set: |c, v| {
+            c.wait_for = Some(parse(v, "a member count")?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "jwt_secret",
+        help: "HS256 secret of access tokens, at least 32 bytes; unset: generated into <data_dir>/jwt-secret",
+        show: |c| c.jwt_secret.as_ref().map_or("(generated)", |_| "(set)").to_owned(),
+        set: |c, v| {
+            c.jwt_secret = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "jwt_issuer",
+        help: "`iss` of access tokens",
+        show: |c| c.jwt_issuer.clone(),
+        set: |c, v| {
+            c.jwt_issuer = v.trim().to_owned();
+            Ok(())
+        },
+    },
+    Setting {
+        name: "jwt_audience",
+        help: "`aud` of access tokens",
+        show: |c| c.jwt_audience.clone(),
+        set: |c, v| {
+            c.jwt_audience = v.trim().to_owned();
+            Ok(())
+        },
+    },
+    Setting {
+        name: "jwt_leeway",
+        help: "seconds of clock skew tolerated on exp and nbf, at most 5",
+        show: |c| c.jwt_leeway.to_string(),
+        set: |c, v| {
+            c.jwt_leeway = parse(v, "seconds")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "access_token_ttl",
+        help: "seconds an access token lives",
+        show: |c| c.access_token_ttl.to_string(),
+        set: |c, v| {
+            c.access_token_ttl = parse(v, "seconds")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "refresh_token_ttl",
+        help: "seconds a refresh token lives",
+        show: |c| c.refresh_token_ttl.to_string(),
+        set: |c, v| {
+            c.refresh_token_ttl = parse(v, "seconds")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "rate_limit",
+        help: "rate limiting on or off",
+        show: |c| if c.rate_limit { "on" } else { "off" }.to_owned(),
+        set: |c, v| {
+            c.rate_limit = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "rate_limit_ip_per_second",
+        help: "requests per second per client IP, before authentication",
+        show: |c| c.rate_limit_ip_per_second.to_string(),
+        set: |c, v| {
+            c.rate_limit_ip_per_second = parse(v, "a rate")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "rate_limit_ip_burst",
+        help: "requests at once per client IP",
+        show: |c| c.rate_limit_ip_burst.to_string(),
+        set: |c, v| {
+            c.rate_limit_ip_burst = parse(v, "a count")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "rate_limit_credential_per_second",
+        help: "requests per second per credential (user, API key), after authentication",
+        show: |c| c.rate_limit_credential_per_second.to_string(),
+        set: |c, v| {
+            c.rate_limit_credential_per_second = parse(v, "a rate")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "rate_limit_credential_burst",
+        help: "requests at once per credential",
+        show: |c| c.rate_limit_credential_burst.to_string(),
+        set: |c, v| {
+            c.rate_limit_credential_burst = parse(v, "a count")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "trusted_proxies",
+        help: "comma-separated proxy IPs whose X-Forwarded-For is believed",
+        show: |c| c.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        set: |c, v| {
+            c.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| parse(p, "an IP address"))
+                .collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    },
+];
+
+fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// A TOML value as the text a flag would carry.
+fn toml_text(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Array(items) => items.iter().map(toml_text).collect::<Result<Vec<_>, _>>().map(|v| v.join(",")),
+        other => Err(format!("{} is not a value this setting takes", other.type_str())),
+    }
+}
+
+/// Where each layer comes from; tests pass their own environment.
+pub struct Sources<'a> {
+    pub args: &'a [String],
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    pub read_file: &'a dyn Fn(&str) -> Result<String, String>,
+}
+
+/// What the command line asked for: a config, or the help text.
+pub enum Loaded {
+    Config(Box<Config>),
+    Help,
+}
+
+impl Config {
+    /// Layers defaults < file (`--config` or `DEPOT_CONFIG`) < env < flags, then validates.
+    pub fn load(mode: Mode, sources: &Sources<'_>) -> Result<Loaded, String> {
+        let mut flags: Vec<(&'static Setting, String)> = Vec::new();
+        let mut file = (sources.env)("DEPOT_CONFIG").filter(|f| !f.is_empty());
+        let mut args = sources.args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "-h" || arg == "--help" {
+                return Ok(Loaded::Help);
+            }
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let mut value = || inline.clone().or_else(|| args.next().cloned()).ok_or(format!("{name} needs a value"));
+            if name == "--config" {
+                file = Some(value()?);
+                continue;
+            }
+            let found = name
+                .strip_prefix("--")
+                .and_then(|n| setting(&n.replace('-', "_")))
+                .ok_or_else(|| format!("unknown argument {arg}; see --help"))?;
+            flags.push((found, value()?));
+        }
+        let mut config = Config::defaults(mode);
+        if let Some(path) = file {
+            let text = (sources.read_file)(&path)?;
+            config.apply_toml(&text).map_err(|e| format!("{path}: {e}"))?;
+        }
+        for s in SETTINGS {
+            if let Some(v) = (sources.env)(&s.env()) {
+                (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.env()))?;
+            }
+        }
+        for (s, v) in flags {
+            (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.flag()))?;
+        }
+        config.validate()?;
+        Ok(Loaded::Config(Box::new(config)))
+    }
+
+    fn apply_toml(&mut self, text: &str) -> Result<(), String> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        for (key, value) in table {
+            match key.as_str() {
+                "external_issuers" => {
+                    self.external_issuers =
+                        value.try_into().map_err(|e: toml::de::Error| format!("external_issuers: {e}"))?;
+                }
+                "tiering" => return Err("tiering to object storage is not built yet; remove [tiering]".to_owned()),
+                other => {
+                    let s = setting(other).ok_or_else(|| format!("unknown setting {other:?}"))?;
+                    (s.set)(self, &toml_text(&value).map_err(|e| format!("{other}: {e}"))?)
+                        .map_err(|e| format!("{other}: {e}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses settings that cannot work, naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id == 0 {
+            return Err("node_id must be at least 1".to_owned());
+        }
+        if self.peers.iter().any(|(id, _)| *id != self.node_id) {
+            return Err("peers: clustering is not built yet; run a single node (leave --peers unset)".to_owned());
+        }
+        if let Some(url) = &self.metadata_url {
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                return Err("metadata_url: the Postgres metadata store is not built yet; leave it unset for the embedded SQLite store".to_owned());
+            }
+            if !url.starts_with("sqlite:") {
+                return Err(format!("metadata_url {url:?}: use sqlite:PATH (or leave it unset)"));
+            }
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < 32 {
+                return Err("jwt_secret must be at least 32 bytes".to_owned());
+            }
+        }
+        if self.jwt_leeway > MAX_LEEWAY_SECS {
+            return Err(format!("jwt_leeway must be at most {MAX_LEEWAY_SECS} seconds"));
+        }
+        if self.jwt_issuer.is_empty() || self.jwt_audience.is_empty() {
+            return Err("jwt_issuer and jwt_audience must not be empty".to_owned());
+        }
+        if !(60..=24 * 3600).contains(&self.access_token_ttl) {
+            return Err("access_token_ttl must be 60-86400 seconds".to_owned());
+        }
+        if !(60..=365 * 24 * 3600).contains(&self.refresh_token_ttl) {
+            return Err("refresh_token_ttl must be 60 seconds to 365 days".to_owned());
+        }
+        let rates = [
+            ("rate_limit_ip_per_second", self.rate_limit_ip_per_second),
+            ("rate_limit_ip_burst", self.rate_limit_ip_burst),
+            ("rate_limit_credential_per_second", self.rate_limit_credential_per_second),
+            ("rate_limit_credential_burst", self.rate_limit_credential_burst),
+        ];
+        if let Some((name, _)) = rates.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} must be at least 1 (use rate_limit = off to disable limits)"));
+        }
+        for issuer in &self.external_issuers {
+            if !matches!(issuer.algorithm.as_str(), "RS256" | "EdDSA") {
+                return Err(format!("external issuer {}: algorithm must be RS256 or EdDSA", issuer.issuer));
+            }
+        }
+        Ok(())
+    }
+
+    /// The gateway's settings.
+    pub fn gateway(&self) -> GatewayConfig {
+        let limit = |per_second, burst| RateLimitConfig {
+            enabled: self.rate_limit,
+            trusted_proxies: self.trusted_proxies.clone(),
+            ..RateLimitConfig::per_second(per_second, burst)
+        };
+        GatewayConfig {
+            rate_limit: limit(self.rate_limit_ip_per_second, self.rate_limit_ip_burst),
+            credential_rate_limit: limit(self.rate_limit_credential_per_second, self.rate_limit_credential_burst),
+        }
+    }
+
+    /// The auth settings with the given HS256 secret.
+    pub fn auth(&self, jwt_secret: Vec<u8>) -> AuthConfig {
+        AuthConfig {
+            jwt_secret,
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            access_ttl: Duration::from_secs(self.access_token_ttl),
+            refresh_ttl: Duration::from_secs(self.refresh_token_ttl),
+            leeway_secs: self.jwt_leeway,
+            external: self
+                .external_issuers
+                .iter()
+                .map(|e| ExternalIssuer {
+                    algorithm: if e.algorithm == "EdDSA" {
+                        jsonwebtoken::Algorithm::EdDSA
+                    } else {
+                        jsonwebtoken::Algorithm::RS256
+                    },
+                    public_key_pem: e.public_key_pem.clone(),
+                    issuer: e.issuer.clone(),
+                    audience: e.audience.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The embedded store's file.
+    pub fn sqlite_path(&self) -> PathBuf {
+        match self.metadata_url.as_deref().and_then(|u| u.strip_prefix("sqlite:")) {
+            Some(path) => PathBuf::from(path.trim_start_matches("//")),
+            None => self.data_dir.join("metadata.sqlite"),
+        }
+    }
+}
+
+/// `--help` of a command: every setting with its flag, env var and default.
+pub fn help(mode: Mode) -> String {
+    let defaults = Config::defaults(mode);
+    let mut out = String::from("settings (TOML file via --config FILE or DEPOT_CONFIG < DEPOT_* env < flags):\n");
+    for s in SETTINGS {
+        out.push_str(&format!("  {} ({})\n      {}; default {}\n", s.flag(), s.env(), s.help, (s.show)(&defaults)));
+    }
+    out.push_str(
+        "  DEPOT_ADMIN_PASSWORD (env only)\n      creates the user admin when the metadata store has no users\n\
+         file only: [[external_issuers]] algorithm = \"RS256\"|\"EdDSA\", public_key_pem, issuer, audience\n",
+    );
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn load(mode: Mode, args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let file = file.map(str::to_owned);
+        let read = move |_: &str| file.clone().ok_or_else(|| "no such file".to_owned());
+        match Config::load(mode, &Sources { args: &args, env: &lookup, read_file: &read })? {
+            Loaded::Config(c) => Ok(*c),
+            Loaded::Help => Err("help".to_owned()),
+        }
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let file = "listen = \"127.0.0.1:1\"\nrate_limit_ip_burst = 7\naccess_token_ttl = 120\ntrusted_proxies = [\"10.0.0.1\", \"10.0.0.2\"]\n";
+        let c = load(
+            Mode::Serve,
+            &["--config", "f.toml", "--access-token-ttl", "300"],
+            &[("DEPOT_LISTEN", "127.0.0.1:2"), ("DEPOT_ACCESS_TOKEN_TTL", "200")],
+            Some(file),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:2".parse().unwrap(), "env beats the file");
+        assert_eq!(c.access_token_ttl, 300, "flags beat env");
+        assert_eq!(c.rate_limit_ip_burst, 7, "the file beats defaults");
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.data_dir, PathBuf::from("depot-data"));
+    }
+
+    #[test]
+    fn modes_differ_in_defaults() {
+        assert!(load(Mode::Dev, &[], &[], None).unwrap().listen.ip().is_loopback());
+        assert!(!load(Mode::Serve, &[], &[], None).unwrap().listen.ip().is_loopback());
+        let c = load(Mode::Dev, &["--listen=127.0.0.1:0", "--rate-limit", "off"], &[], None).unwrap();
+        assert_eq!(c.listen.port(), 0);
+        assert!(!c.rate_limit);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_by_name() {
+        let e = load(Mode::Serve, &["--bogus", "1"], &[], None).unwrap_err();
+        assert!(e.contains("--bogus"), "{e}");
+        let e = load(Mode::Serve, &["--listen", "nowhere"], &[], None).unwrap_err();
+        assert!(e.contains("--listen"), "{e}");
+        let e = load(Mode::Serve, &[], &[("DEPOT_JWT_SECRET", "short")], None).unwrap_err();
+        assert!(e.contains("jwt_secret"), "{e}");
+        let e = load(Mode::Serve, &["--jwt-leeway", "60"], &[], None).unwrap_err();
+        assert!(e.contains("jwt_leeway"), "{e}");
+        let e = load(Mode::Serve, &["--config", "f"], &[], Some("nope = 1")).unwrap_err();
+        assert!(e.contains("unknown setting \"nope\""), "{e}");
+        let e = load(Mode::Serve, &["--peers", "1=a:1,2=b:1"], &[], None).unwrap_err();
+        assert!(e.contains("clustering"), "{e}");
+        let e = load(Mode::Serve, &["--metadata-url", "postgres://x"], &[], None).unwrap_err();
+        assert!(e.contains("Postgres"), "{e}");
+        let e = load(Mode::Serve, &["--listen"], &[], None).unwrap_err();
+        assert!(e.contains("needs a value"), "{e}");
+        let e = load(Mode::Serve, &["--rate-limit-ip-burst", "0"], &[], None).unwrap_err();
+        assert!(e.contains("rate_limit_ip_burst"), "{e}");
+    }
+
+    #[test]
+    fn help_lists_every_setting_with_env_and_default() {
+        let h = help(Mode::Serve);
+        for s in SETTINGS {
+            assert!(h.contains(&s.flag()) && h.contains(&s.env()), "{}", s.name);
+        }
+        assert!(h.contains("default 0.0.0.0:4444"));
+        assert!(matches!(load(Mode::Serve, &["--help"], &[], None), Err(e) if e == "help"));
+    }
+}

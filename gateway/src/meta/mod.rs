@@ -1,0 +1,239 @@
+//! The metadata store: users, API keys, refresh tokens, the audit log of admin actions and the
+//! dead-letter pointers fed from the broker's outbox.
+//!
+//! [`MetadataStore`] is the small trait every backend implements: [`sqlite::SqliteStore`] (one
+//! file in the data dir, the single-node default) and, later, Postgres. Both must pass
+//! [`conformance::run`]. The store holds no secrets in clear: API keys and refresh tokens are
+//! stored as SHA-256 digests (they are 256-bit random strings, so a fast hash is enough), and
+//! passwords as argon2 PHC strings computed by the caller.
+//!
+//! Times are Unix milliseconds ([`Millis`]) supplied by the caller, so tests control the clock.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub mod conformance;
+pub mod outbox;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+pub type Millis = i64;
+
+/// A SHA-256 digest of a secret (API key or refresh token).
+pub type Digest = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A unique name or id is taken.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The backend cannot be reached or failed; the request may be retried.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that cannot be decoded: a bug or tampering, never bad input.
+    #[error("metadata store corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub username: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    pub role: Role,
+    pub created_at: Millis,
+}
+
+/// What an API key may do, on which stations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Produce,
+    Consume,
+    Manage,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Produce => "produce",
+            Action::Consume => "consume",
+            Action::Manage => "manage",
+        }
+    }
+}
+
+/// `stations` is a name or a pattern with `*` wildcards (`orders*`, `*`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    pub stations: String,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Public identifier (`key_...`), safe to show and log.
+    pub id: String,
+    pub name: String,
+    /// The user who created it; the key never grants more than this user's role.
+    pub owner: String,
+    pub digest: Digest,
+    pub scopes: Vec<Scope>,
+    pub created_at: Millis,
+    pub expires_at: Option<Millis>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub digest: Digest,
+    /// Every token rotated from one login shares its family.
+    pub family: String,
+    pub username: String,
+    pub issued_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// What presenting a refresh token did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// It was live: it is now spent and `replacement` is stored in its family, for its user (the
+    /// caller's `replacement.family` and `replacement.username` are ignored: it only holds the
+    /// opaque secret).
+    Rotated { username: String, family: String },
+    /// It was already spent: its whole family is now revoked.
+    Reused,
+    /// Unknown, expired or revoked: nothing changed.
+    Invalid,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: Millis,
+    /// Who did it: a username or an API key id.
+    pub actor: String,
+    /// e.g. `user.create`, `api_key.delete`, `station.delete`.
+    pub action: String,
+    /// What it was done to (a username, key id, station name...).
+    pub target: String,
+    /// Extra facts as JSON, never a secret.
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
+/// Where a dead letter lives in the broker; the message itself stays in the station log.
+/// Unique on (station, group, offset).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterPointer {
+    /// The broker's dead-letter id.
+    pub id: u64,
+    pub station: String,
+    pub group: String,
+    pub offset: u64,
+    /// `max_deliveries`, `explicit` or `expired`.
+    pub reason: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub dead_at: Millis,
+}
+
+/// A page query over dead-letter pointers, newest `dead_at` last, ordered by (dead_at, id).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterQuery {
+    pub station: String,
+    pub group: Option<String>,
+    pub reason: Option<String>,
+    /// Inclusive lower bound on `dead_at`.
+    pub since: Option<Millis>,
+    /// Exclusive upper bound on `dead_at`.
+    pub until: Option<Millis>,
+    /// Resume after this (dead_at, id), as returned in [`Page::next`].
+    pub after: Option<(Millis, u64)>,
+    pub limit: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<(Millis, u64)>,
+}
+
+/// Every backend implements this; [`conformance::run`] checks the contract.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Cheap round trip to the backend (for /readyz).
+    async fn ping(&self) -> Result<(), MetaError>;
+
+    /// `Conflict` when the username is taken.
+    async fn create_user(&self, user: &User) -> Result<(), MetaError>;
+    async fn user(&self, username: &str) -> Result<Option<User>, MetaError>;
+    /// Ordered by username.
+    async fn users(&self) -> Result<Vec<User>, MetaError>;
+    async fn user_count(&self) -> Result<u64, MetaError>;
+    /// Also deletes the user's API keys and refresh tokens. `false` when there was no such user.
+    async fn delete_user(&self, username: &str) -> Result<bool, MetaError>;
+
+    /// `Conflict` when the id is taken.
+    async fn create_api_key(&self, key: &ApiKey) -> Result<(), MetaError>;
+    async fn api_key_by_digest(&self, digest: &Digest) -> Result<Option<ApiKey>, MetaError>;
+    /// Ordered by creation, then id. `owner: None` lists every key.
+    async fn api_keys(&self, owner: Option<&str>) -> Result<Vec<ApiKey>, MetaError>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>, MetaError>;
+    /// `false` when there was no such key.
+    async fn delete_api_key(&self, id: &str) -> Result<bool, MetaError>;
+
+    async fn insert_refresh_token(&self, token: &RefreshToken) -> Result<(), MetaError>;
+    /// Atomically: a live token (not spent, not revoked, `expires_at > now`) is marked spent and
+    /// `replacement` is inserted (`Rotated`); a spent one revokes every token of its family
+    /// (`Reused`); anything else is `Invalid`. Concurrent calls with one token rotate it once.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &Digest,
+        now: Millis,
+        replacement: &RefreshToken,
+    ) -> Result<RefreshOutcome, MetaError>;
+    /// Revokes the family of the token. `false` when the token is unknown.
+    async fn revoke_refresh_family(&self, presented: &Digest) -> Result<bool, MetaError>;
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), MetaError>;
+    /// Newest first; `before`: only ids below it.
+    async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>, MetaError>;
+
+    /// Idempotent on (station, group, offset): a pointer handed over again replaces the old one.
+    async fn upsert_dead_letters(&self, pointers: &[DeadLetterPointer]) -> Result<(), MetaError>;
+    async fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Page<DeadLetterPointer>, MetaError>;
+    /// `false` when there was no such pointer.
+    async fn delete_dead_letter(&self, station: &str, id: u64) -> Result<bool, MetaError>;
+    /// Drops every pointer of a station (the station was deleted). Returns how many.
+    async fn delete_station_dead_letters(&self, station: &str) -> Result<u64, MetaError>;
+}

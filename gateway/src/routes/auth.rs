@@ -1,0 +1,125 @@
+//! Tokens: log in with a password or an API key, refresh (rotating), revoke.
+
+use actix_web::{post, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::auth::Issued;
+use crate::error::{ApiError, Problem};
+use crate::AppState;
+
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(token).service(refresh).service(revoke);
+}
+
+/// The longest username or password read; argon2 work is bounded by it.
+pub const MAX_PASSWORD: usize = 1024;
+
+/// Either `{username, password}` or `{api_key}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// An API key `dk_...`: the token carries the key's scopes.
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Single use: `/v1/auth/refresh` spends it and answers a new one.
+    pub refresh_token: String,
+}
+
+impl From<Issued> for TokenResponse {
+    fn from(i: Issued) -> Self {
+        TokenResponse {
+            access_token: i.access_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: i.expires_in,
+            refresh_token: i.refresh_token,
+        }
+    }
+}
+
+/// Log in: a username and password, or an API key, for an access token and a refresh token.
+#[utoipa::path(
+    tag = "auth",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "invalid_body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized: wrong credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "metadata_unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(())
+)]
+#[post("/v1/auth/token")]
+async fn token(
+    state: web::Data<AppState>,
+    body: web::Json<TokenRequest>,
+) -> Result<web::Json<TokenResponse>, ApiError> {
+    let principal = match body.into_inner() {
+        TokenRequest { username: Some(username), password: Some(password), api_key: None } => {
+            if username.len() > MAX_PASSWORD || password.len() > MAX_PASSWORD {
+                return Err(ApiError::Unauthorized("wrong username or password".to_owned()));
+            }
+            state.auth.login(&username, &password).await?
+        }
+        TokenRequest { username: None, password: None, api_key: Some(key) } => state.auth.login_with_key(&key).await?,
+        _ => return Err(ApiError::InvalidBody("give either username and password, or api_key".to_owned())),
+    };
+    Ok(web::Json(state.auth.issue(&principal).await?.into()))
+}
+
+/// Trade a refresh token for a new pair. The presented token is spent; presenting a spent one
+/// again revokes its whole family (every token descended from the same login).
+#[utoipa::path(
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "invalid_body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized: invalid, expired, spent or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "metadata_unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(())
+)]
+#[post("/v1/auth/refresh")]
+async fn refresh(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<web::Json<TokenResponse>, ApiError> {
+    Ok(web::Json(state.auth.refresh(&body.refresh_token).await?.into()))
+}
+
+/// Revoke a refresh token and its whole family. Unknown tokens are accepted too (204), so the
+/// answer says nothing about which tokens exist.
+#[utoipa::path(
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "invalid_body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "metadata_unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(())
+)]
+#[post("/v1/auth/revoke")]
+async fn revoke(state: web::Data<AppState>, body: web::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+    state.auth.revoke(&body.refresh_token).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,160 @@
+//! Harness of the end-to-end tests: the real `depot dev` binary on a random loopback port, and
+//! a few lines of HTTP/1.1 over `std::net::TcpStream` (one request per connection).
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_PASSWORD: &str = "e2e-admin-password";
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The admin token `depot dev` printed.
+    pub token: String,
+}
+
+/// Starts `depot dev` on `data_dir` with extra environment, and waits for its banner.
+pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_depot"));
+    command
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("DEPOT_LOG", "warn")
+        .env("DEPOT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().unwrap();
+    // Owned by the guard from here on, so a failed assertion never leaves a server running.
+    let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), token: String::new() };
+    let stdout = server.child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep reading to the end, like a log collector would.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.token.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("depot dev printed no address and token within 60 s");
+        if let Some(rest) = line.strip_prefix("depot: listening on http://") {
+            server.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+        if let Some(token) = line.strip_prefix("export DEPOT_TOKEN=") {
+            server.token = token.trim().to_owned();
+        }
+    }
+    server
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    pub raw: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts a problem+json answer with this status and code.
+    pub fn problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "{self:?}");
+        assert_eq!(self.body["code"], code, "{self:?}");
+    }
+}
+
+/// One request. `token: None` sends no Authorization header.
+pub fn send(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413, 401) and close before reading a large body.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("no HTTP head in the answer");
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let raw = response[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    Response { status, headers, body, raw }
+}
+
+impl Server {
+    /// A JSON request as admin.
+    pub fn json(&self, method: &str, path: &str, body: Option<&Value>) -> Response {
+        self.json_as(Some(&self.token), method, path, body)
+    }
+
+    pub fn json_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<&Value>) -> Response {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        send(self.addr, token, method, path, &[("Content-Type", "application/json")], &bytes)
+    }
+
+    /// SIGTERM, then the exit status, which must be success (a clean drain).
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "depot dev exited with {exit} after SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already exited after `terminate`: kill fails harmlessly and wait returns the status.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `within`.
+pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
