@@ -1,0 +1,213 @@
+//! In-process tests of the auth, users and API-key endpoints: error paths, ownership, audit,
+//! per-credential rate limits and external issuers.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use actix_web::test;
+use common::*;
+use depot_gateway::auth::{AuthConfig, ExternalIssuer};
+use depot_gateway::ratelimit::RateLimitConfig;
+use depot_gateway::{app, GatewayConfig};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+/// A throwaway Ed25519 key pair of an "external issuer", made for these tests.
+const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJi8hT9hMQHXhyiAFCbZrb1jv+jzlh9IromcmRxUMbz4\n-----END PRIVATE KEY-----\n";
+const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEANrEq4Fd2rufQuj8Wkg6lIs4wGMx8TStmXbD7iT+yJf4=\n-----END PUBLIC KEY-----\n";
+
+fn login(username: &str, password: &str) -> test::TestRequest {
+    anonymous(post_json("/v1/auth/token", json!({"username": username, "password": password})))
+}
+
+#[actix_web::test]
+async fn token_refresh_and_revoke_error_paths() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, anonymous(post_json("/v1/auth/token", json!({"username": "admin", "password": "x", "extra": 1}))))
+        .await
+        .problem(400, "invalid_body");
+    send(&app, anonymous(post_json("/v1/auth/token", json!({"api_key": "dk_x", "username": "admin"}))))
+        .await
+        .problem(400, "invalid_body");
+    send(&app, anonymous(post_json("/v1/auth/token", json!({"api_key": "not-a-key"}))))
+        .await
+        .problem(401, "unauthorized");
+    send(&app, login("admin", &"x".repeat(5000))).await.problem(401, "unauthorized");
+    let ok = send(&app, login("admin", "admin-password")).await;
+    let refresh = ok.ok(200)["refresh_token"].as_str().unwrap().to_owned();
+    for garbage in ["", "drt_nope", "x"] {
+        send(&app, anonymous(post_json("/v1/auth/refresh", json!({"refresh_token": garbage}))))
+            .await
+            .problem(401, "unauthorized");
+    }
+    let r = send(&app, anonymous(post_json("/v1/auth/revoke", json!({"refresh_token": "drt_unknown"})))).await;
+    assert_eq!(r.status, 204, "revoking an unknown token says nothing about which exist");
+    let r = send(&app, anonymous(post_json("/v1/auth/revoke", json!({"refresh_token": refresh.clone()})))).await;
+    assert_eq!(r.status, 204);
+    send(&app, anonymous(post_json("/v1/auth/refresh", json!({"refresh_token": refresh}))))
+        .await
+        .problem(401, "unauthorized");
+}
+
+#[actix_web::test]
+async fn users_are_validated_and_audited() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    let user = |name: &str, password: &str, role: &str| {
+        post_json("/v1/users", json!({"username": name, "password": password, "role": role}))
+    };
+    send(&app, user("Bad Name", "long-enough", "member")).await.problem(400, "invalid_name");
+    send(&app, user("ok", "short", "member")).await.problem(400, "invalid_body");
+    send(&app, user("ok", "long-enough", "root")).await.problem(400, "invalid_body");
+    let created = send(&app, user("carol", "long-enough", "admin")).await;
+    assert_eq!(created.ok(201)["username"], "carol");
+    assert!(created.body["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(!String::from_utf8_lossy(&created.raw).contains("argon2"), "a hash in an answer");
+    send(&app, user("carol", "long-enough", "admin")).await.problem(409, "already_exists");
+    let list = send(&app, get("/v1/users")).await;
+    let names: Vec<&str> =
+        list.ok(200)["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    assert_eq!(names, ["admin", "carol"]);
+    send(&app, delete("/v1/users/nobody")).await.problem(404, "user_not_found");
+    assert_eq!(send(&app, delete("/v1/users/carol")).await.status, 204);
+    let audit = n.auth.store().audit_log(None, 10).await.unwrap();
+    let actions: Vec<(&str, &str, &str)> =
+        audit.iter().map(|r| (r.entry.action.as_str(), r.entry.target.as_str(), r.entry.actor.as_str())).collect();
+    assert_eq!(actions, [("user.delete", "carol", "admin"), ("user.create", "carol", "admin")]);
+    assert!(!format!("{audit:?}").contains("long-enough"), "a password in the audit log");
+}
+
+#[actix_web::test]
+async fn api_keys_are_validated_and_owned() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    let key = |body: Value| post_json("/v1/api-keys", body);
+    let scope = json!([{"stations": "orders*", "actions": ["produce"]}]);
+    send(&app, key(json!({"name": "k", "scopes": []}))).await.problem(400, "invalid_request");
+    send(&app, key(json!({"name": "k", "scopes": [{"stations": "Orders", "actions": ["produce"]}]})))
+        .await
+        .problem(400, "invalid_request");
+    send(&app, key(json!({"name": "k", "scopes": [{"stations": "o", "actions": []}]})))
+        .await
+        .problem(400, "invalid_request");
+    send(&app, key(json!({"name": "k", "scopes": [{"stations": "o", "actions": ["fly"]}]})))
+        .await
+        .problem(400, "invalid_body");
+    send(&app, key(json!({"name": "", "scopes": scope}))).await.problem(400, "invalid_request");
+    send(&app, key(json!({"name": "k".repeat(129), "scopes": scope}))).await.problem(400, "invalid_request");
+    send(&app, key(json!({"name": "k", "scopes": scope, "expires_at": "2001-01-01T00:00:00Z"})))
+        .await
+        .problem(400, "invalid_request");
+    send(&app, key(json!({"name": "k", "scopes": scope, "expires_at": "soon"}))).await.problem(400, "invalid_request");
+
+    // A member's keys are theirs; the admin sees every key.
+    send(&app, post_json("/v1/users", json!({"username": "dan", "password": "dan-password", "role": "member"})))
+        .await
+        .ok(201);
+    let dan = send(&app, login("dan", "dan-password")).await.ok(200)["access_token"].as_str().unwrap().to_owned();
+    let admins = send(&app, key(json!({"name": "admin-key", "scopes": scope}))).await;
+    let admin_key_id = admins.ok(201)["id"].as_str().unwrap().to_owned();
+    let dans = send(
+        &app,
+        bearer(key(json!({"name": "dan-key", "scopes": scope, "expires_at": "2999-01-01T00:00:00Z"})), &dan),
+    )
+    .await;
+    assert_eq!(dans.ok(201)["owner"], "dan");
+    assert_eq!(dans.body["expires_at"], "2999-01-01T00:00:00.000Z");
+    let listed = send(&app, bearer(get("/v1/api-keys"), &dan)).await;
+    assert_eq!(listed.ok(200)["api_keys"].as_array().unwrap().len(), 1);
+    assert!(listed.body["api_keys"][0].get("key").is_none(), "a secret listed");
+    assert_eq!(send(&app, get("/v1/api-keys")).await.ok(200)["api_keys"].as_array().unwrap().len(), 2);
+    send(&app, bearer(delete(&format!("/v1/api-keys/{admin_key_id}")), &dan)).await.problem(404, "api_key_not_found");
+    send(&app, bearer(get("/v1/users"), &dan)).await.problem(403, "forbidden");
+}
+
+#[actix_web::test]
+async fn an_expired_key_stops_working() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let body = json!({"name": "brief", "scopes": [{"stations": "*", "actions": ["manage"]}],
+                      "expires_at": soon.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)});
+    let key = send(&app, post_json("/v1/api-keys", body)).await.ok(201)["key"].as_str().unwrap().to_owned();
+    assert_eq!(send(&app, bearer(get("/v1/stations/s"), &key)).await.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = send(&app, bearer(get("/v1/stations/s"), &key)).await;
+        if r.status == 401 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the key still works after expiring: {r:?}");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn each_credential_has_its_own_quota() {
+    let n = node().await;
+    let tight = RateLimitConfig { period: Duration::from_secs(3600), ..RateLimitConfig::per_second(1, 3) };
+    let app = test::init_service(app(
+        n.state_with(GatewayConfig { credential_rate_limit: tight, ..GatewayConfig::default() })
+    ))
+    .await;
+    send(&app, post_json("/v1/users", json!({"username": "eve", "password": "eve-password", "role": "member"})))
+        .await
+        .ok(201);
+    let eve = send(&app, login("eve", "eve-password")).await;
+    let eve = eve.ok(200)["access_token"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        assert_eq!(send(&app, get("/v1/stations")).await.status, 200);
+    }
+    let limited = send(&app, get("/v1/stations")).await;
+    limited.problem(429, "rate_limited");
+    assert_eq!(limited.headers.get("ratelimit-policy").unwrap(), "\"credential\";q=3;w=10800");
+    assert!(limited.headers.get("retry-after").is_some());
+    // Another credential from the same address keeps its own quota.
+    assert_eq!(send(&app, bearer(get("/v1/stations"), &eve)).await.status, 200);
+}
+
+#[actix_web::test]
+async fn external_eddsa_tokens_get_only_their_scopes() {
+    let mut config = AuthConfig::with_secret(SECRET.to_vec());
+    config.external.push(ExternalIssuer {
+        algorithm: Algorithm::EdDSA,
+        public_key_pem: ED_PUBLIC.to_owned(),
+        issuer: "https://idp.example".to_owned(),
+        audience: "depot-prod".to_owned(),
+    });
+    let n = node_with_auth(config).await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/orders", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/billing", json!({}))).await.ok(201);
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let claims = |aud: &str, exp: i64| {
+        json!({"sub": "svc-1", "iss": "https://idp.example", "aud": aud, "exp": now + exp, "nbf": now - 1,
+               "scopes": [{"stations": "orders", "actions": ["produce"]}]})
+    };
+    let good = sign(claims("depot-prod", 300));
+    let produce =
+        |station: &str| test::TestRequest::post().uri(&format!("/v1/stations/{station}/messages")).set_payload("x");
+    assert_eq!(send(&app, bearer(produce("orders"), &good)).await.status, 201);
+    send(&app, bearer(produce("billing"), &good)).await.problem(403, "forbidden");
+    send(&app, bearer(get("/v1/users"), &good)).await.problem(403, "forbidden");
+    send(&app, bearer(produce("orders"), &sign(claims("elsewhere", 300)))).await.problem(401, "unauthorized");
+    send(&app, bearer(produce("orders"), &sign(claims("depot-prod", -60)))).await.problem(401, "unauthorized");
+    // Without scopes an external token grants nothing.
+    let bare = sign(
+        json!({"sub": "svc-2", "iss": "https://idp.example", "aud": "depot-prod", "exp": now + 300, "nbf": now - 1}),
+    );
+    send(&app, bearer(produce("orders"), &bare)).await.problem(403, "forbidden");
+}
