@@ -45,7 +45,7 @@ pub struct SeeStation;
 /// An administrator acting in person (not through a scoped key).
 #[derive(Debug)]
 pub struct Admin;
-/// A person (user or external identity), not an API key: keys cannot mint keys.
+/// A Depot user in person: API keys cannot mint keys, and external identities own none.
 #[derive(Debug)]
 pub struct Person;
 /// Any authenticated principal.
@@ -93,10 +93,12 @@ impl Need for Admin {
 
 impl Need for Person {
     fn check(p: &Principal, _: &HttpRequest) -> Result<(), ApiError> {
-        if p.kind == super::PrincipalKind::ApiKey {
-            Err(ApiError::Forbidden("an API key cannot manage API keys; log in as a user".to_owned()))
-        } else {
+        if p.kind == super::PrincipalKind::User {
             Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "only a Depot user manages API keys; log in with a username and password".to_owned(),
+            ))
         }
     }
 }

@@ -27,14 +27,26 @@ async fn livez() -> web::Json<Health> {
     web::Json(Health { status: "ok".to_owned(), reason: None })
 }
 
-/// The node can serve requests.
+/// How long /readyz waits for the metadata store.
+const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The node can serve requests: it has a Raft leader, it is not shutting down, and the metadata
+/// store answers.
 #[utoipa::path(
     tag = "operations",
     responses((status = 200, body = Health), (status = 503, description = "Not ready, with the reason", body = Health))
 )]
 #[get("/readyz")]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.not_ready() {
+    let reason = match state.not_ready() {
+        Some(reason) => Some(reason),
+        None => match tokio::time::timeout(READY_PING_TIMEOUT, state.auth.store().ping()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("metadata store: {e}")),
+            Err(_) => Some("metadata store: no answer within 1 s".to_owned()),
+        },
+    };
+    match reason {
         None => HttpResponse::Ok().json(Health { status: "ok".to_owned(), reason: None }),
         Some(reason) => {
             HttpResponse::ServiceUnavailable().json(Health { status: "unavailable".to_owned(), reason: Some(reason) })
