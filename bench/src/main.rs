@@ -1,6 +1,9 @@
 //! `depot-bench broker [--quick] [--dir DIR]`: measures the broker core against issue 2's
 //! targets and prints a markdown table plus one JSON line per figure. Each phase runs in its own
 //! child process so that peak RSS and recovery time belong to that phase alone.
+//!
+//! `depot-bench http [--quick] [--dir DIR]`: measures the `depot` gateway over HTTP against
+//! issue 3's targets; see [`http`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,8 @@ use bytes::Bytes;
 use depot_broker::station::{Command, GroupConfig, NewMessage, Outcome, Retention, StationConfig};
 use depot_broker::{Broker, BrokerOptions};
 use serde_json::json;
+
+mod http;
 
 const KIB: usize = 1024;
 
@@ -316,6 +321,8 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&results)?);
             Ok(())
         }
-        _ => bail!("usage: depot-bench broker [--quick] [--dir DIR]"),
+        Some("http") => http::run(&args[1..]),
+        Some("http-ceiling") => http::ceiling(&args[1..]),
+        _ => bail!("usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]"),
     }
 }
