@@ -6,8 +6,26 @@ Only what the OpenAPI document cannot say is here, each with its reason.
 import schemathesis
 
 
+# `filter_case` rather than `filter_body`/`filter_query`: only `filter_case` applies in every
+# phase (coverage, fuzzing, stateful); the others act on the fuzzing strategies alone.
+
+
 @schemathesis.hook
-def filter_body(context, body):
+def filter_case(context, case):
+    op = case.operation
+    method, path = op.method.upper(), op.path
+    body = case.body if isinstance(case.body, dict) else {}
+    query = case.query if isinstance(case.query, dict) else {}
+    if method == "PUT" and path == "/v1/stations/{station}" and not _this_cluster_can_hold(body):
+        return False
+    if query.get("cursor"):
+        return False
+    if method == "POST" and path == "/v1/api-keys" and not _expiry_in_the_future(body):
+        return False
+    return True
+
+
+def _this_cluster_can_hold(body):
     """`depot dev` is a one-voter cluster.
 
     `replicas` is 1, 3 or 5 in the document, but API.md makes a value larger than the cluster's
@@ -15,7 +33,60 @@ def filter_body(context, body):
     replicas 3 and 5 are valid by schema and still (rightly) refused. Generate only bodies that
     this cluster can accept in that respect.
     """
-    op = context.operation
-    if op is None or op.method.upper() != "PUT" or op.path != "/v1/stations/{station}":
+    return body.get("replicas") not in (3, 5)
+
+
+# Page cursors are opaque tokens that only the server issues (`next_cursor`). The document gives
+# `cursor` the shape of the tokens (base64url) so clients can tell one when they see it, but a
+# random string of that shape is no cursor this server issued: it is meaningless, and the server
+# rightly refuses it with 400 `invalid_request` (or, when it happens to decode to a key, pages from
+# an arbitrary place). Nothing a generator can invent is a valid cursor, so generated requests
+# carry none; an empty one still goes out (it means the first page). Listing without a cursor,
+# and `limit`, stay fully exercised.
+
+
+def _expiry_in_the_future(body):
+    """`expires_at` of a new API key must be in the future (API.md; 400 otherwise).
+
+    The document says so in words and gives the format (date-time), but a schema is static and
+    cannot say "later than now", so a generated past time is valid by schema and still (rightly)
+    refused. Keep only bodies whose expiry is absent, not a time at all (the negative cases the
+    schema does cover) or in the future.
+    """
+    import datetime
+
+    at = body.get("expires_at")
+    if not isinstance(at, str):
         return True
-    return not (isinstance(body, dict) and body.get("replicas") in (3, 5))
+    try:
+        when = datetime.datetime.fromisoformat(at.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return True
+    if when.tzinfo is None:
+        return True
+    return when > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)
+
+
+# CPython's AST constructor keeps its recursion-depth counter in interpreter-wide state, so two
+# threads inside `ast.parse` at once can corrupt it (python/cpython#106905): "SystemError: AST
+# constructor recursion depth mismatch". Hypothesis parses source with `ast.parse` to describe
+# lambdas, and `--workers 2` runs two generating threads, so the run crashed at random. Parsing
+# one source at a time removes the race on every interpreter; it costs nothing measurable.
+def _serialize_ast_parse():
+    import ast
+    import threading
+
+    if getattr(ast.parse, "_depot_serialized", False):
+        return
+    parse = ast.parse
+    lock = threading.Lock()
+
+    def serialized_parse(*args, **kwargs):
+        with lock:
+            return parse(*args, **kwargs)
+
+    serialized_parse._depot_serialized = True
+    ast.parse = serialized_parse
+
+
+_serialize_ast_parse()

@@ -9,6 +9,7 @@ use depot_broker::{Broker, BrokerOptions};
 
 use crate::auth::{self, Auth, Principal};
 use crate::config::{self, Config, Loaded, Mode, Sources};
+use crate::meta::postgres::PostgresStore;
 use crate::meta::{MetadataStore, Role, SqliteStore};
 use crate::AppState;
 
@@ -18,6 +19,8 @@ pub fn usage() -> String {
          one node with embedded defaults; prints an admin token and a curl line to try\n\
      serve [--config FILE] [settings]\n    \
          a production node; `depot serve --help` lists every setting with its default\n\
+     migrate [--metadata-url postgres://...] [settings]\n    \
+         apply the metadata store's migrations and exit\n\
      openapi\n    \
          print the OpenAPI document\n\n\
      env: DEPOT_LOG (filter, default info), DEPOT_LOG_FORMAT (json, the default, or text)\n"
@@ -29,6 +32,7 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("dev") => start(Mode::Dev, &args[1..]).await,
         Some("serve") => start(Mode::Serve, &args[1..]).await,
+        Some("migrate") => migrate(&args[1..]).await,
         Some("openapi") => {
             emit(&crate::openapi_json());
             Ok(())
@@ -41,17 +45,55 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
-async fn start(mode: Mode, args: &[String]) -> anyhow::Result<()> {
+/// The settings from the file, env and flags; `None` when `--help` was asked (and printed).
+fn load_config(mode: Mode, args: &[String]) -> anyhow::Result<Option<Box<Config>>> {
     let env = |name: &str| std::env::var(name).ok();
     let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"));
-    let config = match Config::load(mode, &Sources { args, env: &env, read_file: &read }).map_err(anyhow::Error::msg)? {
-        Loaded::Config(c) => c,
+    match Config::load(mode, &Sources { args, env: &env, read_file: &read }).map_err(anyhow::Error::msg)? {
+        Loaded::Config(c) => Ok(Some(c)),
         Loaded::Help => {
             emit(&format!("{}\n{}", usage(), config::help(mode)));
-            return Ok(());
+            Ok(None)
         }
-    };
-    run_node(mode, &config).await
+    }
+}
+
+async fn start(mode: Mode, args: &[String]) -> anyhow::Result<()> {
+    match load_config(mode, args)? {
+        Some(config) => run_node(mode, &config).await,
+        None => Ok(()),
+    }
+}
+
+/// `depot migrate`: brings the configured store's schema up to date. Concurrent runs are safe:
+/// Postgres migrations take an advisory lock, so one applies and the others wait.
+async fn migrate(args: &[String]) -> anyhow::Result<()> {
+    let Some(config) = load_config(Mode::Serve, args)? else { return Ok(()) };
+    if config.uses_postgres() {
+        let url = config.metadata_url.as_deref().unwrap_or_default();
+        let store = PostgresStore::connect(url, config.pool_options()).context("connecting to Postgres")?;
+        let applied = store.migrate().await.context("migrating")?;
+        let version = store.schema_version().await?;
+        say(&format!("depot: Postgres schema at version {version} (applied now: {applied:?})"));
+    } else {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+        SqliteStore::open(&config.sqlite_path())
+            .with_context(|| format!("opening the metadata store {}", config.sqlite_path().display()))?;
+        say(&format!("depot: SQLite metadata store {} is up to date", config.sqlite_path().display()));
+    }
+    Ok(())
+}
+
+/// The metadata store the settings name: Postgres (migrated on start) or the SQLite file.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {
+    if config.uses_postgres() {
+        let url = config.metadata_url.as_deref().unwrap_or_default();
+        let store = PostgresStore::connect(url, config.pool_options()).context("connecting to Postgres")?;
+        store.migrate().await.context("migrating the Postgres metadata store")?;
+        return Ok(Arc::new(store));
+    }
+    let path = config.sqlite_path();
+    Ok(Arc::new(SqliteStore::open(&path).with_context(|| format!("opening the metadata store {}", path.display()))?))
 }
 
 /// The HS256 secret: configured, or generated once and kept beside the data so a restart keeps
@@ -118,10 +160,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let store: Arc<dyn MetadataStore> = Arc::new(
-        SqliteStore::open(&config.sqlite_path())
-            .with_context(|| format!("opening the metadata store {}", config.sqlite_path().display()))?,
-    );
+    let store = open_store(config).await?;
     let auth = Arc::new(Auth::new(config.auth(jwt_secret(config)?), store).map_err(anyhow::Error::msg)?);
     let admin = ensure_admin(mode, &auth).await?;
     let mut opts = BrokerOptions::new(&config.data_dir);

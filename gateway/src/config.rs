@@ -46,6 +46,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `None`: the embedded SQLite file `<data_dir>/metadata.sqlite`.
     pub metadata_url: Option<String>,
+    /// Postgres connections per node.
+    pub metadata_pool_size: usize,
+    /// Longest wait on Postgres for a connection or a query, in milliseconds.
+    pub metadata_timeout_ms: u64,
     pub cluster_secret: Option<String>,
     pub wait_for: Option<u32>,
     /// `None`: generated on first start and kept in `<data_dir>/jwt-secret`.
@@ -80,6 +84,8 @@ impl Config {
             peers: Vec::new(),
             data_dir: PathBuf::from("depot-data"),
             metadata_url: None,
+            metadata_pool_size: 16,
+            metadata_timeout_ms: 5000,
             cluster_secret: None,
             wait_for: None,
             jwt_secret: None,
@@ -204,6 +210,24 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| show_opt(&c.metadata_url),
         set: |c, v| {
             c.metadata_url = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "metadata_pool_size",
+        help: "Postgres connections per node",
+        show: |c| c.metadata_pool_size.to_string(),
+        set: |c, v| {
+            c.metadata_pool_size = parse(v, "a connection count")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "metadata_timeout_ms",
+        help: "longest wait on Postgres for a connection or a query, in milliseconds",
+        show: |c| c.metadata_timeout_ms.to_string(),
+        set: |c, v| {
+            c.metadata_timeout_ms = parse(v, "milliseconds")?;
             Ok(())
         },
     },
@@ -435,16 +459,24 @@ impl Config {
         if self.node_id == 0 {
             return Err("node_id must be at least 1".to_owned());
         }
+        if let Some(url) = &self.metadata_url {
+            if !self.uses_postgres() && !url.starts_with("sqlite:") {
+                return Err(format!("metadata_url {url:?}: use postgres://... or sqlite:PATH (or leave it unset)"));
+            }
+        }
         if self.peers.iter().any(|(id, _)| *id != self.node_id) {
+            if !self.uses_postgres() {
+                return Err(
+                    "peers: a cluster keeps its metadata in Postgres; set --metadata-url postgres://...".to_owned()
+                );
+            }
             return Err("peers: clustering is not built yet; run a single node (leave --peers unset)".to_owned());
         }
-        if let Some(url) = &self.metadata_url {
-            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                return Err("metadata_url: the Postgres metadata store is not built yet; leave it unset for the embedded SQLite store".to_owned());
-            }
-            if !url.starts_with("sqlite:") {
-                return Err(format!("metadata_url {url:?}: use sqlite:PATH (or leave it unset)"));
-            }
+        if !(1..=1024).contains(&self.metadata_pool_size) {
+            return Err("metadata_pool_size must be 1-1024".to_owned());
+        }
+        if !(100..=600_000).contains(&self.metadata_timeout_ms) {
+            return Err("metadata_timeout_ms must be 100-600000".to_owned());
         }
         if let Some(secret) = &self.jwt_secret {
             if secret.len() < 32 {
@@ -516,6 +548,22 @@ impl Config {
                     audience: e.audience.clone(),
                 })
                 .collect(),
+        }
+    }
+
+    pub fn uses_postgres(&self) -> bool {
+        self.metadata_url.as_deref().is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+
+    /// The Postgres pool's settings.
+    pub fn pool_options(&self) -> crate::meta::postgres::PoolOptions {
+        let timeout = Duration::from_millis(self.metadata_timeout_ms);
+        crate::meta::postgres::PoolOptions {
+            max_size: self.metadata_pool_size,
+            wait_timeout: timeout,
+            create_timeout: timeout,
+            recycle_timeout: timeout,
+            query_timeout: timeout,
         }
     }
 
@@ -598,9 +646,11 @@ mod tests {
         let e = load(Mode::Serve, &["--config", "f"], &[], Some("nope = 1")).unwrap_err();
         assert!(e.contains("unknown setting \"nope\""), "{e}");
         let e = load(Mode::Serve, &["--peers", "1=a:1,2=b:1"], &[], None).unwrap_err();
-        assert!(e.contains("clustering"), "{e}");
-        let e = load(Mode::Serve, &["--metadata-url", "postgres://x"], &[], None).unwrap_err();
-        assert!(e.contains("Postgres"), "{e}");
+        assert!(e.contains("--metadata-url postgres://"), "a cluster without Postgres: {e}");
+        let e = load(Mode::Serve, &["--metadata-url", "mysql://x"], &[], None).unwrap_err();
+        assert!(e.contains("postgres://"), "{e}");
+        let c = load(Mode::Serve, &["--metadata-url", "postgres://u@127.0.0.1/depot"], &[], None).unwrap();
+        assert!(c.uses_postgres());
         let e = load(Mode::Serve, &["--listen"], &[], None).unwrap_err();
         assert!(e.contains("needs a value"), "{e}");
         let e = load(Mode::Serve, &["--rate-limit-ip-burst", "0"], &[], None).unwrap_err();

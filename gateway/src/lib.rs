@@ -133,6 +133,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
     add_rate_limited_responses(&mut api);
     add_auth(&mut api);
+    routes::refine_document(&mut api);
     api
 }
 
@@ -323,6 +324,21 @@ pub fn app(
 pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let broker = state.broker.clone();
     broker.spawn_outbox(meta::outbox::StoreSink::new(state.auth.store().clone()));
+    let listener_task = match state.auth.store().invalidations().await {
+        Ok(Some(mut heard)) => {
+            let auth = state.auth.clone();
+            Some(tokio::spawn(async move {
+                while let Some(what) = heard.recv().await {
+                    auth.forget(&what);
+                }
+            }))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "not listening for other nodes' deletions; caches expire by TTL only");
+            None
+        }
+    };
     let shutting_down = state.shutting_down.clone();
     // Keeps the limiters' tables bounded when clients rotate addresses or credentials.
     let limiters = [state.limiter.clone(), state.credential_limiter.clone()];
@@ -356,6 +372,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         }
     };
     pruner.abort();
+    if let Some(task) = listener_task {
+        task.abort();
+    }
     let stopped = broker.shutdown().await.map_err(std::io::Error::other);
     served.and(stopped)
 }

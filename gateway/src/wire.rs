@@ -1,14 +1,19 @@
 //! Encodings shared by the routes: RFC 3339 times, opaque receipts and cursors, payload
 //! rendering, and reading a raw body under a limit.
 
-use actix_web::web;
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::error::PayloadError;
+use actix_web::{dev, web, FromRequest, HttpRequest};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, SecondsFormat, Utc};
 use depot_broker::station::{Millis, Receipt};
 use depot_broker::StoredMessage;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -54,6 +59,11 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
         .ok_or_else(|| ApiError::InvalidRequest("cursor: not a cursor this server issued".to_owned()))
+}
+
+/// A page's `cursor` query parameter: absent or empty means the first page.
+pub fn page_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+    cursor.filter(|c| !c.is_empty()).map(decode_cursor).transpose()
 }
 
 pub const DEFAULT_LIMIT: usize = 100;
@@ -128,7 +138,14 @@ pub fn message_body(m: &StoredMessage) -> MessageBody {
 }
 
 /// Reads the whole request body, answering 413 past `limit` bytes.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    read_stream(payload, limit).await
+}
+
+async fn read_stream<S>(mut payload: S, limit: usize) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::InvalidBody(format!("reading the body: {e}")))?;
@@ -140,13 +157,355 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes,
     Ok(body.freeze())
 }
 
+/// Deserializes JSON text into `T`, reading a whole-number float (`1540.0`) where `T` wants an
+/// integer, as JSON Schema does (it counts such numbers as integers).
+///
+/// The normal path is one direct parse. Only when that fails is the text parsed again as a
+/// `serde_json::Value`, every float with a zero fraction that fits an `i64`/`u64` rewritten as
+/// that integer, and `T` tried once more; when that fails too (or nothing was rewritten), the
+/// answer is the original error. The rewrite reaches free-form values too (a batch message's
+/// JSON `payload` then stores `1` for `1.0`: the same JSON number), but only on this fallback.
+pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    let original = match strict_from_slice(body) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Err(original);
+    };
+    if !whole_floats_to_integers(&mut value) {
+        return Err(original);
+    }
+    T::deserialize(strict::Strict(value)).map_err(|_| original)
+}
+
+/// `serde_json::from_slice`, refusing an array where a struct is expected (see [`strict`]).
+fn strict_from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = T::deserialize(strict::Strict(&mut de))?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Rewrites, recursively, every float with a zero fraction that fits an `i64` or `u64` as that
+/// integer; answers whether anything changed. (Parsed JSON nests at most 128 deep.)
+fn whole_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+    const TWO_64: f64 = 18_446_744_073_709_551_616.0;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return false };
+            if f.fract() != 0.0 || !(-TWO_63..TWO_64).contains(&f) {
+                return false;
+            }
+            // Exact: `f` is whole and within range, so the casts neither truncate nor saturate.
+            *n = if f < 0.0 { (f as i64).into() } else { (f as u64).into() };
+            true
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |changed, v| whole_floats_to_integers(v) | changed),
+        Value::Object(map) => map.values_mut().fold(false, |changed, v| whole_floats_to_integers(v) | changed),
+        _ => false,
+    }
+}
+
+/// The largest JSON request body (as `web::JsonConfig` in `configure()`).
+pub const JSON_BODY_LIMIT: usize = 16 << 20;
+
+/// A JSON request body, as `web::Json` but parsed by [`from_json`]: the same limits and answers
+/// (413 `payload_too_large` past [`JSON_BODY_LIMIT`], 415 for a non-JSON Content-Type, 400
+/// `invalid_body` for anything unparsable), and whole-number floats read as integers.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// As actix's `JsonConfig` with `content_type_required(false)`: a missing or unparsable
+/// Content-Type is taken for JSON; a parsable one must have subtype `json` or suffix `+json`.
+fn check_json_request(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+    if let Some(Ok(ct)) = req.headers().get(actix_web::http::header::CONTENT_TYPE).map(|v| v.to_str()) {
+        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if let Some((_, subtype)) = essence.split_once('/') {
+            if subtype != "json" && !subtype.ends_with("+json") {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the body must be JSON (Content-Type: application/json)".to_owned(),
+                ));
+            }
+        }
+    }
+    let length = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(length) if length > limit => {
+            Err(ApiError::PayloadTooLarge(format!("the body has {length} bytes; the limit is {limit}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut dev::Payload) -> Self::Future {
+        let checked = check_json_request(req, JSON_BODY_LIMIT);
+        let payload = payload.take();
+        Box::pin(async move {
+            checked?;
+            let body = read_stream(payload, JSON_BODY_LIMIT).await?;
+            from_json(&body).map(Json).map_err(|e| ApiError::InvalidBody(e.to_string()))
+        })
+    }
+}
+
 /// Parses an optional JSON body: empty (or JSON `null`, as the document allows) means
-/// `T::default()`.
-pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+/// `T::default()`. Whole-number floats read as integers, as in [`from_json`].
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice::<Option<T>>(body)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| ApiError::InvalidBody(e.to_string()))
+    from_json::<Option<T>>(body).map(Option::unwrap_or_default).map_err(|e| ApiError::InvalidBody(e.to_string()))
+}
+
+/// A deserializer wrapper that refuses a JSON array where a struct is expected.
+///
+/// serde's derived `Deserialize` for a struct also accepts its fields as a sequence (so
+/// `"dead_letter": [null, null]` would read as `{}`); a request body is documented as objects, so
+/// that must be a 400. [`Strict`] forwards every call to the wrapped deserializer, wrapping each
+/// nested deserializer in turn, and answers an `invalid type` error for a sequence offered to a
+/// struct. Static dispatch only: no allocation, no second parse.
+mod strict {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+
+    pub struct Strict<D>(pub D);
+
+    struct Wrap<V> {
+        inner: V,
+        is_struct: bool,
+    }
+
+    fn wrap<V>(inner: V) -> Wrap<V> {
+        Wrap { inner, is_struct: false }
+    }
+
+    struct Seed<S>(S);
+
+    impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for Seed<S> {
+        type Value = S::Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+            self.0.deserialize(Strict(d))
+        }
+    }
+
+    macro_rules! forward {
+        ($($method:ident),* $(,)?) => {$(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+                self.0.$method(wrap(visitor))
+            }
+        )*};
+    }
+
+    impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
+        type Error = D::Error;
+
+        forward!(
+            deserialize_any,
+            deserialize_bool,
+            deserialize_i8,
+            deserialize_i16,
+            deserialize_i32,
+            deserialize_i64,
+            deserialize_i128,
+            deserialize_u8,
+            deserialize_u16,
+            deserialize_u32,
+            deserialize_u64,
+            deserialize_u128,
+            deserialize_f32,
+            deserialize_f64,
+            deserialize_char,
+            deserialize_str,
+            deserialize_string,
+            deserialize_bytes,
+            deserialize_byte_buf,
+            deserialize_option,
+            deserialize_unit,
+            deserialize_seq,
+            deserialize_map,
+            deserialize_identifier,
+            deserialize_ignored_any,
+        );
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, v: V) -> Result<V::Value, D::Error> {
+            self.0.deserialize_unit_struct(name, wrap(v))
+        }
+        fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, v: V) -> Result<V::Value, D::Error> {
+            self.0.deserialize_newtype_struct(name, wrap(v))
+        }
+        fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, D::Error> {
+            self.0.deserialize_tuple(len, wrap(v))
+        }
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            len: usize,
+            v: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_tuple_struct(name, len, wrap(v))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            fields: &'static [&'static str],
+            v: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_struct(name, fields, Wrap { inner: v, is_struct: true })
+        }
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            v: V,
+        ) -> Result<V::Value, D::Error> {
+            self.0.deserialize_enum(name, variants, wrap(v))
+        }
+        fn is_human_readable(&self) -> bool {
+            self.0.is_human_readable()
+        }
+    }
+
+    macro_rules! visit {
+        ($($method:ident($ty:ty)),* $(,)?) => {$(
+            fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
+                self.inner.$method(v)
+            }
+        )*};
+    }
+
+    impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
+        type Value = V::Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            self.inner.expecting(f)
+        }
+
+        visit!(
+            visit_bool(bool),
+            visit_i8(i8),
+            visit_i16(i16),
+            visit_i32(i32),
+            visit_i64(i64),
+            visit_i128(i128),
+            visit_u8(u8),
+            visit_u16(u16),
+            visit_u32(u32),
+            visit_u64(u64),
+            visit_u128(u128),
+            visit_f32(f32),
+            visit_f64(f64),
+            visit_char(char),
+            visit_str(&str),
+            visit_borrowed_str(&'de str),
+            visit_string(String),
+            visit_bytes(&[u8]),
+            visit_borrowed_bytes(&'de [u8]),
+            visit_byte_buf(Vec<u8>),
+        );
+
+        fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+            self.inner.visit_none()
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+            self.inner.visit_unit()
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+            self.inner.visit_some(Strict(d))
+        }
+        fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+            self.inner.visit_newtype_struct(Strict(d))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+            if self.is_struct {
+                return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+            }
+            self.inner.visit_seq(Seq(seq))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+            self.inner.visit_map(Map(map))
+        }
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+            self.inner.visit_enum(Enum(data))
+        }
+    }
+
+    struct Seq<A>(A);
+
+    impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<A> {
+        type Error = A::Error;
+        fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
+            self.0.next_element_seed(Seed(seed))
+        }
+        fn size_hint(&self) -> Option<usize> {
+            self.0.size_hint()
+        }
+    }
+
+    struct Map<A>(A);
+
+    impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<A> {
+        type Error = A::Error;
+        fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+            self.0.next_key_seed(seed)
+        }
+        fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+            self.0.next_value_seed(Seed(seed))
+        }
+        fn size_hint(&self) -> Option<usize> {
+            self.0.size_hint()
+        }
+    }
+
+    struct Enum<A>(A);
+
+    impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for Enum<A> {
+        type Error = A::Error;
+        type Variant = Variant<A::Variant>;
+        fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self::Variant), A::Error> {
+            self.0.variant_seed(seed).map(|(value, variant)| (value, Variant(variant)))
+        }
+    }
+
+    struct Variant<A>(A);
+
+    impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Variant<A> {
+        type Error = A::Error;
+        fn unit_variant(self) -> Result<(), A::Error> {
+            self.0.unit_variant()
+        }
+        fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+            self.0.newtype_variant_seed(Seed(seed))
+        }
+        fn tuple_variant<V: Visitor<'de>>(self, len: usize, v: V) -> Result<V::Value, A::Error> {
+            self.0.tuple_variant(len, wrap(v))
+        }
+        fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], v: V) -> Result<V::Value, A::Error> {
+            self.0.struct_variant(fields, Wrap { inner: v, is_struct: true })
+        }
+    }
 }

@@ -73,6 +73,7 @@ async fn users_are_validated_and_audited() {
         list.ok(200)["users"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
     assert_eq!(names, ["admin", "carol"]);
     send(&app, delete("/v1/users/nobody")).await.problem(404, "user_not_found");
+    send(&app, delete("/v1/users/admin")).await.problem(403, "forbidden");
     assert_eq!(send(&app, delete("/v1/users/carol")).await.status, 204);
     let audit = n.auth.store().audit_log(None, 10).await.unwrap();
     let actions: Vec<(&str, &str, &str)> =

@@ -65,10 +65,16 @@ async fn single_produce_errors() {
     send(&app, produce("small", b"1").insert_header(("depot-deliver-at", "tomorrow")))
         .await
         .problem(400, "invalid_request");
+    // Both headers: the later of the two times applies.
     let both = produce("small", b"1")
         .insert_header(("depot-delay", "5"))
-        .insert_header(("depot-deliver-at", "2030-01-01T00:00:00Z"));
-    send(&app, both).await.problem(400, "invalid_request");
+        .insert_header(("depot-deliver-at", "2999-01-01T00:00:00Z"));
+    assert_eq!(send(&app, both).await.ok(201)["deliver_at"], "2999-01-01T00:00:00.000Z");
+    let both = produce("small", b"1")
+        .insert_header(("depot-delay", "5"))
+        .insert_header(("depot-deliver-at", "2000-01-01T00:00:00Z"));
+    let later = send(&app, both).await.ok(201)["deliver_at"].as_str().unwrap().to_owned();
+    assert!(later.as_str() > "2020-01-01", "{later}");
     n.broker.shutdown().await.unwrap();
 }
 

@@ -56,6 +56,16 @@ async fn station_errors() {
     send(&app, get("/v1/stations/UPPER")).await.problem(400, "invalid_name");
     send(&app, put_json("/v1/stations/a", json!({"bogus": 1}))).await.problem(400, "invalid_body");
     send(&app, put_json("/v1/stations/a", json!({"retention": {"nope": true}}))).await.problem(400, "invalid_body");
+    // Objects are objects: serde alone would read `[null, null]` as a struct's fields.
+    send(&app, put_json("/v1/stations/a", json!({"dead_letter": [null, null]}))).await.problem(400, "invalid_body");
+    send(&app, put_json("/v1/stations/a", json!([1]))).await.problem(400, "invalid_body");
+    // Integers: a fraction or a value past u64::MAX is refused (a whole float is read as integer).
+    send(&app, put_json("/v1/stations/a", json!({"dedup_window_ms": 1.5}))).await.problem(400, "invalid_body");
+    let past_u64 = test::TestRequest::put()
+        .uri("/v1/stations/a")
+        .insert_header(("content-type", "application/json"))
+        .set_payload(r#"{"dedup_window_ms": 18446744073709551616}"#);
+    send(&app, past_u64).await.problem(400, "invalid_body");
     let malformed = test::TestRequest::put()
         .uri("/v1/stations/a")
         .insert_header(("content-type", "application/json"))
@@ -73,6 +83,24 @@ async fn station_errors() {
     send(&app, get("/v1/stations?limit=1001")).await.problem(400, "invalid_request");
     send(&app, get("/v1/stations?cursor=%%%")).await.problem(400, "invalid_request");
     send(&app, get("/v1/stations?limit=abc")).await.problem(400, "invalid_request");
+    n.broker.shutdown().await.unwrap();
+}
+
+#[actix_web::test]
+async fn whole_number_floats_read_as_integers() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    let body = json!({"max_message_bytes": 1024.0, "retention": {"max_messages": 18446744073709551615u64}});
+    let created = send(&app, put_json("/v1/stations/f", body)).await;
+    assert_eq!(created.ok(201)["config"]["max_message_bytes"], 1024);
+    assert_eq!(created.body["config"]["retention"]["max_messages"], u64::MAX);
+    let group = json!({"ack_wait_ms": 17901.0, "max_deliveries": 4.0});
+    let g = send(&app, put_json("/v1/stations/f/consumer-groups/g", group)).await;
+    assert_eq!(g.ok(201)["config"]["ack_wait_ms"], 17901);
+    let batch = json!({"messages": [{"payload": {"n": 2.5}, "delay_ms": 0.0}]});
+    let stored = send(&app, post_json("/v1/stations/f/messages/batch", batch)).await;
+    assert_eq!(stored.ok(200)["results"][0]["offset"], 0);
+    send(&app, get("/v1/stations?cursor=")).await.ok(200);
     n.broker.shutdown().await.unwrap();
 }
 

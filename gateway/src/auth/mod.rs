@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::ApiError;
-use crate::meta::{Action, ApiKey, Digest, MetaError, MetadataStore, Millis, Role, Scope, User};
+use crate::meta::{Action, ApiKey, Digest, Invalidation, MetaError, MetadataStore, Millis, Role, Scope, User};
 
 pub mod extract;
 pub mod scope;
@@ -565,6 +565,23 @@ impl Auth {
         caches.keys_by_id.remove(id);
         caches.keys_by_digest.retain(|_, c| c.value.as_ref().is_none_or(|g| g.id != id));
         Ok(deleted)
+    }
+
+    /// Forgets what another node deleted, so it stops working here at once too.
+    pub fn forget(&self, what: &Invalidation) {
+        let mut caches = self.caches();
+        match what {
+            Invalidation::User(username) => {
+                caches.users.remove(username);
+                caches.keys_by_digest.clear();
+                caches.keys_by_id.clear();
+            }
+            Invalidation::ApiKey(id) => {
+                caches.keys_by_id.remove(id);
+                caches.keys_by_digest.retain(|_, c| c.value.as_ref().is_none_or(|g| g.id != *id));
+            }
+            Invalidation::All => *caches = Caches::default(),
+        }
     }
 
     /// The API key named by an `api_key` login, as a principal.

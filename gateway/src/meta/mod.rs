@@ -2,10 +2,10 @@
 //! dead-letter pointers fed from the broker's outbox.
 //!
 //! [`MetadataStore`] is the small trait every backend implements: [`sqlite::SqliteStore`] (one
-//! file in the data dir, the single-node default) and, later, Postgres. Both must pass
-//! [`conformance::run`]. The store holds no secrets in clear: API keys and refresh tokens are
-//! stored as SHA-256 digests (they are 256-bit random strings, so a fast hash is enough), and
-//! passwords as argon2 PHC strings computed by the caller.
+//! file in the data dir, the single-node default) and [`postgres::PostgresStore`] (shared by the
+//! nodes of a cluster). Both must pass [`conformance::run`]. The store holds no secrets in clear:
+//! API keys and refresh tokens are stored as SHA-256 digests (they are 256-bit random strings, so a
+//! fast hash is enough), and passwords as argon2 PHC strings computed by the caller.
 //!
 //! Times are Unix milliseconds ([`Millis`]) supplied by the caller, so tests control the clock.
 
@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod conformance;
 pub mod outbox;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::{PoolOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 pub type Millis = i64;
@@ -188,11 +190,27 @@ pub struct Page<T> {
     pub next: Option<(Millis, u64)>,
 }
 
+/// What a node must forget from its credential caches because another node deleted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    User(String),
+    /// An API key by id.
+    ApiKey(String),
+    /// Everything: notifications may have been missed (the listener reconnected).
+    All,
+}
+
 /// Every backend implements this; [`conformance::run`] checks the contract.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Cheap round trip to the backend (for /readyz).
     async fn ping(&self) -> Result<(), MetaError>;
+
+    /// Deletions made by other nodes sharing this store, as they happen. `None` when the store
+    /// cannot be shared (SQLite), so there is nothing to hear.
+    async fn invalidations(&self) -> Result<Option<tokio::sync::mpsc::Receiver<Invalidation>>, MetaError> {
+        Ok(None)
+    }
 
     /// `Conflict` when the username is taken.
     async fn create_user(&self, user: &User) -> Result<(), MetaError>;

@@ -50,18 +50,24 @@ impl From<Action> for ActionBody {
 #[serde(deny_unknown_fields)]
 pub struct ScopeBody {
     /// A station name, or a pattern with `*` wildcards (`orders*`, `*`).
+    #[schema(pattern = r"^[a-z0-9._*-]{1,128}$", min_length = 1, max_length = 128)]
     pub stations: String,
+    /// At least one action.
+    #[schema(min_items = 1)]
     pub actions: Vec<ActionBody>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBody {
-    /// 1-128 characters, for people.
+    /// 1-128 printable characters (no control characters), for people.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{1,128}$", min_length = 1, max_length = 128)]
     pub name: String,
     /// 1-32 scopes.
+    #[schema(min_items = 1, max_items = 32)]
     pub scopes: Vec<ScopeBody>,
     /// RFC 3339; the key stops working then. Must be in the future.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 
@@ -128,7 +134,7 @@ impl From<&ApiKey> for KeyBody {
 async fn create_key(
     auth: Authorized<Person>,
     state: web::Data<AppState>,
-    body: web::Json<NewKeyBody>,
+    body: wire::Json<NewKeyBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     if body.name.is_empty() || body.name.chars().count() > MAX_KEY_NAME || body.name.chars().any(char::is_control) {

@@ -7,6 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Issued;
 use crate::error::{ApiError, Problem};
+use crate::wire;
 use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -16,14 +17,47 @@ pub fn configure(cfg: &mut ServiceConfig) {
 /// The longest username or password read; argon2 work is bounded by it.
 pub const MAX_PASSWORD: usize = 1024;
 
-/// Either `{username, password}` or `{api_key}`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Either `{username, password}` or `{api_key}` (documented as [`TokenRequestDoc`]).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub username: Option<String>,
     pub password: Option<String>,
     /// An API key `dk_...`: the token carries the key's scopes.
     pub api_key: Option<String>,
+}
+
+/// The documented shape of [`TokenRequest`]: exactly one of `{username, password}` and
+/// `{api_key}` (the other fields absent or null).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+#[schema(as = TokenRequest)]
+pub enum TokenRequestDoc {
+    Password(PasswordLoginDoc),
+    ApiKey(ApiKeyLoginDoc),
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct PasswordLoginDoc {
+    username: String,
+    password: String,
+    #[schema(schema_with = crate::routes::null_schema)]
+    api_key: Option<()>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ApiKeyLoginDoc {
+    #[schema(schema_with = crate::routes::null_schema)]
+    username: Option<()>,
+    #[schema(schema_with = crate::routes::null_schema)]
+    password: Option<()>,
+    /// An API key `dk_...`: the token carries the key's scopes.
+    api_key: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -57,7 +91,7 @@ impl From<Issued> for TokenResponse {
 /// Log in: a username and password, or an API key, for an access token and a refresh token.
 #[utoipa::path(
     tag = "auth",
-    request_body = TokenRequest,
+    request_body = TokenRequestDoc,
     responses(
         (status = 200, body = TokenResponse),
         (status = 400, description = "invalid_body", body = Problem, content_type = "application/problem+json"),
@@ -70,7 +104,7 @@ impl From<Issued> for TokenResponse {
 #[post("/v1/auth/token")]
 async fn token(
     state: web::Data<AppState>,
-    body: web::Json<TokenRequest>,
+    body: wire::Json<TokenRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
     let principal = match body.into_inner() {
         TokenRequest { username: Some(username), password: Some(password), api_key: None } => {
@@ -101,7 +135,7 @@ async fn token(
 #[post("/v1/auth/refresh")]
 async fn refresh(
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: wire::Json<RefreshRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
     Ok(web::Json(state.auth.refresh(&body.refresh_token).await?.into()))
 }
@@ -119,7 +153,7 @@ async fn refresh(
     security(())
 )]
 #[post("/v1/auth/revoke")]
-async fn revoke(state: web::Data<AppState>, body: web::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+async fn revoke(state: web::Data<AppState>, body: wire::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
     state.auth.revoke(&body.refresh_token).await?;
     Ok(HttpResponse::NoContent().finish())
 }

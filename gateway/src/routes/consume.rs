@@ -136,7 +136,7 @@ async fn fetch(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<FetchRequest>,
+    body: wire::Json<FetchRequest>,
 ) -> Result<web::Json<FetchResult>, ApiError> {
     let (station, group) = names(path)?;
     let req = body.into_inner();
@@ -229,7 +229,7 @@ async fn ack(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<ReceiptsRequest>,
+    body: wire::Json<ReceiptsRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let answered = settle(&state, station, group, body.into_inner().receipts, |station, group, receipts| {
@@ -262,7 +262,7 @@ async fn nack(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<NackRequest>,
+    body: wire::Json<NackRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let NackRequest { receipts, delay_ms } = body.into_inner();
@@ -292,7 +292,7 @@ async fn extend(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<ExtendRequest>,
+    body: wire::Json<ExtendRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let ExtendRequest { receipts, ack_wait_ms } = body.into_inner();
@@ -325,7 +325,7 @@ async fn dead_letter(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<DeadLetterRequest>,
+    body: wire::Json<DeadLetterRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let DeadLetterRequest { receipts, reason } = body.into_inner();

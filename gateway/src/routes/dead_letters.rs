@@ -32,7 +32,7 @@ pub struct DeadLetterQuery {
     /// 1-1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, an opaque token; absent (or empty) for the first page.
     #[param(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
     pub cursor: Option<String>,
 }
@@ -150,7 +150,7 @@ async fn list_dead_letters(
     }
     let reason = q.reason.as_deref().map(parse_reason).transpose()?;
     let limit = wire::page_limit(q.limit)?;
-    let after = match q.cursor.as_deref().map(wire::decode_cursor).transpose()? {
+    let after = match wire::page_cursor(q.cursor.as_deref())? {
         Some(c) => Some(
             c.parse::<u64>()
                 .map_err(|_| ApiError::InvalidRequest("cursor: not a cursor this server issued".to_owned()))?,
@@ -208,7 +208,7 @@ async fn redrive(
     auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<RedriveRequest>,
+    body: wire::Json<RedriveRequest>,
 ) -> Result<web::Json<RedriveResult>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;

@@ -311,7 +311,7 @@ async fn seek(
     _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: web::Json<SeekRequest>,
+    body: wire::Json<SeekRequest>,
 ) -> Result<web::Json<Group>, ApiError> {
     let (station, group) = names(path)?;
     let to = match body.into_inner() {

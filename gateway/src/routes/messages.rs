@@ -85,8 +85,8 @@ fn produced(applied: Outcome) -> Result<Vec<Result<Produced, ItemError>>, ApiErr
         crate::routes::StationPath,
         ("Content-Type" = Option<String>, Header, description = "Stored with the message; default application/octet-stream"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, description = "1-256 characters; a repeat within the dedup window answers 200 with the original offset"),
-        ("Depot-Delay" = Option<u64>, Header, description = "No group delivers the message before this many ms from now"),
-        ("Depot-Deliver-At" = Option<String>, Header, format = DateTime, description = "RFC 3339: no group delivers the message before then"),
+        ("Depot-Delay" = Option<u64>, Header, description = "No group delivers the message before this many ms from now. With `Depot-Deliver-At` too, the later of the two times applies"),
+        ("Depot-Deliver-At" = Option<String>, Header, format = DateTime, description = "RFC 3339: no group delivers the message before then. With `Depot-Delay` too, the later of the two times applies"),
         ("Depot-Header-Name" = Option<String>, Header, description = "Any `Depot-Header-<name>` is stored as message header `<name>` (lower-cased); no other header is stored"),
     ),
     request_body(content = RawPayload, content_type = "*/*", description = "The payload, any bytes"),
@@ -113,20 +113,18 @@ async fn produce(
     let h = req.headers();
     let content_type = header_str(h, header::CONTENT_TYPE.as_str())?.unwrap_or("application/octet-stream").to_owned();
     let key = idempotency_key(header_str(h, "idempotency-key")?.map(str::to_owned))?;
-    let deliver_at = match (header_str(h, "depot-delay")?, header_str(h, "depot-deliver-at")?) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest("give Depot-Delay or Depot-Deliver-At, not both".to_owned()))
-        }
-        (Some(delay), None) => {
-            let ms: u64 = delay
+    // Both may be given: the later of the two times applies.
+    let delay = header_str(h, "depot-delay")?
+        .map(|delay| {
+            delay
                 .trim()
-                .parse()
-                .map_err(|_| ApiError::InvalidRequest("Depot-Delay must be a number of milliseconds".to_owned()))?;
-            Some(delay_to_deliver_at(state.broker.now(), ms))
-        }
-        (None, Some(at)) => Some(wire::parse_rfc3339("Depot-Deliver-At", at)?),
-        (None, None) => None,
-    };
+                .parse::<u64>()
+                .map(|ms| delay_to_deliver_at(state.broker.now(), ms))
+                .map_err(|_| ApiError::InvalidRequest("Depot-Delay must be a number of milliseconds".to_owned()))
+        })
+        .transpose()?;
+    let at = header_str(h, "depot-deliver-at")?.map(|at| wire::parse_rfc3339("Depot-Deliver-At", at)).transpose()?;
+    let deliver_at = delay.max(at);
     let mut headers = Vec::new();
     for (name, value) in h {
         if let Some(stored) = name.as_str().strip_prefix(HEADER_PREFIX) {
@@ -248,7 +246,7 @@ async fn produce_batch(
     _auth: Authorized<Produce>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<BatchRequest>,
+    body: wire::Json<BatchRequest>,
 ) -> Result<web::Json<BatchResult>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;

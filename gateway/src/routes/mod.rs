@@ -115,3 +115,101 @@ pub fn unrouted(method: &actix_web::http::Method, path: &str) -> ApiError {
         None => ApiError::RouteNotFound(format!("{method} {path}")),
     }
 }
+
+/// Spells utoipa's unsigned integer formats as OpenAPI tools know them, with their bounds; and
+/// documents optional parameters as absent rather than `null`.
+///
+/// With `non_strict_integers`, utoipa 5 documents a `u64` as `format: u-int64` (its kebab-case
+/// spelling of `UInt64`) and `minimum: 0` but no maximum, so a value past `u64::MAX` (which the
+/// server rightly refuses with 400) would count as schema-valid. This renames `u-int8/16/32/64`
+/// to `uint8/16/32/64` and adds the type's maximum where none is documented.
+pub(crate) fn refine_document(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, ArrayItems, KnownFormat, Schema, SchemaFormat, SchemaType, Type,
+    };
+    use utoipa::openapi::{Content, RefOr};
+    use utoipa::Number;
+
+    fn schema(s: &mut RefOr<Schema>) {
+        let RefOr::T(s) = s else { return };
+        match s {
+            Schema::Object(o) => {
+                let unsigned = match &o.format {
+                    Some(SchemaFormat::KnownFormat(KnownFormat::UInt8)) => Some(("uint8", usize::from(u8::MAX))),
+                    Some(SchemaFormat::KnownFormat(KnownFormat::UInt16)) => Some(("uint16", usize::from(u16::MAX))),
+                    Some(SchemaFormat::KnownFormat(KnownFormat::UInt32)) => Some(("uint32", u32::MAX as usize)),
+                    Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)) => Some(("uint64", u64::MAX as usize)),
+                    _ => None,
+                };
+                if let Some((format, max)) = unsigned {
+                    o.format = Some(SchemaFormat::Custom(format.to_owned()));
+                    o.maximum.get_or_insert(Number::UInt(max));
+                }
+                o.properties.values_mut().for_each(schema);
+                if let Some(AdditionalProperties::RefOr(extra)) = o.additional_properties.as_deref_mut() {
+                    schema(extra);
+                }
+            }
+            Schema::Array(a) => {
+                if let ArrayItems::RefOrSchema(items) = &mut a.items {
+                    schema(items);
+                }
+            }
+            Schema::OneOf(o) => o.items.iter_mut().for_each(schema),
+            Schema::AllOf(o) => o.items.iter_mut().for_each(schema),
+            Schema::AnyOf(o) => o.items.iter_mut().for_each(schema),
+            _ => {}
+        }
+    }
+    // A path, query or header parameter is a string on the wire, never JSON `null`: an optional
+    // one (`Option<T>`, which utoipa documents as `[T, "null"]`) is optional by being absent.
+    fn not_null(s: &mut RefOr<Schema>) {
+        if let RefOr::T(Schema::Object(o)) = s {
+            if let SchemaType::Array(types) = &o.schema_type {
+                let kept: Vec<Type> = types.iter().filter(|t| **t != Type::Null).cloned().collect();
+                o.schema_type = match kept.as_slice() {
+                    [one] => SchemaType::Type(one.clone()),
+                    _ => SchemaType::Array(kept),
+                };
+            }
+        }
+    }
+    fn content(c: &mut Content) {
+        if let Some(s) = &mut c.schema {
+            schema(s);
+        }
+    }
+
+    if let Some(components) = &mut api.components {
+        components.schemas.values_mut().for_each(schema);
+    }
+    for item in api.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for p in operation.parameters.iter_mut().flatten() {
+                if let Some(s) = &mut p.schema {
+                    schema(s);
+                    not_null(s);
+                }
+            }
+            if let Some(body) = &mut operation.request_body {
+                body.content.values_mut().for_each(content);
+            }
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response.content.values_mut().for_each(content);
+                    response.headers.values_mut().for_each(|h| schema(&mut h.schema));
+                }
+            }
+        }
+    }
+}

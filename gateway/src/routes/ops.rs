@@ -30,8 +30,9 @@ async fn livez() -> web::Json<Health> {
 /// How long /readyz waits for the metadata store.
 const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The node can serve requests: it has a Raft leader, it is not shutting down, and the metadata
-/// store answers.
+/// The node can serve requests.
+///
+/// Ready means: it has a Raft leader, it is not shutting down, and the metadata store answers.
 #[utoipa::path(
     tag = "operations",
     responses((status = 200, body = Health), (status = 503, description = "Not ready, with the reason", body = Health))

@@ -213,7 +213,7 @@ pub struct PageQuery {
     /// 1-1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, an opaque token; absent (or empty) for the first page.
     #[param(pattern = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
     pub cursor: Option<String>,
 }
@@ -267,7 +267,7 @@ async fn list_stations(
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<StationList>, ApiError> {
     let limit = wire::page_limit(query.limit)?;
-    let after = query.cursor.as_deref().map(wire::decode_cursor).transpose()?;
+    let after = wire::page_cursor(query.cursor.as_deref())?;
     let mut views = state.broker.stations();
     views.retain(|v| auth.principal.sees(&v.name));
     views.sort_by(|a, b| a.name.cmp(&b.name));

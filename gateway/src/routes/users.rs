@@ -10,7 +10,7 @@ use crate::auth::Authorized;
 use crate::error::{ApiError, Problem};
 use crate::meta::{Role, User};
 use crate::routes::auth::MAX_PASSWORD;
-use crate::wire::rfc3339;
+use crate::wire::{self, rfc3339};
 use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -23,10 +23,12 @@ pub const MIN_PASSWORD: usize = 8;
 #[serde(deny_unknown_fields)]
 pub struct NewUserBody {
     /// 1-128 characters of `a-z 0-9 . _ - @`, starting with a letter or digit.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._@-]{0,127}$", min_length = 1, max_length = 128)]
     pub username: String,
     /// 8-1024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
-    #[schema(value_type = String, example = "member")]
+    #[schema(example = "member")]
     pub role: RoleBody,
 }
 
@@ -102,7 +104,7 @@ pub fn check_username(name: &str) -> Result<(), ApiError> {
 async fn create_user(
     auth: Authorized<Admin>,
     state: web::Data<AppState>,
-    body: web::Json<NewUserBody>,
+    body: wire::Json<NewUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_username(&body.username)?;
@@ -129,7 +131,7 @@ async fn list_users(_auth: Authorized<Admin>, state: web::Data<AppState>) -> Res
     params(("username" = String, Path, description = "Username")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "invalid_request: deleting yourself", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: deleting yourself", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "user_not_found", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -141,7 +143,7 @@ async fn delete_user(
 ) -> Result<HttpResponse, ApiError> {
     let username = path.into_inner();
     if username == auth.principal.subject {
-        return Err(ApiError::InvalidRequest("an administrator cannot delete themselves".to_owned()));
+        return Err(ApiError::Forbidden("an administrator cannot delete themselves".to_owned()));
     }
     if !state.auth.delete_user(&username).await? {
         return Err(ApiError::UserNotFound(username));

@@ -1,0 +1,337 @@
+//! A real Postgres for tests.
+//!
+//! With `DEPOT_TEST_DATABASE_URL` set (a role allowed to `CREATE DATABASE`), tests use that server.
+//! Otherwise the first test to ask starts a throwaway one from the installed binaries: `initdb` into
+//! a temp dir, `pg_ctl start` on a random free loopback port with its socket in that dir, stopped
+//! and removed when the test process exits. Either way every [`database`] call creates a fresh
+//! database with a random name, so tests never see each other's rows (databases made on an external
+//! server are left behind, named `depot_test_*`).
+//!
+//! Postgres refuses to run as root: as root, the server runs as the `postgres` system user when it
+//! exists, else as `depot-pg-test` (created with `useradd --system`), through `runuser`.
+//! Missing binaries fail the test, naming the package to install; nothing is skipped.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
+
+/// How long a server may take to accept connections after `pg_ctl start`.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The server every test of this binary shares: an external URL or a local throwaway.
+enum Shared {
+    External(String),
+    Local(PgServer),
+}
+
+static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+
+fn shared() -> &'static Shared {
+    let shared = SHARED.get_or_init(|| match std::env::var("DEPOT_TEST_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(Shared::External(url)),
+        _ => PgServer::try_start().map(Shared::Local),
+    });
+    match shared {
+        Ok(shared) => shared,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The URL of a new, empty database on the shared server.
+pub async fn database() -> String {
+    match shared() {
+        Shared::External(url) => create_database(url).await,
+        Shared::Local(server) => server.database().await,
+    }
+}
+
+/// Creates a database with a random name through `admin_url` and returns its URL.
+async fn create_database(admin_url: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to the test Postgres server: {e} ({e:?})"));
+    tokio::spawn(connection);
+    let name = format!("depot_test_{:016x}", rand::random::<u64>());
+    // A generated identifier: nothing to escape.
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE on the test server (the role needs CREATEDB): {e:?}"));
+    with_dbname(admin_url, &name)
+}
+
+/// `url` pointing at database `name` instead: a `postgres://` URL or a `key=value` string.
+pub fn with_dbname(url: &str, name: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return format!("{url} dbname={name}");
+    };
+    let rest = &url[scheme_end + 3..];
+    let query_start = rest.find('?').unwrap_or(rest.len());
+    let path_start = rest[..query_start].find('/').unwrap_or(query_start);
+    format!("{}{}/{}{}", &url[..scheme_end + 3], &rest[..path_start], name, &rest[query_start..])
+}
+
+/// A throwaway Postgres cluster in a temp dir, on a random loopback port.
+pub struct PgServer {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    /// Who the server runs as when we are root.
+    user: Option<String>,
+    /// Stops the server and removes `dir` when its stdin closes: on drop, or when this process
+    /// ends in any way (the static shared server is never dropped).
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+impl PgServer {
+    /// Starts a new server; panics naming what is missing.
+    pub fn start() -> PgServer {
+        PgServer::try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start() -> Result<PgServer, String> {
+        let bin = find_binaries()?;
+        let user = server_user()?;
+        let dir = tempfile::Builder::new()
+            .prefix("depot-pg-")
+            .tempdir()
+            .map_err(|e| format!("creating a temp dir for Postgres: {e}"))?
+            .keep();
+        if let Some(user) = &user {
+            let (uid, gid) = (id(&["-u", user])?, id(&["-g", user])?);
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {} to {user}: {e}", dir.display()))?;
+        }
+        let mut server = PgServer { bin, dir, port: 0, user, watchdog: None };
+        server.spawn_watchdog()?;
+        let data = server.data();
+        server.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-A".as_ref(),
+                "trust".as_ref(),
+                "-U".as_ref(),
+                "postgres".as_ref(),
+                "--no-sync".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--locale=C".as_ref(),
+            ],
+        )?;
+        // The port is free when we look; another process may take it before the server binds, so
+        // try a few.
+        let mut last = String::new();
+        for _ in 0..5 {
+            server.port = free_port()?;
+            match server.start_again() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The URL of a new, empty database on this server.
+    pub async fn database(&self) -> String {
+        create_database(&self.url("postgres")).await
+    }
+
+    /// Starts the (stopped) server on its port and waits until it accepts connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self.dir.display()
+        );
+        let (data, log) = (self.data(), self.dir.join("server.log"));
+        let args: [&std::ffi::OsStr; 9] = [
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-o".as_ref(),
+            options.as_ref(),
+            "-w".as_ref(),
+            "-t".as_ref(),
+            "30".as_ref(),
+        ];
+        let mut with_start = args.to_vec();
+        with_start.push("start".as_ref());
+        self.run("pg_ctl", &with_start).map_err(|e| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("{e}\nserver log:\n{log}")
+        })?;
+        self.wait_ready()
+    }
+
+    /// Polls until the server answers queries, up to [`READY_DEADLINE`].
+    fn wait_ready(&self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        let port = self.port.to_string();
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-t", "1"])
+                .stdin(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("Postgres on port {port} not ready after {READY_DEADLINE:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`), keeping its data.
+    pub fn stop(&self) {
+        let data = self.data();
+        self.run(
+            "pg_ctl",
+            &["-D".as_ref(), data.as_os_str(), "-m".as_ref(), "fast".as_ref(), "-w".as_ref(), "stop".as_ref()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs one of the server binaries, as the server user when we are root.
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+        let mut cmd = self.command(&self.bin.join(program));
+        cmd.args(args).stdin(Stdio::null());
+        let out = cmd.output().map_err(|e| format!("running {program}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        match &self.user {
+            Some(user) => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", user, "--"]).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn spawn_watchdog(&mut self) -> Result<(), String> {
+        const SCRIPT: &str = r#"read _ignored; "$0" stop -D "$1" -m immediate >/dev/null 2>&1; rm -rf "$2""#;
+        let mut cmd = self.command(Path::new("sh"));
+        cmd.args(["-c", SCRIPT])
+            .arg(self.bin.join("pg_ctl"))
+            .arg(self.data())
+            .arg(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Its own process group: a Ctrl-C of the test run must not kill it before it cleans up.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut child = cmd.spawn().map_err(|e| format!("starting the Postgres watchdog: {e}"))?;
+        let stdin = child.stdin.take().ok_or("the watchdog has no stdin")?;
+        self.watchdog = Some((child, stdin));
+        Ok(())
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some((mut child, mut stdin)) = self.watchdog.take() {
+            let _ = stdin.write_all(b"stop\n");
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The directory holding `initdb`, `pg_ctl`, `postgres` and `pg_isready`.
+fn find_binaries() -> Result<PathBuf, String> {
+    const NEEDED: [&str; 4] = ["initdb", "pg_ctl", "postgres", "pg_isready"];
+    let complete = |dir: &Path| NEEDED.iter().all(|b| dir.join(b).is_file());
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|dir| std::fs::canonicalize(dir.join("initdb")).ok())
+        .filter_map(|initdb| initdb.parent().map(Path::to_path_buf));
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .collect();
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+    on_path.chain(versioned.into_iter().map(|(_, dir)| dir)).find(|dir| complete(dir)).ok_or_else(|| {
+        "Postgres server binaries (initdb, pg_ctl, postgres, pg_isready) were not found on PATH or under \
+         /usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: `apt-get install postgresql`, or \
+         `postgresql-15`), or set DEPOT_TEST_DATABASE_URL to a server where the role may CREATE DATABASE."
+            .to_owned()
+    })
+}
+
+/// `None` when not root; else an unprivileged user to run the server as, created if needed.
+fn server_user() -> Result<Option<String>, String> {
+    if id(&["-u"])? != 0 {
+        return Ok(None);
+    }
+    for user in ["postgres", "depot-pg-test"] {
+        if id(&["-u", user]).is_ok() {
+            return Ok(Some(user.to_owned()));
+        }
+    }
+    let out = Command::new("useradd")
+        .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "depot-pg-test"])
+        .output()
+        .map_err(|e| format!("running useradd: {e}"))?;
+    // 9: the user exists (another test process made it first).
+    if out.status.success() || out.status.code() == Some(9) {
+        Ok(Some("depot-pg-test".to_owned()))
+    } else {
+        Err(format!("useradd depot-pg-test failed: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// `id ARGS`, parsed as a number.
+fn id(args: &[&str]) -> Result<u32, String> {
+    let out = Command::new("id").args(args).output().map_err(|e| format!("running id: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("id {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("id {args:?}: {e}"))
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("picking a free port: {e}"))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| format!("picking a free port: {e}"))
+}
