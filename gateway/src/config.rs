@@ -59,6 +59,9 @@ pub struct Config {
     pub jwt_leeway: u64,
     pub access_token_ttl: u64,
     pub refresh_token_ttl: u64,
+    /// Milliseconds a user or API key is trusted from the cache (the fail-closed bound when the
+    /// metadata store is down).
+    pub credential_cache_ttl_ms: u64,
     pub external_issuers: Vec<ExternalIssuerConfig>,
     pub rate_limit: bool,
     pub rate_limit_ip_per_second: u32,
@@ -94,6 +97,7 @@ impl Config {
             jwt_leeway: MAX_LEEWAY_SECS,
             access_token_ttl: 15 * 60,
             refresh_token_ttl: 30 * 24 * 3600,
+            credential_cache_ttl_ms: 30_000,
             external_issuers: Vec::new(),
             rate_limit: true,
             rate_limit_ip_per_second: 1000,
@@ -304,6 +308,16 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "credential_cache_ttl_ms",
+        help:
+            "milliseconds users and API keys are cached; when the metadata store is down, checks fail closed after it",
+        show: |c| c.credential_cache_ttl_ms.to_string(),
+        set: |c, v| {
+            c.credential_cache_ttl_ms = parse(v, "milliseconds")?;
+            Ok(())
+        },
+    },
+    Setting {
         name: "rate_limit",
         help: "rate limiting on or off",
         show: |c| if c.rate_limit { "on" } else { "off" }.to_owned(),
@@ -495,6 +509,9 @@ impl Config {
         if !(60..=365 * 24 * 3600).contains(&self.refresh_token_ttl) {
             return Err("refresh_token_ttl must be 60 seconds to 365 days".to_owned());
         }
+        if self.credential_cache_ttl_ms > 300_000 {
+            return Err("credential_cache_ttl_ms must be at most 300000".to_owned());
+        }
         let rates = [
             ("rate_limit_ip_per_second", self.rate_limit_ip_per_second),
             ("rate_limit_ip_burst", self.rate_limit_ip_burst),
@@ -534,6 +551,7 @@ impl Config {
             access_ttl: Duration::from_secs(self.access_token_ttl),
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl),
             leeway_secs: self.jwt_leeway,
+            cache_ttl: Duration::from_millis(self.credential_cache_ttl_ms),
             external: self
                 .external_issuers
                 .iter()

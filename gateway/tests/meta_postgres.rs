@@ -560,3 +560,52 @@ async fn a_stuck_statement_is_unavailable_within_the_query_timeout() {
     tx.rollback().await.unwrap();
     assert_eq!(store.user_count().await.unwrap(), 1, "the store works once the lock is gone");
 }
+
+/// Two nodes on one Postgres: what one deletes stops working on the other within a second, even
+/// though the other had it cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_reach_every_node_within_a_second() {
+    use depot_gateway::auth::{self, Auth, AuthConfig, Principal};
+    use depot_gateway::meta::Invalidation;
+    let url = pg::database().await;
+    let secret = b"0123456789abcdef0123456789abcdef-pg".to_vec();
+    let node_a = Auth::new(AuthConfig::with_secret(secret.clone()), Arc::new(store(&url).await)).unwrap();
+    let store_b = Arc::new(store(&url).await);
+    let node_b = Arc::new(Auth::new(AuthConfig::with_secret(secret), store_b.clone()).unwrap());
+    let mut heard = store_b.invalidations().await.unwrap().expect("Postgres announces deletions");
+    let first = tokio::time::timeout(Duration::from_secs(10), heard.recv()).await.unwrap();
+    assert_eq!(first, Some(Invalidation::All), "listening starts by dropping every cache");
+    let forwarder = {
+        let node_b = node_b.clone();
+        tokio::spawn(async move {
+            while let Some(what) = heard.recv().await {
+                node_b.forget(&what);
+            }
+        })
+    };
+
+    node_a.create_user("kim", "kim-password", Role::Member).await.unwrap();
+    let (key_secret, key_id) = auth::new_api_key();
+    let owner = "kim".to_owned();
+    let api_key = ApiKey { digest: auth::digest(&key_secret), ..key(&key_id, &owner, 0) };
+    store_b.create_api_key(&api_key).await.unwrap();
+    let kim_token = node_b.access_token(&Principal::user("kim".into(), Role::Member)).unwrap();
+    assert!(node_b.authenticate(&key_secret).await.is_ok(), "node B caches the key");
+    assert!(node_b.authenticate(&kim_token).await.is_ok(), "node B caches the user");
+
+    let gone_within = |what: &'static str, token: String| {
+        let node_b = node_b.clone();
+        async move {
+            let started = Instant::now();
+            while node_b.authenticate(&token).await.is_ok() {
+                assert!(started.elapsed() < Duration::from_secs(1), "{what} still works on node B after 1 s");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert!(node_a.delete_api_key(&key_id).await.unwrap());
+    gone_within("the deleted key", key_secret).await;
+    assert!(node_a.delete_user("kim").await.unwrap());
+    gone_within("the deleted user's token", kim_token).await;
+    forwarder.abort();
+}

@@ -8,7 +8,9 @@
 //! [`Auth::authenticate`] turns the token into a [`Principal`]; the extractors in [`extract`]
 //! put the permission a handler needs into its signature. Deleting a key or a user takes effect
 //! at once on this node: the caches below are invalidated by the same call that deletes, and
-//! entries expire after [`CACHE_TTL`] as the backstop for other writers of the store.
+//! entries expire after [`AuthConfig::cache_ttl`] (30 s by default) as the backstop for other
+//! writers of the store. When the store is unreachable, a credential whose entry expired is
+//! refused (503), never let through: checks fail closed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,8 +32,10 @@ pub mod scope;
 
 pub use extract::{Authorized, Need};
 
-/// How long a cached key or user is trusted without asking the store again.
+/// How long a cached key or user is trusted without asking the store again, by default.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
+/// The longest cache TTL allowed: past it, a deletion missed by the listener lingers too long.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
 /// The most clock skew tolerated on `exp` and `nbf`.
 pub const MAX_LEEWAY_SECS: u64 = 5;
 pub const API_KEY_PREFIX: &str = "dk_";
@@ -59,6 +63,8 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp`/`nbf`, at most [`MAX_LEEWAY_SECS`].
     pub leeway_secs: u64,
     pub external: Vec<ExternalIssuer>,
+    /// How long users and keys are cached (at most [`MAX_CACHE_TTL`]).
+    pub cache_ttl: Duration,
 }
 
 impl AuthConfig {
@@ -72,6 +78,7 @@ impl AuthConfig {
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             leeway_secs: MAX_LEEWAY_SECS,
             external: Vec::new(),
+            cache_ttl: CACHE_TTL,
         }
     }
 }
@@ -230,8 +237,8 @@ struct Cached<T> {
 }
 
 impl<T: Clone> Cached<T> {
-    fn fresh(&self) -> Option<T> {
-        (self.at.elapsed() < CACHE_TTL).then(|| self.value.clone())
+    fn fresh(&self, ttl: Duration) -> Option<T> {
+        (self.at.elapsed() < ttl).then(|| self.value.clone())
     }
 }
 
@@ -289,6 +296,9 @@ fn validation(algorithm: Algorithm, issuer: &str, audience: &str, leeway: u64) -
 
 impl Auth {
     pub fn new(config: AuthConfig, store: Arc<dyn MetadataStore>) -> Result<Auth, String> {
+        if config.cache_ttl > MAX_CACHE_TTL {
+            return Err(format!("the credential cache TTL must be at most {} s", MAX_CACHE_TTL.as_secs()));
+        }
         if config.jwt_secret.len() < 32 {
             return Err("the JWT secret must be at least 32 bytes".to_owned());
         }
@@ -481,7 +491,7 @@ impl Auth {
     }
 
     async fn user_role(&self, username: &str) -> Result<Option<Role>, ApiError> {
-        if let Some(hit) = self.caches().users.get(username).and_then(Cached::fresh) {
+        if let Some(hit) = self.caches().users.get(username).and_then(|c| c.fresh(self.config.cache_ttl)) {
             return Ok(hit);
         }
         let role = self.store.user(username).await.map_err(meta)?.map(|u| u.role);
@@ -510,7 +520,7 @@ impl Auth {
     }
 
     async fn key_by_digest(&self, d: &Digest) -> Result<Option<KeyGrant>, ApiError> {
-        if let Some(hit) = self.caches().keys_by_digest.get(d).and_then(Cached::fresh) {
+        if let Some(hit) = self.caches().keys_by_digest.get(d).and_then(|c| c.fresh(self.config.cache_ttl)) {
             return Ok(Self::live(hit));
         }
         let grant = self.grant(self.store.api_key_by_digest(d).await.map_err(meta)?).await?;
@@ -523,7 +533,7 @@ impl Auth {
     }
 
     async fn key_by_id(&self, id: &str) -> Result<Option<KeyGrant>, ApiError> {
-        if let Some(hit) = self.caches().keys_by_id.get(id).and_then(Cached::fresh) {
+        if let Some(hit) = self.caches().keys_by_id.get(id).and_then(|c| c.fresh(self.config.cache_ttl)) {
             return Ok(Self::live(hit));
         }
         let grant = self.grant(self.store.api_key(id).await.map_err(meta)?).await?;

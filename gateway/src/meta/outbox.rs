@@ -13,11 +13,27 @@ use super::{DeadLetterPointer, MetadataStore};
 
 pub struct StoreSink {
     store: Arc<dyn MetadataStore>,
+    failpoint: Option<Failpoint>,
+}
+
+/// Crash points for the crash tests, chosen with `DEPOT_FAILPOINT`: the process aborts at once,
+/// as a SIGKILL would stop it, at a point a random kill rarely hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failpoint {
+    /// The entries are committed in Raft; the store has not seen them.
+    BeforeInsert,
+    /// The store has them; the cursor has not advanced, so they will be handed over again.
+    AfterInsert,
 }
 
 impl StoreSink {
     pub fn new(store: Arc<dyn MetadataStore>) -> StoreSink {
-        StoreSink { store }
+        let failpoint = match std::env::var("DEPOT_FAILPOINT").as_deref() {
+            Ok("outbox-before-insert") => Some(Failpoint::BeforeInsert),
+            Ok("outbox-after-insert") => Some(Failpoint::AfterInsert),
+            _ => None,
+        };
+        StoreSink { store, failpoint }
     }
 }
 
@@ -38,6 +54,15 @@ pub fn pointer(entry: &OutboxEntry) -> DeadLetterPointer {
 impl OutboxSink for StoreSink {
     async fn deliver(&self, entries: &[OutboxEntry]) -> Result<(), String> {
         let pointers: Vec<DeadLetterPointer> = entries.iter().map(pointer).collect();
-        self.store.upsert_dead_letters(&pointers).await.map_err(|e| e.to_string())
+        if self.failpoint == Some(Failpoint::BeforeInsert) {
+            tracing::error!("failpoint outbox-before-insert: aborting");
+            std::process::abort();
+        }
+        self.store.upsert_dead_letters(&pointers).await.map_err(|e| e.to_string())?;
+        if self.failpoint == Some(Failpoint::AfterInsert) {
+            tracing::error!("failpoint outbox-after-insert: aborting");
+            std::process::abort();
+        }
+        Ok(())
     }
 }

@@ -38,13 +38,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    ApiKey, AuditEntry, AuditRecord, DeadLetterPointer, DeadLetterQuery, Digest, MetaError, MetadataStore, Millis,
-    Page, RefreshOutcome, RefreshToken, Role, User,
+    ApiKey, AuditEntry, AuditRecord, DeadLetterPointer, DeadLetterQuery, Digest, Invalidation, MetaError,
+    MetadataStore, Millis, Page, RefreshOutcome, RefreshToken, Role, User,
 };
 
 /// Forward-only migrations as (version, SQL), in order; versions are 1, 2, 3...
@@ -83,6 +84,60 @@ impl Default for PoolOptions {
             recycle_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// The channel on which deletions of users and API keys are announced to every node.
+pub const NOTIFY_CHANNEL: &str = "depot_auth";
+
+/// Listens on [`NOTIFY_CHANNEL`] on a connection of its own (a pooled one would be recycled) and
+/// forwards what it hears until `tx`'s receiver is gone. Each time LISTEN takes effect (the first
+/// time, and after every reconnection) it sends [`Invalidation::All`]: whatever was cached before
+/// may have been deleted while nobody listened.
+async fn listen(config: tokio_postgres::Config, tx: mpsc::Sender<Invalidation>) {
+    while !tx.is_closed() {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (heard_tx, mut heard) = mpsc::unbounded_channel::<String>();
+                let driver = tokio::spawn(async move {
+                    while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                if heard_tx.send(n.payload().to_owned()).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                });
+                match client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}")).await {
+                    Ok(()) => {
+                        if tx.send(Invalidation::All).await.is_err() {
+                            driver.abort();
+                            return;
+                        }
+                        while let Some(payload) = heard.recv().await {
+                            let what = match payload.split_once(':') {
+                                Some(("user", name)) => Invalidation::User(name.to_owned()),
+                                Some(("key", id)) => Invalidation::ApiKey(id.to_owned()),
+                                _ => Invalidation::All,
+                            };
+                            if tx.send(what).await.is_err() {
+                                driver.abort();
+                                return;
+                            }
+                        }
+                        tracing::warn!("metadata store: lost the notification connection; reconnecting");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "metadata store: LISTEN failed; retrying"),
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::debug!(error = %e, "metadata store: cannot connect to listen; retrying"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 
@@ -430,6 +485,12 @@ const INSERT_TOKEN: &str =
 
 #[async_trait]
 impl MetadataStore for PostgresStore {
+    async fn invalidations(&self) -> Result<Option<mpsc::Receiver<Invalidation>>, MetaError> {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(listen(self.config.clone(), tx));
+        Ok(Some(rx))
+    }
+
     async fn ping(&self) -> Result<(), MetaError> {
         with_conn!(self, |c| { c.simple_query("SELECT 1").await.meta().map(drop) })
     }
@@ -476,6 +537,11 @@ impl MetadataStore for PostgresStore {
             tx.execute("DELETE FROM api_keys WHERE owner = $1", &[&username]).await.meta()?;
             tx.execute("DELETE FROM refresh_tokens WHERE username = $1", &[&username]).await.meta()?;
             let n = tx.execute("DELETE FROM users WHERE username = $1", &[&username]).await.meta()?;
+            if n > 0 {
+                // Delivered to every listener when the transaction commits, never before.
+                let payload = format!("user:{username}");
+                tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &payload]).await.meta()?;
+            }
             tx.commit().await.meta()?;
             Ok(n > 0)
         })
@@ -533,8 +599,14 @@ impl MetadataStore for PostgresStore {
 
     async fn delete_api_key(&self, id: &str) -> Result<bool, MetaError> {
         with_conn!(self, |c| {
-            let stmt = c.prepare_cached("DELETE FROM api_keys WHERE id = $1").await.meta()?;
-            Ok(c.execute(&stmt, &[&id]).await.meta()? > 0)
+            let stmt = c
+                .prepare_cached(
+                    "WITH gone AS (DELETE FROM api_keys WHERE id = $1 RETURNING id) \
+                     SELECT pg_notify($2, 'key:' || id) FROM gone",
+                )
+                .await
+                .meta()?;
+            Ok(!c.query(&stmt, &[&id, &NOTIFY_CHANNEL]).await.meta()?.is_empty())
         })
     }
 
