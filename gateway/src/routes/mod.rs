@@ -195,6 +195,17 @@ pub(crate) fn refine_document(api: &mut utoipa::openapi::OpenApi) {
             &mut item.trace,
         ];
         for operation in operations.into_iter().flatten() {
+            // utoipa-actix-web adds a bare parameter for each `{name}` of the route on top of the
+            // documented one (with its pattern) that comes first: keep only the first of each.
+            if let Some(parameters) = &mut operation.parameters {
+                let mut seen = Vec::new();
+                parameters.retain(|p| {
+                    let key = (p.name.clone(), serde_json::to_string(&p.parameter_in).unwrap_or_default());
+                    let first = !seen.contains(&key);
+                    seen.push(key);
+                    first
+                });
+            }
             for p in operation.parameters.iter_mut().flatten() {
                 if let Some(s) = &mut p.schema {
                     schema(s);
