@@ -176,17 +176,7 @@ fn add_auth(api: &mut utoipa::openapi::OpenApi) {
         if PUBLIC_PATHS.contains(&path.as_str()) || path.starts_with("/docs") {
             continue;
         }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in crate::operations_mut(item) {
             operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
             let responses = &mut operation.responses.responses;
             responses.insert("401".to_owned(), problem(UNAUTHORIZED));
@@ -228,20 +218,28 @@ fn add_rate_limited_responses(api: &mut utoipa::openapi::OpenApi) {
         if ratelimit::EXEMPT_PATHS.contains(&path.as_str()) {
             continue;
         }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in crate::operations_mut(item) {
             operation.responses.responses.insert("429".to_owned(), RefOr::Ref(Ref::from_response_name("RateLimited")));
         }
     }
+}
+
+/// Every operation of a path item.
+pub(crate) fn operations_mut(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// The document as served and committed: pretty JSON with a trailing newline.

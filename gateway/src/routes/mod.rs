@@ -184,17 +184,7 @@ pub(crate) fn refine_document(api: &mut utoipa::openapi::OpenApi) {
         components.schemas.values_mut().for_each(schema);
     }
     for item in api.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.options,
-            &mut item.head,
-            &mut item.patch,
-            &mut item.trace,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in crate::operations_mut(item) {
             // utoipa-actix-web adds a bare parameter for each `{name}` of the route on top of the
             // documented one (with its pattern) that comes first: keep only the first of each.
             if let Some(parameters) = &mut operation.parameters {
