@@ -24,14 +24,14 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const KIB: usize = 1024;
-const BATCH: usize = 100;
+pub(crate) const KIB: usize = 1024;
+pub(crate) const BATCH: usize = 100;
 const STATION: &str = "bench";
 const BATCH_STATION: &str = "bench-batch";
 const FETCH_STATION: &str = "bench-fetch";
 const GROUP: &str = "g";
 
-fn env_usize(name: &str, default: usize) -> usize {
+pub(crate) fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
@@ -39,7 +39,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 // The client
 
 /// One keep-alive HTTP/1.1 connection with one request in flight.
-struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     /// Bytes of `buf` holding data read from the socket.
@@ -49,7 +49,7 @@ struct Conn {
 }
 
 /// The first place `needle` occurs in `haystack`: a scan for its first byte, then a compare.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, _) = needle.split_first()?;
     let last_start = haystack.len().checked_sub(needle.len())?;
     let mut at = 0;
@@ -63,7 +63,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
-fn count(haystack: &[u8], needle: &[u8]) -> usize {
+pub(crate) fn count(haystack: &[u8], needle: &[u8]) -> usize {
     let mut n = 0;
     let mut at = 0;
     while let Some(i) = find(&haystack[at..], needle) {
@@ -74,13 +74,13 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+    pub(crate) async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
         stream.set_nodelay(true)?;
         Ok(Conn { stream, buf: vec![0; 64 * KIB], filled: 0, body: (0, 0) })
     }
 
-    fn body(&self) -> &[u8] {
+    pub(crate) fn body(&self) -> &[u8] {
         &self.buf[self.body.0..self.body.1]
     }
 
@@ -97,7 +97,7 @@ impl Conn {
     }
 
     /// Sends a whole request (head and body) and reads the response; returns its status.
-    async fn roundtrip(&mut self, request: &[u8]) -> anyhow::Result<u16> {
+    pub(crate) async fn roundtrip(&mut self, request: &[u8]) -> anyhow::Result<u16> {
         // Drop the previous response.
         let (_, end) = self.body;
         self.buf.copy_within(end..self.filled, 0);
@@ -135,7 +135,7 @@ impl Conn {
 }
 
 /// Builds a complete request.
-fn request(method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn request(method: &str, path: &str, token: Option<&str>, content_type: &str, body: &[u8]) -> Vec<u8> {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let mut r = format!(
         "{method} {path} HTTP/1.1\r\nHost: depot\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{auth}\r\n",
@@ -149,11 +149,11 @@ fn request(method: &str, path: &str, token: Option<&str>, content_type: &str, bo
 // ---------------------------------------------------------------------------------------------
 // Servers under test
 
-struct Server {
+pub(crate) struct Server {
     name: &'static str,
     child: Child,
-    addr: SocketAddr,
-    token: Option<String>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) token: Option<String>,
     log: PathBuf,
 }
 
@@ -187,7 +187,7 @@ impl Server {
         cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -225,7 +225,7 @@ fn cpu_seconds(stat_path: &str) -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
-fn depot_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn depot_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let bin = exe.parent().context("executable has no directory")?.join("depot");
     if !bin.is_file() {
@@ -244,7 +244,13 @@ async fn admin(server: &Server, method: &str, path: &str, body: serde_json::Valu
     Ok((status, String::from_utf8_lossy(conn.body()).into_owned()))
 }
 
-async fn expect(server: &Server, method: &str, path: &str, body: serde_json::Value, ok: &[u16]) -> anyhow::Result<()> {
+pub(crate) async fn expect(
+    server: &Server,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+    ok: &[u16],
+) -> anyhow::Result<()> {
     let (status, text) = admin(server, method, path, body).await?;
     if !ok.contains(&status) {
         bail!("{method} {path}: {status} {text}");
@@ -274,7 +280,7 @@ async fn login(server: &mut Server, password: &str) -> anyhow::Result<()> {
 
 /// What each request of a workload is and how its answer is judged.
 #[derive(Clone)]
-enum Work {
+pub(crate) enum Work {
     /// The same request every time; `ok` is the expected status; `items` messages per request,
     /// and when `offsets` the body must report that many offsets.
     Fixed { request: Arc<Vec<u8>>, ok: u16, items: u64, offsets: bool },
@@ -301,13 +307,13 @@ impl Tally {
     }
 }
 
-struct Outcome {
-    messages: u64,
+pub(crate) struct Outcome {
+    pub(crate) messages: u64,
     requests: u64,
-    errors: u64,
-    first_error: Option<String>,
-    seconds: f64,
-    latencies_us: Vec<u32>,
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+    pub(crate) seconds: f64,
+    pub(crate) latencies_us: Vec<u32>,
     client_cpu_s: f64,
     server_cpu_s: f64,
 }
@@ -399,7 +405,7 @@ async fn connection(addr: SocketAddr, work: Work, measure_from: Instant, end: In
 }
 
 /// Runs `conns` connections of `work` for `warmup` then `duration`.
-fn load(
+pub(crate) fn load(
     rt: &tokio::runtime::Runtime,
     server: &Server,
     work: Work,
@@ -444,7 +450,7 @@ fn load(
 // ---------------------------------------------------------------------------------------------
 // Workloads
 
-fn batch_body(kind: &str) -> Vec<u8> {
+pub(crate) fn batch_body(kind: &str) -> Vec<u8> {
     let payload = vec![b'x'; KIB];
     let item = match kind {
         "json" => json!({"payload": String::from_utf8_lossy(&payload)}),
@@ -555,22 +561,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     );
 
     let tmp = tempfile::tempdir_in(&base)?;
-    let depot = depot_binary()?;
-    let password = format!("bench-{:016x}", random_u64());
-    let data = tmp.path().join("data");
-    let mut cmd = Command::new(&depot);
-    cmd.arg("dev")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--data-dir")
-        .arg(&data)
-        .env("DEPOT_LOG", "warn")
-        .env("DEPOT_ADMIN_PASSWORD", &password)
-        .env("DEPOT_RATE_LIMIT", "off");
-    let mut server = Server::start("depot", cmd, tmp.path().join("depot.log"))?;
-    eprintln!("depot listening on {}", server.addr);
+    let server = start_depot(&rt, tmp.path())?;
     let started = Instant::now();
-    rt.block_on(login(&mut server, &password))?;
     let retention = json!({"retention": {"max_bytes": 512u64 << 20}});
     rt.block_on(async {
         for station in [STATION, BATCH_STATION] {
@@ -685,8 +677,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the release `depot dev` next to this executable on a fresh data directory under `dir`
+/// (log in `dir/depot.log`) and logs in as admin.
+pub(crate) fn start_depot(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> anyhow::Result<Server> {
+    let depot = depot_binary()?;
+    let password = format!("bench-{:016x}", random_u64());
+    let data = dir.join("data");
+    let mut cmd = Command::new(&depot);
+    cmd.arg("dev")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(&data)
+        .env("DEPOT_LOG", "warn")
+        .env("DEPOT_ADMIN_PASSWORD", &password)
+        .env("DEPOT_RATE_LIMIT", "off");
+    let mut server = Server::start("depot", cmd, dir.join("depot.log"))?;
+    eprintln!("depot listening on {}", server.addr);
+    rt.block_on(login(&mut server, &password))?;
+    Ok(server)
+}
+
 /// Produces `total` messages with `conns` connections of batch requests; returns how many.
-fn load_until(
+pub(crate) fn load_until(
     rt: &tokio::runtime::Runtime,
     server: &Server,
     req: &Arc<Vec<u8>>,
@@ -718,7 +731,7 @@ fn load_until(
     })
 }
 
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());

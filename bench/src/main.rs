@@ -4,6 +4,12 @@
 //!
 //! `depot-bench http [--quick] [--dir DIR]`: measures the `depot` gateway over HTTP against
 //! issue 3's targets; see [`http`].
+//!
+//! `depot-bench meta [--quick]`: the metadata stores (Postgres, SQLite) against issue 4's
+//! targets; see [`meta`].
+//!
+//! `depot-bench peers [--quick] [--out DIR]`: issue 7's workloads against Depot, NATS JetStream
+//! and RabbitMQ on this machine; see [`peers`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +24,8 @@ use depot_broker::{Broker, BrokerOptions};
 use serde_json::json;
 
 mod http;
+mod meta;
+mod peers;
 
 const KIB: usize = 1024;
 
@@ -323,6 +331,8 @@ fn main() -> anyhow::Result<()> {
         }
         Some("http") => http::run(&args[1..]),
         Some("http-ceiling") => http::ceiling(&args[1..]),
-        _ => bail!("usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]"),
+        Some("meta") => meta::run(&args[1..]),
+        Some("peers") => peers::run(&args[1..]),
+        _ => bail!("usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]\n       depot-bench peers [--quick] [--dir DIR] [--out DIR]"),
     }
 }

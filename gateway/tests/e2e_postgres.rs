@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod e2e;
-mod pg;
+use depot_pgtest as pg;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,10 +1,10 @@
-//! The Postgres metadata store against a real Postgres (see `pg/mod.rs` for which one): the
+//! The Postgres metadata store against a real Postgres (see `depot-pgtest` for which one): the
 //! conformance suite, migrations, the EXPLAIN plans of the dead-letter list queries, hostile strings
 //! and bounded waits when Postgres is down or stuck.
 
 #![allow(clippy::unwrap_used)]
 
-mod pg;
+use depot_pgtest as pg;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,17 +1,18 @@
-//! A real Postgres for tests.
+//! A real Postgres for Depot's tests and benchmarks.
 //!
-//! With `DEPOT_TEST_DATABASE_URL` set (a role allowed to `CREATE DATABASE`), tests use that server.
-//! Otherwise the first test to ask starts a throwaway one from the installed binaries: `initdb` into
-//! a temp dir, `pg_ctl start` on a random free loopback port with its socket in that dir, stopped
-//! and removed when the test process exits. Either way every [`database`] call creates a fresh
+//! With `DEPOT_TEST_DATABASE_URL` set (a role allowed to `CREATE DATABASE`), [`database`] uses that
+//! server. Otherwise the first call starts a throwaway one from the installed binaries: `initdb`
+//! into a temp dir, `pg_ctl start` on a random free loopback port with its socket in that dir,
+//! stopped and removed when the process exits. Either way every [`database`] call creates a fresh
 //! database with a random name, so tests never see each other's rows (databases made on an external
 //! server are left behind, named `depot_test_*`).
+//!
+//! Servers run without fsync by default ([`Durability::Off`]), which is what tests want; benchmarks
+//! ask for [`Durability::Full`], Postgres's own production defaults.
 //!
 //! Postgres refuses to run as root: as root, the server runs as the `postgres` system user when it
 //! exists, else as `depot-pg-test` (created with `useradd --system`), through `runuser`.
 //! Missing binaries fail the test, naming the package to install; nothing is skipped.
-
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -53,7 +54,7 @@ pub async fn database() -> String {
 }
 
 /// Creates a database with a random name through `admin_url` and returns its URL.
-async fn create_database(admin_url: &str) -> String {
+pub async fn create_database(admin_url: &str) -> String {
     let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connecting to the test Postgres server: {e} ({e:?})"));
@@ -78,6 +79,18 @@ pub fn with_dbname(url: &str, name: &str) -> String {
     format!("{}{}/{}{}", &url[..scheme_end + 3], &rest[..path_start], name, &rest[query_start..])
 }
 
+/// What a [`PgServer`] trades for speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync=off`, `synchronous_commit=off`, `full_page_writes=off`: for tests. Data survives a
+    /// crash of Postgres, not of the machine.
+    #[default]
+    Off,
+    /// Postgres's defaults (`fsync=on`, `synchronous_commit=on`, `full_page_writes=on`): every
+    /// commit is flushed to disk before it is acknowledged, as in production. For benchmarks.
+    Full,
+}
+
 /// A throwaway Postgres cluster in a temp dir, on a random loopback port.
 pub struct PgServer {
     bin: PathBuf,
@@ -85,18 +98,25 @@ pub struct PgServer {
     port: u16,
     /// Who the server runs as when we are root.
     user: Option<String>,
+    durability: Durability,
     /// Stops the server and removes `dir` when its stdin closes: on drop, or when this process
     /// ends in any way (the static shared server is never dropped).
     watchdog: Option<(Child, ChildStdin)>,
 }
 
 impl PgServer {
-    /// Starts a new server; panics naming what is missing.
+    /// Starts a new server without fsync; panics naming what is missing.
     pub fn start() -> PgServer {
         PgServer::try_start().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn try_start() -> Result<PgServer, String> {
+    /// Starts a new server without fsync; the error names what is missing.
+    pub fn try_start() -> Result<PgServer, String> {
+        PgServer::try_start_with(Durability::Off)
+    }
+
+    /// Starts a new server with the given durability; the error names what is missing.
+    pub fn try_start_with(durability: Durability) -> Result<PgServer, String> {
         let bin = find_binaries()?;
         let user = server_user()?;
         let dir = tempfile::Builder::new()
@@ -109,7 +129,7 @@ impl PgServer {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 .map_err(|e| format!("chown {} to {user}: {e}", dir.display()))?;
         }
-        let mut server = PgServer { bin, dir, port: 0, user, watchdog: None };
+        let mut server = PgServer { bin, dir, port: 0, user, durability, watchdog: None };
         server.spawn_watchdog()?;
         let data = server.data();
         server.run(
@@ -144,6 +164,10 @@ impl PgServer {
         self.dir.join("data")
     }
 
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -160,9 +184,12 @@ impl PgServer {
 
     /// Starts the (stopped) server on its port and waits until it accepts connections.
     pub fn start_again(&self) -> Result<(), String> {
+        let durability = match self.durability {
+            Durability::Off => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            Durability::Full => "-c fsync=on -c synchronous_commit=on -c full_page_writes=on",
+        };
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 {durability} -c max_connections=300",
             self.port,
             self.dir.display()
         );

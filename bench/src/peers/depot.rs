@@ -1,0 +1,200 @@
+//! Depot over HTTP/1.1: the release `depot dev` and the keep-alive client of [`crate::http`].
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use super::{e2e_us, epoch, Cfg, Pacer, Sample, Target, BATCH, KIB};
+use crate::http::{self, expect, find, load, load_until, request, Conn, Outcome, Server, Work};
+
+fn sample(o: Outcome) -> Sample {
+    let mut s = Sample::new(o.messages, o.seconds, o.latencies_us);
+    s.errors = o.errors;
+    if let Some(e) = o.first_error {
+        eprintln!("    first error: {}", e.chars().take(300).collect::<String>());
+    }
+    s
+}
+
+pub(crate) fn run(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path) -> anyhow::Result<Target> {
+    std::fs::create_dir_all(dir)?;
+    let server = http::start_depot(rt, dir)?;
+    let version = format!("this tree, commit {}", super::output("git", &["rev-parse", "--short", "HEAD"]));
+    let mut t = Target::new("Depot", version, "Depot", "fsync before ack");
+    let tok = server.token.clone();
+    let tok = tok.as_deref();
+    rt.block_on(async {
+        let short = json!({"retention": {"max_bytes": 512u64 << 20}});
+        for station in ["w1", "w2", "w3"] {
+            expect(&server, "PUT", &format!("/v1/stations/{station}"), short.clone(), &[200, 201]).await?;
+        }
+        for station in ["w4", "w5"] {
+            expect(&server, "PUT", &format!("/v1/stations/{station}"), json!({}), &[200, 201]).await?;
+        }
+        expect(&server, "PUT", "/v1/stations/w5/consumer-groups/g", json!({"start": "earliest"}), &[200, 201]).await
+    })?;
+    let single = |station: &str| {
+        let req =
+            request("POST", &format!("/v1/stations/{station}/messages"), tok, "application/octet-stream", &[b'x'; KIB]);
+        Work::Fixed { request: Arc::new(req), ok: 201, items: 1, offsets: true }
+    };
+    let body = http::batch_body("base64");
+    let batch = |station: &str| {
+        let req = request("POST", &format!("/v1/stations/{station}/messages/batch"), tok, "application/json", &body);
+        Arc::new(req)
+    };
+
+    t.record(0, load(rt, &server, single("w1"), 1, cfg.warmup, cfg.duration).map(sample));
+    t.record(1, load(rt, &server, single("w2"), cfg.single_conns, cfg.warmup, cfg.duration).map(sample));
+    let w3 = Work::Fixed { request: batch("w3"), ok: 200, items: BATCH as u64, offsets: true };
+    t.record(2, load(rt, &server, w3, cfg.batch_conns, cfg.warmup, cfg.duration).map(sample));
+    t.record(3, drain(rt, &server, cfg, &batch("w4")));
+    t.record(4, e2e(rt, &server, cfg));
+    server.stop()?;
+    Ok(t)
+}
+
+/// W4: fill `w4`, let the fill reach the disk, then drain it with 16 consumers of fetch 100 + ack.
+fn drain(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg, fill: &Arc<Vec<u8>>) -> anyhow::Result<Sample> {
+    let filled = load_until(rt, server, fill, 16, cfg.drain)?;
+    eprintln!("    filled w4 with {filled} messages");
+    let _ = std::process::Command::new("sync").status();
+    let group = "/v1/stations/w4/consumer-groups/g";
+    rt.block_on(expect(server, "PUT", group, json!({"start": "earliest"}), &[200, 201]))?;
+    let tok = server.token.as_deref();
+    let work = Work::FetchAck {
+        fetch: Arc::new(request(
+            "POST",
+            &format!("{group}/fetch"),
+            tok,
+            "application/json",
+            br#"{"max_messages":100}"#,
+        )),
+        ack_path: Arc::new(format!("{group}/ack")),
+        token: server.token.clone().map(Arc::new),
+    };
+    let mut s = sample(load(rt, server, work, 16, Duration::ZERO, Duration::from_secs(300))?);
+    if s.messages < filled {
+        s.note = Some(format!("drained {} of {filled}", s.messages));
+    }
+    Ok(s)
+}
+
+/// W5: 64 producer connections, each one request at a time, paced together at `cfg.e2e_rate`;
+/// two consumers long-poll fetch 100 + ack. Latency from the stamp in the (text) payload to
+/// the consumer reading it.
+fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Result<Sample> {
+    const PRODUCERS: usize = 64;
+    const CONSUMERS: usize = 2;
+    let addr = server.addr;
+    let token = server.token.clone();
+    rt.block_on(async {
+        let sent = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let start = Instant::now() + Duration::from_millis(50);
+        let measure_from = ((start + cfg.e2e_warmup) - epoch()).as_nanos() as u64;
+        let total = cfg.e2e_warmup + cfg.e2e_duration;
+        let mut producers = Vec::new();
+        for k in 0..PRODUCERS {
+            let (sent, token) = (sent.clone(), token.clone());
+            let mut pacer = Pacer::new(start, cfg.e2e_rate, total, k, PRODUCERS);
+            producers.push(tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await?;
+                let mut body = vec![b'x'; KIB];
+                while let Some(stamp) = pacer.tick().await {
+                    body[..20].copy_from_slice(format!("{stamp:020}").as_bytes());
+                    let req = request("POST", "/v1/stations/w5/messages", token.as_deref(), "text/plain", &body);
+                    let status = conn.roundtrip(&req).await?;
+                    if status != 201 {
+                        bail!("produce: {status} {}", String::from_utf8_lossy(conn.body()));
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        let received = Arc::new(AtomicU64::new(0));
+        let mut consumers = Vec::new();
+        for _ in 0..CONSUMERS {
+            let (sent, done, received, token) = (sent.clone(), done.clone(), received.clone(), token.clone());
+            consumers.push(tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await?;
+                let tok = token.as_deref();
+                let fetch = request(
+                    "POST",
+                    "/v1/stations/w5/consumer-groups/g/fetch",
+                    tok,
+                    "application/json",
+                    br#"{"max_messages":100,"wait_ms":200}"#,
+                );
+                let mut lat = Vec::new();
+                let mut receipts = Vec::new();
+                loop {
+                    if done.load(Ordering::Relaxed) && received.load(Ordering::Relaxed) >= sent.load(Ordering::Relaxed)
+                    {
+                        return Ok::<_, anyhow::Error>(lat);
+                    }
+                    let status = conn.roundtrip(&fetch).await?;
+                    if status != 200 {
+                        bail!("fetch: {status} {}", String::from_utf8_lossy(conn.body()));
+                    }
+                    receipts.clear();
+                    receipts.extend_from_slice(b"{\"receipts\":[");
+                    let mut n = 0;
+                    let mut rest = conn.body();
+                    while let Some(i) = find(rest, b"\"receipt\":\"") {
+                        rest = &rest[i + 11..];
+                        let len = rest.iter().position(|&b| b == b'"').context("unterminated receipt")?;
+                        if n > 0 {
+                            receipts.push(b',');
+                        }
+                        receipts.extend_from_slice(b"\"");
+                        receipts.extend_from_slice(&rest[..len]);
+                        receipts.push(b'"');
+                        n += 1;
+                    }
+                    receipts.extend_from_slice(b"]}");
+                    let mut rest = conn.body();
+                    while let Some(i) = find(rest, b"\"payload\":\"") {
+                        rest = &rest[i + 11..];
+                        let digits = std::str::from_utf8(rest.get(..20).context("short payload")?)?;
+                        let stamp: u64 = digits.parse().with_context(|| format!("bad stamp {digits:?}"))?;
+                        if stamp >= measure_from {
+                            lat.push(e2e_us(stamp));
+                        }
+                    }
+                    if n == 0 {
+                        continue;
+                    }
+                    received.fetch_add(n, Ordering::Relaxed);
+                    let ack =
+                        request("POST", "/v1/stations/w5/consumer-groups/g/ack", tok, "application/json", &receipts);
+                    let status = conn.roundtrip(&ack).await?;
+                    if status != 200 {
+                        bail!("ack: {status} {}", String::from_utf8_lossy(conn.body()));
+                    }
+                }
+            }));
+        }
+        for p in producers {
+            p.await??;
+        }
+        let note = super::lag_note(start, total);
+        done.store(true, Ordering::Relaxed);
+        let mut lat = Vec::new();
+        for c in consumers {
+            match tokio::time::timeout(Duration::from_secs(30), c).await {
+                Ok(r) => lat.extend(r??),
+                Err(_) => bail!("consumers did not drain within 30 s of the last produce"),
+            }
+        }
+        let n = lat.len() as u64;
+        let mut s = Sample::new(n, cfg.e2e_duration.as_secs_f64(), lat);
+        s.note = note;
+        Ok(s)
+    })
+}

@@ -1,0 +1,591 @@
+//! `depot-bench peers [--quick] [--out DIR] [--dir DIR]`: issue 7's workloads W1–W5 against
+//! Depot over HTTP, NATS JetStream (async-nats) and RabbitMQ (lapin), each server started by
+//! this binary in a temp dir on random loopback ports and stopped at the end (guards with `Drop`
+//! also stop them on error).
+//!
+//! - W1: one connection, one durable produce at a time: latency p50/p99.
+//! - W2: 64 producers, each one message at a time, waiting for its acknowledgement: msg/s.
+//! - W3: 16 producers, each sending 100 messages (one batch request, or 100 publishes) then
+//!   waiting for all 100 acknowledgements: msg/s.
+//! - W4: drain a queue filled beforehand (1M messages, `--quick` 100k) with consume + ack: msg/s.
+//! - W5: end-to-end latency (produce to consumer receipt) at a fixed open-loop rate of 10k msg/s:
+//!   p50/p99/p999.
+//!
+//! Peers are found at `DEPOT_BENCH_NATS_SERVER` (default: `nats-server` on `PATH`, then
+//! `/var/tmp/depot-peers/venv/bin/nats-server`) and `DEPOT_BENCH_RABBITMQ_SERVER` (default:
+//! `/usr/lib/rabbitmq/bin/rabbitmq-server`). `DEPOT_BENCH_PEERS` selects targets, a comma-separated
+//! subset of `depot,nats,rabbitmq` (default all). `scripts/bench-peers` installs them and runs this.
+
+use std::future::Future;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+mod chart;
+mod depot;
+mod nats;
+mod rabbit;
+
+pub(crate) const KIB: usize = 1024;
+pub(crate) const BATCH: usize = 100;
+
+/// The settings of one run.
+#[derive(Clone, Debug)]
+pub(crate) struct Cfg {
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub single_conns: usize,
+    pub batch_conns: usize,
+    /// Messages filled then drained in W4.
+    pub drain: u64,
+    /// W4's fill for peers that fsync every message one at a time (JetStream `sync_interval: always`).
+    pub drain_slow: u64,
+    pub e2e_rate: u64,
+    pub e2e_warmup: Duration,
+    pub e2e_duration: Duration,
+}
+
+/// One workload's measurement.
+#[derive(Default, Clone, Debug)]
+pub(crate) struct Sample {
+    pub messages: u64,
+    pub seconds: f64,
+    /// Sorted, µs.
+    pub lat_us: Vec<u32>,
+    pub errors: u64,
+    pub note: Option<String>,
+}
+
+impl Sample {
+    pub fn new(messages: u64, seconds: f64, mut lat_us: Vec<u32>) -> Sample {
+        lat_us.sort_unstable();
+        Sample { messages, seconds, lat_us, errors: 0, note: None }
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.seconds.max(1e-9)
+    }
+
+    pub fn pct(&self, p: f64) -> u32 {
+        if self.lat_us.is_empty() {
+            return 0;
+        }
+        self.lat_us[((self.lat_us.len() as f64 - 1.0) * p).round() as usize]
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"messages": self.messages, "seconds": (self.seconds * 1000.0).round() / 1000.0,
+            "msg_per_s": self.rate().round() as u64, "p50_us": self.pct(0.5), "p99_us": self.pct(0.99),
+            "p999_us": self.pct(0.999), "max_us": self.lat_us.last().copied().unwrap_or(0),
+            "samples": self.lat_us.len(), "errors": self.errors, "note": self.note})
+    }
+}
+
+/// All workloads against one target in one durability mode.
+#[derive(Debug)]
+pub(crate) struct Target {
+    pub system: &'static str,
+    pub version: String,
+    /// Short label for tables and the chart.
+    pub label: &'static str,
+    pub durability: &'static str,
+    /// W1..W5, `None` where it did not run (the error is in `failures`).
+    pub w: [Option<Sample>; 5],
+    pub failures: Vec<String>,
+}
+
+impl Target {
+    pub fn new(system: &'static str, version: String, label: &'static str, durability: &'static str) -> Target {
+        Target { system, version, label, durability, w: Default::default(), failures: Vec::new() }
+    }
+
+    /// Records workload `i` (0-based), keeping going after an error.
+    pub fn record(&mut self, i: usize, r: anyhow::Result<Sample>) {
+        match r {
+            Ok(s) => {
+                eprintln!(
+                    "  {} W{}: {:.0} msg/s, p50 {} µs, p99 {} µs, p999 {} µs ({} messages, {:.2} s, {} errors)",
+                    self.label,
+                    i + 1,
+                    s.rate(),
+                    s.pct(0.5),
+                    s.pct(0.99),
+                    s.pct(0.999),
+                    s.messages,
+                    s.seconds,
+                    s.errors
+                );
+                self.w[i] = Some(s);
+            }
+            Err(e) => {
+                eprintln!("  {} W{} failed: {e:#}", self.label, i + 1);
+                self.failures.push(format!("W{}: {e:#}", i + 1));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load drivers shared by the peers
+
+/// One operation a closed-loop task repeats: produce one message or one batch.
+pub(crate) trait Op: Send + 'static {
+    fn run(&mut self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Runs each op in its own task back to back for `warmup` then `duration`; counts the
+/// operations (of `per_op` messages) that complete inside the measured window.
+pub(crate) async fn closed_loop<O: Op>(
+    ops: Vec<O>,
+    per_op: u64,
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Sample> {
+    let measure_from = Instant::now() + warmup;
+    let end = measure_from + duration;
+    let handles: Vec<_> = ops
+        .into_iter()
+        .map(|mut op| {
+            tokio::spawn(async move {
+                let (mut n, mut lat, mut last) = (0u64, Vec::new(), None);
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    op.run().await?;
+                    let now = Instant::now();
+                    if now >= measure_from && now < end {
+                        n += per_op;
+                        lat.push(micros(now - t));
+                        last = Some(now);
+                    }
+                }
+                Ok::<_, anyhow::Error>((n, lat, last))
+            })
+        })
+        .collect();
+    let (mut n, mut lat, mut last) = (0, Vec::new(), None::<Instant>);
+    for h in handles {
+        let (tn, tl, tlast) = h.await??;
+        n += tn;
+        lat.extend(tl);
+        last = last.max(tlast);
+    }
+    let seconds = last.map_or(duration, |l| l - measure_from).as_secs_f64();
+    Ok(Sample::new(n, seconds, lat))
+}
+
+pub(crate) fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// The instant end-to-end timestamps count from (nanoseconds since it travel in payloads).
+pub(crate) fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Open-loop pacing for W5: message `i` of the whole run is due at `start + i / rate`; producer
+/// `k` of `of` sends the messages with `i % of == k`.
+pub(crate) struct Pacer {
+    start: Instant,
+    rate: u64,
+    next: u64,
+    step: u64,
+    total: u64,
+    last_wake: Instant,
+}
+
+impl Pacer {
+    pub fn new(start: Instant, rate: u64, duration: Duration, k: usize, of: usize) -> Pacer {
+        let total = (rate as f64 * duration.as_secs_f64()) as u64;
+        Pacer { start, rate, next: k as u64, step: of as u64, total, last_wake: start }
+    }
+
+    /// Waits until the next message is due; returns its timestamp (ns since [`epoch`]), or `None`
+    /// when the run is over.
+    ///
+    /// The timestamp is the due time, except that a message that fell due while this producer
+    /// slept on the timer (which has 1 ms granularity) is stamped with the time it woke up:
+    /// timer slack is not the broker's, but a producer held up by a slow acknowledgement is
+    /// (stamping due times then avoids coordinated omission).
+    pub async fn tick(&mut self) -> Option<u64> {
+        if self.next >= self.total {
+            return None;
+        }
+        let due = self.start + Duration::from_nanos(self.next * 1_000_000_000 / self.rate);
+        self.next += self.step;
+        if Instant::now() < due {
+            tokio::time::sleep_until(due.into()).await;
+            self.last_wake = Instant::now();
+        }
+        let stamp = due.max(self.last_wake);
+        Some((stamp - epoch()).as_nanos() as u64)
+    }
+}
+
+/// W5's note when the producers could not keep to the rate: they finished sending more than
+/// 100 ms after the last message was due.
+pub(crate) fn lag_note(start: Instant, total: Duration) -> Option<String> {
+    let lag = Instant::now().saturating_duration_since(start + total);
+    (lag > Duration::from_millis(100))
+        .then(|| format!("rate not sustained: sending finished {:.1} s late", lag.as_secs_f64()))
+}
+
+/// End-to-end latency of a message stamped `stamp_ns` (see [`Pacer::tick`]), received now.
+pub(crate) fn e2e_us(stamp_ns: u64) -> u32 {
+    let now = (Instant::now() - epoch()).as_nanos() as u64;
+    u32::try_from(now.saturating_sub(stamp_ns) / 1000).unwrap_or(u32::MAX)
+}
+
+/// A 1 KiB binary payload whose first 8 bytes carry `stamp` (little-endian).
+pub(crate) fn stamped(stamp: u64) -> Vec<u8> {
+    let mut p = vec![0x5a; KIB];
+    p[..8].copy_from_slice(&stamp.to_le_bytes());
+    p
+}
+
+pub(crate) fn stamp_of(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/// A server started as a child process, its output in a log file; killed on drop.
+pub(crate) struct Proc {
+    pub name: &'static str,
+    child: Child,
+    pub log: PathBuf,
+    /// Run after the child has exited (e.g. stopping epmd).
+    pub on_stop: Option<Command>,
+}
+
+impl Proc {
+    /// Starts `cmd` in its own process group (signals go to the whole group).
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Proc> {
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(&log)?;
+        cmd.stdout(out.try_clone()?).stderr(out).stdin(Stdio::null()).process_group(0);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Proc { name, child, log, on_stop: None })
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Waits for `pattern` in the log; returns the text after it on that line.
+    pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text.lines().find(|l| l.contains(pattern)) {
+                return Ok(line.split(pattern).nth(1).unwrap_or_default().to_owned());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("{} exited with {status} before {pattern:?}:\n{}", self.name, tail(&text));
+            }
+            if Instant::now() > deadline {
+                bail!("{}: no {pattern:?} within {timeout:?}:\n{}", self.name, tail(&text));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited with {status}:\n{}", self.name, tail(&self.log_text()));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Ok(None) = self.child.try_wait() {
+            let group = format!("-{}", self.child.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Ok(None) = self.child.try_wait() {
+                eprintln!("{} did not stop within {grace:?} of SIGTERM; killing it", self.name);
+                let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        if let Some(mut cmd) = self.on_stop.take() {
+            let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// A free loopback TCP port (bound, then released).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub(crate) fn program(env: &str, candidates: &[&str]) -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var(env) {
+        return Ok(PathBuf::from(p));
+    }
+    for c in candidates {
+        if c.contains('/') {
+            if Path::new(c).is_file() {
+                return Ok(PathBuf::from(c));
+            }
+        } else if let Some(p) = std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|d| d.join(c)).find(|p| p.is_file()))
+        {
+            return Ok(p);
+        }
+    }
+    bail!("none of {candidates:?} found (set {env}, or run scripts/bench-peers, which installs the peers)")
+}
+
+pub(crate) fn output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)).trim().to_owned()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run and its report
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let quick = args.iter().any(|a| a == "--quick");
+    let flag = |name: &str| -> anyhow::Result<Option<PathBuf>> {
+        match args.iter().position(|a| a == name) {
+            Some(i) => Ok(Some(PathBuf::from(args.get(i + 1).with_context(|| format!("{name} needs a value"))?))),
+            None => Ok(None),
+        }
+    };
+    let base = flag("--dir")?.unwrap_or_else(std::env::temp_dir);
+    let out = flag("--out")?;
+    let cfg = if quick {
+        Cfg {
+            warmup: Duration::from_millis(300),
+            duration: Duration::from_secs(2),
+            single_conns: 64,
+            batch_conns: 16,
+            drain: 100_000,
+            drain_slow: 20_000,
+            e2e_rate: 10_000,
+            e2e_warmup: Duration::from_millis(500),
+            e2e_duration: Duration::from_secs(3),
+        }
+    } else {
+        Cfg {
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(5),
+            single_conns: 64,
+            batch_conns: 16,
+            drain: 1_000_000,
+            drain_slow: 100_000,
+            e2e_rate: 10_000,
+            e2e_warmup: Duration::from_secs(1),
+            e2e_duration: Duration::from_secs(10),
+        }
+    };
+    let only = std::env::var("DEPOT_BENCH_PEERS").unwrap_or_else(|_| "depot,nats,rabbitmq".to_owned());
+    let wants = |name: &str| only.split(',').any(|s| s.trim() == name);
+    let _ = epoch();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let tmp = tempfile::tempdir_in(&base)?;
+    let mut targets = Vec::new();
+    if wants("depot") {
+        eprintln!("== Depot");
+        targets.push(depot::run(&rt, &cfg, &tmp.path().join("depot"))?);
+    }
+    if wants("nats") {
+        for sync_always in [true, false] {
+            eprintln!("== NATS JetStream, sync always: {sync_always}");
+            let dir = tmp.path().join(if sync_always { "nats-sync" } else { "nats-default" });
+            match nats::run(&rt, &cfg, &dir, sync_always) {
+                Ok(t) => targets.push(t),
+                Err(e) => eprintln!("NATS failed: {e:#}"),
+            }
+        }
+    }
+    if wants("rabbitmq") {
+        eprintln!("== RabbitMQ");
+        match rabbit::run(&rt, &cfg, &tmp.path().join("rabbitmq")) {
+            Ok(t) => targets.extend(t),
+            Err(e) => eprintln!("RabbitMQ failed: {e:#}"),
+        }
+    }
+    drop(rt);
+    let elapsed = started.elapsed();
+    eprintln!("all targets took {:.0} s", elapsed.as_secs_f64());
+    let table = markdown(&targets, &cfg);
+    println!("{table}");
+    let report = json!({
+        "date": output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        "mode": if quick { "quick" } else { "full" },
+        "seconds": elapsed.as_secs_f64().round(),
+        "machine": {"cpus": std::thread::available_parallelism().map_or(0, usize::from),
+            "kernel": output("uname", &["-r"])},
+        "config": format!("{cfg:?}"),
+        "targets": targets.iter().map(|t| json!({"system": t.system, "version": t.version, "label": t.label,
+            "durability": t.durability, "failures": t.failures,
+            "workloads": t.w.iter().enumerate().map(|(i, s)| (format!("W{}", i + 1),
+                s.as_ref().map_or(serde_json::Value::Null, Sample::json))).collect::<serde_json::Map<_, _>>()}))
+            .collect::<Vec<_>>(),
+        "W6": "pending (issue 5)",
+    });
+    if let Some(out) = out {
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(out.join("peers.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+        std::fs::write(out.join("peers.md"), &table)?;
+        chart::draw(&targets, &out.join("latency.png"))?;
+        eprintln!("wrote {}/peers.json, peers.md and latency.png", out.display());
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+fn fmt_rate(v: f64) -> String {
+    if v >= 1_000_000.0 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1000.0 {
+        format!("{:.1}k", v / 1000.0)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn fmt_us(us: u32) -> String {
+    if us >= 10_000 {
+        format!("{:.0} ms", us as f64 / 1000.0)
+    } else if us >= 1000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+/// The figure shown for workload `i`, and the number a ratio is taken of.
+fn cell(i: usize, s: &Sample) -> (String, f64) {
+    let mut text = match i {
+        0 => format!("p50 {}, p99 {}", fmt_us(s.pct(0.5)), fmt_us(s.pct(0.99))),
+        4 => format!("p50 {}, p99 {}, p999 {}", fmt_us(s.pct(0.5)), fmt_us(s.pct(0.99)), fmt_us(s.pct(0.999))),
+        _ => format!("{} msg/s", fmt_rate(s.rate())),
+    };
+    if s.errors > 0 {
+        text.push_str(&format!(" ({} errors)", s.errors));
+    }
+    if let Some(n) = &s.note {
+        text.push_str(&format!(" ({n})"));
+    }
+    let key = match i {
+        0 => s.pct(0.5) as f64,
+        4 => s.pct(0.99) as f64,
+        _ => s.rate(),
+    };
+    (text, key)
+}
+
+const WORKLOADS: [&str; 5] = [
+    "W1 one connection, one durable produce at a time",
+    "W2 64 producers, single messages",
+    "W3 16 producers, batches of 100",
+    "W4 drain (consume + ack)",
+    "W5 end-to-end at 10k msg/s open loop",
+];
+
+fn markdown(targets: &[Target], cfg: &Cfg) -> String {
+    let mut s = String::new();
+    let depot = targets.iter().find(|t| t.system == "Depot");
+    s.push_str("| workload |");
+    for t in targets {
+        s.push_str(&format!(" {} ({}) |", t.label, t.durability));
+    }
+    s.push_str(" target | met? |\n|---|");
+    for _ in targets {
+        s.push_str("---|");
+    }
+    s.push_str("---|---|\n");
+    for (i, name) in WORKLOADS.iter().enumerate() {
+        let name = match i {
+            3 => format!("W4 drain {} messages (consume + ack)", fmt_rate(cfg.drain as f64)),
+            _ => (*name).to_owned(),
+        };
+        s.push_str(&format!("| {name} |"));
+        let d = depot.and_then(|d| d.w[i].as_ref());
+        for t in targets {
+            match &t.w[i] {
+                None => {
+                    let why = t.failures.iter().find(|f| f.starts_with(&format!("W{}:", i + 1)));
+                    let why = why.map_or(String::new(), |f| f[3..].chars().take(80).collect());
+                    s.push_str(&format!(" failed:{why} |"));
+                }
+                Some(x) => {
+                    let (text, key) = cell(i, x);
+                    match d.map(|d| cell(i, d).1) {
+                        Some(dk) if t.system != "Depot" && key > 0.0 => {
+                            s.push_str(&format!(" {text}; Depot/peer **{:.2}×** |", dk / key));
+                        }
+                        _ => s.push_str(&format!(" {text} |")),
+                    }
+                }
+            }
+        }
+        let (target, met) = targets_met(i, d, targets);
+        s.push_str(&format!(" {target} | {met} |\n"));
+    }
+    s.push_str("| W6 3-node cluster, W2 and W3 |");
+    for _ in targets {
+        s.push_str(" pending (issue 5) |");
+    }
+    s.push_str(" — | — |\n");
+    s
+}
+
+fn targets_met(i: usize, d: Option<&Sample>, targets: &[Target]) -> (&'static str, String) {
+    let peer = |label: &str| targets.iter().find(|t| t.label == label).and_then(|t| t.w[i].as_ref());
+    let yes = |b: bool| if b { "yes".to_owned() } else { "**no**".to_owned() };
+    let Some(d) = d else { return ("", "—".to_owned()) };
+    match i {
+        0 => ("p50 ≤ 300 µs", yes(d.pct(0.5) <= 300)),
+        1 => (
+            "≥ 5× JetStream sync always",
+            peer("JetStream sync").map_or("—".to_owned(), |p| yes(d.rate() >= 5.0 * p.rate())),
+        ),
+        2 => ("≥ 2× JetStream default, ≥ 1.5× RabbitMQ quorum", {
+            let js = peer("JetStream default").map(|p| d.rate() >= 2.0 * p.rate());
+            let rq = peer("RabbitMQ quorum").map(|p| d.rate() >= 1.5 * p.rate());
+            format!("JetStream: {}, RabbitMQ: {}", js.map_or("—".to_owned(), yes), rq.map_or("—".to_owned(), yes))
+        }),
+        3 => ("≥ 300k msg/s", yes(d.rate() >= 300_000.0)),
+        _ => ("p99 ≤ 5 ms", yes(d.pct(0.99) <= 5000)),
+    }
+}
