@@ -178,7 +178,7 @@ fn postgres_down_keeps_the_data_path_and_fails_credentials_closed() {
     let url = rt.block_on(server.database());
     let dir = tempfile::tempdir().unwrap();
     let depot =
-        serve(dir.path(), &url, &[("DEPOT_CREDENTIAL_CACHE_TTL_MS", "1500"), ("DEPOT_METADATA_TIMEOUT_MS", "1000")]);
+        serve(dir.path(), &url, &[("DEPOT_CREDENTIAL_CACHE_TTL_MS", "4000"), ("DEPOT_METADATA_TIMEOUT_MS", "1000")]);
     let key = depot.admin(
         "POST",
         "/v1/api-keys",
@@ -188,6 +188,25 @@ fn postgres_down_keeps_the_data_path_and_fails_credentials_closed() {
     assert_eq!(depot.call(Some(&key), "PUT", "/v1/stations/orders", None).status, 201);
     assert_eq!(depot.call(Some(&key), "PUT", "/v1/stations/orders/consumer-groups/g", None).status, 201);
     assert_eq!(depot.admin("GET", "/readyz", None).status, 200);
+
+    // A producer keeps going through the whole outage; what it was told is stored must be there.
+    assert_eq!(depot.call(Some(&key), "PUT", "/v1/stations/load", None).status, 201);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = {
+        let (addr, key, stop) = (depot.addr, key.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut acked, mut refused) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = send(addr, Some(&key), "POST", "/v1/stations/load/messages", &[], b"x");
+                match r.status {
+                    201 => acked += 1,
+                    503 => refused += 1,
+                    other => panic!("produce answered {other}: {r:?}"),
+                }
+            }
+            (acked, refused)
+        })
+    };
 
     server.stop();
     // The key is cached: produce, fetch, ack and dead-letter keep working.
@@ -216,7 +235,7 @@ fn postgres_down_keeps_the_data_path_and_fails_credentials_closed() {
     );
     assert_eq!(dl.status, 200);
     assert!(
-        started.elapsed() < Duration::from_millis(1400),
+        started.elapsed() < Duration::from_millis(3000),
         "the data path waited on Postgres: {:?}",
         started.elapsed()
     );
@@ -242,6 +261,14 @@ fn postgres_down_keeps_the_data_path_and_fails_credentials_closed() {
         (depot.call(None, "GET", "/readyz", None).status == 200).then_some(())
     });
     assert_eq!(depot.call(Some(&key), "GET", "/v1/stations/orders", None).status, 200);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, refused) = producer.join().unwrap();
+    let load = depot.call(Some(&key), "GET", "/v1/stations/load", None);
+    assert_eq!(load.body["stats"]["messages"], json!(acked), "acknowledged produces lost or extra: {load:?}");
+    assert!(
+        acked > 0 && refused > 0,
+        "the load ran through the outage: {acked} acked, {refused} refused (fail closed)"
+    );
     eventually(Duration::from_secs(20), "the dead letters made while Postgres was down", || {
         (pointers(&rt, &url, "orders") == (2, 2)).then_some(())
     });
