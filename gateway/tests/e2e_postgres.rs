@@ -276,3 +276,23 @@ fn postgres_down_keeps_the_data_path_and_fails_credentials_closed() {
     // Acked and dead-lettered while Postgres was down: all five are settled.
     assert_eq!((&group.body["acked_floor"], &group.body["dead_lettered"]), (&json!(5), &json!(2)), "{group:?}");
 }
+
+#[test]
+fn depot_migrate_applies_once_then_does_nothing() {
+    let rt = runtime();
+    let server = pg::PgServer::start();
+    let url = rt.block_on(server.database());
+    let migrate = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(["migrate", "--metadata-url", &url])
+            .env("DEPOT_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "depot migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = migrate();
+    assert!(first.contains("version 1") && first.contains("applied now: [1]"), "{first}");
+    let second = migrate();
+    assert!(second.contains("version 1") && second.contains("applied now: []"), "{second}");
+}
