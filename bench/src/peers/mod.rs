@@ -393,14 +393,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cfg = if quick {
         Cfg {
             warmup: Duration::from_millis(300),
-            duration: Duration::from_secs(2),
+            duration: Duration::from_millis(1500),
             single_conns: 64,
             batch_conns: 16,
             drain: 100_000,
             drain_slow: 20_000,
             e2e_rate: 10_000,
             e2e_warmup: Duration::from_millis(500),
-            e2e_duration: Duration::from_secs(3),
+            e2e_duration: Duration::from_secs(2),
         }
     } else {
         Cfg {

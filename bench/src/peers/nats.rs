@@ -116,7 +116,7 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path, sync_alwa
         let mut w4 = drain(&url, &js, big).await;
         if let Ok(s) = &mut w4 {
             if big < cfg.drain {
-                s.note = Some(format!("{}k messages: filling at one fsync per message takes too long", big / 1000));
+                s.note = Some(format!("{} messages: filling at one fsync per message takes too long", s.messages));
             }
         }
         t.record(3, w4);
