@@ -291,10 +291,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .app_data(web::QueryConfig::default().error_handler(query_error))
     .app_data(web::PathConfig::default().error_handler(path_error))
-    .default_service(web::to(route_not_found))
-    .route("/docs", web::get().to(docs_redirect))
-    .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
+    .default_service(web::to(route_not_found));
     routes::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(cfg));
+    cfg.route("/docs", web::get().to(docs_redirect))
+        .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
 }
 
 /// The application with its state; what [`run`] serves and tests call in-process.

@@ -15,15 +15,17 @@ pub mod ops;
 pub mod stations;
 pub mod users;
 
+/// The router tries routes in this order, each by its pattern, so the hot data plane (produce,
+/// then fetch and settle) comes first.
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.configure(auth::configure)
+    cfg.configure(messages::configure)
+        .configure(consume::configure)
+        .configure(groups::configure)
+        .configure(stations::configure)
+        .configure(dead_letters::configure)
+        .configure(auth::configure)
         .configure(users::configure)
         .configure(api_keys::configure)
-        .configure(stations::configure)
-        .configure(messages::configure)
-        .configure(groups::configure)
-        .configure(consume::configure)
-        .configure(dead_letters::configure)
         .configure(ops::configure);
 }
 
