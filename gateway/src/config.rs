@@ -475,7 +475,11 @@ impl Config {
         }
         if let Some(url) = &self.metadata_url {
             if !self.uses_postgres() && !url.starts_with("sqlite:") {
-                return Err(format!("metadata_url {url:?}: use postgres://... or sqlite:PATH (or leave it unset)"));
+                // Never echo the URL: it may carry a password.
+                let scheme = url.split(':').next().unwrap_or_default();
+                return Err(format!(
+                    "metadata_url: scheme {scheme:?} is not postgres:// or sqlite:PATH (or leave it unset)"
+                ));
             }
         }
         if self.peers.iter().any(|(id, _)| *id != self.node_id) {

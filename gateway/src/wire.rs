@@ -170,56 +170,16 @@ where
     Ok(body.freeze())
 }
 
-/// Deserializes JSON text into `T`, reading a whole-number float (`1540.0`) where `T` wants an
-/// integer, as JSON Schema does (it counts such numbers as integers).
-///
-/// The normal path is one direct parse. Only when that fails is the text parsed again as a
-/// `serde_json::Value`, every float with a zero fraction that fits an `i64`/`u64` rewritten as
-/// that integer, and `T` tried once more; when that fails too (or nothing was rewritten), the
-/// answer is the original error. The rewrite reaches free-form values too (a batch message's
-/// JSON `payload` then stores `1` for `1.0`: the same JSON number), but only on this fallback.
+/// Deserializes JSON text into `T` in one pass, reading a whole-number float (`1540.0`) where
+/// `T` wants an integer, as JSON Schema does (it counts such numbers as integers), and refusing
+/// an array where `T` wants an object (see [`strict`]). Only fields typed as integers convert, and
+/// only floats within ±2^53 (exact in `f64`); free-form values such as a batch message's JSON
+/// `payload` keep their numbers as sent.
 pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
-    let original = match strict_from_slice(body) {
-        Ok(value) => return Ok(value),
-        Err(e) => e,
-    };
-    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Err(original);
-    };
-    if !whole_floats_to_integers(&mut value) {
-        return Err(original);
-    }
-    T::deserialize(strict::Strict(value)).map_err(|_| original)
-}
-
-/// `serde_json::from_slice`, refusing an array where a struct is expected (see [`strict`]).
-fn strict_from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = T::deserialize(strict::Strict(&mut de))?;
     de.end()?;
     Ok(value)
-}
-
-/// Rewrites, recursively, every float with a zero fraction that fits an `i64` or `u64` as that
-/// integer; answers whether anything changed. (Parsed JSON nests at most 128 deep.)
-fn whole_floats_to_integers(value: &mut serde_json::Value) -> bool {
-    use serde_json::Value;
-    const TWO_63: f64 = 9_223_372_036_854_775_808.0;
-    const TWO_64: f64 = 18_446_744_073_709_551_616.0;
-    match value {
-        Value::Number(n) if n.is_f64() => {
-            let Some(f) = n.as_f64() else { return false };
-            if f.fract() != 0.0 || !(-TWO_63..TWO_64).contains(&f) {
-                return false;
-            }
-            // Exact: `f` is whole and within range, so the casts neither truncate nor saturate.
-            *n = if f < 0.0 { (f as i64).into() } else { (f as u64).into() };
-            true
-        }
-        Value::Array(items) => items.iter_mut().fold(false, |changed, v| whole_floats_to_integers(v) | changed),
-        Value::Object(map) => map.values_mut().fold(false, |changed, v| whole_floats_to_integers(v) | changed),
-        _ => false,
-    }
 }
 
 /// The largest JSON request body (as `web::JsonConfig` in `configure()`).
@@ -311,11 +271,16 @@ mod strict {
     struct Wrap<V> {
         inner: V,
         is_struct: bool,
+        /// The caller asked for an integer: a whole float within ±2^53 is read as one.
+        is_integer: bool,
     }
 
     fn wrap<V>(inner: V) -> Wrap<V> {
-        Wrap { inner, is_struct: false }
+        Wrap { inner, is_struct: false, is_integer: false }
     }
+
+    /// Floats up to this magnitude are exact integers.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
 
     struct Seed<S>(S);
 
@@ -334,12 +299,18 @@ mod strict {
         )*};
     }
 
+    macro_rules! forward_integer {
+        ($($method:ident),* $(,)?) => {$(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+                self.0.$method(Wrap { inner: visitor, is_struct: false, is_integer: true })
+            }
+        )*};
+    }
+
     impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
         type Error = D::Error;
 
-        forward!(
-            deserialize_any,
-            deserialize_bool,
+        forward_integer!(
             deserialize_i8,
             deserialize_i16,
             deserialize_i32,
@@ -350,6 +321,11 @@ mod strict {
             deserialize_u32,
             deserialize_u64,
             deserialize_u128,
+        );
+
+        forward!(
+            deserialize_any,
+            deserialize_bool,
             deserialize_f32,
             deserialize_f64,
             deserialize_char,
@@ -388,7 +364,7 @@ mod strict {
             fields: &'static [&'static str],
             v: V,
         ) -> Result<V::Value, D::Error> {
-            self.0.deserialize_struct(name, fields, Wrap { inner: v, is_struct: true })
+            self.0.deserialize_struct(name, fields, Wrap { inner: v, is_struct: true, is_integer: false })
         }
         fn deserialize_enum<V: Visitor<'de>>(
             self,
@@ -431,7 +407,6 @@ mod strict {
             visit_u64(u64),
             visit_u128(u128),
             visit_f32(f32),
-            visit_f64(f64),
             visit_char(char),
             visit_str(&str),
             visit_borrowed_str(&'de str),
@@ -440,6 +415,14 @@ mod strict {
             visit_borrowed_bytes(&'de [u8]),
             visit_byte_buf(Vec<u8>),
         );
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<V::Value, E> {
+            if self.is_integer && v.fract() == 0.0 && v.abs() <= EXACT {
+                // Exact: `v` is whole and within ±2^53, so the casts neither truncate nor saturate.
+                return if v < 0.0 { self.inner.visit_i64(v as i64) } else { self.inner.visit_u64(v as u64) };
+            }
+            self.inner.visit_f64(v)
+        }
 
         fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
             self.inner.visit_none()
@@ -518,7 +501,7 @@ mod strict {
             self.0.tuple_variant(len, wrap(v))
         }
         fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], v: V) -> Result<V::Value, A::Error> {
-            self.0.struct_variant(fields, Wrap { inner: v, is_struct: true })
+            self.0.struct_variant(fields, Wrap { inner: v, is_struct: true, is_integer: false })
         }
     }
 }

@@ -212,3 +212,28 @@ async fn external_eddsa_tokens_get_only_their_scopes() {
     );
     send(&app, bearer(produce("orders"), &bare)).await.problem(403, "forbidden");
 }
+
+#[actix_web::test]
+async fn a_recreated_user_does_not_revive_old_tokens() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    let user = json!({"username": "zed", "password": "zed-password", "role": "member"});
+    // The first "zed" was created two minutes ago and got a token a minute ago.
+    let now = chrono::Utc::now().timestamp();
+    let first = depot_gateway::meta::User {
+        username: "zed".into(),
+        password_hash: "$argon2id$unused".into(),
+        role: depot_gateway::meta::Role::Member,
+        created_at: (now - 120) * 1000,
+    };
+    n.auth.store().create_user(&first).await.unwrap();
+    let claims = json!({"sub": "zed", "kind": "user", "role": "member", "exp": now + 600, "iat": now - 60,
+                        "nbf": now - 60, "iss": "depot", "aud": "depot", "jti": "old"});
+    let old = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+    assert_eq!(send(&app, bearer(get("/v1/stations"), &old)).await.status, 200);
+    assert_eq!(send(&app, delete("/v1/users/zed")).await.status, 204);
+    send(&app, post_json("/v1/users", user)).await.ok(201);
+    send(&app, bearer(get("/v1/stations"), &old)).await.problem(401, "unauthorized");
+    let fresh = send(&app, login("zed", "zed-password")).await.ok(200)["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(send(&app, bearer(get("/v1/stations"), &fresh)).await.status, 200);
+}

@@ -194,3 +194,21 @@ async fn delayed_message_waits_for_its_time() {
     assert_eq!(far.ok(201)["deliver_at"], "2999-01-01T00:00:00.000Z");
     n.broker.shutdown().await.unwrap();
 }
+
+#[actix_web::test]
+async fn whole_floats_convert_only_where_an_integer_is_wanted() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
+    let batch = r#"{"messages": [{"payload": {"price": 10.0, "big": 9007199254740993.0}, "delay_ms": 0.0}]}"#;
+    let r = send(&app, test::TestRequest::post().uri("/v1/stations/s/messages/batch").set_payload(batch)).await;
+    assert_eq!(r.ok(200)["results"][0]["offset"], 0, "{r:?}");
+    let f = send(&app, post_json("/v1/stations/s/consumer-groups/g/fetch", json!({}))).await;
+    let raw = String::from_utf8_lossy(&f.raw).into_owned();
+    assert!(raw.contains("\"price\":10.0"), "a float in a free-form payload was rewritten: {raw}");
+    // Past 2^53 a whole float is not exact: refused where an integer is wanted.
+    send(&app, post_json("/v1/stations/s/consumer-groups/g/fetch", json!({"max_messages": 9007199254740994.0_f64})))
+        .await
+        .problem(400, "invalid_body");
+}

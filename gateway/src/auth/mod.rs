@@ -256,7 +256,11 @@ struct KeyGrant {
 struct Caches {
     keys_by_digest: HashMap<Digest, Cached<Option<KeyGrant>>>,
     keys_by_id: HashMap<String, Cached<Option<KeyGrant>>>,
-    users: HashMap<String, Cached<Option<Role>>>,
+    /// A user's role and creation time (Unix ms), or `None` when there is no such user.
+    users: HashMap<String, Cached<Option<(Role, Millis)>>>,
+    /// Bumped by every invalidation. A lookup that started before a bump does not cache its
+    /// answer: it may describe what was just deleted.
+    generation: u64,
 }
 
 /// Most entries a cache keeps; beyond it the cache is cleared (a flood of random keys must not
@@ -478,7 +482,11 @@ impl Auth {
         let gone = || ApiError::Unauthorized("the token's subject no longer exists".to_owned());
         match c.kind {
             PrincipalKind::User => {
-                let role = self.user_role(&c.sub).await?.ok_or_else(gone)?;
+                let (role, created_at) = self.user_entry(&c.sub).await?.ok_or_else(gone)?;
+                // A token issued before the user was (re-)created belongs to a deleted namesake.
+                if i64::try_from(c.iat).unwrap_or(i64::MAX) < created_at.div_euclid(1000) {
+                    return Err(gone());
+                }
                 let scopes = c.scopes.map(Into::into);
                 Ok(Principal { owner: c.sub.clone(), subject: c.sub, kind: PrincipalKind::User, role, scopes })
             }
@@ -491,16 +499,27 @@ impl Auth {
     }
 
     async fn user_role(&self, username: &str) -> Result<Option<Role>, ApiError> {
-        if let Some(hit) = self.caches().users.get(username).and_then(|c| c.fresh(self.config.cache_ttl)) {
-            return Ok(hit);
-        }
-        let role = self.store.user(username).await.map_err(meta)?.map(|u| u.role);
+        Ok(self.user_entry(username).await?.map(|(role, _)| role))
+    }
+
+    /// The user's role and creation time, from the cache or the store.
+    async fn user_entry(&self, username: &str) -> Result<Option<(Role, Millis)>, ApiError> {
+        let generation = {
+            let caches = self.caches();
+            if let Some(hit) = caches.users.get(username).and_then(|c| c.fresh(self.config.cache_ttl)) {
+                return Ok(hit);
+            }
+            caches.generation
+        };
+        let entry = self.store.user(username).await.map_err(meta)?.map(|u| (u.role, u.created_at));
         let mut caches = self.caches();
-        if caches.users.len() >= CACHE_MAX {
-            caches.users.clear();
+        if caches.generation == generation {
+            if caches.users.len() >= CACHE_MAX {
+                caches.users.clear();
+            }
+            caches.users.insert(username.to_owned(), Cached { value: entry, at: Instant::now() });
         }
-        caches.users.insert(username.to_owned(), Cached { value: role, at: Instant::now() });
-        Ok(role)
+        Ok(entry)
     }
 
     async fn grant(&self, key: Option<ApiKey>) -> Result<Option<KeyGrant>, ApiError> {
@@ -520,28 +539,40 @@ impl Auth {
     }
 
     async fn key_by_digest(&self, d: &Digest) -> Result<Option<KeyGrant>, ApiError> {
-        if let Some(hit) = self.caches().keys_by_digest.get(d).and_then(|c| c.fresh(self.config.cache_ttl)) {
-            return Ok(Self::live(hit));
-        }
+        let generation = {
+            let caches = self.caches();
+            if let Some(hit) = caches.keys_by_digest.get(d).and_then(|c| c.fresh(self.config.cache_ttl)) {
+                return Ok(Self::live(hit));
+            }
+            caches.generation
+        };
         let grant = self.grant(self.store.api_key_by_digest(d).await.map_err(meta)?).await?;
         let mut caches = self.caches();
-        if caches.keys_by_digest.len() >= CACHE_MAX {
-            caches.keys_by_digest.clear();
+        if caches.generation == generation {
+            if caches.keys_by_digest.len() >= CACHE_MAX {
+                caches.keys_by_digest.clear();
+            }
+            caches.keys_by_digest.insert(*d, Cached { value: grant.clone(), at: Instant::now() });
         }
-        caches.keys_by_digest.insert(*d, Cached { value: grant.clone(), at: Instant::now() });
         Ok(Self::live(grant))
     }
 
     async fn key_by_id(&self, id: &str) -> Result<Option<KeyGrant>, ApiError> {
-        if let Some(hit) = self.caches().keys_by_id.get(id).and_then(|c| c.fresh(self.config.cache_ttl)) {
-            return Ok(Self::live(hit));
-        }
+        let generation = {
+            let caches = self.caches();
+            if let Some(hit) = caches.keys_by_id.get(id).and_then(|c| c.fresh(self.config.cache_ttl)) {
+                return Ok(Self::live(hit));
+            }
+            caches.generation
+        };
         let grant = self.grant(self.store.api_key(id).await.map_err(meta)?).await?;
         let mut caches = self.caches();
-        if caches.keys_by_id.len() >= CACHE_MAX {
-            caches.keys_by_id.clear();
+        if caches.generation == generation {
+            if caches.keys_by_id.len() >= CACHE_MAX {
+                caches.keys_by_id.clear();
+            }
+            caches.keys_by_id.insert(id.to_owned(), Cached { value: grant.clone(), at: Instant::now() });
         }
-        caches.keys_by_id.insert(id.to_owned(), Cached { value: grant.clone(), at: Instant::now() });
         Ok(Self::live(grant))
     }
 
@@ -553,36 +584,32 @@ impl Auth {
             .map_err(|e| ApiError::Internal(e.to_string()))??;
         let user = User { username: username.to_owned(), password_hash, role, created_at: now_millis() };
         self.store.create_user(&user).await.map_err(meta)?;
-        self.caches().users.remove(username);
+        self.forget(&Invalidation::User(username.to_owned()));
         Ok(user)
     }
 
     /// Deletes a user with their keys and refresh tokens; their tokens stop working at once.
     pub async fn delete_user(&self, username: &str) -> Result<bool, ApiError> {
         let deleted = self.store.delete_user(username).await.map_err(meta)?;
-        let mut caches = self.caches();
-        caches.users.remove(username);
-        // Their keys are gone from the store; drop every cached key rather than track owners.
-        caches.keys_by_digest.clear();
-        caches.keys_by_id.clear();
+        self.forget(&Invalidation::User(username.to_owned()));
         Ok(deleted)
     }
 
     /// Deletes a key; it stops working at once.
     pub async fn delete_api_key(&self, id: &str) -> Result<bool, ApiError> {
         let deleted = self.store.delete_api_key(id).await.map_err(meta)?;
-        let mut caches = self.caches();
-        caches.keys_by_id.remove(id);
-        caches.keys_by_digest.retain(|_, c| c.value.as_ref().is_none_or(|g| g.id != id));
+        self.forget(&Invalidation::ApiKey(id.to_owned()));
         Ok(deleted)
     }
 
-    /// Forgets what another node deleted, so it stops working here at once too.
+    /// Forgets what this node or another one changed, so a deletion takes effect at once.
     pub fn forget(&self, what: &Invalidation) {
         let mut caches = self.caches();
+        caches.generation += 1;
         match what {
             Invalidation::User(username) => {
                 caches.users.remove(username);
+                // A deleted user's keys are gone too; drop every cached key rather than track owners.
                 caches.keys_by_digest.clear();
                 caches.keys_by_id.clear();
             }
@@ -590,7 +617,7 @@ impl Auth {
                 caches.keys_by_id.remove(id);
                 caches.keys_by_digest.retain(|_, c| c.value.as_ref().is_none_or(|g| g.id != *id));
             }
-            Invalidation::All => *caches = Caches::default(),
+            Invalidation::All => *caches = Caches { generation: caches.generation, ..Caches::default() },
         }
     }
 

@@ -87,6 +87,15 @@ impl Default for PoolOptions {
     }
 }
 
+/// Revokes every token of `family`. The rows are locked first, in one order: that waits for a
+/// rotation in flight in the family to commit, so the UPDATE (a new statement, hence a new
+/// snapshot under READ COMMITTED) also catches the token that rotation inserted.
+async fn revoke_family(tx: &tokio_postgres::Transaction<'_>, family: &str) -> Result<(), MetaError> {
+    tx.execute("SELECT 1 FROM refresh_tokens WHERE family = $1 ORDER BY digest FOR UPDATE", &[&family]).await.meta()?;
+    tx.execute("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1", &[&family]).await.meta()?;
+    Ok(())
+}
+
 /// The channel on which deletions of users and API keys are announced to every node.
 pub const NOTIFY_CHANNEL: &str = "depot_auth";
 
@@ -94,7 +103,14 @@ pub const NOTIFY_CHANNEL: &str = "depot_auth";
 /// forwards what it hears until `tx`'s receiver is gone. Each time LISTEN takes effect (the first
 /// time, and after every reconnection) it sends [`Invalidation::All`]: whatever was cached before
 /// may have been deleted while nobody listened.
-async fn listen(config: tokio_postgres::Config, tx: mpsc::Sender<Invalidation>) {
+async fn listen(mut config: tokio_postgres::Config, tx: mpsc::Sender<Invalidation>) {
+    // A half-open connection (after a partition) would look alive for hours without keepalives;
+    // with them it is noticed within about a minute, and the reconnect drops every cache.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
     while !tx.is_closed() {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
@@ -118,7 +134,17 @@ async fn listen(config: tokio_postgres::Config, tx: mpsc::Sender<Invalidation>) 
                             driver.abort();
                             return;
                         }
-                        while let Some(payload) = heard.recv().await {
+                        loop {
+                            let payload = tokio::select! {
+                                heard = heard.recv() => match heard {
+                                    Some(payload) => payload,
+                                    None => break,
+                                },
+                                () = tx.closed() => {
+                                    driver.abort();
+                                    return;
+                                }
+                            };
                             let what = match payload.split_once(':') {
                                 Some(("user", name)) => Invalidation::User(name.to_owned()),
                                 Some(("key", id)) => Invalidation::ApiKey(id.to_owned()),
@@ -497,11 +523,16 @@ impl MetadataStore for PostgresStore {
 
     async fn create_user(&self, user: &User) -> Result<(), MetaError> {
         with_conn!(self, |c| {
+            // Announced like a deletion: another node may have cached "no such user".
             let stmt = c
-                .prepare_cached(&format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4)"))
+                .prepare_cached(&format!(
+                    "WITH created AS (INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4) RETURNING username) \
+                     SELECT pg_notify($5, 'user:' || username) FROM created"
+                ))
                 .await
                 .meta()?;
-            c.execute(&stmt, &[&user.username, &user.password_hash, &user.role.as_str(), &user.created_at])
+            let role = user.role.as_str();
+            c.query(&stmt, &[&user.username, &user.password_hash, &role, &user.created_at, &NOTIFY_CHANNEL])
                 .await
                 .taken(|| format!("user `{}`", user.username))
                 .map(drop)
@@ -652,9 +683,7 @@ impl MetadataStore for PostgresStore {
             let outcome = match found {
                 None | Some((_, _, _, _, true)) => RefreshOutcome::Invalid,
                 Some((family, _, _, true, false)) => {
-                    tx.execute("UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1", &[&family])
-                        .await
-                        .meta()?;
+                    revoke_family(&tx, &family).await?;
                     RefreshOutcome::Reused
                 }
                 Some((_, _, expires_at, false, false)) if expires_at <= now => RefreshOutcome::Invalid,
@@ -685,14 +714,16 @@ impl MetadataStore for PostgresStore {
 
     async fn revoke_refresh_family(&self, presented: &Digest) -> Result<bool, MetaError> {
         with_conn!(self, |c| {
-            let stmt = c
-                .prepare_cached(
-                    "UPDATE refresh_tokens SET revoked = TRUE \
-                     WHERE family = (SELECT family FROM refresh_tokens WHERE digest = $1)",
-                )
+            let tx = c.transaction().await.meta()?;
+            let family: Option<String> = tx
+                .query_opt("SELECT family FROM refresh_tokens WHERE digest = $1", &[&&presented[..]])
                 .await
-                .meta()?;
-            Ok(c.execute(&stmt, &[&&presented[..]]).await.meta()? > 0)
+                .meta()?
+                .map(|row| row.get(0));
+            let Some(family) = family else { return Ok(false) };
+            revoke_family(&tx, &family).await?;
+            tx.commit().await.meta()?;
+            Ok(true)
         })
     }
 

@@ -108,8 +108,9 @@ async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_username(&body.username)?;
+    // Characters below, bytes above: the login reads at most MAX_PASSWORD bytes.
     let chars = body.password.chars().count();
-    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) {
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) || body.password.len() > MAX_PASSWORD {
         return Err(ApiError::InvalidBody(format!("password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")));
     }
     let user = state.auth.create_user(&body.username, &body.password, body.role.into()).await?;
