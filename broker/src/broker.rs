@@ -24,7 +24,7 @@ use crate::station::{
     StationView,
 };
 
-const CLEAN_MARKER: &str = "clean-shutdown";
+pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 /// Upper bounds of one Raft entry, so a burst of producers cannot build an unbounded entry.
 const MAX_PROPOSAL_COMMANDS: usize = 4096;
 const MAX_PROPOSAL_BYTES: usize = 32 << 20;
@@ -35,6 +35,10 @@ const TICK_MAX_SLEEP: Duration = Duration::from_millis(100);
 pub struct BrokerOptions {
     pub data_dir: PathBuf,
     pub node_id: NodeId,
+    /// The cluster this node is started for. A data dir that belongs to another cluster is
+    /// refused, naming both ids; a new data dir records this id (or, when `None`, a new random
+    /// one).
+    pub cluster_id: Option<String>,
     /// Segment size of the Raft log and of station logs.
     pub segment_bytes: u64,
     /// Build a snapshot (and then purge the Raft log) after this many entries...
@@ -59,6 +63,7 @@ impl BrokerOptions {
         BrokerOptions {
             data_dir: data_dir.into(),
             node_id: 1,
+            cluster_id: None,
             segment_bytes: 64 << 20,
             snapshot_every: 2_000,
             snapshot_bytes: 256 << 20,
@@ -85,6 +90,7 @@ struct Inner {
     raft: Raft,
     sm: StateMachine,
     node_id: NodeId,
+    cluster_id: String,
     data_dir: PathBuf,
     proposals: Mutex<Option<mpsc::Sender<Pending>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -130,6 +136,8 @@ impl Broker {
     pub async fn open(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         let dir = opts.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(storage)?;
+        // Before anything else touches the dir: a refused one is left exactly as it was.
+        let identity = crate::identity::establish(&dir, opts.node_id, opts.cluster_id.as_deref())?;
         let marker = dir.join(CLEAN_MARKER);
         let clean = marker.exists();
         if clean {
@@ -181,6 +189,7 @@ impl Broker {
                 raft,
                 sm,
                 node_id,
+                cluster_id: identity.cluster_id,
                 data_dir: dir,
                 proposals: Mutex::new(Some(tx)),
                 tasks: Mutex::new(Vec::new()),
@@ -204,6 +213,11 @@ impl Broker {
 
     pub fn node_id(&self) -> NodeId {
         self.inner.node_id
+    }
+
+    /// The id of the cluster this node's data dir belongs to.
+    pub fn cluster_id(&self) -> &str {
+        &self.inner.cluster_id
     }
 
     /// Whether the Raft group currently knows a leader (this node or, in a cluster, another).

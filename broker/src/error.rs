@@ -17,4 +17,8 @@ pub enum BrokerError {
     /// Storage failed (I/O error, corruption). The node stops serving; details are in the log.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The data dir belongs to another cluster or node than this one was started as; nothing in
+    /// it was changed. Only `Broker::open` returns this.
+    #[error("{0}")]
+    DataDir(String),
 }

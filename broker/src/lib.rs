@@ -11,16 +11,21 @@
 //!
 //! `station` is pure: it decides offsets, deliveries and receipts from the command and the
 //! leader's timestamp, never from the local clock. Everything that touches disk is in `log` and
-//! `raft`. The gateway only sees [`Broker`], [`BrokerError`] and the `station` types.
+//! `raft`, plus `identity` (which cluster and node a data dir belongs to) and `inspect` (the
+//! read-only report behind `depot admin inspect`). The gateway only sees [`Broker`],
+//! [`BrokerError`], the `station` types and `inspect`.
 
 #![deny(unsafe_code)]
 
 mod broker;
 mod error;
+pub mod identity;
+pub mod inspect;
 pub mod log;
 pub mod raft;
 pub mod station;
 
 pub use broker::{Broker, BrokerOptions, OutboxSink};
 pub use error::BrokerError;
+pub use inspect::{inspect, Inspection};
 pub use raft::{Applied, StoredMessage};

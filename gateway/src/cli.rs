@@ -1,4 +1,4 @@
-//! The commands of the `depot` binary: `dev`, `serve`, `openapi`.
+//! The commands of the `depot` binary: `dev`, `serve`, `migrate`, `admin`, `openapi`.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -11,6 +11,8 @@ use crate::auth::{self, Auth, Principal};
 use crate::config::{self, Config, Loaded, Mode, Sources};
 use crate::meta::postgres::PostgresStore;
 use crate::meta::{MetadataStore, Role, SqliteStore};
+use crate::routes::auth::MAX_PASSWORD;
+use crate::routes::users::MIN_PASSWORD;
 use crate::AppState;
 
 pub fn usage() -> String {
@@ -21,6 +23,9 @@ pub fn usage() -> String {
          a production node; `depot serve --help` lists every setting with its default\n\
      migrate [--metadata-url postgres://...] [settings]\n    \
          apply the metadata store's migrations and exit\n\
+     admin inspect [--json] DATA_DIR...\n    \
+         read data dirs offline (a running node's too): cluster id, node id, last log term and\n    \
+         index, clean or dirty; names the latest store\n\
      openapi\n    \
          print the OpenAPI document\n\n\
      env: DEPOT_LOG (filter, default info), DEPOT_LOG_FORMAT (json, the default, or text)\n"
@@ -33,6 +38,10 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
         Some("dev") => start(Mode::Dev, &args[1..]).await,
         Some("serve") => start(Mode::Serve, &args[1..]).await,
         Some("migrate") => migrate(&args[1..]).await,
+        Some("admin") => {
+            emit(&crate::admin::run(&args[1..])?);
+            Ok(())
+        }
         Some("openapi") => {
             emit(&crate::openapi_json());
             Ok(())
@@ -118,17 +127,22 @@ fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    // A fresh name with create_new: never a leftover file with looser permissions, never a
+    // symlink someone planted.
+    let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    // The rename is durable only once the directory is.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))?;
+    }
     Ok(())
 }
 
@@ -144,8 +158,8 @@ async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
         return Ok(Admin::Existing);
     }
     let (password, generated) = match std::env::var("DEPOT_ADMIN_PASSWORD") {
-        Ok(p) if p.chars().count() >= crate::routes::users::MIN_PASSWORD => (p, None),
-        Ok(_) => bail!("DEPOT_ADMIN_PASSWORD must be at least {} characters", crate::routes::users::MIN_PASSWORD),
+        Ok(p) if p.chars().count() >= MIN_PASSWORD && p.len() <= MAX_PASSWORD => (p, None),
+        Ok(_) => bail!("DEPOT_ADMIN_PASSWORD must be {MIN_PASSWORD} characters to {MAX_PASSWORD} bytes"),
         Err(_) if mode == Mode::Dev => {
             let p = auth::generate_password();
             (p.clone(), Some(p))
@@ -168,6 +182,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     let broker =
         Broker::open(opts).await.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
     let state = AppState::with_config(broker, auth.clone(), config.gateway());
+    let shutdown = shutdown_signal();
     match mode {
         Mode::Dev => print_dev_banner(&auth, addr, config, &admin)?,
         Mode::Serve => {
@@ -177,7 +192,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
             say(&format!("depot: listening on http://{addr} (data in {})", config.data_dir.display()));
         }
     }
-    crate::run(listener, state, shutdown_signal()).await?;
+    crate::run(listener, state, shutdown).await?;
     say("depot: stopped cleanly");
     Ok(())
 }
@@ -211,21 +226,27 @@ fn print_dev_banner(auth: &Auth, addr: std::net::SocketAddr, config: &Config, ad
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the
+/// future is first polled: a SIGTERM right after the banner must drain, not kill.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        let wait = |signal: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match signal {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, signal = name, "cannot listen for this signal");
+                    std::future::pending::<()>().await;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                std::future::pending::<()>().await;
-            }
+        };
+        tokio::select! {
+            () = wait(term, "SIGTERM") => {}
+            () = wait(interrupt, "SIGINT") => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
     }
 }
 

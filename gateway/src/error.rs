@@ -213,7 +213,9 @@ impl ApiError {
                 BrokerError::ShuttingDown => {
                     (Code::ShuttingDown, "the server is shutting down".to_owned(), Some(Duration::from_secs(1)))
                 }
-                BrokerError::Storage(_) => (Code::Internal, "internal error".to_owned(), None),
+                BrokerError::Storage(_) | BrokerError::DataDir(_) => {
+                    (Code::Internal, "internal error".to_owned(), None)
+                }
             },
             ApiError::Internal(_) => (Code::Internal, "internal error".to_owned(), None),
         }

@@ -19,6 +19,7 @@ use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -65,6 +65,7 @@
 mod format;
 mod group_commit;
 mod iter;
+mod peek;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -82,6 +83,7 @@ use self::segment::{io_err, remove_if_exists, write_zeros, Segment, MAX_RECORD_S
 
 pub use self::group_commit::{GroupCommit, SyncPoint};
 pub use self::iter::LogIter;
+pub use self::peek::{last_record, LastRecord, TailState};
 
 /// Largest payload a record can carry (its length field is a u32).
 pub const MAX_PAYLOAD: usize = u32::MAX as usize - RECORD_HEADER_LEN;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_entry, encode_entry};
 use super::{meta, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
-use crate::log::{GroupCommit, LogOptions, SegmentedLog, Verify};
+use crate::log::{last_record, GroupCommit, LogOptions, SegmentedLog, TailState, Verify};
 
 /// Recently appended entries kept decoded, so applying them does not read them back from disk.
 const CACHE_BYTES: usize = 64 << 20;
@@ -94,6 +94,38 @@ impl LogStore {
     pub fn last_index(&self) -> Option<u64> {
         lock(&self.inner).last_log_id.map(|id| id.index)
     }
+}
+
+/// The Raft log as the next [`LogStore::open`] would find it, read without modifying anything.
+#[derive(Clone, Debug)]
+pub struct LogOnDisk {
+    pub vote: Option<Vote>,
+    pub last_purged: Option<LogId>,
+    /// The last entry's id, or the purge point when no entry follows it.
+    pub last_log_id: Option<LogId>,
+    /// What follows the last valid entry on disk.
+    pub tail: TailState,
+}
+
+/// Reads the vote, the purge point and the last entry of the Raft log in `dir` (the directory
+/// [`LogStore::open`] takes) with read-only handles: no recovery, no truncation, no fsync.
+pub fn read_on_disk(dir: &Path) -> Result<LogOnDisk, Box<dyn std::error::Error + Send + Sync>> {
+    let meta: RaftMeta = meta::read(&dir.join("raft-meta"))?.unwrap_or_default();
+    let last = last_record(&dir.join("log"))?;
+    let mut last_log_id = match &last.record {
+        Some((index, bytes)) => {
+            let entry = decode_entry(bytes)?;
+            if entry.log_id.index != *index {
+                return Err(format!("raft log record {index} holds entry {}", entry.log_id.index).into());
+            }
+            Some(entry.log_id)
+        }
+        None => None,
+    };
+    if last_log_id.is_none_or(|id| meta.last_purged.is_some_and(|p| id.index <= p.index)) {
+        last_log_id = meta.last_purged;
+    }
+    Ok(LogOnDisk { vote: meta.vote, last_purged: meta.last_purged, last_log_id, tail: last.tail })
 }
 
 fn missing(index: u64) -> std::io::Error {

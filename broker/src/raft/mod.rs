@@ -9,7 +9,7 @@
 
 pub mod codec;
 pub mod log_store;
-mod meta;
+pub(crate) mod meta;
 pub(crate) use meta::fsync_dir;
 pub mod network;
 pub mod snapshot;

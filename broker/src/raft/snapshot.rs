@@ -59,6 +59,13 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, MetaError> {
     meta::read(&path)?.ok_or_else(|| MetaError::Corrupt { path, detail: "missing".into() })
 }
 
+/// The meta of the state machine's current snapshot in `sm_dir` (the directory the state
+/// machine opens), read without modifying anything; `None` before the first snapshot.
+pub fn read_current_meta(sm_dir: &Path) -> Result<Option<SnapshotMeta>, MetaError> {
+    let Some(name) = meta::read::<String>(&sm_dir.join("current"))? else { return Ok(None) };
+    Ok(Some(read_manifest(&sm_dir.join("snapshots").join(name))?.meta))
+}
+
 /// The data of a snapshot: either a local snapshot directory presented as an archive, or a file
 /// being received from a leader.
 pub enum SnapshotStream {

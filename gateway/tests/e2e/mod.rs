@@ -140,6 +140,14 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL: no drain, no clean-shutdown marker.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait().unwrap();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         // Already exited after `terminate`: kill fails harmlessly and wait returns the status.
