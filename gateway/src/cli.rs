@@ -179,6 +179,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     let admin = ensure_admin(mode, &auth).await?;
     let mut opts = BrokerOptions::new(&config.data_dir);
     opts.node_id = config.node_id;
+    opts.cluster_id = config.cluster_id.clone();
     let broker =
         Broker::open(opts).await.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
     let state = AppState::with_config(broker, auth.clone(), config.gateway());

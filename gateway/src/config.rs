@@ -51,6 +51,9 @@ pub struct Config {
     /// Longest wait on Postgres for a connection or a query, in milliseconds.
     pub metadata_timeout_ms: u64,
     pub cluster_secret: Option<String>,
+    /// The cluster this node belongs to; `None`: whatever the data dir holds (a new one gets a
+    /// random id).
+    pub cluster_id: Option<String>,
     pub wait_for: Option<u32>,
     /// `None`: generated on first start and kept in `<data_dir>/jwt-secret`.
     pub jwt_secret: Option<String>,
@@ -90,6 +93,7 @@ impl Config {
             metadata_pool_size: 16,
             metadata_timeout_ms: 5000,
             cluster_secret: None,
+            cluster_id: None,
             wait_for: None,
             jwt_secret: None,
             jwt_issuer: "depot".to_owned(),
@@ -241,6 +245,15 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.cluster_secret.as_ref().map_or("(unset)", |_| "(set)").to_owned(),
         set: |c, v| {
             c.cluster_secret = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "cluster_id",
+        help: "the cluster this node belongs to: a data dir of another cluster is refused; unset: the data dir's own (random when new)",
+        show: |c| show_opt(&c.cluster_id),
+        set: |c, v| {
+            c.cluster_id = non_empty(v);
             Ok(())
         },
     },
@@ -489,6 +502,9 @@ impl Config {
                 );
             }
             return Err("peers: clustering is not built yet; run a single node (leave --peers unset)".to_owned());
+        }
+        if let Some(id) = &self.cluster_id {
+            depot_broker::identity::validate_cluster_id(id).map_err(|e| format!("cluster_id: {e}"))?;
         }
         if !(1..=1024).contains(&self.metadata_pool_size) {
             return Err("metadata_pool_size must be 1-1024".to_owned());

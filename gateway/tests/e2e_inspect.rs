@@ -111,3 +111,20 @@ fn inspect_reports_clean_then_dirty_and_names_the_latest_store() {
     server.terminate();
     assert_eq!(inspect_json(&[&dir])["stores"][0]["state"], "clean");
 }
+
+#[test]
+fn a_data_dir_of_another_cluster_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[("DEPOT_CLUSTER_ID", "alpha")]);
+    server.terminate();
+    assert_eq!(inspect_json(&[dir.path()])["stores"][0]["cluster_id"], "alpha");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--cluster-id", "beta", "--data-dir"])
+        .arg(dir.path())
+        .env("DEPOT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "started on another cluster's data dir");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("alpha") && stderr.contains("beta"), "{stderr}");
+}
