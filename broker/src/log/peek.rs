@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{parse_file_name, verify_record, RECORD_HEADER_LEN};
-use super::segment::{find_valid_after, io_err, nonzero_end, scan, ScanOutcome};
+use super::segment::{io_err, judge_bad_tail, scan, BadTail, ScanOutcome};
 use super::LogError;
 
 /// What follows the last valid record of the last segment.
@@ -55,15 +55,17 @@ pub fn last_record(dir: &Path) -> Result<LastRecord, LogError> {
         let file_len = file.metadata().map_err(io_err(&path))?.len();
         let scanned = scan(&file, &path, base, file_len)?;
         if let ScanOutcome::Bad { position, detail, torn_candidate } = scanned.outcome {
-            let expected = base + scanned.positions.len() as u64;
-            let zero_tail = position > 0 && nonzero_end(&file, position, file_len).map_err(io_err(&path))? <= position;
-            let torn = is_last
-                && (zero_tail
-                    || (torn_candidate
-                        && find_valid_after(&file, position + 1, file_len, expected)
-                            .map_err(io_err(&path))?
-                            .is_none()));
-            if !is_last || !torn {
+            let BadTail { zero_tail, torn, .. } = judge_bad_tail(
+                &file,
+                &path,
+                base,
+                scanned.positions.len(),
+                position,
+                torn_candidate,
+                file_len,
+                is_last,
+            )?;
+            if !torn {
                 out.tail = TailState::Corrupt { path: path.clone(), position, detail };
             } else if !zero_tail {
                 out.tail = TailState::Torn { path: path.clone(), position, detail };

@@ -141,20 +141,8 @@ impl Segment {
         let mut len = file_len;
         let mut alloc = file_len;
         if let ScanOutcome::Bad { position, detail, torn_candidate } = scan.outcome {
-            // End of the bytes after `position` that are not zero; zeros are never data.
-            let data_end = if is_last && position > 0 {
-                nonzero_end(&file, position, file_len).map_err(io_err(&path))?
-            } else {
-                file_len
-            };
-            let zero_tail = data_end <= position;
-            let expected = base + positions.len() as u64;
-            let torn = is_last
-                && (zero_tail
-                    || (torn_candidate
-                        && find_valid_after(&file, position + 1, file_len, expected)
-                            .map_err(io_err(&path))?
-                            .is_none()));
+            let BadTail { data_end, zero_tail, torn } =
+                judge_bad_tail(&file, &path, base, positions.len(), position, torn_candidate, file_len, is_last)?;
             if !torn {
                 return Err(LogError::Corrupt { path, position, detail });
             }
@@ -232,6 +220,40 @@ pub(crate) fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
         pos += n as u64;
     }
     Ok(())
+}
+
+/// How a bad record at `position` reads, by the one rule recovery and offline inspection share.
+pub(super) struct BadTail {
+    /// End of the bytes after `position` that are not zero (zeros are never data); the file's
+    /// length when that was not looked at (not the last segment, or a bad file header).
+    pub data_end: u64,
+    /// Nothing but zeros follows `position`.
+    pub zero_tail: bool,
+    /// A torn write, repaired by cutting: only in the last segment, when only zeros follow or
+    /// no valid record with the next sequence number comes later. Anything else is corruption.
+    pub torn: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn judge_bad_tail(
+    file: &File,
+    path: &Path,
+    base: u64,
+    records_before: usize,
+    position: u64,
+    torn_candidate: bool,
+    file_len: u64,
+    is_last: bool,
+) -> Result<BadTail, LogError> {
+    let data_end =
+        if is_last && position > 0 { nonzero_end(file, position, file_len).map_err(io_err(path))? } else { file_len };
+    let zero_tail = data_end <= position;
+    let expected = base + records_before as u64;
+    let torn = is_last
+        && (zero_tail
+            || (torn_candidate
+                && find_valid_after(file, position + 1, file_len, expected).map_err(io_err(path))?.is_none()));
+    Ok(BadTail { data_end, zero_tail, torn })
 }
 
 /// One past the last nonzero byte in `from..to`, or `from` if they are all zero.
