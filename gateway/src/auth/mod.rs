@@ -504,22 +504,8 @@ impl Auth {
 
     /// The user's role and creation time, from the cache or the store.
     async fn user_entry(&self, username: &str) -> Result<Option<(Role, Millis)>, ApiError> {
-        let generation = {
-            let caches = self.caches();
-            if let Some(hit) = caches.users.get(username).and_then(|c| c.fresh(self.config.cache_ttl)) {
-                return Ok(hit);
-            }
-            caches.generation
-        };
-        let entry = self.store.user(username).await.map_err(meta)?.map(|u| (u.role, u.created_at));
-        let mut caches = self.caches();
-        if caches.generation == generation {
-            if caches.users.len() >= CACHE_MAX {
-                caches.users.clear();
-            }
-            caches.users.insert(username.to_owned(), Cached { value: entry, at: Instant::now() });
-        }
-        Ok(entry)
+        let load = async { Ok(self.store.user(username).await.map_err(meta)?.map(|u| (u.role, u.created_at))) };
+        self.cached(|c| &mut c.users, username.to_owned(), load).await
     }
 
     async fn grant(&self, key: Option<ApiKey>) -> Result<Option<KeyGrant>, ApiError> {
@@ -539,41 +525,40 @@ impl Auth {
     }
 
     async fn key_by_digest(&self, d: &Digest) -> Result<Option<KeyGrant>, ApiError> {
-        let generation = {
-            let caches = self.caches();
-            if let Some(hit) = caches.keys_by_digest.get(d).and_then(|c| c.fresh(self.config.cache_ttl)) {
-                return Ok(Self::live(hit));
-            }
-            caches.generation
-        };
-        let grant = self.grant(self.store.api_key_by_digest(d).await.map_err(meta)?).await?;
-        let mut caches = self.caches();
-        if caches.generation == generation {
-            if caches.keys_by_digest.len() >= CACHE_MAX {
-                caches.keys_by_digest.clear();
-            }
-            caches.keys_by_digest.insert(*d, Cached { value: grant.clone(), at: Instant::now() });
-        }
-        Ok(Self::live(grant))
+        let load = async { self.grant(self.store.api_key_by_digest(d).await.map_err(meta)?).await };
+        Ok(Self::live(self.cached(|c| &mut c.keys_by_digest, *d, load).await?))
     }
 
     async fn key_by_id(&self, id: &str) -> Result<Option<KeyGrant>, ApiError> {
+        let load = async { self.grant(self.store.api_key(id).await.map_err(meta)?).await };
+        Ok(Self::live(self.cached(|c| &mut c.keys_by_id, id.to_owned(), load).await?))
+    }
+
+    /// `key`'s entry in the cache `table` picks, or else what `load` answers, cached unless an
+    /// invalidation happened while it loaded (then it may describe what was just deleted).
+    async fn cached<K: std::hash::Hash + Eq, V: Clone>(
+        &self,
+        table: fn(&mut Caches) -> &mut HashMap<K, Cached<V>>,
+        key: K,
+        load: impl std::future::Future<Output = Result<V, ApiError>>,
+    ) -> Result<V, ApiError> {
         let generation = {
-            let caches = self.caches();
-            if let Some(hit) = caches.keys_by_id.get(id).and_then(|c| c.fresh(self.config.cache_ttl)) {
-                return Ok(Self::live(hit));
+            let mut caches = self.caches();
+            if let Some(hit) = table(&mut caches).get(&key).and_then(|c| c.fresh(self.config.cache_ttl)) {
+                return Ok(hit);
             }
             caches.generation
         };
-        let grant = self.grant(self.store.api_key(id).await.map_err(meta)?).await?;
+        let value = load.await?;
         let mut caches = self.caches();
         if caches.generation == generation {
-            if caches.keys_by_id.len() >= CACHE_MAX {
-                caches.keys_by_id.clear();
+            let entries = table(&mut caches);
+            if entries.len() >= CACHE_MAX {
+                entries.clear();
             }
-            caches.keys_by_id.insert(id.to_owned(), Cached { value: grant.clone(), at: Instant::now() });
+            entries.insert(key, Cached { value: value.clone(), at: Instant::now() });
         }
-        Ok(Self::live(grant))
+        Ok(value)
     }
 
     /// Creates a user; `Conflict` when the name is taken.
