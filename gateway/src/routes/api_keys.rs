@@ -18,34 +18,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
 
 const MAX_KEY_NAME: usize = 128;
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionBody {
-    Produce,
-    Consume,
-    Manage,
-}
-
-impl From<ActionBody> for Action {
-    fn from(a: ActionBody) -> Action {
-        match a {
-            ActionBody::Produce => Action::Produce,
-            ActionBody::Consume => Action::Consume,
-            ActionBody::Manage => Action::Manage,
-        }
-    }
-}
-
-impl From<Action> for ActionBody {
-    fn from(a: Action) -> ActionBody {
-        match a {
-            Action::Produce => ActionBody::Produce,
-            Action::Consume => ActionBody::Consume,
-            Action::Manage => ActionBody::Manage,
-        }
-    }
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeBody {
@@ -54,7 +26,7 @@ pub struct ScopeBody {
     pub stations: String,
     /// At least one action.
     #[schema(min_items = 1)]
-    pub actions: Vec<ActionBody>,
+    pub actions: Vec<Action>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -102,10 +74,7 @@ pub struct KeyList {
 }
 
 fn scopes_body(scopes: &[Scope]) -> Vec<ScopeBody> {
-    scopes
-        .iter()
-        .map(|s| ScopeBody { stations: s.stations.clone(), actions: s.actions.iter().map(|&a| a.into()).collect() })
-        .collect()
+    scopes.iter().map(|s| ScopeBody { stations: s.stations.clone(), actions: s.actions.clone() }).collect()
 }
 
 impl From<&ApiKey> for KeyBody {
@@ -140,11 +109,8 @@ async fn create_key(
     if body.name.is_empty() || body.name.chars().count() > MAX_KEY_NAME || body.name.chars().any(char::is_control) {
         return Err(ApiError::InvalidRequest(format!("name must be 1-{MAX_KEY_NAME} printable characters")));
     }
-    let mut scopes: Vec<Scope> = body
-        .scopes
-        .into_iter()
-        .map(|s| Scope { stations: s.stations, actions: s.actions.into_iter().map(Into::into).collect() })
-        .collect();
+    let mut scopes: Vec<Scope> =
+        body.scopes.into_iter().map(|s| Scope { stations: s.stations, actions: s.actions }).collect();
     for s in &mut scopes {
         s.actions.sort_unstable();
         s.actions.dedup();

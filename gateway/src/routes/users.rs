@@ -29,45 +29,20 @@ pub struct NewUserBody {
     #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
     #[schema(example = "member")]
-    pub role: RoleBody,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RoleBody {
-    Admin,
-    Member,
-}
-
-impl From<RoleBody> for Role {
-    fn from(r: RoleBody) -> Role {
-        match r {
-            RoleBody::Admin => Role::Admin,
-            RoleBody::Member => Role::Member,
-        }
-    }
-}
-
-impl From<Role> for RoleBody {
-    fn from(r: Role) -> RoleBody {
-        match r {
-            Role::Admin => RoleBody::Admin,
-            Role::Member => RoleBody::Member,
-        }
-    }
+    pub role: Role,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserBody {
     pub username: String,
-    pub role: RoleBody,
+    pub role: Role,
     /// RFC 3339.
     pub created_at: String,
 }
 
 impl From<&User> for UserBody {
     fn from(u: &User) -> Self {
-        UserBody { username: u.username.clone(), role: u.role.into(), created_at: rfc3339(u.created_at) }
+        UserBody { username: u.username.clone(), role: u.role, created_at: rfc3339(u.created_at) }
     }
 }
 
@@ -113,7 +88,7 @@ async fn create_user(
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&chars) || body.password.len() > MAX_PASSWORD {
         return Err(ApiError::InvalidBody(format!("password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")));
     }
-    let user = state.auth.create_user(&body.username, &body.password, body.role.into()).await?;
+    let user = state.auth.create_user(&body.username, &body.password, body.role).await?;
     state.audit(&auth.principal, "user.create", &user.username, serde_json::json!({"role": user.role.as_str()})).await;
     Ok(HttpResponse::Created().json(UserBody::from(&user)))
 }
