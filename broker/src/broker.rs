@@ -9,16 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft::{Config, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::cluster::network::Network;
+use crate::cluster::transport::{CallError, Credentials, Peers};
+use crate::cluster::wire::{self, Call, Reply};
+use crate::cluster::{ClusterOptions, Directory};
 use crate::error::BrokerError;
 use crate::log::Verify;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::NoPeers;
 use crate::raft::state_machine::{SmOptions, StateMachine};
-use crate::raft::{Applied, NodeId, Proposal, Raft, StoredMessage};
+use crate::raft::{Applied, Member, NodeId, Proposal, Raft, StoredMessage};
 use crate::station::{
     BrokerState, Command, CommandError, DeadLetterRecord, Envelope, GroupView, Millis, OutboxEntry, Outcome,
     StationView,
@@ -56,6 +59,13 @@ pub struct BrokerOptions {
     /// order, leaving a zero hole before a later record; recovery then refuses to start (it
     /// cannot tell that hole from lost acknowledged data) instead of dropping the torn tail.
     pub preallocate_raft_log: bool,
+    /// How long a proposed command may wait to be committed before it answers `Unavailable`
+    /// (its outcome then unknown: a leader without a quorum never commits it, a later leader
+    /// may). Never a false success.
+    pub commit_timeout: Duration,
+    /// Set to run as a member of a cluster of several nodes; `None`: a cluster of one, without
+    /// a cluster port.
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl BrokerOptions {
@@ -70,6 +80,8 @@ impl BrokerOptions {
             proposals_in_flight: 1,
             leader_wait: Duration::from_secs(5),
             preallocate_raft_log: false,
+            commit_timeout: Duration::from_secs(5),
+            cluster: None,
         }
     }
 }
@@ -86,15 +98,21 @@ struct Pending {
     reply: oneshot::Sender<Result<Applied, BrokerError>>,
 }
 
-struct Inner {
-    raft: Raft,
+pub(crate) struct Inner {
+    pub(crate) raft: Raft,
     sm: StateMachine,
     node_id: NodeId,
     cluster_id: String,
+    /// This node's own membership record.
+    pub(crate) member: Member,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) cluster: Option<ClusterOptions>,
+    pub(crate) leader_wait: Duration,
+    commit_timeout: Duration,
     data_dir: PathBuf,
     proposals: Mutex<Option<mpsc::Sender<Pending>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    shutdown: watch::Sender<bool>,
+    pub(crate) shutdown: watch::Sender<bool>,
     /// Set when the server starts draining: long polls return at once, commands still run.
     draining: watch::Sender<bool>,
     clock: LeaderClock,
@@ -106,7 +124,7 @@ struct Inner {
 /// A handle to the running broker; clones share it.
 #[derive(Clone)]
 pub struct Broker {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// The leader's clock: wall time in ms, never going backwards, stamped on every proposal.
@@ -126,13 +144,15 @@ fn storage(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Storage(e.to_string())
 }
 
-fn unavailable(reason: impl Into<String>) -> BrokerError {
+pub(crate) fn unavailable(reason: impl Into<String>) -> BrokerError {
     BrokerError::Unavailable { reason: reason.into(), retry_after: Duration::from_secs(1) }
 }
 
 impl Broker {
-    /// Opens (or creates) the data dir, recovers, and returns once this node leads and has
-    /// applied everything its log held, so no read sees less than was acknowledged before.
+    /// Opens (or creates) the data dir and recovers. A cluster of one returns once this node
+    /// leads and has applied everything its log held, so no read sees less than was acknowledged
+    /// before. A member of a larger cluster returns once it serves the cluster port; a leader
+    /// comes when a quorum is up (see [`crate::cluster`]).
     pub async fn open(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         let dir = opts.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(storage)?;
@@ -153,6 +173,24 @@ impl Broker {
             .map_err(storage)?;
         let recover_to = log.last_index();
 
+        let cluster = opts.cluster.clone();
+        let configured = cluster.as_ref().map(|c| c.peers.clone()).unwrap_or_default();
+        let member = Member {
+            cluster_addr: configured
+                .iter()
+                .find(|(id, _)| *id == opts.node_id)
+                .map(|(_, a)| a.clone())
+                .or_else(|| cluster.as_ref().map(|c| c.listen.to_string()))
+                .unwrap_or_default(),
+            api_addr: cluster.as_ref().map(|c| c.api_addr.clone()).unwrap_or_default(),
+            incarnation: identity.incarnation.clone(),
+        };
+        let credentials = Credentials {
+            cluster_id: identity.cluster_id.clone(),
+            node_id: opts.node_id,
+            proof: wire::secret_proof(cluster.as_ref().map_or("", |c| c.secret.as_str())),
+        };
+        let directory = Arc::new(Directory::new(Peers::new(credentials.clone()), &configured));
         let config = Config {
             cluster_name: "depot".into(),
             heartbeat_interval: 50,
@@ -164,22 +202,25 @@ impl Broker {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(storage)?);
-        let raft = Raft::new(opts.node_id, config, NoPeers, log, sm.clone()).await.map_err(storage)?;
-        if !raft.is_initialized().await.map_err(storage)? {
-            let members = BTreeMap::from([(opts.node_id, BasicNode::default())]);
-            raft.initialize(members).await.map_err(storage)?;
-        }
+        let network = Network { directory: directory.clone() };
+        let raft = Raft::new(opts.node_id, config, network, log, sm.clone()).await.map_err(storage)?;
         let node_id = opts.node_id;
-        raft.wait(Some(opts.leader_wait.max(Duration::from_secs(30))))
-            .metrics(
-                |m| {
-                    m.current_leader == Some(node_id)
-                        && recover_to.is_none_or(|i| m.last_applied.is_some_and(|a| a.index >= i))
-                },
-                "leader with the log applied",
-            )
-            .await
-            .map_err(|e| unavailable(format!("recovery did not finish: {e}")))?;
+        let alone = configured.iter().all(|(id, _)| *id == node_id);
+        if alone && !raft.is_initialized().await.map_err(storage)? {
+            raft.initialize(BTreeMap::from([(node_id, member.clone())])).await.map_err(storage)?;
+        }
+        if alone {
+            raft.wait(Some(opts.leader_wait.max(Duration::from_secs(30))))
+                .metrics(
+                    |m| {
+                        m.current_leader == Some(node_id)
+                            && recover_to.is_none_or(|i| m.last_applied.is_some_and(|a| a.index >= i))
+                    },
+                    "leader with the log applied",
+                )
+                .await
+                .map_err(|e| unavailable(format!("recovery did not finish: {e}")))?;
+        }
 
         let (tx, rx) = mpsc::channel(16_384);
         let (shutdown, _) = watch::channel(false);
@@ -190,6 +231,11 @@ impl Broker {
                 sm,
                 node_id,
                 cluster_id: identity.cluster_id,
+                member,
+                directory,
+                cluster: cluster.clone(),
+                leader_wait: opts.leader_wait,
+                commit_timeout: opts.commit_timeout,
                 data_dir: dir,
                 proposals: Mutex::new(Some(tx)),
                 tasks: Mutex::new(Vec::new()),
@@ -204,10 +250,16 @@ impl Broker {
         let ticker = tokio::spawn(run_ticker(broker.clone()));
         broker.track(proposer);
         broker.track(ticker);
+        if let Some(cluster) = &cluster {
+            if let Err(e) = crate::cluster::node::start(&broker, cluster, credentials).await {
+                let _ = broker.shutdown().await;
+                return Err(e);
+            }
+        }
         Ok(broker)
     }
 
-    fn track(&self, task: JoinHandle<()>) {
+    pub(crate) fn track(&self, task: JoinHandle<()>) {
         self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(task);
     }
 
@@ -225,6 +277,11 @@ impl Broker {
         self.inner.raft.metrics().borrow().current_leader.is_some()
     }
 
+    /// The voting members of the cluster (1 for a cluster of one).
+    pub fn voters(&self) -> usize {
+        self.inner.raft.metrics().borrow().membership_config.membership().voter_ids().count()
+    }
+
     /// Starts draining: waiting fetches return what they have (usually nothing) at once, so a
     /// server can finish in-flight long polls quickly; commands keep working until `shutdown`.
     pub fn begin_drain(&self) {
@@ -240,18 +297,93 @@ impl Broker {
         self.inner.clock.now()
     }
 
-    /// Proposes `command` and waits until it is committed (fsynced) and applied. An outcome
-    /// that refuses the command (`Outcome::Error`) comes back as `BrokerError::Command`.
+    /// Proposes `command` and waits until it is committed (fsynced on a majority) and applied,
+    /// on this node if it leads, else forwarded to the leader. An outcome that refuses the
+    /// command (`Outcome::Error`) comes back as `BrokerError::Command`.
     pub async fn submit(&self, command: Command) -> Result<Applied, BrokerError> {
-        let sender = self.inner.proposals.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let sender = sender.ok_or(BrokerError::ShuttingDown)?;
-        let (reply, rx) = oneshot::channel();
-        sender.send(Pending { command, reply }).await.map_err(|_| BrokerError::ShuttingDown)?;
-        let applied = rx.await.map_err(|_| BrokerError::ShuttingDown)??;
+        let applied = self.route(command).await?;
         match applied.outcome {
             Outcome::Error(e) => Err(e.into()),
             _ => Ok(applied),
         }
+    }
+
+    /// Sends `command` to the leader: proposed here if this node leads, else forwarded. While
+    /// no leader is known, or the one known cannot be reached (nothing was sent), it waits for
+    /// one up to `leader_wait`.
+    async fn route(&self, command: Command) -> Result<Applied, BrokerError> {
+        let deadline = Instant::now() + self.inner.leader_wait;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let (leader, addr) = {
+                let m = metrics.borrow_and_update();
+                let leader = m.current_leader;
+                let addr =
+                    leader.and_then(|l| self.inner.directory.address(l, m.membership_config.membership().get_node(&l)));
+                (leader, addr)
+            };
+            let why = match (leader, addr) {
+                (Some(l), _) if l == self.inner.node_id => return self.propose(command).await,
+                (Some(l), Some(addr)) => {
+                    let timeout = self.inner.commit_timeout + Duration::from_secs(2);
+                    match self.inner.directory.peers.call(l, &addr, Call::Submit(command.clone()), timeout).await {
+                        Ok(Reply::Submit(result)) => return result,
+                        // The leader refused before proposing (it no longer leads): try again.
+                        Ok(Reply::Refused(reason)) => reason,
+                        Ok(other) => return Err(unavailable(format!("node {l} answered {other:?}"))),
+                        Err(e @ CallError::Unreachable(..)) => e.to_string(),
+                        Err(e @ CallError::NoAnswer(..)) => {
+                            return Err(unavailable(format!("{e}; the outcome is unknown, retry (idempotently)")))
+                        }
+                    }
+                }
+                (Some(l), None) => format!("no address known for the leader, node {l}"),
+                (None, _) => "no leader elected".to_owned(),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(unavailable(why));
+            }
+            tokio::select! {
+                _ = metrics.changed() => {}
+                _ = tokio::time::sleep(left.min(Duration::from_millis(50))) => {}
+            }
+        }
+    }
+
+    /// Proposes `command` through this node's Raft (which must lead) and waits for it to apply.
+    pub(crate) async fn propose(&self, command: Command) -> Result<Applied, BrokerError> {
+        let sender = self.inner.proposals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let sender = sender.ok_or(BrokerError::ShuttingDown)?;
+        let (reply, rx) = oneshot::channel();
+        sender.send(Pending { command, reply }).await.map_err(|_| BrokerError::ShuttingDown)?;
+        match tokio::time::timeout(self.inner.commit_timeout, rx).await {
+            Ok(applied) => applied.map_err(|_| BrokerError::ShuttingDown)?,
+            Err(_) => Err(unavailable(format!(
+                "not committed within {:?} (no quorum?); the outcome is unknown, retry (idempotently)",
+                self.inner.commit_timeout
+            ))),
+        }
+    }
+
+    /// A read barrier: returns once this node has applied everything committed before the call,
+    /// so a read after it sees every write acknowledged before it. Free on a cluster of one; in a
+    /// larger cluster the leader first confirms with a quorum that it still leads (else, after
+    /// `leader_wait`, `Unavailable`).
+    pub async fn barrier(&self) -> Result<(), BrokerError> {
+        if self.inner.cluster.is_none() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.inner.leader_wait;
+        let index = crate::cluster::node::read_index(self, deadline).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable(format!("did not catch up with the leader: {e}")))
     }
 
     /// Reads the replicated state as of the last applied entry.
@@ -296,9 +428,19 @@ impl Broker {
         let deadline = Instant::now() + wait;
         let mut changes = self.inner.sm.subscribe();
         let mut draining = self.inner.draining.subscribe();
+        let mut synced = false;
         loop {
             let now = self.now();
-            let ready = self.read(|s| s.ready(station, group, now))?;
+            let ready = match self.read(|s| s.ready(station, group, now)) {
+                Ok(ready) => ready,
+                // A follower may not have applied the station's creation yet.
+                Err(_) if self.inner.cluster.is_some() && !synced => {
+                    self.barrier().await?;
+                    synced = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if ready {
                 let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
                 let applied = self.submit(command).await?;
@@ -335,7 +477,8 @@ impl Broker {
                 if *shutdown.borrow() {
                     return;
                 }
-                let entries = broker.read(|s| s.outbox(512));
+                let leads = broker.inner.raft.metrics().borrow().current_leader == Some(broker.inner.node_id);
+                let entries = if leads { broker.read(|s| s.outbox(512)) } else { Vec::new() };
                 if let Some(last) = entries.last().map(|e| e.seq) {
                     match sink.deliver(&entries).await {
                         Ok(()) => {
@@ -374,6 +517,7 @@ impl Broker {
             let _ = task.await;
         }
         self.inner.raft.shutdown().await.map_err(storage)?;
+        self.inner.directory.peers.close();
         self.inner.sm.close().map_err(storage)?;
         let marker = self.inner.data_dir.join(CLEAN_MARKER);
         std::fs::write(&marker, b"").map_err(storage)?;
@@ -448,7 +592,7 @@ async fn run_proposer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>, in_fli
     }
 }
 
-fn client_write_error(e: ClientWriteError<NodeId, BasicNode>) -> BrokerError {
+fn client_write_error(e: ClientWriteError<NodeId, Member>) -> BrokerError {
     match e {
         ClientWriteError::ForwardToLeader(f) => unavailable(format!("not the leader (leader: {:?})", f.leader_id)),
         ClientWriteError::ChangeMembershipError(e) => unavailable(e.to_string()),

@@ -3,7 +3,7 @@ use std::time::Duration;
 use crate::station::CommandError;
 
 /// The broker's errors, free of transport concerns; the gateway maps each to a status and code.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum BrokerError {
     /// The command was applied and refused (unknown station, invalid config, ...).
     #[error(transparent)]
@@ -21,4 +21,10 @@ pub enum BrokerError {
     /// it was changed. Only `Broker::open` returns this.
     #[error("{0}")]
     DataDir(String),
+    /// A membership change that cannot be made (the last voter, no cluster port, ...).
+    #[error("{0}")]
+    Membership(String),
+    /// The node named is not a member of the cluster.
+    #[error("node {0} is not a member of the cluster")]
+    NoSuchNode(u64),
 }

@@ -18,23 +18,43 @@ pub const IDENTITY_FILE: &str = "cluster-identity";
 pub struct Identity {
     pub cluster_id: String,
     pub node_id: NodeId,
+    /// Random, made when the dir is first used: a wiped dir gets a new one, which is how the
+    /// cluster tells a node that lost its data from one that kept it.
+    pub incarnation: String,
+}
+
+/// The identity as written before incarnations existed.
+#[derive(Deserialize)]
+struct IdentityV1 {
+    cluster_id: String,
+    node_id: NodeId,
 }
 
 pub fn identity_path(data_dir: &Path) -> PathBuf {
     data_dir.join(IDENTITY_FILE)
 }
 
-/// The identity stored in `data_dir`, if one was written; read-only.
+/// The identity stored in `data_dir`, if one was written; read-only. One written before
+/// incarnations existed reads with an empty incarnation.
 pub fn read(data_dir: &Path) -> Result<Option<Identity>, MetaError> {
-    meta::read(&identity_path(data_dir))
+    let path = identity_path(data_dir);
+    match meta::read::<Identity>(&path) {
+        Ok(found) => Ok(found),
+        Err(e) => match meta::read::<IdentityV1>(&path) {
+            Ok(Some(v1)) => {
+                Ok(Some(Identity { cluster_id: v1.cluster_id, node_id: v1.node_id, incarnation: String::new() }))
+            }
+            _ => Err(e),
+        },
+    }
 }
 
-/// A new random cluster id: 128 bits from the kernel, as 32 hex digits.
-fn generate_cluster_id() -> Result<String, BrokerError> {
+/// 128 random bits from the kernel, as 32 hex digits.
+fn random_id(what: &str) -> Result<String, BrokerError> {
     let mut bytes = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| BrokerError::Storage(format!("reading /dev/urandom for a cluster id: {e}")))?;
+        .map_err(|e| BrokerError::Storage(format!("reading /dev/urandom for {what}: {e}")))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -71,13 +91,18 @@ pub fn establish(data_dir: &Path, node_id: NodeId, expected_cluster: Option<&str
                 stored.cluster_id
             )));
         }
+        if stored.incarnation.is_empty() {
+            let upgraded = Identity { incarnation: random_id("an incarnation")?, ..stored };
+            meta::write_atomic(&identity_path(data_dir), &upgraded).map_err(storage)?;
+            return Ok(upgraded);
+        }
         return Ok(stored);
     }
     let cluster_id = match expected_cluster {
         Some(id) => id.to_owned(),
-        None => generate_cluster_id()?,
+        None => random_id("a cluster id")?,
     };
-    let identity = Identity { cluster_id, node_id };
+    let identity = Identity { cluster_id, node_id, incarnation: random_id("an incarnation")? };
     if data_dir.join("raft").exists() {
         // Written by a version without identities: this node's data, adopted as it is.
         tracing::info!(dir = %data_dir.display(), cluster_id = %identity.cluster_id, "data dir had no cluster identity; recorded one");

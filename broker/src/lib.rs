@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 
 mod broker;
+pub mod cluster;
 mod error;
 pub mod identity;
 pub mod inspect;

@@ -28,7 +28,7 @@ pub fn usage() -> String {
          index, clean or dirty; names the latest store\n\
      openapi\n    \
          print the OpenAPI document\n\n\
-     env: DEPOT_LOG (filter, default info), DEPOT_LOG_FORMAT (json, the default, or text)\n"
+     env: DEPOT_LOG (filter, default info,openraft=warn), DEPOT_LOG_FORMAT (json, the default, or text)\n"
         .to_owned()
 }
 
@@ -111,6 +111,14 @@ fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = &config.jwt_secret {
         return Ok(secret.as_bytes().to_vec());
     }
+    if let (true, Some(cluster_secret)) = (config.clustered(), &config.cluster_secret) {
+        // Every node must accept every node's tokens: derived from the secret they share.
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"depot-jwt-hs256-v1\0");
+        h.update(cluster_secret.as_bytes());
+        return Ok(h.finalize().to_vec());
+    }
     let path = config.data_dir.join("jwt-secret");
     match std::fs::read(&path) {
         Ok(secret) if secret.len() >= 32 => return Ok(secret),
@@ -180,6 +188,9 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     let mut opts = BrokerOptions::new(&config.data_dir);
     opts.node_id = config.node_id;
     opts.cluster_id = config.cluster_id.clone();
+    if mode == Mode::Serve {
+        opts.cluster = config.broker_cluster(addr);
+    }
     let broker =
         Broker::open(opts).await.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
     let state = AppState::with_config(broker, auth.clone(), config.gateway());

@@ -268,7 +268,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "jwt_secret",
-        help: "HS256 secret of access tokens, at least 32 bytes; unset: generated into <data_dir>/jwt-secret",
+        help: "HS256 secret of access tokens, at least 32 bytes; unset: derived from the cluster secret in a cluster, else generated into <data_dir>/jwt-secret",
         show: |c| c.jwt_secret.as_ref().map_or("(generated)", |_| "(set)").to_owned(),
         set: |c, v| {
             c.jwt_secret = non_empty(v);
@@ -495,13 +495,34 @@ impl Config {
                 ));
             }
         }
-        if self.peers.iter().any(|(id, _)| *id != self.node_id) {
+        if self.clustered() {
             if !self.uses_postgres() {
                 return Err(
                     "peers: a cluster keeps its metadata in Postgres; set --metadata-url postgres://...".to_owned()
                 );
             }
-            return Err("peers: clustering is not built yet; run a single node (leave --peers unset)".to_owned());
+            if !self.peers.iter().any(|(id, _)| *id == self.node_id) {
+                return Err(format!("peers: this node's id {} is not in the list", self.node_id));
+            }
+        }
+        if !self.peers.is_empty() && self.cluster_secret.is_none() {
+            return Err("cluster_secret: required with peers (it authenticates the cluster port)".to_owned());
+        }
+        if let Some(secret) = &self.cluster_secret {
+            if secret.len() < 16 {
+                return Err("cluster_secret must be at least 16 bytes".to_owned());
+            }
+        }
+        let mut ids: Vec<u64> = self.peers.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.peers.len() || ids.first() == Some(&0) {
+            return Err("peers: node ids must be distinct and at least 1".to_owned());
+        }
+        if let Some(n) = self.wait_for {
+            if n == 0 || n as usize > self.peers.len().max(1) {
+                return Err(format!("wait_for must be 1-{} (the number of peers)", self.peers.len().max(1)));
+            }
         }
         if let Some(id) = &self.cluster_id {
             depot_broker::identity::validate_cluster_id(id).map_err(|e| format!("cluster_id: {e}"))?;
@@ -563,6 +584,30 @@ impl Config {
     }
 
     /// The auth settings with the given HS256 secret.
+    /// Whether this node is one of several (peers other than itself are configured).
+    pub fn clustered(&self) -> bool {
+        self.peers.iter().any(|(id, _)| *id != self.node_id)
+    }
+
+    /// The cluster settings of the broker: a node with a cluster secret serves the cluster
+    /// port (so nodes can be added to it), others run as a cluster of one without it.
+    pub fn broker_cluster(&self, api_addr: SocketAddr) -> Option<depot_broker::cluster::ClusterOptions> {
+        let secret = self.cluster_secret.clone()?;
+        let peers = if self.peers.is_empty() {
+            vec![(self.node_id, self.cluster_listen.to_string())]
+        } else {
+            self.peers.clone()
+        };
+        let wait_for = self.wait_for.map_or(peers.len(), |n| n as usize);
+        Some(depot_broker::cluster::ClusterOptions {
+            listen: self.cluster_listen,
+            secret,
+            peers,
+            api_addr: api_addr.to_string(),
+            wait_for,
+        })
+    }
+
     pub fn auth(&self, jwt_secret: Vec<u8>) -> AuthConfig {
         AuthConfig {
             jwt_secret,
@@ -685,6 +730,26 @@ mod tests {
         assert!(e.contains("unknown setting \"nope\""), "{e}");
         let e = load(Mode::Serve, &["--peers", "1=a:1,2=b:1"], &[], None).unwrap_err();
         assert!(e.contains("--metadata-url postgres://"), "a cluster without Postgres: {e}");
+        let pg = ["--metadata-url", "postgres://u@127.0.0.1/depot"];
+        let cluster = |extra: &[&str]| {
+            let mut args = vec!["--peers", "1=a:1,2=b:1,3=c:1"];
+            args.extend_from_slice(&pg);
+            args.extend_from_slice(extra);
+            load(Mode::Serve, &args, &[], None)
+        };
+        let e = cluster(&[]).unwrap_err();
+        assert!(e.contains("cluster_secret: required"), "{e}");
+        let e = cluster(&["--cluster-secret", "short"]).unwrap_err();
+        assert!(e.contains("at least 16 bytes"), "{e}");
+        let ok = cluster(&["--cluster-secret", "0123456789abcdef"]).unwrap();
+        assert!(ok.clustered());
+        let e = cluster(&["--cluster-secret", "0123456789abcdef", "--node-id", "4"]).unwrap_err();
+        assert!(e.contains("id 4 is not in the list"), "{e}");
+        let e = cluster(&["--cluster-secret", "0123456789abcdef", "--wait-for", "4"]).unwrap_err();
+        assert!(e.contains("wait_for must be 1-3"), "{e}");
+        let e = load(Mode::Serve, &["--peers", "1=a:1,1=b:1", "--cluster-secret", "0123456789abcdef"], &[], None)
+            .unwrap_err();
+        assert!(e.contains("distinct"), "{e}");
         let e = load(Mode::Serve, &["--metadata-url", "mysql://x"], &[], None).unwrap_err();
         assert!(e.contains("postgres://"), "{e}");
         let c = load(Mode::Serve, &["--metadata-url", "postgres://u@127.0.0.1/depot"], &[], None).unwrap();

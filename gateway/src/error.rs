@@ -213,6 +213,8 @@ impl ApiError {
                 BrokerError::ShuttingDown => {
                     (Code::ShuttingDown, "the server is shutting down".to_owned(), Some(Duration::from_secs(1)))
                 }
+                BrokerError::Membership(reason) => (Code::InvalidRequest, reason.clone(), None),
+                BrokerError::NoSuchNode(_) => (Code::NotFound, e.to_string(), None),
                 BrokerError::Storage(_) | BrokerError::DataDir(_) => {
                     (Code::Internal, "internal error".to_owned(), None)
                 }

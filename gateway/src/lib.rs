@@ -92,9 +92,9 @@ impl AppState {
         }
     }
 
-    /// Voting members of the cluster. One until the cluster issue lands.
+    /// Voting members of the cluster.
     pub fn voters(&self) -> u8 {
-        1
+        self.broker.voters().min(u8::MAX as usize) as u8
     }
 
     /// `None` when the node can serve; otherwise why not.
@@ -123,6 +123,7 @@ impl AppState {
         (name = "consumer-groups", description = "Consumer groups"),
         (name = "consume", description = "Pull consumption and settlement"),
         (name = "dead-letters", description = "Dead letters"),
+        (name = "cluster", description = "Cluster membership"),
         (name = "operations", description = "Health, metrics and documents"),
     )
 )]

@@ -19,7 +19,8 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     // JSON logs by default (each line carries the request span with its request_id);
     // DEPOT_LOG_FORMAT=text for humans.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG").unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match std::env::var("DEPOT_LOG_FORMAT").as_deref() {
         Ok("text") => logs.init(),

@@ -11,7 +11,6 @@ pub mod codec;
 pub mod log_store;
 pub(crate) mod meta;
 pub(crate) use meta::fsync_dir;
-pub mod network;
 pub mod snapshot;
 pub mod state_machine;
 
@@ -60,12 +59,30 @@ pub struct ProposalResult {
 
 pub type NodeId = u64;
 
+/// What the membership records about a node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Where other nodes reach it (its cluster port).
+    pub cluster_addr: String,
+    /// Its public API, for operators; empty until the node has told the leader.
+    pub api_addr: String,
+    /// The random id of its data dir; empty until the node has told the leader. A node on a
+    /// wiped dir has a new one and is refused under its old id.
+    pub incarnation: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cluster {} api {}", self.cluster_addr, self.api_addr)
+    }
+}
+
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Proposal,
         R = ProposalResult,
         NodeId = NodeId,
-        Node = openraft::BasicNode,
+        Node = Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = snapshot::SnapshotStream,
         AsyncRuntime = openraft::TokioRuntime,
@@ -76,8 +93,8 @@ pub type LogId = openraft::LogId<NodeId>;
 pub type Vote = openraft::Vote<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type Entry = openraft::Entry<TypeConfig>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
 
 /// Maps any error into openraft's storage error for the given subject and verb.
 pub(crate) fn storage_err(

@@ -7,6 +7,7 @@ use crate::error::ApiError;
 
 pub mod api_keys;
 pub mod auth;
+pub mod cluster;
 pub mod consume;
 pub mod dead_letters;
 pub mod groups;
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .configure(auth::configure)
         .configure(users::configure)
         .configure(api_keys::configure)
+        .configure(cluster::configure)
         .configure(ops::configure);
 }
 
