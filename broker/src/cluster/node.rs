@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tokio::net::TcpListener;
 
@@ -287,6 +287,9 @@ fn call_clone(call: &Call) -> Call {
 async fn leader_read_index(b: &Broker) -> Result<u64, BrokerError> {
     match tokio::time::timeout(b.inner.leader_wait, b.inner.raft.ensure_linearizable()).await {
         Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
+            Err(unavailable(format!("no quorum confirms this leader (reached: {:?})", q.got)))
+        }
         Ok(Err(e)) => Err(unavailable(format!("leadership not confirmed: {e}"))),
         Err(_) => Err(unavailable("leadership not confirmed by a quorum in time")),
     }

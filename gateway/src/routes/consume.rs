@@ -188,6 +188,7 @@ async fn settle(
     let decoded: Vec<Option<Receipt>> = receipts.iter().map(|r| wire::decode_receipt(r)).collect();
     let valid: Vec<Receipt> = decoded.iter().flatten().copied().collect();
     let answered = if valid.is_empty() {
+        state.broker.barrier().await?;
         state.broker.group(&station, &group)?;
         Vec::new()
     } else {

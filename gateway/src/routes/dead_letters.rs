@@ -157,6 +157,7 @@ async fn list_dead_letters(
         ),
         None => None,
     };
+    state.broker.barrier().await?;
     let mut records = state.broker.dead_letters(&station)?;
     records.sort_by_key(|r| r.id);
     let mut page: Vec<_> = records

@@ -248,6 +248,7 @@ async fn list_groups(
 ) -> Result<web::Json<GroupList>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
+    state.broker.barrier().await?;
     let view = state.broker.station(&station)?;
     Ok(web::Json(GroupList { consumer_groups: view.groups.into_iter().map(Group::from).collect() }))
 }
@@ -269,6 +270,7 @@ async fn get_group(
     path: web::Path<(String, String)>,
 ) -> Result<web::Json<Group>, ApiError> {
     let (station, group) = names(path)?;
+    state.broker.barrier().await?;
     Ok(web::Json(state.broker.group(&station, &group)?.into()))
 }
 

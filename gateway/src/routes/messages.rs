@@ -271,6 +271,7 @@ async fn produce_batch(
     }
     let stored = if valid.is_empty() {
         // Still answer 404 for an unknown station, as a batch with valid items would.
+        state.broker.barrier().await?;
         state.broker.station(&station)?;
         Vec::new()
     } else {

@@ -32,7 +32,8 @@ const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 
 /// The node can serve requests.
 ///
-/// Ready means: it has a Raft leader, it is not shutting down, and the metadata store answers.
+/// Ready means: it has a Raft leader that a quorum confirms, it has applied what that leader
+/// committed, it is not shutting down, and the metadata store answers.
 #[utoipa::path(
     tag = "operations",
     responses((status = 200, body = Health), (status = 503, description = "Not ready, with the reason", body = Health))
@@ -41,10 +42,15 @@ const READY_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let reason = match state.not_ready() {
         Some(reason) => Some(reason),
-        None => match tokio::time::timeout(READY_PING_TIMEOUT, state.auth.store().ping()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("metadata store: {e}")),
-            Err(_) => Some("metadata store: no answer within 1 s".to_owned()),
+        // A leader cut off from its quorum still names itself leader: ask the quorum.
+        None => match tokio::time::timeout(READY_PING_TIMEOUT, state.broker.barrier()).await {
+            Ok(Err(e)) => Some(format!("raft: {e}")),
+            Err(_) => Some("raft: the leader did not confirm a quorum within 1 s".to_owned()),
+            Ok(Ok(())) => match tokio::time::timeout(READY_PING_TIMEOUT, state.auth.store().ping()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("metadata store: {e}")),
+                Err(_) => Some("metadata store: no answer within 1 s".to_owned()),
+            },
         },
     };
     match reason {

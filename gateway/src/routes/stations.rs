@@ -247,6 +247,8 @@ async fn put_station(
         Outcome::Put { created } => created,
         other => return Err(unexpected(other)),
     };
+    // The node asked may be a follower that has not applied the write yet.
+    state.broker.barrier().await?;
     let view = Station::from(state.broker.station(&station)?);
     Ok(if created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }
@@ -268,6 +270,7 @@ async fn list_stations(
 ) -> Result<web::Json<StationList>, ApiError> {
     let limit = wire::page_limit(query.limit)?;
     let after = wire::page_cursor(query.cursor.as_deref())?;
+    state.broker.barrier().await?;
     let mut views = state.broker.stations();
     views.retain(|v| auth.principal.sees(&v.name));
     views.sort_by(|a, b| a.name.cmp(&b.name));
@@ -300,6 +303,7 @@ async fn get_station(
 ) -> Result<web::Json<Station>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
+    state.broker.barrier().await?;
     Ok(web::Json(state.broker.station(&station)?.into()))
 }
 
