@@ -49,6 +49,9 @@ pub struct BrokerOptions {
     /// ...or after this many payload bytes, whichever comes first. Retention deletes files only
     /// once a snapshot covers the deletion, so this also bounds how far disk use overshoots.
     pub snapshot_bytes: u64,
+    /// In a cluster: Raft entries kept after a snapshot covers them, so a follower a little
+    /// behind catches up from the log instead of a whole snapshot. (A cluster of one keeps none.)
+    pub log_kept_after_snapshot: u64,
     /// Raft entries in flight at once. Commands arriving meanwhile join the next entry.
     pub proposals_in_flight: usize,
     /// How long a command waits for a leader before answering `Unavailable`.
@@ -77,6 +80,7 @@ impl BrokerOptions {
             segment_bytes: 64 << 20,
             snapshot_every: 2_000,
             snapshot_bytes: 256 << 20,
+            log_kept_after_snapshot: 500,
             proposals_in_flight: 1,
             leader_wait: Duration::from_secs(5),
             preallocate_raft_log: false,
@@ -191,21 +195,37 @@ impl Broker {
             proof: wire::secret_proof(cluster.as_ref().map_or("", |c| c.secret.as_str())),
         };
         let directory = Arc::new(Directory::new(Peers::new(credentials.clone()), &configured));
-        let config = Config {
-            cluster_name: "depot".into(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
-            max_in_snapshot_log_to_keep: 0,
-            purge_batch_size: 1,
-            ..Default::default()
+        let node_id = opts.node_id;
+        let alone = configured.iter().all(|(id, _)| *id == node_id);
+        let config = if alone {
+            Config {
+                cluster_name: "depot".into(),
+                heartbeat_interval: 50,
+                election_timeout_min: 150,
+                election_timeout_max: 300,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
+                max_in_snapshot_log_to_keep: 0,
+                purge_batch_size: 1,
+                ..Default::default()
+            }
+        } else {
+            Config {
+                cluster_name: "depot".into(),
+                // openraft bounds each append RPC by the heartbeat interval: long enough for a
+                // follower's fsync of a large entry on a busy machine.
+                heartbeat_interval: 150,
+                election_timeout_min: 500,
+                election_timeout_max: 1000,
+                install_snapshot_timeout: 10_000,
+                snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
+                max_in_snapshot_log_to_keep: opts.log_kept_after_snapshot,
+                purge_batch_size: 64,
+                ..Default::default()
+            }
         };
         let config = Arc::new(config.validate().map_err(storage)?);
         let network = Network { directory: directory.clone() };
         let raft = Raft::new(opts.node_id, config, network, log, sm.clone()).await.map_err(storage)?;
-        let node_id = opts.node_id;
-        let alone = configured.iter().all(|(id, _)| *id == node_id);
         if alone && !raft.is_initialized().await.map_err(storage)? {
             raft.initialize(BTreeMap::from([(node_id, member.clone())])).await.map_err(storage)?;
         }

@@ -36,6 +36,7 @@ impl Layout {
         opts.node_id = id;
         opts.cluster_id = Some("in-process".into());
         opts.snapshot_every = snapshot_every;
+        opts.log_kept_after_snapshot = 0;
         opts.cluster = Some(ClusterOptions {
             listen: self.addrs[id as usize - 1],
             secret: SECRET.into(),
@@ -110,6 +111,11 @@ async fn followers_forward_and_a_returning_node_catches_up_from_a_snapshot() {
     }
     let back = Broker::open(layout.options(dirs[away_index].path(), away_id, 20)).await.unwrap();
     back.barrier().await.unwrap();
+    let snapshots = dirs[away_index].path().join("sm").join("snapshots");
+    let installed = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("installed-"));
+    assert!(installed, "the returning node caught up without installing a snapshot");
     let view = back.station("s").unwrap();
     assert_eq!(view.stats.next_offset, 200, "{view:?}");
     for offset in [0u64, 57, 199] {
