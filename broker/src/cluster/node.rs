@@ -91,7 +91,7 @@ pub(crate) async fn start(b: &Broker, opts: &ClusterOptions, me: Credentials) ->
     let stop = b.inner.shutdown.subscribe();
     let server = tokio::spawn(transport::serve(listener, me, gate.clone(), stop));
     b.track(server);
-    check_incarnation(b).await?;
+    check_incarnation(b, opts.wait_for).await?;
     gate.open.store(true, Ordering::Release);
     let broker = b.clone();
     let opts = opts.clone();
@@ -118,8 +118,9 @@ async fn probe_peers(b: &Broker) -> Vec<NodeStatus> {
 
 /// Refuses a node whose incarnation differs from the one a peer's membership records for its id:
 /// its data dir was wiped (or replaced) since it last took part. A node whose own log is empty
-/// waits until at least one peer answers, so it cannot slip in while they are merely slow.
-async fn check_incarnation(b: &Broker) -> Result<(), BrokerError> {
+/// waits until at least one peer answers (unless it may go active alone, `wait_for` 1), so it
+/// cannot slip in while they are merely slow.
+async fn check_incarnation(b: &Broker, wait_for: usize) -> Result<(), BrokerError> {
     let me = b.node_id();
     let others = b.inner.directory.configured().keys().filter(|id| **id != me).count();
     let fresh = b.inner.raft.metrics().borrow().last_log_index.is_none();
@@ -144,7 +145,7 @@ async fn check_incarnation(b: &Broker) -> Result<(), BrokerError> {
                 )));
             }
         }
-        if !answers.is_empty() || others == 0 || !fresh {
+        if !answers.is_empty() || others == 0 || !fresh || wait_for <= 1 {
             return Ok(());
         }
         if waited.elapsed() >= Duration::from_secs(5) {
@@ -219,14 +220,25 @@ async fn announce(b: &Broker) {
         };
         match recorded {
             Some(r) if r == b.inner.member => return,
-            Some(_) => match call_leader(b, Call::Join(b.inner.member.clone()), Duration::from_secs(5)).await {
-                Ok(Reply::Done(Err(e @ BrokerError::DataDir(_)))) => {
-                    tracing::error!(error = %e, "this node's data dir is not the one the cluster knows; stopping");
-                    return;
+            Some(_) => {
+                let result = if leads(b) {
+                    record_join(b, me, b.inner.member.clone()).await
+                } else {
+                    match call_leader(b, Call::Join(b.inner.member.clone()), Duration::from_secs(5)).await {
+                        Ok(Reply::Done(r)) => r,
+                        Ok(other) => Err(unavailable(format!("unexpected answer: {other:?}"))),
+                        Err(e) => Err(e),
+                    }
+                };
+                match result {
+                    Err(e @ BrokerError::DataDir(_)) => {
+                        tracing::error!(error = %e, "this node's data dir is not the one the cluster knows");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "join not recorded yet"),
+                    Ok(()) => {}
                 }
-                Ok(Reply::Done(Ok(()))) => {}
-                other => tracing::debug!(?other, "join not recorded yet"),
-            },
+            }
             None => {}
         }
         tokio::select! {
