@@ -176,6 +176,7 @@ impl Broker {
         let sm = StateMachine::open(SmOptions { dir: dir.join("sm"), segment_bytes: opts.segment_bytes, verify })
             .map_err(storage)?;
         let recover_to = log.last_index();
+        let pristine = log.is_pristine();
 
         let cluster = opts.cluster.clone();
         let configured = cluster.as_ref().map(|c| c.peers.clone()).unwrap_or_default();
@@ -271,7 +272,7 @@ impl Broker {
         broker.track(proposer);
         broker.track(ticker);
         if let Some(cluster) = &cluster {
-            if let Err(e) = crate::cluster::node::start(&broker, cluster, credentials).await {
+            if let Err(e) = crate::cluster::node::start(&broker, cluster, credentials, pristine).await {
                 let _ = broker.shutdown().await;
                 return Err(e);
             }

@@ -9,8 +9,9 @@ use depot_broker::{Broker, BrokerOptions};
 
 use crate::auth::{self, Auth, Principal};
 use crate::config::{self, Config, Loaded, Mode, Sources};
+use crate::error::ApiError;
 use crate::meta::postgres::PostgresStore;
-use crate::meta::{MetadataStore, Role, SqliteStore};
+use crate::meta::{MetaError, MetadataStore, Role, SqliteStore};
 use crate::routes::auth::MAX_PASSWORD;
 use crate::routes::users::MIN_PASSWORD;
 use crate::AppState;
@@ -174,8 +175,12 @@ async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
         }
         Err(_) => return Ok(Admin::Missing),
     };
-    auth.create_user("admin", &password, Role::Admin).await.map_err(|e| anyhow::anyhow!("creating admin: {e}"))?;
-    Ok(Admin::Created { generated })
+    match auth.create_user("admin", &password, Role::Admin).await {
+        Ok(_) => Ok(Admin::Created { generated }),
+        // Another node of the cluster, starting at the same time, created it first.
+        Err(ApiError::Meta(MetaError::Conflict(_))) => Ok(Admin::Existing),
+        Err(e) => Err(anyhow::anyhow!("creating admin: {e}")),
+    }
 }
 
 async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {

@@ -83,7 +83,8 @@ pub(crate) fn status(b: &Broker) -> NodeStatus {
 
 /// Starts serving the cluster port, refuses to go on if this data dir was wiped under an id the
 /// cluster knows, then lets Raft in and starts bootstrap and the join announcement.
-pub(crate) async fn start(b: &Broker, opts: &ClusterOptions, me: Credentials) -> Result<(), BrokerError> {
+/// `fresh`: this node's Raft log was empty when it opened.
+pub(crate) async fn start(b: &Broker, opts: &ClusterOptions, me: Credentials, fresh: bool) -> Result<(), BrokerError> {
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|e| BrokerError::Storage(format!("binding the cluster port {}: {e}", opts.listen)))?;
@@ -91,7 +92,7 @@ pub(crate) async fn start(b: &Broker, opts: &ClusterOptions, me: Credentials) ->
     let stop = b.inner.shutdown.subscribe();
     let server = tokio::spawn(transport::serve(listener, me, gate.clone(), stop));
     b.track(server);
-    check_incarnation(b, opts.wait_for).await?;
+    check_incarnation(b, opts.wait_for, fresh).await?;
     gate.open.store(true, Ordering::Release);
     let broker = b.clone();
     let opts = opts.clone();
@@ -120,10 +121,9 @@ async fn probe_peers(b: &Broker) -> Vec<NodeStatus> {
 /// its data dir was wiped (or replaced) since it last took part. A node whose own log is empty
 /// waits until at least one peer answers (unless it may go active alone, `wait_for` 1), so it
 /// cannot slip in while they are merely slow.
-async fn check_incarnation(b: &Broker, wait_for: usize) -> Result<(), BrokerError> {
+async fn check_incarnation(b: &Broker, wait_for: usize, fresh: bool) -> Result<(), BrokerError> {
     let me = b.node_id();
     let others = b.inner.directory.configured().keys().filter(|id| **id != me).count();
-    let fresh = b.inner.raft.metrics().borrow().last_log_index.is_none();
     let mut waited = Instant::now();
     loop {
         let answers = probe_peers(b).await;
@@ -180,13 +180,16 @@ async fn bootstrap(b: &Broker, opts: &ClusterOptions) {
         }
         let up = answers.len() + 1;
         if up >= opts.wait_for.max(1) {
+            // Each peer that answered is recorded with its incarnation from the start, so a
+            // wiped one is recognised however soon it is wiped.
             let members: BTreeMap<NodeId, Member> = configured
                 .iter()
                 .map(|(id, addr)| {
                     let member = if *id == me {
                         b.inner.member.clone()
                     } else {
-                        Member { cluster_addr: addr.clone(), ..Member::default() }
+                        let answered = answers.iter().find(|s| s.node_id == *id).map(|s| s.member.clone());
+                        Member { cluster_addr: addr.clone(), ..answered.unwrap_or_default() }
                     };
                     (*id, member)
                 })
@@ -368,6 +371,12 @@ async fn add_node_here(b: &Broker, id: NodeId, member: Member) -> Result<(), Bro
         return Ok(());
     }
     if membership.get_node(&id).is_none() {
+        // The new node's incarnation is recorded from the start, so a wipe is always recognised.
+        let addr = b.inner.directory.address(id, Some(&member)).unwrap_or_default();
+        let member = match b.inner.directory.peers.call(id, &addr, Call::Status, PROBE_TIMEOUT * 4).await {
+            Ok(Reply::Status(s)) => Member { incarnation: s.member.incarnation, ..member },
+            _ => return Err(unavailable(format!("node {id} does not answer at {addr}: start it first"))),
+        };
         let added = tokio::time::timeout(CATCH_UP_TIMEOUT, b.inner.raft.add_learner(id, member, true)).await;
         match added {
             Ok(Ok(_)) => {}

@@ -94,6 +94,12 @@ impl LogStore {
     pub fn last_index(&self) -> Option<u64> {
         lock(&self.inner).last_log_id.map(|id| id.index)
     }
+
+    /// Nothing was ever stored: no entry, no purge, no vote.
+    pub fn is_pristine(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.last_log_id.is_none() && inner.meta.last_purged.is_none() && inner.meta.vote.is_none()
+    }
 }
 
 /// The Raft log as the next [`LogStore::open`] would find it, read without modifying anything.
