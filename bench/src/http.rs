@@ -159,7 +159,7 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts `cmd` and waits for its `... listening on http://ADDR` line.
-    fn start(name: &'static str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Server> {
+    pub(crate) fn start(name: &'static str, mut cmd: Command, log: PathBuf) -> anyhow::Result<Server> {
         let stderr = std::fs::File::create(&log)?;
         cmd.stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
         let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
@@ -183,7 +183,7 @@ impl Server {
     }
 
     /// CPU seconds (user + system) the server has used so far, from /proc (100 ticks a second).
-    fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
 
@@ -259,7 +259,7 @@ pub(crate) async fn expect(
 }
 
 /// Logs in as admin when the server has authentication; proceeds without when it answers 404.
-async fn login(server: &mut Server, password: &str) -> anyhow::Result<()> {
+pub(crate) async fn login(server: &mut Server, password: &str) -> anyhow::Result<()> {
     let (status, text) =
         admin(server, "POST", "/v1/auth/token", json!({"username": "admin", "password": password})).await?;
     match status {
@@ -309,21 +309,21 @@ impl Tally {
 
 pub(crate) struct Outcome {
     pub(crate) messages: u64,
-    requests: u64,
+    pub(crate) requests: u64,
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
     pub(crate) seconds: f64,
     pub(crate) latencies_us: Vec<u32>,
-    client_cpu_s: f64,
+    pub(crate) client_cpu_s: f64,
     server_cpu_s: f64,
 }
 
 impl Outcome {
-    fn msg_per_s(&self) -> f64 {
+    pub(crate) fn msg_per_s(&self) -> f64 {
         self.messages as f64 / self.seconds.max(1e-9)
     }
 
-    fn percentile(&self, p: f64) -> u32 {
+    pub(crate) fn percentile(&self, p: f64) -> u32 {
         if self.latencies_us.is_empty() {
             return 0;
         }
@@ -478,7 +478,7 @@ fn fmt_k(v: f64) -> String {
     }
 }
 
-fn figure(o: &Outcome, latency: bool) -> String {
+pub(crate) fn figure(o: &Outcome, latency: bool) -> String {
     if latency {
         format!("p50 {} µs, p99 {} µs", o.percentile(0.5), o.percentile(0.99))
     } else {
@@ -521,7 +521,7 @@ fn report(rows: &[Row]) {
     }
 }
 
-fn progress(name: &str, server: &str, o: &Outcome) {
+pub(crate) fn progress(name: &str, server: &str, o: &Outcome) {
     eprintln!(
         "{name} [{server}]: {} msg/s, {} req, p50 {} µs, p99 {} µs, errors {}, cpu server {:.2} s client {:.2} s over {:.2} s{}",
         o.msg_per_s() as u64,

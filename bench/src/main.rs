@@ -10,6 +10,9 @@
 //!
 //! `depot-bench peers [--quick] [--out DIR]`: issue 7's workloads against Depot, NATS JetStream
 //! and RabbitMQ on this machine; see [`peers`].
+//!
+//! `depot-bench cluster [--quick] [--dir DIR] [--out DIR]`: issue 5's targets on a replicated
+//! 3-node cluster on this machine, leader failover included; see [`cluster`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ use depot_broker::station::{Command, GroupConfig, NewMessage, Outcome, Retention
 use depot_broker::{Broker, BrokerOptions};
 use serde_json::json;
 
+mod cluster;
 mod http;
 mod meta;
 mod peers;
@@ -333,6 +337,11 @@ fn main() -> anyhow::Result<()> {
         Some("http-ceiling") => http::ceiling(&args[1..]),
         Some("meta") => meta::run(&args[1..]),
         Some("peers") => peers::run(&args[1..]),
-        _ => bail!("usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]\n       depot-bench peers [--quick] [--dir DIR] [--out DIR]"),
+        Some("cluster") => cluster::run(&args[1..]),
+        _ => bail!(
+            "usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]\n       \
+             depot-bench meta [--quick]\n       depot-bench peers [--quick] [--dir DIR] [--out DIR]\n       \
+             depot-bench cluster [--quick] [--dir DIR] [--out DIR]"
+        ),
     }
 }

@@ -33,6 +33,8 @@ const MAX_PROPOSAL_COMMANDS: usize = 4096;
 const MAX_PROPOSAL_BYTES: usize = 32 << 20;
 /// How far the ticker may sleep past due work; expirations are also applied lazily by Fetch.
 const TICK_MAX_SLEEP: Duration = Duration::from_millis(100);
+/// How long shutdown waits for the background tasks before aborting those still running.
+const SHUTDOWN_TASK_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct BrokerOptions {
@@ -212,11 +214,13 @@ impl Broker {
         } else {
             Config {
                 cluster_name: "depot".into(),
-                // openraft bounds each append RPC by the heartbeat interval: long enough for a
-                // follower's fsync of a large entry on a busy machine.
-                heartbeat_interval: 150,
-                election_timeout_min: 500,
-                election_timeout_max: 1000,
+                // openraft bounds each append RPC by the heartbeat interval (and the log store
+                // bounds the bytes of one append to fit). A follower refuses votes for
+                // `election_timeout_max` after the last heartbeat (the leader lease), so a dead
+                // leader is replaced after one to two election timeouts.
+                heartbeat_interval: 100,
+                election_timeout_min: 300,
+                election_timeout_max: 600,
                 install_snapshot_timeout: 10_000,
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
                 max_in_snapshot_log_to_keep: opts.log_kept_after_snapshot,
@@ -534,8 +538,13 @@ impl Broker {
         self.inner.draining.send_replace(true);
         self.inner.shutdown.send_replace(true);
         let tasks = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for task in tasks {
-            let _ = task.await;
+        // A task waiting on a proposal that cannot commit (no quorum) would wait forever:
+        // stopping Raft below answers such proposals, so give up on the task instead.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_TASK_WAIT;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
         }
         self.inner.raft.shutdown().await.map_err(storage)?;
         self.inner.directory.peers.close();

@@ -54,12 +54,24 @@ struct Conn {
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next: AtomicU64,
     dead: AtomicBool,
+    /// The reader and writer tasks, stopped with the connection (which closes the socket and
+    /// drops whatever was still queued for it).
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Conn {
     fn fail_all(&self) {
         self.dead.store(true, Ordering::Release);
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for task in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.fail_all();
     }
 }
 
@@ -85,7 +97,11 @@ impl Peers {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(CallError::NoAnswer(to, "connection lost".into())),
             Err(_) => {
-                conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                // The peer is stalled (paused, overloaded, or cut off without a reset). Calls
+                // queued behind this one would only add to the backlog a stalled peer has to
+                // read, and openraft retries a timed-out append in full: start over on a new
+                // connection instead.
+                conn.fail_all();
                 Err(CallError::NoAnswer(to, format!("no answer within {timeout:?}")))
             }
         }
@@ -135,11 +151,12 @@ impl Peers {
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             dead: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
         });
         // The tasks hold the connection weakly: once no slot or caller holds it, the writer's
         // queue closes, the socket is shut and the reader sees the end.
         let writer_conn = Arc::downgrade(&conn);
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(frame) = outgoing.recv().await {
                 if write.write_all(&frame).await.is_err() {
                     break;
@@ -161,7 +178,7 @@ impl Peers {
             }
         });
         let reader_conn: Weak<Conn> = Arc::downgrade(&conn);
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok((id, reply)) = wire::read_frame::<_, (u64, Reply)>(&mut read).await {
                 let Some(conn) = reader_conn.upgrade() else { return };
                 let waiter = conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -173,6 +190,7 @@ impl Peers {
                 conn.fail_all();
             }
         });
+        conn.tasks.lock().unwrap_or_else(|p| p.into_inner()).extend([writer.abort_handle(), reader.abort_handle()]);
         Ok(conn)
     }
 }

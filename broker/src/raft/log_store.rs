@@ -24,6 +24,8 @@ use crate::log::{last_record, GroupCommit, LogOptions, SegmentedLog, TailState, 
 
 /// Recently appended entries kept decoded, so applying them does not read them back from disk.
 const CACHE_BYTES: usize = 64 << 20;
+/// The payload bytes one AppendEntries carries, beyond its first entry.
+const APPEND_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct RaftMeta {
@@ -139,12 +141,18 @@ fn missing(index: u64) -> std::io::Error {
 }
 
 impl Inner {
-    fn read_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+    /// Entries `start..end`, stopping early (after at least one) once `budget` bytes are read.
+    fn read_entries(&mut self, start: u64, end: u64, budget: usize) -> Result<Vec<Entry>, StorageError> {
         let start = start.max(self.log.first_seq());
         let end = end.min(self.log.next_seq());
-        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        let mut out = Vec::with_capacity(end.saturating_sub(start).min(1024) as usize);
+        let mut read = 0;
         for index in start..end {
-            if let Some((entry, _)) = self.cache.get(&index) {
+            if !out.is_empty() && read >= budget {
+                break;
+            }
+            if let Some((entry, size)) = self.cache.get(&index) {
+                read += size;
                 out.push(entry.clone());
                 continue;
             }
@@ -154,6 +162,7 @@ impl Inner {
                 .read(index)
                 .map_err(err)?
                 .ok_or_else(|| storage_err(ErrorSubject::LogIndex(index), ErrorVerb::Read, missing(index)))?;
+            read += bytes.len();
             out.push(decode_entry(&bytes).map_err(|e| storage_err(ErrorSubject::LogIndex(index), ErrorVerb::Read, e))?);
         }
         Ok(out)
@@ -198,7 +207,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = range_to_bounds(&range);
-        lock(&self.inner).read_entries(start, end)
+        lock(&self.inner).read_entries(start, end, usize::MAX)
+    }
+
+    /// What one AppendEntries carries: bounded in bytes, because openraft gives each append
+    /// only the heartbeat interval to complete. A follower far behind catches up in many
+    /// appends that each finish in time, never in one that times out and is retried forever.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        lock(&self.inner).read_entries(start, end, APPEND_BYTES)
     }
 }
 
@@ -270,7 +286,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let last = log_id.index - 1;
             match inner.cache.get(&last) {
                 Some((entry, _)) => Some(entry.log_id),
-                None => inner.read_entries(last, last + 1)?.pop().map(|e| e.log_id),
+                None => inner.read_entries(last, last + 1, usize::MAX)?.pop().map(|e| e.log_id),
             }
         };
         Ok(())
