@@ -36,6 +36,7 @@ pub enum Code {
     UserNotFound,
     ApiKeyNotFound,
     AlreadyExists,
+    MembershipConflict,
     MetadataUnavailable,
     NotLeaderUnavailable,
     ShuttingDown,
@@ -58,7 +59,7 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::UserNotFound | Code::ApiKeyNotFound => StatusCode::NOT_FOUND,
-            Code::AlreadyExists => StatusCode::CONFLICT,
+            Code::AlreadyExists | Code::MembershipConflict => StatusCode::CONFLICT,
             Code::NotLeaderUnavailable | Code::ShuttingDown | Code::MetadataUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -85,6 +86,7 @@ impl Code {
             Code::UserNotFound => "user_not_found",
             Code::ApiKeyNotFound => "api_key_not_found",
             Code::AlreadyExists => "already_exists",
+            Code::MembershipConflict => "membership_conflict",
             Code::MetadataUnavailable => "metadata_unavailable",
             Code::NotLeaderUnavailable => "not_leader_unavailable",
             Code::ShuttingDown => "shutting_down",
@@ -111,6 +113,7 @@ impl Code {
             Code::UserNotFound => "User not found",
             Code::ApiKeyNotFound => "API key not found",
             Code::AlreadyExists => "Already exists",
+            Code::MembershipConflict => "Membership change not possible",
             Code::MetadataUnavailable => "Metadata store unavailable",
             Code::NotLeaderUnavailable => "Unavailable",
             Code::ShuttingDown => "Shutting down",
@@ -213,7 +216,7 @@ impl ApiError {
                 BrokerError::ShuttingDown => {
                     (Code::ShuttingDown, "the server is shutting down".to_owned(), Some(Duration::from_secs(1)))
                 }
-                BrokerError::Membership(reason) => (Code::InvalidRequest, reason.clone(), None),
+                BrokerError::Membership(reason) => (Code::MembershipConflict, reason.clone(), None),
                 BrokerError::NoSuchNode(_) => (Code::NotFound, e.to_string(), None),
                 BrokerError::Storage(_) | BrokerError::DataDir(_) => {
                     (Code::Internal, "internal error".to_owned(), None)

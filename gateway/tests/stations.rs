@@ -162,3 +162,29 @@ async fn docs_are_served_locally() {
     assert_eq!(css.status.as_u16(), 200);
     n.broker.shutdown().await.unwrap();
 }
+
+#[actix_web::test]
+async fn a_cluster_of_one_reports_itself_and_refuses_membership_changes_without_a_cluster_port() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    let view = send(&app, get("/v1/cluster")).await;
+    let body = view.ok(200);
+    assert_eq!(body["node_id"], 1);
+    assert_eq!(body["leader_id"], 1);
+    assert_eq!(body["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(body["nodes"][0]["role"], "voter");
+    assert_eq!(body["nodes"][0]["reachable"], true);
+    let add = json!({"id": 2, "api_addr": "127.0.0.1:4445", "cluster_addr": "127.0.0.1:6223"});
+    send(&app, post_json("/v1/cluster/nodes", add)).await.problem(409, "membership_conflict");
+    send(&app, delete("/v1/cluster/nodes/1")).await.problem(409, "membership_conflict");
+    for bad in ["", "no-port", "host:0", "host:65536", ":80", "a b:80"] {
+        let body = json!({"id": 2, "api_addr": bad, "cluster_addr": "127.0.0.1:6223"});
+        send(&app, post_json("/v1/cluster/nodes", body)).await.problem(400, "invalid_body");
+    }
+    let body = json!({"id": 0, "api_addr": "127.0.0.1:4445", "cluster_addr": "127.0.0.1:6223"});
+    send(&app, post_json("/v1/cluster/nodes", body)).await.problem(400, "invalid_body");
+    send(&app, delete("/v1/cluster/nodes/x")).await.problem(400, "invalid_request");
+    // Administrators only: without credentials, 401.
+    let r = send(&app, anonymous(get("/v1/cluster"))).await;
+    assert_eq!(r.status.as_u16(), 401);
+}

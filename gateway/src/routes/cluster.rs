@@ -81,10 +81,18 @@ pub struct NewNodeBody {
     #[schema(minimum = 1)]
     pub id: u64,
     /// host:port of its public API.
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        min_length = 3,
+        max_length = 255,
+        pattern = r"^[!-~]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     pub api_addr: String,
     /// host:port of its cluster port.
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        min_length = 3,
+        max_length = 255,
+        pattern = r"^[!-~]+:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     pub cluster_addr: String,
 }
 
@@ -117,7 +125,8 @@ async fn get_cluster(_auth: Authorized<Admin>, state: web::Data<AppState>) -> we
     request_body = NewNodeBody,
     responses(
         (status = 200, body = ClusterBody),
-        (status = 400, description = "invalid_body or invalid_request (no cluster port)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_body", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "membership_conflict: this node runs without a cluster port, or another membership change is in progress", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "not_leader_unavailable: no leader, or the node did not catch up in time", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -145,7 +154,8 @@ async fn add_node(
     params(("id" = u64, Path, description = "Node id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 400, description = "invalid_request: the last voter, or no cluster port", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "invalid_request: the id is not a node id", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "membership_conflict: the last voter, no cluster port, or another change in progress", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: not a member", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "not_leader_unavailable", body = Problem, content_type = "application/problem+json"),
     )
