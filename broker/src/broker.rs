@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::cluster::network::Network;
-use crate::cluster::transport::{CallError, Credentials, Peers};
+use crate::cluster::node::{call_leader, unexpected, Routed};
+use crate::cluster::transport::{Credentials, Peers};
 use crate::cluster::wire::{self, Call, Reply};
 use crate::cluster::{ClusterOptions, Directory};
 use crate::error::BrokerError;
@@ -337,42 +338,15 @@ impl Broker {
     /// no leader is known, or the one known cannot be reached (nothing was sent), it waits for
     /// one up to `leader_wait`.
     async fn route(&self, command: Command) -> Result<Applied, BrokerError> {
-        let deadline = Instant::now() + self.inner.leader_wait;
-        let mut metrics = self.inner.raft.metrics();
-        loop {
-            let (leader, addr) = {
-                let m = metrics.borrow_and_update();
-                let leader = m.current_leader;
-                let addr =
-                    leader.and_then(|l| self.inner.directory.address(l, m.membership_config.membership().get_node(&l)));
-                (leader, addr)
-            };
-            let why = match (leader, addr) {
-                (Some(l), _) if l == self.inner.node_id => return self.propose(command).await,
-                (Some(l), Some(addr)) => {
-                    let timeout = self.inner.commit_timeout + Duration::from_secs(2);
-                    match self.inner.directory.peers.call(l, &addr, Call::Submit(command.clone()), timeout).await {
-                        Ok(Reply::Submit(result)) => return result,
-                        // The leader refused before proposing (it no longer leads): try again.
-                        Ok(Reply::Refused(reason)) => reason,
-                        Ok(other) => return Err(unavailable(format!("node {l} answered {other:?}"))),
-                        Err(e @ CallError::Unreachable(..)) => e.to_string(),
-                        Err(e @ CallError::NoAnswer(..)) => {
-                            return Err(unavailable(format!("{e}; the outcome is unknown, retry (idempotently)")))
-                        }
-                    }
-                }
-                (Some(l), None) => format!("no address known for the leader, node {l}"),
-                (None, _) => "no leader elected".to_owned(),
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(unavailable(why));
-            }
-            tokio::select! {
-                _ = metrics.changed() => {}
-                _ = tokio::time::sleep(left.min(Duration::from_millis(50))) => {}
-            }
+        if self.inner.raft.metrics().borrow().current_leader == Some(self.inner.node_id) {
+            return self.propose(command).await;
+        }
+        let forward = || Call::Submit(command.clone());
+        let per_call = self.inner.commit_timeout + Duration::from_secs(2);
+        match call_leader(self, forward, self.inner.leader_wait, per_call).await? {
+            Routed::Here => self.propose(command).await,
+            Routed::Answered(Reply::Submit(result)) => result,
+            Routed::Answered(other) => Err(unexpected(other)),
         }
     }
 

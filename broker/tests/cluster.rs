@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ const SECRET: &str = "cluster-test-secret-0123";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    SocketAddr::from(([127, 0, 0, 1], depot_pgtest::free_loopback_port()))
 }
 
 struct Layout {

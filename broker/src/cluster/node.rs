@@ -224,14 +224,12 @@ async fn announce(b: &Broker) {
         match recorded {
             Some(r) if r == b.inner.member => return,
             Some(_) => {
-                let result = if leads(b) {
-                    record_join(b, me, b.inner.member.clone()).await
-                } else {
-                    match call_leader(b, Call::Join(b.inner.member.clone()), Duration::from_secs(5)).await {
-                        Ok(Reply::Done(r)) => r,
-                        Ok(other) => Err(unavailable(format!("unexpected answer: {other:?}"))),
-                        Err(e) => Err(e),
-                    }
+                let join = || Call::Join(b.inner.member.clone());
+                let result = match call_leader(b, join, Duration::from_secs(5), Duration::from_secs(5)).await {
+                    Ok(Routed::Here) => record_join(b, me, b.inner.member.clone()).await,
+                    Ok(Routed::Answered(Reply::Done(r))) => r,
+                    Ok(Routed::Answered(other)) => Err(unexpected(other)),
+                    Err(e) => Err(e),
                 };
                 match result {
                     Err(e @ BrokerError::DataDir(_)) => {
@@ -251,10 +249,27 @@ async fn announce(b: &Broker) {
     }
 }
 
-/// Sends `call` to the current leader (waiting for one up to `timeout`); for calls only the
-/// leader can answer. On the leader itself the caller handles the call locally.
-async fn call_leader(b: &Broker, call: Call, timeout: Duration) -> Result<Reply, BrokerError> {
-    let deadline = Instant::now() + timeout;
+/// Where a call meant for the leader was answered.
+// Returned once per call and matched at once: boxing the reply would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Routed {
+    /// This node leads: the caller handles the call itself.
+    Here,
+    /// The leader answered.
+    Answered(Reply),
+}
+
+/// Sends a call to the current leader, each attempt bounded by `per_call`. While no leader is
+/// known, or the known one refuses (it no longer leads) or cannot be reached (nothing was sent),
+/// it waits for a leader change and tries again, up to `wait` in all. A call that was sent but
+/// got no answer is not repeated: its outcome is unknown.
+pub(crate) async fn call_leader(
+    b: &Broker,
+    call: impl Fn() -> Call,
+    wait: Duration,
+    per_call: Duration,
+) -> Result<Routed, BrokerError> {
+    let deadline = Instant::now() + wait;
     let mut metrics = b.inner.raft.metrics();
     loop {
         let target = {
@@ -262,16 +277,15 @@ async fn call_leader(b: &Broker, call: Call, timeout: Duration) -> Result<Reply,
             m.current_leader.map(|l| (l, b.inner.directory.address(l, m.membership_config.membership().get_node(&l))))
         };
         let why = match target {
-            Some((l, _)) if l == b.node_id() => return Err(unavailable("this node leads")),
-            Some((l, Some(addr))) => {
-                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-                match b.inner.directory.peers.call(l, &addr, call_clone(&call), left).await {
-                    Ok(Reply::Refused(r)) => r,
-                    Ok(reply) => return Ok(reply),
-                    Err(e @ CallError::Unreachable(..)) => e.to_string(),
-                    Err(e) => return Err(unavailable(e.to_string())),
+            Some((l, _)) if l == b.node_id() => return Ok(Routed::Here),
+            Some((l, Some(addr))) => match b.inner.directory.peers.call(l, &addr, call(), per_call).await {
+                Ok(Reply::Refused(reason)) => reason,
+                Ok(reply) => return Ok(Routed::Answered(reply)),
+                Err(e @ CallError::Unreachable(..)) => e.to_string(),
+                Err(e @ CallError::NoAnswer(..)) => {
+                    return Err(unavailable(format!("{e}; the outcome is unknown, retry (idempotently)")))
                 }
-            }
+            },
             Some((l, None)) => format!("no address known for the leader, node {l}"),
             None => "no leader elected".to_owned(),
         };
@@ -286,17 +300,8 @@ async fn call_leader(b: &Broker, call: Call, timeout: Duration) -> Result<Reply,
     }
 }
 
-fn call_clone(call: &Call) -> Call {
-    match call {
-        Call::Join(m) => Call::Join(m.clone()),
-        Call::AddNode { id, member } => Call::AddNode { id: *id, member: member.clone() },
-        Call::RemoveNode(id) => Call::RemoveNode(*id),
-        Call::ReadIndex => Call::ReadIndex,
-        Call::Status => Call::Status,
-        Call::Submit(c) => Call::Submit(c.clone()),
-        // Raft's own calls go through the network, never through here.
-        Call::Append(_) | Call::Vote(_) | Call::Snapshot(_) => Call::Status,
-    }
+pub(crate) fn unexpected(reply: Reply) -> BrokerError {
+    unavailable(format!("unexpected answer from the leader: {reply:?}"))
 }
 
 async fn leader_read_index(b: &Broker) -> Result<u64, BrokerError> {
@@ -312,13 +317,11 @@ async fn leader_read_index(b: &Broker) -> Result<u64, BrokerError> {
 
 /// The index a read must wait for: confirmed by the leader (this node or another).
 pub(crate) async fn read_index(b: &Broker, deadline: Instant) -> Result<u64, BrokerError> {
-    if leads(b) {
-        return leader_read_index(b).await;
-    }
     let left = deadline.saturating_duration_since(Instant::now());
-    match call_leader(b, Call::ReadIndex, left).await? {
-        Reply::ReadIndex(r) => r,
-        other => Err(unavailable(format!("unexpected answer to a read index: {other:?}"))),
+    match call_leader(b, || Call::ReadIndex, left, left.max(Duration::from_millis(100))).await? {
+        Routed::Here => leader_read_index(b).await,
+        Routed::Answered(Reply::ReadIndex(r)) => r,
+        Routed::Answered(other) => Err(unexpected(other)),
     }
 }
 
@@ -424,24 +427,22 @@ impl Broker {
     pub async fn add_node(&self, id: NodeId, api_addr: String, cluster_addr: String) -> Result<(), BrokerError> {
         self.require_cluster()?;
         let member = Member { cluster_addr, api_addr, incarnation: String::new() };
-        if leads(self) {
-            return add_node_here(self, id, member).await;
-        }
-        match call_leader(self, Call::AddNode { id, member }, CATCH_UP_TIMEOUT + Duration::from_secs(5)).await? {
-            Reply::Done(r) => r,
-            other => Err(unavailable(format!("unexpected answer: {other:?}"))),
+        let call = || Call::AddNode { id, member: member.clone() };
+        match call_leader(self, call, self.inner.leader_wait, CATCH_UP_TIMEOUT + Duration::from_secs(5)).await? {
+            Routed::Here => add_node_here(self, id, member).await,
+            Routed::Answered(Reply::Done(r)) => r,
+            Routed::Answered(other) => Err(unexpected(other)),
         }
     }
 
     /// Removes node `id` from the cluster (as a voter, then entirely).
     pub async fn remove_node(&self, id: NodeId) -> Result<(), BrokerError> {
         self.require_cluster()?;
-        if leads(self) {
-            return remove_node_here(self, id).await;
-        }
-        match call_leader(self, Call::RemoveNode(id), CATCH_UP_TIMEOUT + Duration::from_secs(5)).await? {
-            Reply::Done(r) => r,
-            other => Err(unavailable(format!("unexpected answer: {other:?}"))),
+        let call = || Call::RemoveNode(id);
+        match call_leader(self, call, self.inner.leader_wait, CATCH_UP_TIMEOUT + Duration::from_secs(5)).await? {
+            Routed::Here => remove_node_here(self, id).await,
+            Routed::Answered(Reply::Done(r)) => r,
+            Routed::Answered(other) => Err(unexpected(other)),
         }
     }
 

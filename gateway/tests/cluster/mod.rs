@@ -21,7 +21,7 @@ pub mod workload;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock};
@@ -124,31 +124,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Random lower-case hex.
 fn hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
-}
-
-/// A free loopback port below the kernel's ephemeral range when there is room there, so that a
-/// port a killed node gives up is not taken meanwhile as the local port of some outgoing
-/// connection (the tests open thousands), which would stop the node from binding it again.
-/// Falls back to a port the kernel picks (bind 127.0.0.1:0, then drop).
-fn free_port() -> u16 {
-    static TAKEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-    let low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
-        .unwrap_or(32768);
-    if low > 12_000 {
-        for _ in 0..1000 {
-            let port = 10_000 + rand::random::<u16>() % (low - 10_000);
-            if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                taken.insert(port);
-                return port;
-            }
-        }
-    }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    taken.insert(port);
-    port
 }
 
 /// The runtime that creates the test databases.
@@ -260,8 +235,8 @@ impl Cluster {
         fs::create_dir_all(&dir).unwrap();
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let node = Node {
-            api: loopback(free_port()),
-            cluster: loopback(free_port()),
+            api: loopback(depot_pgtest::free_loopback_port()),
+            cluster: loopback(depot_pgtest::free_loopback_port()),
             dir,
             stdout_log: home.join("stdout.log"),
             stderr_log: home.join("stderr.log"),
