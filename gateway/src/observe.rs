@@ -67,7 +67,15 @@ pub async fn observe(
     span.record("latency_us", u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
     span.in_scope(|| {
         if status.is_server_error() {
-            tracing::warn!("request answered");
+            // With the filter at warn the span's fields are not recorded: repeat them here.
+            tracing::warn!(
+                request_id = %id,
+                %method,
+                route = route.as_deref().unwrap_or(crate::metrics::UNMATCHED),
+                status = status.as_u16(),
+                latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                "request answered"
+            );
         } else {
             tracing::debug!("request answered");
         }
