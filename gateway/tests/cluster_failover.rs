@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use cluster::checker::Outcome;
-use cluster::{request, Cluster};
+use cluster::Cluster;
+use e2e::request;
 use serde_json::{json, Value};
 
 const STATION: &str = "orders";

@@ -20,8 +20,8 @@ pub mod workload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock};
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::e2e::{self, Response};
+use crate::e2e::{self, request, Response};
 use proxy::{Mode, Proxy};
 
 pub const ADMIN_PASSWORD: &str = "cluster-admin-password";
@@ -43,69 +43,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Lines of each node's stderr shown in a panic message.
 const LOG_TAIL: usize = 40;
-
-/// One HTTP/1.1 request (one connection), like `e2e::send`, but connection errors, timeouts and
-/// garbled answers are `Err` instead of panics, and the timeout is the caller's.
-pub fn request(
-    addr: SocketAddr,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    timeout: Duration,
-) -> Result<Response, String> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
-    if let Some(token) = token {
-        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).map_err(|e| format!("send to {addr}: {e}"))?;
-    // The server may answer (413, 401) and close before reading a large body.
-    let _ = stream.write_all(body);
-    let mut response = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!("{method} {path} on {addr}: no complete answer within {timeout:?}"));
-        }
-        stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => response.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                return Err(format!("{method} {path} on {addr}: no complete answer within {timeout:?}"));
-            }
-            Err(e) => return Err(format!("{method} {path} on {addr}: {e}")),
-        }
-    }
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("{method} {path} on {addr}: connection closed without an answer"))?;
-    let head = String::from_utf8_lossy(&response[..split]).into_owned();
-    let raw = response[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{method} {path} on {addr}: no status line in {head:?}"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    Ok(Response { status, headers, body, raw })
-}
 
 /// A JSON request body as bytes (empty for `None`).
 pub fn json_bytes(body: Option<&Value>) -> Vec<u8> {

@@ -16,8 +16,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use super::checker::{Ack, Attempt, FloorObservation, History, Outcome, Read};
-use super::{json_bytes, request, Cluster};
-use crate::e2e::Response;
+use super::{json_bytes, Cluster};
+use crate::e2e::{request, Response};
 
 /// The read timeout of workload requests.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);

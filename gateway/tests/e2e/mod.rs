@@ -81,7 +81,8 @@ impl Response {
     }
 }
 
-/// One request. `token: None` sends no Authorization header.
+/// One request, waiting up to 60 s for the answer. `token: None` sends no Authorization header.
+/// Panics on connection errors and timeouts; [`request`] returns them.
 pub fn send(
     addr: SocketAddr,
     token: Option<&str>,
@@ -90,9 +91,23 @@ pub fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    request(addr, token, method, path, headers, body, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// One HTTP/1.1 request on its own connection. Connection errors, timeouts and garbled answers
+/// are `Err`; the timeout bounds the whole exchange.
+pub fn request(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, String> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     if let Some(token) = token {
@@ -102,22 +117,46 @@ pub fn send(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(head.as_bytes()).map_err(|e| format!("send to {addr}: {e}"))?;
     // The server may answer (413, 401) and close before reading a large body.
     let _ = stream.write_all(body);
     let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("no HTTP head in the answer");
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("{method} {path} on {addr}: no complete answer within {timeout:?}"));
+        }
+        stream.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(format!("{method} {path} on {addr}: no complete answer within {timeout:?}"));
+            }
+            // A server that answers early (413, 401) may reset the connection after its answer.
+            Err(_) if response.windows(4).any(|w| w == b"\r\n\r\n") => break,
+            Err(e) => return Err(format!("{method} {path} on {addr}: {e}")),
+        }
+    }
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path} on {addr}: connection closed without an answer"))?;
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let raw = response[split + 4..].to_vec();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{method} {path} on {addr}: no status line in {head:?}"))?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    Response { status, headers, body, raw }
+    Ok(Response { status, headers, body, raw })
 }
 
 impl Server {
