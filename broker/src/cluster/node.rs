@@ -102,19 +102,23 @@ pub(crate) async fn start(b: &Broker, opts: &ClusterOptions, me: Credentials, fr
     Ok(())
 }
 
-/// Asks every configured peer for its status, in parallel, each bounded by [`PROBE_TIMEOUT`].
-async fn probe_peers(b: &Broker) -> Vec<NodeStatus> {
-    let me = b.node_id();
-    let calls = b.inner.directory.configured().iter().filter(|(id, _)| **id != me).map(|(id, addr)| {
-        let peers = &b.inner.directory.peers;
-        async move {
-            match peers.call(*id, addr, Call::Status, PROBE_TIMEOUT).await {
-                Ok(Reply::Status(s)) => Some(*s),
-                _ => None,
-            }
+/// Asks each `(node, address)` for its status, in parallel, each bounded by [`PROBE_TIMEOUT`];
+/// the answers by node (`None`: no answer).
+async fn probe(b: &Broker, targets: Vec<(NodeId, String)>) -> BTreeMap<NodeId, Option<NodeStatus>> {
+    let calls = targets.into_iter().map(|(id, addr)| async move {
+        match b.inner.directory.peers.call(id, &addr, Call::Status, PROBE_TIMEOUT).await {
+            Ok(Reply::Status(s)) => (id, Some(*s)),
+            _ => (id, None),
         }
     });
-    join_all(calls).await.into_iter().flatten().collect()
+    join_all(calls).await.into_iter().collect()
+}
+
+/// The status of every configured peer that answered.
+async fn probe_peers(b: &Broker) -> Vec<NodeStatus> {
+    let me = b.node_id();
+    let targets = b.inner.directory.configured().iter().filter(|(id, _)| **id != me).map(|(id, a)| (*id, a.clone()));
+    probe(b, targets.collect()).await.into_values().flatten().collect()
 }
 
 /// Refuses a node whose incarnation differs from the one a peer's membership records for its id:
@@ -462,17 +466,12 @@ impl Broker {
         let membership = m.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let leader_view = m.state == ServerState::Leader;
-        let probes = membership.nodes().filter(|(id, _)| **id != self.node_id()).map(|(id, node)| {
-            let addr = self.inner.directory.address(*id, Some(node));
-            async move {
-                let Some(addr) = addr else { return (*id, None) };
-                match self.inner.directory.peers.call(*id, &addr, Call::Status, PROBE_TIMEOUT).await {
-                    Ok(Reply::Status(s)) => (*id, Some(*s)),
-                    _ => (*id, None),
-                }
-            }
-        });
-        let probed: BTreeMap<NodeId, Option<NodeStatus>> = join_all(probes).await.into_iter().collect();
+        let targets = membership
+            .nodes()
+            .filter(|(id, _)| **id != self.node_id())
+            .filter_map(|(id, node)| Some((*id, self.inner.directory.address(*id, Some(node))?)))
+            .collect();
+        let probed = probe(self, targets).await;
         let nodes = membership
             .nodes()
             .map(|(id, node)| {
