@@ -324,6 +324,27 @@ fn a_node_is_added_catches_up_and_is_removed() {
 }
 
 #[test]
+fn an_idle_cluster_appends_nothing_once_every_join_is_recorded() {
+    // Each node reaches its peers through a proxy of its own, so the cluster address a node
+    // announces is never the one the others recorded; a join must not rewrite it, or every node
+    // writes a membership entry twice a second forever.
+    let c = Cluster::start(3);
+    c.wait_leader(Duration::from_secs(30));
+    // Bootstrap and the joins append a few entries; after that the log must stand still.
+    let mut still: Option<(u64, Instant)> = None;
+    c.eventually(Duration::from_secs(30), "every node's log standing still for 2 s", || {
+        let (index, _) = c.wait_converged(Duration::from_secs(10));
+        match still {
+            Some((i, since)) if i == index => (since.elapsed() >= Duration::from_secs(2)).then_some(()),
+            _ => {
+                still = Some((index, Instant::now()));
+                None
+            }
+        }
+    });
+}
+
+#[test]
 fn wait_for_three_keeps_two_nodes_inactive_until_the_third_starts() {
     let mut c = Cluster::start_with(3, Some(3), &[1, 2]);
     // An observation window, not a synchronisation: not ready at any point of it.

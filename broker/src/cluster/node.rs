@@ -226,7 +226,7 @@ async fn announce(b: &Broker) {
             m.membership_config.membership().get_node(&me).cloned()
         };
         match recorded {
-            Some(r) if r == b.inner.member => return,
+            Some(r) if r.records_join(&b.inner.member) => return,
             Some(_) => {
                 let join = || Call::Join(b.inner.member.clone());
                 let result = match call_leader(b, join, Duration::from_secs(5), Duration::from_secs(5)).await {
@@ -346,7 +346,7 @@ async fn record_join(b: &Broker, from: NodeId, member: Member) -> Result<(), Bro
             member.incarnation, known.incarnation
         )));
     }
-    if known == member {
+    if known.records_join(&member) {
         return Ok(());
     }
     let update = Member { cluster_addr: known.cluster_addr.clone(), ..member };

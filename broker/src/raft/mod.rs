@@ -71,6 +71,15 @@ pub struct Member {
     pub incarnation: String,
 }
 
+impl Member {
+    /// Whether this record already holds what a node's join announces (its API address and
+    /// incarnation). The cluster address is the one peers dial, which the joining node may know
+    /// under another name, so a join never changes it.
+    pub fn records_join(&self, joining: &Member) -> bool {
+        self.api_addr == joining.api_addr && self.incarnation == joining.incarnation
+    }
+}
+
 impl std::fmt::Display for Member {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "cluster {} api {}", self.cluster_addr, self.api_addr)
