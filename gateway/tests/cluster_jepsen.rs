@@ -80,6 +80,17 @@ fn median_max(ms: &mut [u64]) -> (u64, u64) {
     }
 }
 
+/// Names the seed last when the run fails (after the panic message and the cluster's own lines).
+struct SeedNote(u64);
+
+impl Drop for SeedNote {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("jepsen: failed with seed {0}; rerun with DEPOT_JEPSEN_SEED={0}", self.0);
+        }
+    }
+}
+
 #[test]
 fn jepsen_queue_under_kills_pauses_restarts_and_partitions() {
     let plan = plan();
@@ -90,6 +101,7 @@ fn jepsen_queue_under_kills_pauses_restarts_and_partitions() {
         format!("jepsen run past its limit of {:?} while {what} (seed {seed}, {:?} in)", plan.limit, started.elapsed())
     };
 
+    let _note = SeedNote(seed);
     let mut c = Cluster::start(3);
     c.create_station(STATION);
     c.create_group(STATION, GROUP, 3000);
@@ -173,7 +185,7 @@ fn jepsen_queue_under_kills_pauses_restarts_and_partitions() {
     eprintln!("jepsen: {report}");
     eprintln!("leader-kill unavailability: median {median} ms, max {max} ms, n={}", unavailable.len());
 
-    assert!(report.is_valid(), "anomalies found (seed {seed}):\n{report}\n{}", c.diagnostics());
+    assert!(report.is_valid(), "anomalies found (seed {seed}):\n{report}\n{}{report}", c.diagnostics());
     assert!(
         report.counts.acknowledged as u64 >= plan.acknowledged,
         "only {} values acknowledged (seed {seed})",

@@ -634,9 +634,10 @@ impl Cluster {
         }
     }
 
-    /// Panics with `what` and the state and last stderr lines of every node.
+    /// Panics with `what` and the state and last stderr lines of every node; `what` comes again
+    /// last, so a log cut to its tail still says what failed.
     pub fn fail(&self, what: &str) -> ! {
-        panic!("{what}\n{}", self.diagnostics())
+        panic!("{what}\n{}===== failed: {what}", self.diagnostics())
     }
 
     /// Each node's state and the tail of its stderr, and the links that are not passing.
