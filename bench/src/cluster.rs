@@ -74,7 +74,7 @@ struct Node {
     launches: u32,
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     root: PathBuf,
     nodes: Vec<Node>,
     peers: String,
@@ -100,7 +100,7 @@ async fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -
 }
 
 impl Cluster {
-    fn new(root: &Path, metadata_url: String) -> anyhow::Result<Cluster> {
+    pub(crate) fn new(root: &Path, metadata_url: String) -> anyhow::Result<Cluster> {
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         let mut nodes = Vec::new();
         for id in 1..=NODES {
@@ -138,7 +138,7 @@ impl Cluster {
         self.ids().filter(|&id| self.node(id).server.is_some()).collect()
     }
 
-    fn server(&self, id: u64) -> anyhow::Result<&Server> {
+    pub(crate) fn server(&self, id: u64) -> anyhow::Result<&Server> {
         self.node(id).server.as_ref().with_context(|| format!("node {id} is not running"))
     }
 
@@ -173,7 +173,7 @@ impl Cluster {
 
     /// Starts every node (all at once: a new node waits for its peers before it serves), waits
     /// until all are ready and agree on a leader, logs in.
-    fn start(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    pub(crate) fn start(&mut self, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         http::depot_binary()?;
         let commands: Vec<_> = self.ids().map(|id| self.command(id)).collect();
         let started: Vec<anyhow::Result<Server>> = std::thread::scope(|s| {
@@ -232,7 +232,7 @@ impl Cluster {
     }
 
     /// SIGTERM to every running node at once; waits for them to stop.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let servers: Vec<Server> = self.nodes.iter_mut().filter_map(|n| n.server.take()).collect();
         std::thread::scope(|s| {
             for server in servers {
@@ -264,7 +264,7 @@ impl Cluster {
         (named.all(|l| l == Some(leader)) && running.contains(&leader)).then_some(leader)
     }
 
-    fn wait_leader(&self, rt: &tokio::runtime::Runtime, within: Duration) -> anyhow::Result<u64> {
+    pub(crate) fn wait_leader(&self, rt: &tokio::runtime::Runtime, within: Duration) -> anyhow::Result<u64> {
         let mut leader = None;
         self.wait_until(rt, Instant::now() + within, "a leader all running nodes agree on", |c| {
             leader = c.leader(rt);

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::{e2e_us, epoch, Cfg, Pacer, Sample, Target, BATCH, KIB};
+use depot_pgtest::{Durability, PgServer};
+
+use super::{e2e_us, epoch, Cfg, Pacer, Sample, Target, BATCH, KIB, W6};
+use crate::cluster::Cluster;
 use crate::http::{self, expect, find, load, load_until, request, Conn, Outcome, Server, Work};
 
 fn sample(o: Outcome) -> Sample {
@@ -37,25 +40,68 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path) -> anyhow
         }
         expect(&server, "PUT", "/v1/stations/w5/consumer-groups/g", json!({"start": "earliest"}), &[200, 201]).await
     })?;
-    let single = |station: &str| {
-        let req =
-            request("POST", &format!("/v1/stations/{station}/messages"), tok, "application/octet-stream", &[b'x'; KIB]);
-        Work::Fixed { request: Arc::new(req), ok: 201, items: 1, offsets: true }
-    };
-    let body = http::batch_body("base64");
-    let batch = |station: &str| {
-        let req = request("POST", &format!("/v1/stations/{station}/messages/batch"), tok, "application/json", &body);
-        Arc::new(req)
-    };
-
-    t.record(0, load(rt, &server, single("w1"), 1, cfg.warmup, cfg.duration).map(sample));
-    t.record(1, load(rt, &server, single("w2"), cfg.single_conns, cfg.warmup, cfg.duration).map(sample));
-    let w3 = Work::Fixed { request: batch("w3"), ok: 200, items: BATCH as u64, offsets: true };
-    t.record(2, load(rt, &server, w3, cfg.batch_conns, cfg.warmup, cfg.duration).map(sample));
-    t.record(3, drain(rt, &server, cfg, &batch("w4")));
+    t.record(0, load(rt, &server, single(tok, "w1"), 1, cfg.warmup, cfg.duration).map(sample));
+    w2_w3(rt, &server, cfg, &mut t, 1, (cfg.warmup, cfg.duration));
+    t.record(3, drain(rt, &server, cfg, &batch(tok, "w4")));
     t.record(4, e2e(rt, &server, cfg));
     server.stop()?;
     Ok(t)
+}
+
+/// Single 1 KiB produces to `station`.
+fn single(tok: Option<&str>, station: &str) -> Work {
+    let req =
+        request("POST", &format!("/v1/stations/{station}/messages"), tok, "application/octet-stream", &[b'x'; KIB]);
+    Work::Fixed { request: Arc::new(req), ok: 201, items: 1, offsets: true }
+}
+
+/// A batch of 100 × 1 KiB (base64) to `station`.
+fn batch(tok: Option<&str>, station: &str) -> Arc<Vec<u8>> {
+    let body = http::batch_body("base64");
+    Arc::new(request("POST", &format!("/v1/stations/{station}/messages/batch"), tok, "application/json", &body))
+}
+
+/// W2 (stations `w2`) and W3 (`w3`) against `server`, recorded as workloads `at` and `at + 1`.
+fn w2_w3(
+    rt: &tokio::runtime::Runtime,
+    server: &Server,
+    cfg: &Cfg,
+    t: &mut Target,
+    at: usize,
+    time: (Duration, Duration),
+) {
+    let tok = server.token.as_deref();
+    t.record(at, load(rt, server, single(tok, "w2"), cfg.single_conns, time.0, time.1).map(sample));
+    let w3 = Work::Fixed { request: batch(tok, "w3"), ok: 200, items: BATCH as u64, offsets: true };
+    t.record(at + 1, load(rt, server, w3, cfg.batch_conns, time.0, time.1).map(sample));
+}
+
+/// W6: the 3-node cluster of `depot-bench cluster` (Postgres from depot-pgtest with fsync on,
+/// nodes in `dir`), stations `w2` and `w3` with 3 replicas, W2 and W3 through the leader.
+pub(crate) fn cluster(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path, t: &mut Target) -> anyhow::Result<()> {
+    let pg = PgServer::try_start_with(Durability::Full).map_err(|e| anyhow::anyhow!(e))?;
+    let metadata_url = rt.block_on(pg.database());
+    std::fs::create_dir_all(dir)?;
+    let mut cluster = Cluster::new(dir, metadata_url)?;
+    let outcome = cluster.start(rt).and_then(|()| {
+        let leader = cluster.wait_leader(rt, Duration::from_secs(30))?;
+        let server = cluster.server(leader)?;
+        eprintln!("  leader: node {leader} ({})", server.addr);
+        let station = json!({"replicas": 3, "retention": {"max_bytes": 512u64 << 20}});
+        rt.block_on(async {
+            for name in ["w2", "w3"] {
+                expect(server, "PUT", &format!("/v1/stations/{name}"), station.clone(), &[200, 201]).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        w2_w3(rt, server, cfg, t, W6, (cfg.cluster_warmup, cfg.cluster_duration));
+        Ok(())
+    });
+    // The nodes first (their drop kills any left), then Postgres (its drop removes its dir).
+    cluster.stop();
+    drop(cluster);
+    drop(pg);
+    outcome
 }
 
 /// W4: fill `w4`, let the fill reach the disk, then drain it with 16 consumers of fetch 100 + ack.

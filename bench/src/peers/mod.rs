@@ -10,6 +10,12 @@
 //! - W4: drain a queue filled beforehand (1M messages, `--quick` 100k) with consume + ack: msg/s.
 //! - W5: end-to-end latency (produce to consumer receipt) at a fixed open-loop rate of 10k msg/s:
 //!   p50/p99/p999.
+//! - W6: W2 and W3 again against a 3-node replicated cluster on this machine (`W6/W2`, `W6/W3`):
+//!   three `depot serve` nodes (the cluster of `depot-bench cluster`), a station with 3 replicas,
+//!   through the leader; three clustered `nats-server`s, a stream with 3 replicas, through its
+//!   leader's server; three RabbitMQ nodes clustered by classic config peer discovery, a quorum
+//!   queue (3 members), through the node that declared it (its leader). `--quick` runs W6 for
+//!   Depot and JetStream with fsync only, to stay within 2 minutes.
 //!
 //! Peers are found at `DEPOT_BENCH_NATS_SERVER` (default: `nats-server` on `PATH`, then
 //! `/var/tmp/depot-peers/venv/bin/nats-server`) and `DEPOT_BENCH_RABBITMQ_SERVER` (default:
@@ -48,6 +54,18 @@ pub(crate) struct Cfg {
     pub e2e_rate: u64,
     pub e2e_warmup: Duration,
     pub e2e_duration: Duration,
+    /// W6's warm-up and measurement, for each of its two workloads.
+    pub cluster_warmup: Duration,
+    pub cluster_duration: Duration,
+}
+
+/// Index in [`Target::w`] of W6's W2 and W3: W6's W2 is `W6 + 0`, its W3 `W6 + 1`.
+pub(crate) const W6: usize = 5;
+const WORKLOADS_N: usize = 7;
+
+/// The name of workload `i` (0-based) in logs, failures and the JSON.
+pub(crate) fn wname(i: usize) -> &'static str {
+    ["W1", "W2", "W3", "W4", "W5", "W6/W2", "W6/W3"][i]
 }
 
 /// One workload's measurement.
@@ -94,8 +112,9 @@ pub(crate) struct Target {
     /// Short label for tables and the chart.
     pub label: &'static str,
     pub durability: &'static str,
-    /// W1..W5, `None` where it did not run (the error is in `failures`).
-    pub w: [Option<Sample>; 5],
+    /// W1..W5, then W6's W2 and W3 ([`W6`]); `None` where it did not run (the reason is in
+    /// `failures`).
+    pub w: [Option<Sample>; WORKLOADS_N],
     pub failures: Vec<String>,
 }
 
@@ -109,9 +128,9 @@ impl Target {
         match r {
             Ok(s) => {
                 eprintln!(
-                    "  {} W{}: {:.0} msg/s, p50 {} µs, p99 {} µs, p999 {} µs ({} messages, {:.2} s, {} errors)",
+                    "  {} {}: {:.0} msg/s, p50 {} µs, p99 {} µs, p999 {} µs ({} messages, {:.2} s, {} errors)",
                     self.label,
-                    i + 1,
+                    wname(i),
                     s.rate(),
                     s.pct(0.5),
                     s.pct(0.99),
@@ -123,10 +142,27 @@ impl Target {
                 self.w[i] = Some(s);
             }
             Err(e) => {
-                eprintln!("  {} W{} failed: {e:#}", self.label, i + 1);
-                self.failures.push(format!("W{}: {e:#}", i + 1));
+                eprintln!("  {} {} failed: {e:#}", self.label, wname(i));
+                self.failures.push(format!("{}: {e:#}", wname(i)));
             }
         }
+    }
+
+    /// Records why W6 has no figures (both of its workloads, where nothing is recorded yet):
+    /// `not run: <reason>`, or the error.
+    pub fn w6_missing(&mut self, why: &str) {
+        for i in [W6, W6 + 1] {
+            if self.w[i].is_none() && self.why(i).is_none() {
+                eprintln!("  {} {}: {why}", self.label, wname(i));
+                self.failures.push(format!("{}: {why}", wname(i)));
+            }
+        }
+    }
+
+    /// The reason workload `i` has no figure, if one was recorded.
+    fn why(&self, i: usize) -> Option<&str> {
+        let prefix = format!("{}: ", wname(i));
+        self.failures.iter().find_map(|f| f.strip_prefix(prefix.as_str()))
     }
 }
 
@@ -338,6 +374,20 @@ impl Drop for Proc {
     }
 }
 
+/// Stops `procs` all at once (SIGTERM, then SIGKILL after `grace`), then runs their `on_stop`
+/// commands (a shared epmd goes only once every node is down).
+pub(crate) fn stop_all(procs: &mut [Proc], grace: Duration) {
+    let after: Vec<Command> = procs.iter_mut().filter_map(|p| p.on_stop.take()).collect();
+    std::thread::scope(|s| {
+        for p in procs.iter_mut() {
+            s.spawn(move || p.stop(grace));
+        }
+    });
+    for mut cmd in after {
+        let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
@@ -401,6 +451,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             e2e_rate: 10_000,
             e2e_warmup: Duration::from_millis(500),
             e2e_duration: Duration::from_secs(2),
+            cluster_warmup: Duration::from_millis(300),
+            cluster_duration: Duration::from_secs(1),
         }
     } else {
         Cfg {
@@ -413,6 +465,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             e2e_rate: 10_000,
             e2e_warmup: Duration::from_secs(1),
             e2e_duration: Duration::from_secs(10),
+            cluster_warmup: Duration::from_secs(1),
+            cluster_duration: Duration::from_secs(5),
         }
     };
     let only = std::env::var("DEPOT_BENCH_PEERS").unwrap_or_else(|_| "depot,nats,rabbitmq".to_owned());
@@ -421,24 +475,63 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let tmp = tempfile::tempdir_in(&base)?;
     let mut targets = Vec::new();
+    // Each W6 cluster runs in a directory of its own that is removed right after it.
+    let w6 = |t: &mut Target, name: &str, f: &dyn Fn(&mut Target, &Path) -> anyhow::Result<()>| {
+        let dir = tmp.path().join(name);
+        eprintln!("== {} W6: 3-node cluster", t.label);
+        let started = Instant::now();
+        if let Err(e) = f(t, &dir) {
+            eprintln!("  {} W6 failed: {e:#}", t.label);
+            t.w6_missing(&format!("{e:#}"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        eprintln!("  W6 took {:.1} s, cluster start and stop included", started.elapsed().as_secs_f64());
+    };
     if wants("depot") {
         eprintln!("== Depot");
-        targets.push(depot::run(&rt, &cfg, &tmp.path().join("depot"))?);
+        let mut t = depot::run(&rt, &cfg, &tmp.path().join("depot"))?;
+        let _ = std::fs::remove_dir_all(tmp.path().join("depot"));
+        w6(&mut t, "depot-cluster", &|t, dir| depot::cluster(&rt, &cfg, dir, t));
+        targets.push(t);
     }
     if wants("nats") {
         for sync_always in [true, false] {
             eprintln!("== NATS JetStream, sync always: {sync_always}");
             let dir = tmp.path().join(if sync_always { "nats-sync" } else { "nats-default" });
-            match nats::run(&rt, &cfg, &dir, sync_always) {
-                Ok(t) => targets.push(t),
+            let single = nats::run(&rt, &cfg, &dir, sync_always);
+            let _ = std::fs::remove_dir_all(&dir);
+            match single {
+                Ok(mut t) => {
+                    if sync_always || !quick {
+                        w6(&mut t, "nats-cluster", &|t, dir| nats::cluster(&rt, &cfg, dir, sync_always, t));
+                    } else {
+                        t.w6_missing("not run with --quick (2-minute bound); the full run measures it");
+                    }
+                    targets.push(t);
+                }
                 Err(e) => eprintln!("NATS failed: {e:#}"),
             }
         }
     }
     if wants("rabbitmq") {
         eprintln!("== RabbitMQ");
-        match rabbit::run(&rt, &cfg, &tmp.path().join("rabbitmq")) {
-            Ok(t) => targets.extend(t),
+        let single = rabbit::run(&rt, &cfg, &tmp.path().join("rabbitmq"));
+        let _ = std::fs::remove_dir_all(tmp.path().join("rabbitmq"));
+        match single {
+            Ok(mut ts) => {
+                for t in &mut ts {
+                    if t.label == rabbit::QUORUM && !quick {
+                        w6(t, "rabbitmq-cluster", &|t, dir| rabbit::cluster(&rt, &cfg, dir, t));
+                    } else if t.label == rabbit::QUORUM {
+                        t.w6_missing("not run with --quick (2-minute bound); the full run measures it");
+                    } else {
+                        t.w6_missing(
+                            "not run: classic queues do not replicate (mirroring is deprecated); W6 uses quorum queues",
+                        );
+                    }
+                }
+                targets.extend(ts);
+            }
             Err(e) => eprintln!("RabbitMQ failed: {e:#}"),
         }
     }
@@ -456,10 +549,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "config": format!("{cfg:?}"),
         "targets": targets.iter().map(|t| json!({"system": t.system, "version": t.version, "label": t.label,
             "durability": t.durability, "failures": t.failures,
-            "workloads": t.w.iter().enumerate().map(|(i, s)| (format!("W{}", i + 1),
+            "workloads": t.w.iter().enumerate().map(|(i, s)| (wname(i).to_owned(),
                 s.as_ref().map_or(serde_json::Value::Null, Sample::json))).collect::<serde_json::Map<_, _>>()}))
             .collect::<Vec<_>>(),
-        "W6": "pending (issue 5)",
+        "W6": "W6/W2 and W6/W3 are W2 and W3 against a 3-node replicated cluster on this machine: \
+            Depot 3 `depot serve` nodes, station replicas 3, via the leader; JetStream 3 clustered \
+            nats-servers, stream num_replicas 3, via the stream leader's server; RabbitMQ 3 nodes, \
+            quorum queue of 3 members, via its leader's node",
     });
     if let Some(out) = out {
         std::fs::create_dir_all(&out)?;
@@ -514,12 +610,14 @@ fn cell(i: usize, s: &Sample) -> (String, f64) {
     (text, key)
 }
 
-const WORKLOADS: [&str; 5] = [
+const WORKLOADS: [&str; WORKLOADS_N] = [
     "W1 one connection, one durable produce at a time",
     "W2 64 producers, single messages",
     "W3 16 producers, batches of 100",
     "W4 drain (consume + ack)",
     "W5 end-to-end at 10k msg/s open loop",
+    "W6 3-node cluster: W2 64 producers, single messages",
+    "W6 3-node cluster: W3 16 producers, batches of 100",
 ];
 
 fn markdown(targets: &[Target], cfg: &Cfg) -> String {
@@ -544,9 +642,13 @@ fn markdown(targets: &[Target], cfg: &Cfg) -> String {
         for t in targets {
             match &t.w[i] {
                 None => {
-                    let why = t.failures.iter().find(|f| f.starts_with(&format!("W{}:", i + 1)));
-                    let why = why.map_or(String::new(), |f| f[3..].chars().take(80).collect());
-                    s.push_str(&format!(" failed:{why} |"));
+                    let why = t.why(i).unwrap_or("failed");
+                    let why: String = why.chars().take(100).collect();
+                    if why.starts_with("not run") {
+                        s.push_str(&format!(" {why} |"));
+                    } else {
+                        s.push_str(&format!(" failed: {why} |"));
+                    }
                 }
                 Some(x) => {
                     let (text, key) = cell(i, x);
@@ -562,11 +664,6 @@ fn markdown(targets: &[Target], cfg: &Cfg) -> String {
         let (target, met) = targets_met(i, d, targets);
         s.push_str(&format!(" {target} | {met} |\n"));
     }
-    s.push_str("| W6 3-node cluster, W2 and W3 |");
-    for _ in targets {
-        s.push_str(" pending (issue 5) |");
-    }
-    s.push_str(" — | — |\n");
     s
 }
 
@@ -586,6 +683,7 @@ fn targets_met(i: usize, d: Option<&Sample>, targets: &[Target]) -> (&'static st
             format!("JetStream: {}, RabbitMQ: {}", js.map_or("—".to_owned(), yes), rq.map_or("—".to_owned(), yes))
         }),
         3 => ("≥ 300k msg/s", yes(d.rate() >= 300_000.0)),
-        _ => ("p99 ≤ 5 ms", yes(d.pct(0.99) <= 5000)),
+        4 => ("p99 ≤ 5 ms", yes(d.pct(0.99) <= 5000)),
+        _ => ("—", "—".to_owned()),
     }
 }
