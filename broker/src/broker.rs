@@ -18,8 +18,9 @@ use crate::cluster::node::{call_leader, unexpected, Routed};
 use crate::cluster::transport::{Credentials, Peers};
 use crate::cluster::wire::{self, Call, Reply};
 use crate::cluster::{ClusterOptions, Directory};
+use crate::dir_lock::DirLock;
 use crate::error::BrokerError;
-use crate::log::Verify;
+use crate::log::{LogOptions, Verify};
 use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::{SmOptions, StateMachine};
 use crate::raft::{Applied, Member, NodeId, Proposal, Raft, StoredMessage};
@@ -126,6 +127,8 @@ pub(crate) struct Inner {
     /// Payload bytes proposed since the last snapshot was requested.
     unsnapshotted: AtomicU64,
     snapshot_bytes: u64,
+    /// The exclusive lock on the data dir, held until shutdown (or the process ends).
+    dir_lock: Mutex<Option<DirLock>>,
 }
 
 /// A handle to the running broker; clones share it.
@@ -163,21 +166,33 @@ impl Broker {
     pub async fn open(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         let dir = opts.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(storage)?;
-        // Before anything else touches the dir: a refused one is left exactly as it was.
+        let dir_lock = DirLock::acquire(&dir)?;
+        // Before anything else touches the dir: a refused one is left as it was (but for the lock).
+        refuse_new_cluster_node_without_id(&opts)?;
         let identity = crate::identity::establish(&dir, opts.node_id, opts.cluster_id.as_deref())?;
         let marker = dir.join(CLEAN_MARKER);
         let clean = marker.exists();
-        if clean {
-            std::fs::remove_file(&marker).map_err(storage)?;
-            crate::raft::fsync_dir(&dir).map_err(storage)?;
-        } else {
+        if !clean {
             tracing::info!(dir = %dir.display(), "no clean-shutdown marker: verifying every checksum");
         }
         let verify = if clean { Verify::Tail } else { Verify::Full };
-        let log = LogStore::open(&dir.join("raft"), opts.segment_bytes, verify, opts.preallocate_raft_log)
-            .map_err(storage)?;
+        // After a clean shutdown every Raft record was fsynced: a damaged tail is corruption
+        // (refused, naming the file and byte), never cut off as a torn write. Opening changes
+        // nothing in that case, and the marker stays until the logs are open, so every later
+        // start refuses the same way instead of treating the damage as a crash's torn write.
+        let raft_log = LogOptions {
+            segment_bytes: opts.segment_bytes,
+            verify,
+            preallocate: opts.preallocate_raft_log,
+            after_clean_shutdown: clean,
+        };
+        let log = LogStore::open(&dir.join("raft"), raft_log).map_err(storage)?;
         let sm = StateMachine::open(SmOptions { dir: dir.join("sm"), segment_bytes: opts.segment_bytes, verify })
             .map_err(storage)?;
+        if clean {
+            std::fs::remove_file(&marker).map_err(storage)?;
+            crate::raft::fsync_dir(&dir).map_err(storage)?;
+        }
         let recover_to = log.last_index();
         let pristine = log.is_pristine();
 
@@ -270,6 +285,7 @@ impl Broker {
                 clock: LeaderClock { last: AtomicI64::new(0) },
                 unsnapshotted: AtomicU64::new(0),
                 snapshot_bytes: opts.snapshot_bytes,
+                dir_lock: Mutex::new(Some(dir_lock)),
             }),
         };
         let proposer = tokio::spawn(run_proposer(broker.inner.clone(), rx, opts.proposals_in_flight.max(1)));
@@ -526,8 +542,30 @@ impl Broker {
         let marker = self.inner.data_dir.join(CLEAN_MARKER);
         std::fs::write(&marker, b"").map_err(storage)?;
         std::fs::File::open(&marker).and_then(|f| f.sync_all()).map_err(storage)?;
-        crate::raft::fsync_dir(&self.inner.data_dir).map_err(storage)
+        crate::raft::fsync_dir(&self.inner.data_dir).map_err(storage)?;
+        // Everything is on disk: another process may open the dir now.
+        drop(self.inner.dir_lock.lock().unwrap_or_else(|p| p.into_inner()).take());
+        Ok(())
     }
+}
+
+/// A new data dir of a node with peers needs the cluster id configured: each node would otherwise
+/// mint its own random id on its first start, and the nodes would refuse each other for good. A
+/// dir that already has an identity keeps its own, so existing nodes start as before.
+fn refuse_new_cluster_node_without_id(opts: &BrokerOptions) -> Result<(), BrokerError> {
+    let has_peers = opts.cluster.as_ref().is_some_and(|c| c.peers.iter().any(|(id, _)| *id != opts.node_id));
+    if !has_peers || opts.cluster_id.is_some() {
+        return Ok(());
+    }
+    if crate::identity::read(&opts.data_dir).map_err(storage)?.is_some() {
+        return Ok(());
+    }
+    Err(BrokerError::DataDir(format!(
+        "{} is a new data dir of a node with peers, and no cluster id is configured: give every node of \
+         the cluster the same --cluster-id (or cluster_id in the config file, DEPOT_CLUSTER_ID), for \
+         example --cluster-id prod; without one each new node would make up its own and refuse the others",
+        opts.data_dir.display()
+    )))
 }
 
 fn command_bytes(command: &Command) -> usize {

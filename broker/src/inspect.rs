@@ -1,16 +1,18 @@
 //! `depot admin inspect`: what a data dir holds, read offline and without changing a byte.
 //!
-//! Nothing here opens a log for writing, runs recovery, takes a lock or fsyncs: the Raft log's
-//! last entry is found by a read-only scan, the vote and purge point come from `raft/raft-meta`,
-//! the identity from `cluster-identity`, and clean or dirty from the clean-shutdown marker. The
-//! store has no lock file, so a dir a running node uses reads as dirty (the marker is removed on
-//! start), which is what it would be if that node were killed at this moment.
+//! Nothing here opens a log for writing, runs recovery or fsyncs: the Raft log's last entry is
+//! found by a read-only scan, the vote and purge point come from `raft/raft-meta`, the identity
+//! from `cluster-identity`, and clean or dirty from the clean-shutdown marker. A dir a running
+//! node holds (see [`crate::dir_lock`]) is reported as running, with a note that it was read
+//! while it changes; its marker is gone, so it reads as dirty, which is what it would be if that
+//! node were killed at this moment.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::broker::CLEAN_MARKER;
+use crate::dir_lock::{self, Holder};
 use crate::identity;
 use crate::log::TailState;
 use crate::raft::log_store::read_on_disk;
@@ -43,6 +45,12 @@ pub struct VoteView {
     pub committed: bool,
 }
 
+/// The process that held a data dir when it was inspected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Running {
+    pub pid: Option<u32>,
+}
+
 /// What one data dir holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct Inspection {
@@ -58,6 +66,9 @@ pub struct Inspection {
     pub committed_index: Option<u64>,
     /// Whether the clean-shutdown marker is present. A running node's dir is dirty.
     pub clean: bool,
+    /// A running process holds the dir's lock (its pid, when it recorded one): what was read may
+    /// already be out of date.
+    pub running: Option<Running>,
     /// Problems found in the log's tail: a torn write the next start cuts off, or corruption it
     /// refuses.
     pub notes: Vec<String>,
@@ -103,8 +114,19 @@ pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
     let log = read_on_disk(&raft_dir).map_err(|e| unreadable(format!("raft log: {e}")))?;
     let snapshot = read_current_meta(&dir.join("sm")).map_err(|e| unreadable(format!("snapshot: {e}")))?;
     let clean = dir.join(CLEAN_MARKER).exists();
+    let running = match dir_lock::holder(dir).map_err(|e| unreadable(format!("{}: {e}", dir_lock::LOCK_FILE)))? {
+        Holder::Free => None,
+        Holder::Held { pid } => Some(Running { pid }),
+    };
 
     let mut notes = Vec::new();
+    if let Some(Running { pid }) = running {
+        let who = pid.map_or_else(|| "a running depot".to_owned(), |pid| format!("a running depot (pid {pid})"));
+        notes.push(format!(
+            "{who} holds this dir: it was read (and not changed) while that node writes it, so it may already \
+             be out of date"
+        ));
+    }
     match &log.tail {
         TailState::Clean => {}
         TailState::Torn { path, position, detail } => notes.push(format!(
@@ -131,6 +153,7 @@ pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
         }),
         committed_index: snapshot.and_then(|m| m.last_log_id).map(|id| id.index),
         clean,
+        running,
         notes,
     })
 }

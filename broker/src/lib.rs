@@ -19,6 +19,7 @@
 
 mod broker;
 pub mod cluster;
+pub mod dir_lock;
 mod error;
 pub mod identity;
 pub mod inspect;

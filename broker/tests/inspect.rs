@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use depot_broker::cluster::ClusterOptions;
 use depot_broker::inspect::{inspect, latest, InspectError, Position};
 use depot_broker::station::{Command, NewMessage, StationConfig};
 use depot_broker::{Broker, BrokerError, BrokerOptions};
@@ -211,6 +212,32 @@ async fn another_clusters_data_dir_is_refused_naming_both() {
 }
 
 #[tokio::test]
+async fn a_data_dir_in_use_is_refused_until_its_broker_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open_and_produce(options(dir.path()), 3).await;
+    let err = Broker::open(options(dir.path())).await.err().expect("opened a data dir another broker holds");
+    let text = err.to_string();
+    assert!(matches!(err, BrokerError::DataDir(_)), "{text}");
+    let pid = std::process::id();
+    assert!(text.contains(&format!("is in use by another depot process (pid {pid})")), "{text}");
+    assert!(text.contains(&dir.path().display().to_string()), "{text}");
+
+    // Inspection reads a running node's dir without taking it over, and says so.
+    let running = inspect(dir.path()).unwrap();
+    assert_eq!(running.running.map(|r| r.pid), Some(Some(pid)));
+    assert!(running.notes.iter().any(|n| n.contains(&format!("(pid {pid}) holds this dir"))), "{:?}", running.notes);
+    assert!(!running.clean);
+    first.submit(Command::Produce { station: "s".into(), messages: vec![message(99)] }).await.unwrap();
+    first.shutdown().await.unwrap();
+
+    let stopped = inspect(dir.path()).unwrap();
+    assert!(stopped.clean && stopped.running.is_none(), "{stopped:?}");
+    let second = Broker::open(options(dir.path())).await.unwrap();
+    second.shutdown().await.unwrap();
+    assert!(inspect(dir.path()).unwrap().clean);
+}
+
+#[tokio::test]
 async fn a_new_data_dir_gets_a_random_cluster_id_that_stays() {
     let one = tempfile::tempdir().unwrap();
     let two = tempfile::tempdir().unwrap();
@@ -224,4 +251,31 @@ async fn a_new_data_dir_gets_a_random_cluster_id_that_stays() {
 
     let bad = BrokerOptions { cluster_id: Some("has space".into()), ..options(one.path()) };
     assert!(matches!(Broker::open(bad).await, Err(BrokerError::DataDir(_))));
+}
+
+#[tokio::test]
+async fn a_new_cluster_node_without_a_cluster_id_is_refused_saying_what_to_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || std::net::SocketAddr::from(([127, 0, 0, 1], depot_pgtest::free_loopback_port()));
+    let (me, other) = (free(), free());
+    let mut opts = BrokerOptions { node_id: 1, ..options(dir.path()) };
+    opts.cluster = Some(ClusterOptions {
+        listen: me,
+        secret: "a cluster secret of some length".into(),
+        peers: vec![(1, me.to_string()), (2, other.to_string())],
+        api_addr: "api-1:1".into(),
+        wait_for: 1,
+    });
+    let err = Broker::open(opts.clone()).await.err().expect("a new cluster node started without a cluster id");
+    let text = err.to_string();
+    assert!(matches!(err, BrokerError::DataDir(_)), "{text}");
+    assert!(text.contains("--cluster-id") && text.contains(&dir.path().display().to_string()), "{text}");
+    assert!(!dir.path().join("cluster-identity").exists(), "the refused dir got an identity");
+
+    // With the id it starts; afterwards the dir's own id is enough.
+    let broker = Broker::open(BrokerOptions { cluster_id: Some("prod".into()), ..opts.clone() }).await.unwrap();
+    broker.shutdown().await.unwrap();
+    let broker = Broker::open(opts).await.unwrap();
+    assert_eq!(broker.cluster_id(), "prod");
+    broker.shutdown().await.unwrap();
 }

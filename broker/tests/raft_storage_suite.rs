@@ -1,6 +1,6 @@
 //! openraft's own storage conformance suite, run against our log store and state machine.
 
-use depot_broker::log::Verify;
+use depot_broker::log::{LogOptions, Verify};
 use depot_broker::raft::log_store::LogStore;
 use depot_broker::raft::state_machine::{SmOptions, StateMachine};
 use depot_broker::raft::{StorageError, TypeConfig};
@@ -14,7 +14,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().map_err(|e| {
             openraft::StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, openraft::AnyError::new(&e))
         })?;
-        let log = LogStore::open(&dir.path().join("raft"), 1 << 20, Verify::Full, true)?;
+        let log = LogStore::open(
+            &dir.path().join("raft"),
+            LogOptions { segment_bytes: 1 << 20, verify: Verify::Full, preallocate: true, after_clean_shutdown: false },
+        )?;
         let sm =
             StateMachine::open(SmOptions { dir: dir.path().join("sm"), segment_bytes: 1 << 20, verify: Verify::Full })?;
         Ok((dir, log, sm))

@@ -51,7 +51,9 @@ fn latest_path(results: &[(String, Result<Inspection, InspectError>)]) -> Option
 }
 
 fn state(store: &Inspection) -> &'static str {
-    if store.clean {
+    if store.running.is_some() {
+        "running"
+    } else if store.clean {
         "clean"
     } else {
         "dirty"
@@ -75,6 +77,8 @@ pub fn render_json(results: &[(String, Result<Inspection, InspectError>)]) -> Va
                 "committed_index": s.committed_index,
                 "state": state(s),
                 "clean": s.clean,
+                "running": s.running.is_some(),
+                "running_pid": s.running.and_then(|r| r.pid),
                 "latest": latest.as_deref() == Some(s.path.as_str()),
                 "notes": s.notes,
             }),
@@ -164,6 +168,7 @@ mod tests {
             vote: None,
             committed_index: None,
             clean,
+            running: None,
             notes: Vec::new(),
         };
         (path.into(), Ok(s))

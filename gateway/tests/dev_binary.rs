@@ -1,5 +1,6 @@
 //! End to end against the real `depot dev` binary on a random loopback port: produce → fetch →
-//! ack, a long poll woken by a produce, SIGTERM exiting 0, and a restart that keeps the data.
+//! ack, a long poll woken by a produce, SIGTERM exiting 0, a restart that keeps the data, a
+//! second process refused on a data dir in use, and a damaged log tail refused after a clean stop.
 
 #![allow(clippy::unwrap_used)]
 
@@ -65,4 +66,55 @@ fn dev_binary_produce_fetch_ack_long_poll_and_restart() {
     assert_eq!(group["acked_floor"], json!(1), "the ack before the restart was lost: {group}");
     assert_eq!(group["pending"], json!(1));
     server.terminate();
+}
+
+#[test]
+fn a_second_depot_on_a_data_dir_in_use_is_refused_and_a_killed_ones_lock_is_not_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    assert_eq!(request(&server, "PUT", "/v1/stations/orders", None).0, 201);
+
+    let (_, stderr) = start_refused(dir.path());
+    let pid = server.pid();
+    assert!(stderr.contains(&format!("is in use by another depot process (pid {pid})")), "{stderr}");
+    assert!(stderr.contains(&dir.path().display().to_string()), "{stderr}");
+
+    // The first one is untouched: it still serves what it had.
+    let (status, station) = request(&server, "GET", "/v1/stations/orders", None);
+    assert_eq!(status, 200, "{station}");
+
+    // A killed node's lock dies with it: the restart is not blocked.
+    server.kill();
+    let server = start(dir.path(), &[]);
+    let (status, station) = request(&server, "GET", "/v1/stations/orders", None);
+    assert_eq!(status, 200, "{station}");
+}
+
+#[test]
+fn a_damaged_raft_tail_after_a_clean_stop_is_refused_naming_file_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    assert_eq!(request(&server, "PUT", "/v1/stations/orders", None).0, 201);
+    for batch in 0..2 {
+        let messages: Vec<Value> =
+            (0..100).map(|i| json!({ "payload": { "value": format!("{batch}-{i}") } })).collect();
+        let (status, answer) =
+            request(&server, "POST", "/v1/stations/orders/messages/batch", Some(&json!({ "messages": messages })));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["results"][99]["offset"], json!(batch * 100 + 99), "{answer}");
+    }
+    server.terminate();
+
+    let log = dir.path().join("raft/log/00000000000000000000.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes[end - 20] ^= 0x40;
+    std::fs::write(&log, &bytes).unwrap();
+
+    for _ in 0..2 {
+        let (_, stderr) = start_refused(dir.path());
+        assert!(stderr.contains(&log.display().to_string()) && stderr.contains("at byte"), "{stderr}");
+        assert!(stderr.contains("shut down cleanly"), "{stderr}");
+        assert_eq!(std::fs::read(&log).unwrap(), bytes, "the refused start changed the log");
+    }
 }

@@ -128,3 +128,27 @@ fn a_data_dir_of_another_cluster_is_refused_naming_both() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("alpha") && stderr.contains("beta"), "{stderr}");
 }
+
+#[test]
+fn inspect_of_a_running_nodes_dir_says_it_runs_and_changes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("node");
+    let mut server = start(&dir, &[]);
+    assert_eq!(server.json("PUT", "/v1/stations/orders", None).status, 201);
+    produce(&server, 3);
+
+    let report = inspect_json(&[&dir]);
+    let store = &report["stores"][0];
+    assert_eq!(store["state"], "running", "{report:#}");
+    assert_eq!(store["running"], true, "{report:#}");
+    assert_eq!(store["running_pid"], json!(server.pid()), "{report:#}");
+    let table = String::from_utf8(inspect(&[&dir], false).stdout).unwrap();
+    assert!(table.contains(&format!("a running depot (pid {}) holds this dir", server.pid())), "{table}");
+
+    // The node goes on as if nothing happened.
+    produce(&server, 1);
+    server.terminate();
+    let report = inspect_json(&[&dir]);
+    assert_eq!(report["stores"][0]["state"], "clean", "{report:#}");
+    assert_eq!(report["stores"][0]["running"], false, "{report:#}");
+}

@@ -27,7 +27,9 @@
 //! no valid record (right magic, fitting length, plausible seq, good crc) exists anywhere
 //! after it, the damage is a torn, never-acknowledged write and the file is truncated there
 //! (a preallocating log instead overwrites the damaged bytes with zeros and keeps the file's
-//! length). Anything else is reported as `LogError::Corrupt` and nothing is modified.
+//! length). Anything else is reported as `LogError::Corrupt` and nothing is modified. A log
+//! opened with `LogOptions::after_clean_shutdown` was fsynced in full when it was closed, so
+//! there every damaged byte is `Corrupt`, the tail's included.
 //!
 //! If every byte from that position to the end of the file is zero, a preallocating log
 //! treats it as preallocated space: nothing is reported and the next append goes there. A
@@ -104,6 +106,10 @@ pub struct LogOptions {
     /// Keep the active segment zero-filled ahead of the write position (see the module doc),
     /// so appends overwrite allocated space instead of growing the file.
     pub preallocate: bool,
+    /// The log was closed cleanly (every record fsynced): damage at the tail cannot be a torn
+    /// write, so it is `Corrupt` like damage anywhere else. Only zeros (preallocated space) may
+    /// follow the last record.
+    pub after_clean_shutdown: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -146,6 +146,13 @@ impl Segment {
             if !torn {
                 return Err(LogError::Corrupt { path, position, detail });
             }
+            if opts.after_clean_shutdown && !zero_tail {
+                let detail = format!(
+                    "{detail}; the log was shut down cleanly with every record fsynced, so a damaged \
+                     tail is corruption, not a torn write"
+                );
+                return Err(LogError::Corrupt { path, position, detail });
+            }
             if opts.preallocate && position > 0 {
                 // Keep the file's length: everything past `position` is, or becomes,
                 // preallocated space. An all-zero tail is just that and is not reported.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_entry, encode_entry};
 use super::{meta, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
-use crate::log::{last_record, GroupCommit, LogOptions, SegmentedLog, TailState, Verify};
+use crate::log::{last_record, GroupCommit, LogOptions, SegmentedLog, TailState};
 
 /// Recently appended entries kept decoded, so applying them does not read them back from disk.
 const CACHE_BYTES: usize = 64 << 20;
@@ -56,11 +56,11 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 impl LogStore {
-    pub fn open(dir: &Path, segment_bytes: u64, verify: Verify, preallocate: bool) -> Result<LogStore, StorageError> {
+    /// Opens the log in `dir/log` with `opts` (see [`LogOptions::after_clean_shutdown`]).
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<LogStore, StorageError> {
         let logs = |e: crate::log::LogError| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let io = |e: std::io::Error| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
-        let (log, recovery) =
-            SegmentedLog::open(&dir.join("log"), LogOptions { segment_bytes, verify, preallocate }).map_err(logs)?;
+        let (log, recovery) = SegmentedLog::open(&dir.join("log"), opts).map_err(logs)?;
         if let Some((path, pos)) = &recovery.torn_tail {
             tracing::warn!(path = %path.display(), position = pos, "raft log: truncated a torn tail that was never acknowledged");
         }

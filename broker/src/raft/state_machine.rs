@@ -203,7 +203,12 @@ fn remove_stale(snapshots: &Path, keep: Option<&str>) -> Result<(), meta::MetaEr
 
 impl Inner {
     fn log_options(&self) -> LogOptions {
-        LogOptions { segment_bytes: self.opts.segment_bytes, verify: self.opts.verify, preallocate: false }
+        LogOptions {
+            segment_bytes: self.opts.segment_bytes,
+            verify: self.opts.verify,
+            preallocate: false,
+            after_clean_shutdown: false,
+        }
     }
 
     /// Opens every station log the state knows and lines it up with the state: records past the

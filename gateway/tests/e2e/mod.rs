@@ -180,6 +180,10 @@ impl Server {
 }
 
 impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no drain, no clean-shutdown marker.
     pub fn kill(&mut self) {
         self.child.kill().unwrap();
@@ -205,4 +209,34 @@ pub fn eventually<T>(within: Duration, what: &str, mut check: impl FnMut() -> Op
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `depot dev` on `data_dir` expecting it to refuse to start: waits up to 30 s for it to exit
+/// and returns its exit status and what it wrote to stderr.
+pub fn start_refused(data_dir: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("DEPOT_LOG", "warn")
+        .env("DEPOT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("depot dev on {} still runs after 30 s; it should have refused to start", data_dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!status.success(), "depot dev on {} exited with {status}: {stderr}", data_dir.display());
+    (status, stderr)
 }

@@ -80,8 +80,9 @@ module "node_config" {
   source   = "../node-config"
   for_each = local.nodes
 
-  node_id = each.key
-  peers   = local.peers
+  node_id    = each.key
+  cluster_id = var.name
+  peers      = local.peers
 
   # Nitro instances expose an EBS volume as NVMe; its serial is the volume id without the dash.
   volume_device     = "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${replace(aws_ebs_volume.data[each.key].id, "-", "")}"

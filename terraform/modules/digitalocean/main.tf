@@ -80,8 +80,9 @@ module "node_config" {
   source   = "../node-config"
   for_each = local.nodes
 
-  node_id = each.key
-  peers   = local.peers
+  node_id    = each.key
+  cluster_id = var.name
+  peers      = local.peers
 
   volume_device     = "/dev/disk/by-id/scsi-0DO_Volume_${digitalocean_volume.data[each.key].name}"
   volume_filesystem = "ext4"

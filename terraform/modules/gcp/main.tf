@@ -126,8 +126,9 @@ module "node_config" {
   source   = "../node-config"
   for_each = local.nodes
 
-  node_id = each.key
-  peers   = local.peers
+  node_id    = each.key
+  cluster_id = var.name
+  peers      = local.peers
 
   # attached_disk.device_name below gives this stable path.
   volume_device     = "/dev/disk/by-id/google-depot-data"

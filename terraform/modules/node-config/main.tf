@@ -21,6 +21,7 @@ locals {
     "# Secrets are not in this file: DEPOT_CLUSTER_SECRET, DEPOT_JWT_SECRET, DEPOT_METADATA_URL and",
     "# DEPOT_ADMIN_PASSWORD reach depot as environment, from /run/depot/secrets.env.",
     "node_id = ${var.node_id}",
+    "cluster_id = ${jsonencode(var.cluster_id)}",
     "listen = ${jsonencode(local.listen)}",
     "cluster_listen = ${jsonencode(local.cluster_listen)}",
     "peers = ${jsonencode(local.peers)}",

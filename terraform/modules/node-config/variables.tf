@@ -13,6 +13,16 @@ variable "node_id" {
   }
 }
 
+variable "cluster_id" {
+  type        = string
+  description = "The cluster's id, the same on every broker: a new node's data dir records it, and a data dir of another cluster is refused."
+
+  validation {
+    condition     = can(regex("^[!-~]{1,128}$", var.cluster_id))
+    error_message = "cluster_id must be 1 to 128 visible ASCII characters."
+  }
+}
+
 variable "peers" {
   type = list(object({
     id   = number

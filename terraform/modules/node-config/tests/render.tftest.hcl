@@ -2,7 +2,8 @@
 # the module has no providers.
 
 variables {
-  node_id = 2
+  cluster_id = "prod"
+  node_id    = 2
   peers = [
     { id = 3, host = "10.42.12.10" },
     { id = 1, host = "10.42.10.10" },
@@ -30,6 +31,11 @@ run "three_node_config" {
   assert {
     condition     = strcontains(output.config_toml, "\nnode_id = 2\n")
     error_message = "config must carry this node's id"
+  }
+
+  assert {
+    condition     = strcontains(output.config_toml, "\ncluster_id = \"prod\"\n")
+    error_message = "config must carry the cluster id, the same on every node (a new node refuses to start without one)"
   }
 
   assert {

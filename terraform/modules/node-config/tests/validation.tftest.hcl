@@ -1,7 +1,8 @@
 # Inputs that would build a broken or unsafe node are refused at plan time.
 
 variables {
-  node_id = 1
+  cluster_id = "prod"
+  node_id    = 1
   peers = [
     { id = 1, host = "10.0.1.10" },
     { id = 2, host = "10.0.2.10" },
@@ -43,6 +44,14 @@ run "node_outside_peers_is_refused" {
     node_id = 4
   }
   expect_failures = [var.node_id]
+}
+
+run "cluster_id_with_spaces_is_refused" {
+  command = plan
+  variables {
+    cluster_id = "my cluster"
+  }
+  expect_failures = [var.cluster_id]
 }
 
 run "plain_http_binary_is_refused" {
