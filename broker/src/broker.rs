@@ -19,6 +19,7 @@ use crate::cluster::transport::{Credentials, Peers};
 use crate::cluster::wire::{self, Call, Reply};
 use crate::cluster::{ClusterOptions, Directory};
 use crate::dir_lock::DirLock;
+use crate::disk::{DiskWatch, MinFree, Space};
 use crate::error::BrokerError;
 use crate::log::{LogOptions, Verify};
 use crate::raft::log_store::LogStore;
@@ -73,6 +74,9 @@ pub struct BrokerOptions {
     /// Set to run as a member of a cluster of several nodes; `None`: a cluster of one, without
     /// a cluster port.
     pub cluster: Option<ClusterOptions>,
+    /// New messages are refused with `StorageFull` while the data dir's file system has less
+    /// free space than this (see [`crate::disk`]).
+    pub min_free_disk: MinFree,
 }
 
 impl BrokerOptions {
@@ -90,6 +94,7 @@ impl BrokerOptions {
             preallocate_raft_log: false,
             commit_timeout: Duration::from_secs(5),
             cluster: None,
+            min_free_disk: MinFree::Auto,
         }
     }
 }
@@ -129,6 +134,7 @@ pub(crate) struct Inner {
     snapshot_bytes: u64,
     /// The exclusive lock on the data dir, held until shutdown (or the process ends).
     dir_lock: Mutex<Option<DirLock>>,
+    disk: DiskWatch,
 }
 
 /// A handle to the running broker; clones share it.
@@ -266,6 +272,7 @@ impl Broker {
         let (tx, rx) = mpsc::channel(16_384);
         let (shutdown, _) = watch::channel(false);
         let (draining, _) = watch::channel(false);
+        let disk = DiskWatch::new(&dir, opts.min_free_disk);
         let broker = Broker {
             inner: Arc::new(Inner {
                 raft,
@@ -286,6 +293,7 @@ impl Broker {
                 unsnapshotted: AtomicU64::new(0),
                 snapshot_bytes: opts.snapshot_bytes,
                 dir_lock: Mutex::new(Some(dir_lock)),
+                disk,
             }),
         };
         let proposer = tokio::spawn(run_proposer(broker.inner.clone(), rx, opts.proposals_in_flight.max(1)));
@@ -367,7 +375,11 @@ impl Broker {
     }
 
     /// Proposes `command` through this node's Raft (which must lead) and waits for it to apply.
+    /// New messages are refused while the disk is under its watermark.
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, BrokerError> {
+        if matches!(command, Command::Produce { .. }) {
+            self.inner.disk.check()?;
+        }
         let sender = self.inner.proposals.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let sender = sender.ok_or(BrokerError::ShuttingDown)?;
         let (reply, rx) = oneshot::channel();
@@ -399,6 +411,11 @@ impl Broker {
             .await
             .map(|_| ())
             .map_err(|e| unavailable(format!("did not catch up with the leader: {e}")))
+    }
+
+    /// Space on the data dir's file system, with the watermark it is held to.
+    pub fn disk_space(&self) -> std::io::Result<Space> {
+        self.inner.disk.space()
     }
 
     /// Reads the replicated state as of the last applied entry.

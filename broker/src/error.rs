@@ -17,6 +17,10 @@ pub enum BrokerError {
     /// Storage failed (I/O error, corruption). The node stops serving; details are in the log.
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The data dir's file system has less free space than the watermark: new data is refused
+    /// (nothing was written) so that acks, deletes and snapshots still find room.
+    #[error("storage full: {free_bytes} bytes free, below the watermark of {min_free_bytes} bytes")]
+    StorageFull { free_bytes: u64, min_free_bytes: u64 },
     /// The data dir belongs to another cluster or node than this one was started as; nothing in
     /// it was changed. Only `Broker::open` returns this.
     #[error("{0}")]

@@ -193,6 +193,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     let mut opts = BrokerOptions::new(&config.data_dir);
     opts.node_id = config.node_id;
     opts.cluster_id = config.cluster_id.clone();
+    opts.min_free_disk = config.disk_free_min;
     if mode == Mode::Serve {
         opts.cluster = config.broker_cluster(addr);
     }

@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use depot_broker::disk::MinFree;
 use serde::Deserialize;
 
 use crate::auth::{AuthConfig, ExternalIssuer, MAX_LEEWAY_SECS};
@@ -44,6 +45,9 @@ pub struct Config {
     /// `(node id, cluster address)`; empty means this node alone.
     pub peers: Vec<(u64, String)>,
     pub data_dir: PathBuf,
+    /// New messages are refused (507 `storage_full`) while the data dir's file system has less
+    /// free space than this.
+    pub disk_free_min: MinFree,
     /// `None`: the embedded SQLite file `<data_dir>/metadata.sqlite`.
     pub metadata_url: Option<String>,
     /// Postgres connections per node.
@@ -89,6 +93,7 @@ impl Config {
             },
             peers: Vec::new(),
             data_dir: PathBuf::from("depot-data"),
+            disk_free_min: MinFree::Auto,
             metadata_url: None,
             metadata_pool_size: 16,
             metadata_timeout_ms: 5000,
@@ -209,6 +214,15 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.data_dir.display().to_string(),
         set: |c, v| {
             c.data_dir = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "disk_free_min",
+        help: "free space the data dir's file system keeps: produce answers 507 storage_full below it (acks, deletes and snapshots still write) and /readyz 503; auto = 5%, at least 64 MiB, at most 1 GiB; or N%, a size such as 512MiB, or off",
+        show: |c| c.disk_free_min.to_string(),
+        set: |c, v| {
+            c.disk_free_min = MinFree::parse(v)?;
             Ok(())
         },
     },

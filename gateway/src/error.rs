@@ -40,6 +40,7 @@ pub enum Code {
     MetadataUnavailable,
     NotLeaderUnavailable,
     ShuttingDown,
+    StorageFull,
     Internal,
 }
 
@@ -63,6 +64,7 @@ impl Code {
             Code::NotLeaderUnavailable | Code::ShuttingDown | Code::MetadataUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Code::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +92,7 @@ impl Code {
             Code::MetadataUnavailable => "metadata_unavailable",
             Code::NotLeaderUnavailable => "not_leader_unavailable",
             Code::ShuttingDown => "shutting_down",
+            Code::StorageFull => "storage_full",
             Code::Internal => "internal",
         }
     }
@@ -117,6 +120,7 @@ impl Code {
             Code::MetadataUnavailable => "Metadata store unavailable",
             Code::NotLeaderUnavailable => "Unavailable",
             Code::ShuttingDown => "Shutting down",
+            Code::StorageFull => "Storage full",
             Code::Internal => "Internal error",
         }
     }
@@ -216,6 +220,11 @@ impl ApiError {
                 BrokerError::ShuttingDown => {
                     (Code::ShuttingDown, "the server is shutting down".to_owned(), Some(Duration::from_secs(1)))
                 }
+                BrokerError::StorageFull { .. } => (
+                    Code::StorageFull,
+                    format!("{e}; new messages are refused until space is freed (acks and deletes still work)"),
+                    Some(STORAGE_FULL_RETRY),
+                ),
                 BrokerError::Membership(reason) => (Code::MembershipConflict, reason.clone(), None),
                 BrokerError::NoSuchNode(_) => (Code::NotFound, e.to_string(), None),
                 BrokerError::Storage(_) | BrokerError::DataDir(_) => {
@@ -230,6 +239,10 @@ impl ApiError {
         self.describe().0
     }
 }
+
+/// How long a client refused for a full disk should wait: freeing space takes an operator or a
+/// retention run, not a moment.
+const STORAGE_FULL_RETRY: Duration = Duration::from_secs(10);
 
 /// A problem+json response for `code`; used by handlers and by actix's own error hooks.
 pub fn problem(code: Code, detail: String) -> HttpResponse {

@@ -105,6 +105,15 @@ impl AppState {
         if !self.broker.has_leader() {
             return Some("no Raft leader".to_owned());
         }
+        if let Ok(space) = self.broker.disk_space() {
+            if space.low() {
+                return Some(format!(
+                    "storage full: {} bytes free in the data dir, below the watermark of {} bytes; new messages \
+                     are refused",
+                    space.free, space.min_free
+                ));
+            }
+        }
         None
     }
 }

@@ -1,0 +1,126 @@
+//! A data dir on a small tmpfs that this test mounts itself (CI runs as root), filled by a
+//! ballast file: produce answers 507 `storage_full` before the disk is actually full, `/readyz`
+//! says why, stored messages can still be fetched and acked, and once the ballast is gone the
+//! node takes messages again without a restart. No acknowledged message is lost.
+
+#![allow(clippy::unwrap_used)]
+
+mod e2e;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::*;
+use serde_json::{json, Value};
+
+/// A tmpfs mounted on a fresh temp dir, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "depot-disk-full-test"])
+            .arg(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("this test mounts a tmpfs and needs `mount` (util-linux): {e}"));
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and must run as root (CI does): mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    let st = rustix::fs::statvfs(path).unwrap();
+    st.f_bavail * st.f_frsize
+}
+
+/// Fills `path` with `bytes` of data (not a sparse file: tmpfs counts what is written).
+fn write_ballast(path: &Path, bytes: u64) {
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        std::io::Write::write_all(&mut file, &chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+}
+
+fn produce(server: &Server, body: &[u8]) -> Response {
+    send(server.addr, Some(&server.token), "POST", "/v1/stations/big/messages", &[("Content-Type", "text/plain")], body)
+}
+
+#[test]
+fn produce_is_refused_under_the_watermark_and_resumes_when_space_is_freed() {
+    let fs = Tmpfs::mount("256m");
+    let data: PathBuf = fs.path().join("data");
+    let server = start(&data, &[]);
+    assert_eq!(server.json("PUT", "/v1/stations/big", None).status, 201);
+    assert_eq!(server.json("PUT", "/v1/stations/big/consumer-groups/g", None).status, 201);
+
+    // The automatic watermark on 256 MiB is its floor, 64 MiB: leave 12 MiB above it.
+    let watermark = 64u64 << 20;
+    let ballast = fs.path().join("ballast");
+    write_ballast(&ballast, free_bytes(fs.path()) - watermark - (12 << 20));
+
+    let payload = vec![b'x'; 256 << 10];
+    let mut acknowledged = 0u64;
+    let refused = loop {
+        let r = produce(&server, &payload);
+        match r.status {
+            201 => acknowledged += 1,
+            _ => break r,
+        }
+        assert!(acknowledged < 200, "200 messages of 256 KiB taken with 12 MiB above the watermark");
+    };
+    refused.problem(507, "storage_full");
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    assert!(acknowledged > 0, "refused before anything was written: the ballast left too little");
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.contains("below the watermark"), "{detail}");
+
+    let ready = send(server.addr, None, "GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(ready.body["reason"].as_str().unwrap().contains("storage full"), "{ready:?}");
+    assert_eq!(send(server.addr, None, "GET", "/livez", &[], b"").status, 200);
+
+    // What is stored can be read and acked: acks still find room.
+    let station = server.json("GET", "/v1/stations/big", None);
+    assert_eq!(station.status, 200, "{station:?}");
+    assert_eq!(station.body["stats"]["messages"], json!(acknowledged), "{station:?}");
+    let fetched = server.json("POST", "/v1/stations/big/consumer-groups/g/fetch", Some(&json!({"max_messages": 3})));
+    assert_eq!(fetched.status, 200, "{fetched:?}");
+    let receipts: Vec<Value> =
+        fetched.body["messages"].as_array().unwrap().iter().map(|m| m["receipt"].clone()).collect();
+    assert!(!receipts.is_empty(), "{fetched:?}");
+    let acked = server.json("POST", "/v1/stations/big/consumer-groups/g/ack", Some(&json!({"receipts": receipts})));
+    assert_eq!(acked.status, 200, "{acked:?}");
+    assert!(acked.body["results"].as_array().unwrap().iter().all(|r| r == "ok"), "{acked:?}");
+
+    // Space freed: produce works again within 10 s, without a restart.
+    std::fs::remove_file(&ballast).unwrap();
+    eventually(Duration::from_secs(10), "produce to work again after space was freed", || {
+        (produce(&server, b"after").status == 201).then_some(())
+    });
+    acknowledged += 1;
+    assert_eq!(send(server.addr, None, "GET", "/readyz", &[], b"").status, 200);
+    let station = server.json("GET", "/v1/stations/big", None);
+    assert_eq!(station.body["stats"]["messages"], json!(acknowledged), "{station:?}");
+}
