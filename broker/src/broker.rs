@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
@@ -112,7 +112,12 @@ struct Pending {
 }
 
 pub(crate) struct Inner {
-    pub(crate) raft: Raft,
+    /// Replaced by [`supervise_raft`] when a storage failure stops the Raft core.
+    raft: RwLock<Raft>,
+    /// What building a Raft core from disk takes, again after a storage failure.
+    core: CoreSetup,
+    /// Why the Raft core is down (a storage failure), while it is being rebuilt.
+    fault: Mutex<Option<String>>,
     sm: StateMachine,
     node_id: NodeId,
     cluster_id: String,
@@ -164,6 +169,33 @@ pub(crate) fn unavailable(reason: impl Into<String>) -> BrokerError {
     BrokerError::Unavailable { reason: reason.into(), retry_after: Duration::from_secs(1) }
 }
 
+/// What building a Raft core takes.
+struct CoreSetup {
+    config: Arc<Config>,
+    log_dir: PathBuf,
+    log: LogOptions,
+}
+
+impl Inner {
+    /// The running Raft core (a cheap handle).
+    pub(crate) fn raft(&self) -> Raft {
+        self.raft.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The error for a request that reached a Raft core stopped by a storage failure: a full disk
+    /// is `StorageFull`; anything else `Unavailable` while the core is rebuilt from disk.
+    fn storage_failure(&self, detail: &str) -> BrokerError {
+        if detail.contains("No space left on device") || detail.contains("os error 28") {
+            let space = self.disk.space().ok();
+            return BrokerError::StorageFull {
+                free_bytes: space.map_or(0, |s| s.free),
+                min_free_bytes: space.map_or(0, |s| s.min_free),
+            };
+        }
+        unavailable(format!("storage failure ({detail}); the node is rebuilding its Raft core from disk"))
+    }
+}
+
 impl Broker {
     /// Opens (or creates) the data dir and recovers. A cluster of one returns once this node
     /// leads and has applied everything its log held, so no read sees less than was acknowledged
@@ -193,6 +225,8 @@ impl Broker {
             after_clean_shutdown: clean,
         };
         let log = LogStore::open(&dir.join("raft"), raft_log).map_err(storage)?;
+        // A rebuild after a storage failure recovers like a start after a crash.
+        let rebuild_log = LogOptions { verify: Verify::Full, after_clean_shutdown: false, ..raft_log };
         let sm = StateMachine::open(SmOptions { dir: dir.join("sm"), segment_bytes: opts.segment_bytes, verify })
             .map_err(storage)?;
         if clean {
@@ -252,7 +286,7 @@ impl Broker {
         };
         let config = Arc::new(config.validate().map_err(storage)?);
         let network = Network { directory: directory.clone() };
-        let raft = Raft::new(opts.node_id, config, network, log, sm.clone()).await.map_err(storage)?;
+        let raft = Raft::new(opts.node_id, config.clone(), network, log, sm.clone()).await.map_err(storage)?;
         if alone && !raft.is_initialized().await.map_err(storage)? {
             raft.initialize(BTreeMap::from([(node_id, member.clone())])).await.map_err(storage)?;
         }
@@ -275,7 +309,9 @@ impl Broker {
         let disk = DiskWatch::new(&dir, opts.min_free_disk);
         let broker = Broker {
             inner: Arc::new(Inner {
-                raft,
+                raft: RwLock::new(raft),
+                core: CoreSetup { config, log_dir: dir.join("raft"), log: rebuild_log },
+                fault: Mutex::new(None),
                 sm,
                 node_id,
                 cluster_id: identity.cluster_id,
@@ -298,8 +334,10 @@ impl Broker {
         };
         let proposer = tokio::spawn(run_proposer(broker.inner.clone(), rx, opts.proposals_in_flight.max(1)));
         let ticker = tokio::spawn(run_ticker(broker.clone()));
+        let supervisor = tokio::spawn(supervise_raft(broker.clone()));
         broker.track(proposer);
         broker.track(ticker);
+        broker.track(supervisor);
         if let Some(cluster) = &cluster {
             if let Err(e) = crate::cluster::node::start(&broker, cluster, credentials, pristine).await {
                 let _ = broker.shutdown().await;
@@ -324,12 +362,12 @@ impl Broker {
 
     /// Whether the Raft group currently knows a leader (this node or, in a cluster, another).
     pub fn has_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow().current_leader.is_some()
+        self.inner.raft().metrics().borrow().current_leader.is_some()
     }
 
     /// The voting members of the cluster (1 for a cluster of one).
     pub fn voters(&self) -> usize {
-        self.inner.raft.metrics().borrow().membership_config.membership().voter_ids().count()
+        self.inner.raft().metrics().borrow().membership_config.membership().voter_ids().count()
     }
 
     /// Starts draining: waiting fetches return what they have (usually nothing) at once, so a
@@ -362,7 +400,7 @@ impl Broker {
     /// no leader is known, or the one known cannot be reached (nothing was sent), it waits for
     /// one up to `leader_wait`.
     async fn route(&self, command: Command) -> Result<Applied, BrokerError> {
-        if self.inner.raft.metrics().borrow().current_leader == Some(self.inner.node_id) {
+        if self.inner.raft().metrics().borrow().current_leader == Some(self.inner.node_id) {
             return self.propose(command).await;
         }
         let forward = || Call::Submit(command.clone());
@@ -382,6 +420,9 @@ impl Broker {
         }
         let sender = self.inner.proposals.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let sender = sender.ok_or(BrokerError::ShuttingDown)?;
+        if let Some(fault) = self.inner.fault.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(self.inner.storage_failure(&fault));
+        }
         let (reply, rx) = oneshot::channel();
         sender.send(Pending { command, reply }).await.map_err(|_| BrokerError::ShuttingDown)?;
         match tokio::time::timeout(self.inner.commit_timeout, rx).await {
@@ -398,6 +439,20 @@ impl Broker {
     /// larger cluster the leader first confirms with a quorum that it still leads (else, after
     /// `leader_wait`, `Unavailable`).
     pub async fn barrier(&self) -> Result<(), BrokerError> {
+        // After a storage failure reloaded the state from disk, it is behind what reads saw
+        // before until the rebuilt Raft core re-applies the committed entries: wait for that.
+        let floor = self.inner.sm.floor();
+        if self.inner.sm.last_applied().map_or(0, |id| id.index) < floor {
+            self.inner
+                .raft()
+                .wait(Some(self.inner.leader_wait))
+                .applied_index_at_least(Some(floor), "re-applied after a storage failure")
+                .await
+                .map_err(|_| match self.storage_fault() {
+                    Some(fault) => self.inner.storage_failure(&fault),
+                    None => unavailable("the state is being re-applied after a storage failure"),
+                })?;
+        }
         if self.inner.cluster.is_none() {
             return Ok(());
         }
@@ -405,12 +460,18 @@ impl Broker {
         let index = crate::cluster::node::read_index(self, deadline).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         self.inner
-            .raft
+            .raft()
             .wait(Some(left))
             .applied_index_at_least(Some(index), "read barrier")
             .await
             .map(|_| ())
             .map_err(|e| unavailable(format!("did not catch up with the leader: {e}")))
+    }
+
+    /// Why the Raft core is down, while a storage failure keeps it from running (it is being
+    /// rebuilt from disk); `None` when it runs.
+    pub fn storage_fault(&self) -> Option<String> {
+        self.inner.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Space on the data dir's file system, with the watermark it is held to.
@@ -509,7 +570,7 @@ impl Broker {
                 if *shutdown.borrow() {
                     return;
                 }
-                let leads = broker.inner.raft.metrics().borrow().current_leader == Some(broker.inner.node_id);
+                let leads = broker.inner.raft().metrics().borrow().current_leader == Some(broker.inner.node_id);
                 let entries = if leads { broker.read(|s| s.outbox(512)) } else { Vec::new() };
                 if let Some(last) = entries.last().map(|e| e.seq) {
                     match sink.deliver(&entries).await {
@@ -553,7 +614,7 @@ impl Broker {
                 task.abort();
             }
         }
-        self.inner.raft.shutdown().await.map_err(storage)?;
+        self.inner.raft().shutdown().await.map_err(storage)?;
         self.inner.directory.peers.close();
         self.inner.sm.close().map_err(storage)?;
         let marker = self.inner.data_dir.join(CLEAN_MARKER);
@@ -612,7 +673,7 @@ async fn run_proposer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>, in_fli
         }
         if inner.unsnapshotted.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64 >= inner.snapshot_bytes {
             inner.unsnapshotted.store(0, Ordering::Relaxed);
-            if let Err(e) = inner.raft.trigger().snapshot().await {
+            if let Err(e) = inner.raft().trigger().snapshot().await {
                 tracing::warn!(error = %e, "snapshot not triggered");
             }
         }
@@ -624,7 +685,8 @@ async fn run_proposer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>, in_fli
             replies.push(p.reply);
         }
         // Sent in order from this one task, so entries keep the order commands arrived in.
-        let receiver = inner.raft.client_write_ff(Proposal { envelopes }).await;
+        let receiver = inner.raft().client_write_ff(Proposal { envelopes }).await;
+        let inner = inner.clone();
         tokio::spawn(async move {
             let result = match receiver {
                 Ok(rx) => match rx.await {
@@ -632,7 +694,7 @@ async fn run_proposer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>, in_fli
                     Ok(Err(e)) => Err(client_write_error(e)),
                     Err(_) => Err(unavailable("raft stopped before answering")),
                 },
-                Err(e) => Err(storage(e)),
+                Err(e) => Err(inner.storage_failure(&e.to_string())),
             };
             drop(permit);
             match result {
@@ -651,6 +713,90 @@ async fn run_proposer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>, in_fli
     }
 }
 
+/// Retries of a Raft core rebuild back off from this...
+const REBUILD_BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// ...to this, so a node resumes within a few seconds of its disk getting space again.
+const REBUILD_BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// A rebuilt core that runs this long is healthy again: the next failure starts a new backoff.
+const REBUILD_STABLE: Duration = Duration::from_secs(30);
+
+/// openraft's Raft core quits for good on any storage error (a full disk, too many open files,
+/// an I/O error). This rebuilds it from disk, as a restart would, while the process keeps its
+/// data-dir lock, its listeners and its clients: until then commands answer `StorageFull` or
+/// `Unavailable`, and reads of the state keep working.
+async fn supervise_raft(broker: Broker) {
+    let inner = &broker.inner;
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut backoff = REBUILD_BACKOFF_MIN;
+    let mut rebuilt_at: Option<Instant> = None;
+    loop {
+        let mut metrics = inner.raft().metrics();
+        let fatal = loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(fatal) = &metrics.borrow().running_state {
+                break fatal.to_string();
+            }
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { break "the Raft core stopped".to_owned() },
+                _ = shutdown.changed() => {}
+            }
+        };
+        if *shutdown.borrow() {
+            return;
+        }
+        tracing::error!(error = %fatal, "the Raft core stopped on a storage failure; rebuilding it from disk");
+        *inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(fatal);
+        // A core that fails again soon after a rebuild (the disk is still full) is rebuilt
+        // after a growing pause, not in a tight loop of reloads.
+        if rebuilt_at.is_some_and(|at| at.elapsed() < REBUILD_STABLE) {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            backoff = (backoff * 2).min(REBUILD_BACKOFF_MAX);
+        } else {
+            backoff = REBUILD_BACKOFF_MIN;
+        }
+        loop {
+            match rebuild_raft(&broker).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "rebuilding the Raft core failed");
+                    *inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            backoff = (backoff * 2).min(REBUILD_BACKOFF_MAX);
+        }
+        *inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        rebuilt_at = Some(Instant::now());
+        tracing::warn!("the Raft core was rebuilt from disk and runs again");
+    }
+}
+
+async fn rebuild_raft(broker: &Broker) -> Result<(), BrokerError> {
+    let inner = &broker.inner;
+    // The old core has quit; this joins what is left of it.
+    let _ = inner.raft().shutdown().await;
+    let sm = inner.sm.for_new_core().map_err(storage)?;
+    let log = LogStore::open(&inner.core.log_dir, inner.core.log).map_err(storage)?;
+    let network = Network { directory: inner.directory.clone() };
+    let raft = Raft::new(inner.node_id, inner.core.config.clone(), network, log, sm).await.map_err(storage)?;
+    *inner.raft.write().unwrap_or_else(|p| p.into_inner()) = raft;
+    Ok(())
+}
+
 fn client_write_error(e: ClientWriteError<NodeId, Member>) -> BrokerError {
     match e {
         ClientWriteError::ForwardToLeader(f) => unavailable(format!("not the leader (leader: {:?})", f.leader_id)),
@@ -666,7 +812,7 @@ async fn run_ticker(broker: Broker) {
     while !*shutdown.borrow() {
         let now = broker.now();
         let due = broker.read(|s| s.next_tick_at());
-        let leads = broker.inner.raft.metrics().borrow().current_leader == Some(broker.inner.node_id);
+        let leads = broker.inner.raft().metrics().borrow().current_leader == Some(broker.inner.node_id);
         if leads && due.is_some_and(|at| at <= now) {
             match broker.submit(Command::Tick).await {
                 Ok(_) | Err(BrokerError::Command(_)) => {}

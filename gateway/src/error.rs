@@ -222,7 +222,7 @@ impl ApiError {
                 }
                 BrokerError::StorageFull { .. } => (
                     Code::StorageFull,
-                    format!("{e}; new messages are refused until space is freed (acks and deletes still work)"),
+                    format!("{e}; new messages are refused until space is freed: retry after Retry-After, with the same Idempotency-Key"),
                     Some(STORAGE_FULL_RETRY),
                 ),
                 BrokerError::Membership(reason) => (Code::MembershipConflict, reason.clone(), None),

@@ -102,6 +102,9 @@ impl AppState {
         if self.shutting_down.load(Ordering::Acquire) {
             return Some("shutting down".to_owned());
         }
+        if let Some(fault) = self.broker.storage_fault() {
+            return Some(format!("storage failure, rebuilding the Raft core from disk: {fault}"));
+        }
         if !self.broker.has_leader() {
             return Some("no Raft leader".to_owned());
         }

@@ -32,7 +32,7 @@ struct Gate {
 impl Handler for Gate {
     async fn handle(&self, from: NodeId, call: Call) -> Reply {
         let b = &self.broker;
-        let raft = &b.inner.raft;
+        let raft = b.inner.raft();
         let raft_call = matches!(call, Call::Append(_) | Call::Vote(_) | Call::Snapshot(_));
         if raft_call && !self.open.load(Ordering::Acquire) {
             return Reply::Refused(format!("node {} is starting", b.node_id()));
@@ -62,11 +62,11 @@ impl Handler for Gate {
 }
 
 fn leads(b: &Broker) -> bool {
-    b.inner.raft.metrics().borrow().current_leader == Some(b.node_id())
+    b.inner.raft().metrics().borrow().current_leader == Some(b.node_id())
 }
 
 pub(crate) fn status(b: &Broker) -> NodeStatus {
-    let m = b.inner.raft.metrics().borrow().clone();
+    let m = b.inner.raft().metrics().borrow().clone();
     let membership = m.membership_config.as_ref().clone();
     NodeStatus {
         node_id: b.node_id(),
@@ -174,7 +174,7 @@ async fn bootstrap(b: &Broker, opts: &ClusterOptions) {
     let mut shutdown = b.inner.shutdown.subscribe();
     let mut logged = Instant::now() - Duration::from_secs(60);
     loop {
-        match b.inner.raft.is_initialized().await {
+        match b.inner.raft().is_initialized().await {
             Ok(true) | Err(_) => return,
             Ok(false) => {}
         }
@@ -198,7 +198,7 @@ async fn bootstrap(b: &Broker, opts: &ClusterOptions) {
                     (*id, member)
                 })
                 .collect();
-            match b.inner.raft.initialize(members).await {
+            match b.inner.raft().initialize(members).await {
                 Ok(()) => tracing::info!(node = me, members = configured.len(), "cluster initialized"),
                 Err(e) => tracing::info!(node = me, error = %e, "cluster not initialized here"),
             }
@@ -221,7 +221,7 @@ async fn announce(b: &Broker) {
     let mut shutdown = b.inner.shutdown.subscribe();
     loop {
         let recorded = {
-            let m = b.inner.raft.metrics();
+            let m = b.inner.raft().metrics();
             let m = m.borrow();
             m.membership_config.membership().get_node(&me).cloned()
         };
@@ -274,7 +274,7 @@ pub(crate) async fn call_leader(
     per_call: Duration,
 ) -> Result<Routed, BrokerError> {
     let deadline = Instant::now() + wait;
-    let mut metrics = b.inner.raft.metrics();
+    let mut metrics = b.inner.raft().metrics();
     loop {
         let target = {
             let m = metrics.borrow_and_update();
@@ -309,7 +309,7 @@ pub(crate) fn unexpected(reply: Reply) -> BrokerError {
 }
 
 async fn leader_read_index(b: &Broker) -> Result<u64, BrokerError> {
-    match tokio::time::timeout(b.inner.leader_wait, b.inner.raft.ensure_linearizable()).await {
+    match tokio::time::timeout(b.inner.leader_wait, b.inner.raft().ensure_linearizable()).await {
         Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
         Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
             Err(unavailable(format!("no quorum confirms this leader (reached: {:?})", q.got)))
@@ -334,7 +334,7 @@ async fn record_join(b: &Broker, from: NodeId, member: Member) -> Result<(), Bro
     if !leads(b) {
         return Err(unavailable("not the leader"));
     }
-    let known = b.inner.raft.metrics().borrow().membership_config.membership().get_node(&from).cloned();
+    let known = b.inner.raft().metrics().borrow().membership_config.membership().get_node(&from).cloned();
     let Some(known) = known else {
         return Err(BrokerError::Membership(format!(
             "node {from} is not a member; add it with POST /v1/cluster/nodes"
@@ -354,7 +354,7 @@ async fn record_join(b: &Broker, from: NodeId, member: Member) -> Result<(), Bro
 }
 
 async fn change(b: &Broker, changes: ChangeMembers<NodeId, Member>) -> Result<(), BrokerError> {
-    match tokio::time::timeout(CATCH_UP_TIMEOUT, b.inner.raft.change_membership(changes, true)).await {
+    match tokio::time::timeout(CATCH_UP_TIMEOUT, b.inner.raft().change_membership(changes, true)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(membership_error(e)),
         Err(_) => Err(unavailable("the membership change was not committed in time")),
@@ -373,7 +373,7 @@ async fn add_node_here(b: &Broker, id: NodeId, member: Member) -> Result<(), Bro
     if !leads(b) {
         return Err(unavailable("not the leader"));
     }
-    let membership = b.inner.raft.metrics().borrow().membership_config.membership().clone();
+    let membership = b.inner.raft().metrics().borrow().membership_config.membership().clone();
     if membership.voter_ids().any(|v| v == id) {
         return Ok(());
     }
@@ -384,7 +384,7 @@ async fn add_node_here(b: &Broker, id: NodeId, member: Member) -> Result<(), Bro
             Ok(Reply::Status(s)) => Member { incarnation: s.member.incarnation, ..member },
             _ => return Err(unavailable(format!("node {id} does not answer at {addr}: start it first"))),
         };
-        let added = tokio::time::timeout(CATCH_UP_TIMEOUT, b.inner.raft.add_learner(id, member, true)).await;
+        let added = tokio::time::timeout(CATCH_UP_TIMEOUT, b.inner.raft().add_learner(id, member, true)).await;
         match added {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(membership_error(e)),
@@ -393,7 +393,7 @@ async fn add_node_here(b: &Broker, id: NodeId, member: Member) -> Result<(), Bro
     }
     let caught_up = b
         .inner
-        .raft
+        .raft()
         .wait(Some(CATCH_UP_TIMEOUT))
         .metrics(
             |m| {
@@ -413,7 +413,7 @@ async fn remove_node_here(b: &Broker, id: NodeId) -> Result<(), BrokerError> {
     if !leads(b) {
         return Err(unavailable("not the leader"));
     }
-    let membership = b.inner.raft.metrics().borrow().membership_config.membership().clone();
+    let membership = b.inner.raft().metrics().borrow().membership_config.membership().clone();
     if membership.get_node(&id).is_none() {
         return Err(BrokerError::NoSuchNode(id));
     }
@@ -462,7 +462,7 @@ impl Broker {
     /// The cluster as this node sees it; other members are probed (each bounded by
     /// [`PROBE_TIMEOUT`]) for reachability and their API address.
     pub async fn cluster_view(&self) -> ClusterView {
-        let m = self.inner.raft.metrics().borrow().clone();
+        let m = self.inner.raft().metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let leader_view = m.state == ServerState::Leader;

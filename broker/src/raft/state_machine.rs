@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -56,16 +57,26 @@ pub struct Shared {
     snapshot_io: Mutex<bool>,
     /// Bumped after every applied batch; long polls and the ticker wait on it.
     applied: watch::Sender<u64>,
+    /// Bumped by `reload`: handles of an earlier generation (held by a Raft core that quit) are
+    /// fenced off, so nothing they do lands on the state reloaded from disk.
+    generation: AtomicU64,
+    /// An apply or snapshot install failed part way: the state in memory may be half changed.
+    failed: AtomicBool,
+    /// The highest index applied before a reload from disk: until the state is back there,
+    /// reads must wait (see `Broker::barrier`), or they would see it go back in time.
+    floor: AtomicU64,
 }
 
 /// The state machine handed to openraft; clones share the same state.
 #[derive(Clone)]
 pub struct StateMachine {
     shared: Arc<Shared>,
+    generation: u64,
 }
 
 pub struct SnapshotBuilder {
     shared: Arc<Shared>,
+    generation: u64,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -102,39 +113,103 @@ impl StateMachine {
     /// Opens the state machine from its current snapshot and the station logs beside it. Raft
     /// then re-applies committed entries after the snapshot.
     pub fn open(opts: SmOptions) -> Result<StateMachine, StorageError> {
-        let root = opts.dir.clone();
-        for sub in ["stations", "snapshots"] {
-            let path = root.join(sub);
-            fs::create_dir_all(&path).map_err(io_err(&path)).map_err(sm_err)?;
-        }
-        let current: Option<String> = meta::read(&root.join("current")).map_err(sm_err)?;
-        let mut inner = Inner {
-            opts,
-            state: BrokerState::default(),
-            last_applied: None,
-            membership: StoredMembership::default(),
-            logs: BTreeMap::new(),
-            deferred: Vec::new(),
-            current: None,
-            snapshot_seq: 0,
-            buf: Vec::new(),
-        };
-        if let Some(name) = &current {
-            let dir = root.join("snapshots").join(name);
-            let (manifest, state) = load_snapshot(&dir).map_err(sm_err)?;
-            inner.state = state;
-            inner.last_applied = manifest.meta.last_log_id;
-            inner.membership = manifest.meta.last_membership.clone();
-            inner.current = Some((manifest.meta, dir));
-        }
-        remove_stale(&root.join("snapshots"), current.as_deref()).map_err(sm_err)?;
-        inner.open_station_logs()?;
+        let inner = load(opts)?;
         let (applied, _) = watch::channel(0);
         Ok(StateMachine {
-            shared: Arc::new(Shared { inner: RwLock::new(inner), snapshot_io: Mutex::new(false), applied }),
+            shared: Arc::new(Shared {
+                inner: RwLock::new(inner),
+                snapshot_io: Mutex::new(false),
+                applied,
+                generation: AtomicU64::new(0),
+                failed: AtomicBool::new(false),
+                floor: AtomicU64::new(0),
+            }),
+            generation: 0,
         })
     }
 
+    /// The handle for a Raft core rebuilt after a storage failure; every older handle is fenced
+    /// off (its calls fail) from here on, so the core that quit cannot touch the state again.
+    /// Readers and subscribers keep their handles.
+    ///
+    /// When the failure hit the Raft log, what is in memory is exactly what was applied, and is
+    /// kept: reads never go back. When it hit an apply or a snapshot install, the state may be
+    /// half changed and is reloaded from disk, as `open` would; reads then see the last
+    /// snapshot plus the station logs until the new core has re-applied the committed entries.
+    pub fn for_new_core(&self) -> Result<StateMachine, StorageError> {
+        let _snapshot_io = self.shared.snapshot_io();
+        let mut inner = self.shared.write();
+        let generation = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.shared.failed.load(Ordering::Acquire) {
+            tracing::warn!("the state machine failed part way through a change: reloading it from disk");
+            let before = inner.last_applied.map_or(0, |id| id.index);
+            self.shared.floor.fetch_max(before, Ordering::AcqRel);
+            let mut opts = inner.opts.clone();
+            opts.verify = Verify::Full;
+            *inner = load(opts)?;
+            self.shared.failed.store(false, Ordering::Release);
+            let last = inner.last_applied.map_or(0, |id| id.index);
+            drop(inner);
+            self.shared.applied.send_replace(last);
+        }
+        Ok(StateMachine { shared: self.shared.clone(), generation })
+    }
+
+    fn failed<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if result.is_err() {
+            self.shared.failed.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn fenced(&self) -> Result<(), StorageError> {
+        fence(&self.shared, self.generation)
+    }
+}
+
+fn fence(shared: &Shared, generation: u64) -> Result<(), StorageError> {
+    if shared.generation.load(Ordering::Acquire) == generation {
+        Ok(())
+    } else {
+        Err(sm_err(std::io::Error::other(
+            "this Raft core's state machine was reloaded from disk after a storage failure",
+        )))
+    }
+}
+
+/// The state machine's state as on disk: the current snapshot and the station logs beside it.
+fn load(opts: SmOptions) -> Result<Inner, StorageError> {
+    let root = opts.dir.clone();
+    for sub in ["stations", "snapshots"] {
+        let path = root.join(sub);
+        fs::create_dir_all(&path).map_err(io_err(&path)).map_err(sm_err)?;
+    }
+    let current: Option<String> = meta::read(&root.join("current")).map_err(sm_err)?;
+    let mut inner = Inner {
+        opts,
+        state: BrokerState::default(),
+        last_applied: None,
+        membership: StoredMembership::default(),
+        logs: BTreeMap::new(),
+        deferred: Vec::new(),
+        current: None,
+        snapshot_seq: 0,
+        buf: Vec::new(),
+    };
+    if let Some(name) = &current {
+        let dir = root.join("snapshots").join(name);
+        let (manifest, state) = load_snapshot(&dir).map_err(sm_err)?;
+        inner.state = state;
+        inner.last_applied = manifest.meta.last_log_id;
+        inner.membership = manifest.meta.last_membership.clone();
+        inner.current = Some((manifest.meta, dir));
+    }
+    remove_stale(&root.join("snapshots"), current.as_deref()).map_err(sm_err)?;
+    inner.open_station_logs()?;
+    Ok(inner)
+}
+
+impl StateMachine {
     /// Reads the replicated state. Keep `f` short: apply waits for it.
     pub fn read<R>(&self, f: impl FnOnce(&BrokerState) -> R) -> R {
         f(&self.shared.read().state)
@@ -142,6 +217,12 @@ impl StateMachine {
 
     pub fn last_applied(&self) -> Option<LogId> {
         self.shared.read().last_applied
+    }
+
+    /// Reads see a state at least this recent once `last_applied` reaches it: after a reload
+    /// from disk, the index applied before it; else 0.
+    pub fn floor(&self) -> u64 {
+        self.shared.floor.load(Ordering::Acquire)
     }
 
     /// Changes whenever a batch of entries has been applied.
@@ -378,7 +459,8 @@ impl Inner {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || build_snapshot(&shared)).await.map_err(snap_err)??;
+        let generation = self.generation;
+        tokio::task::spawn_blocking(move || build_snapshot(&shared, generation)).await.map_err(snap_err)??;
         let current = self.shared.read().current.clone();
         let (meta, dir) = current.ok_or_else(|| snap_err(std::io::Error::other("snapshot vanished")))?;
         let reader = ArchiveReader::open(&dir).map_err(snap_err)?;
@@ -388,11 +470,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 
 /// Captures the state under the lock (cheap: serialize state, list segments), then fsyncs and
 /// links outside it so apply is held up only for the capture.
-fn build_snapshot(shared: &Shared) -> Result<(), StorageError> {
+fn build_snapshot(shared: &Shared, generation: u64) -> Result<(), StorageError> {
     let closed = shared.snapshot_io();
     if *closed {
         return Err(snap_err(std::io::Error::other("state machine closed")));
     }
+    fence(shared, generation)?;
     let (meta, state, files, points, root) = {
         let mut inner = shared.write();
         inner.snapshot_seq += 1;
@@ -445,6 +528,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut last = 0;
         {
             let mut inner = self.shared.write();
+            self.fenced()?;
             for entry in entries {
                 last = entry.log_id.index;
                 inner.last_applied = Some(entry.log_id);
@@ -453,7 +537,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(proposal) => {
                         let mut applied = Vec::with_capacity(proposal.envelopes.len());
                         for env in &proposal.envelopes {
-                            applied.push(inner.apply_envelope(entry.log_id.index, env)?);
+                            let outcome = inner.apply_envelope(entry.log_id.index, env);
+                            applied.push(self.failed(outcome)?);
                         }
                         results.push(ProposalResult { applied });
                     }
@@ -469,10 +554,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { shared: self.shared.clone() }
+        SnapshotBuilder { shared: self.shared.clone(), generation: self.generation }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotStream>, StorageError> {
+        self.fenced()?;
         let path = {
             let mut inner = self.shared.write();
             inner.snapshot_seq += 1;
@@ -494,6 +580,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<SnapshotStream>,
     ) -> Result<(), StorageError> {
+        let installed = self.install(meta, snapshot).await;
+        self.failed(installed)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self.shared.read().current.clone();
+        match current {
+            Some((meta, dir)) => {
+                let reader = ArchiveReader::open(&dir).map_err(snap_err)?;
+                Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotStream::Archive(reader)) }))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl StateMachine {
+    async fn install(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotStream>) -> Result<(), StorageError> {
         let mut stream = *snapshot;
         let root = self.shared.read().opts.dir.clone();
         // Not held across the awaits below: installs come one at a time from openraft, and a
@@ -515,6 +619,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if *closed {
             return Err(snap_err(std::io::Error::other("state machine closed")));
         }
+        self.fenced()?;
         meta::write_atomic(&root.join("current"), &name).map_err(snap_err)?;
         {
             let mut inner = self.shared.write();
@@ -535,16 +640,5 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         remove_stale(&root.join("snapshots"), Some(&name)).map_err(snap_err)?;
         self.shared.applied.send_replace(meta.last_log_id.map_or(0, |id| id.index));
         Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let current = self.shared.read().current.clone();
-        match current {
-            Some((meta, dir)) => {
-                let reader = ArchiveReader::open(&dir).map_err(snap_err)?;
-                Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotStream::Archive(reader)) }))
-            }
-            None => Ok(None),
-        }
     }
 }

@@ -98,7 +98,7 @@ fn produced(applied: Outcome) -> Result<Vec<Result<Produced, ItemError>>, ApiErr
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
-        (status = 507, description = "storage_full: the data dir is under its free-space watermark; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "storage_full: the data dir's disk is under its free-space watermark (nothing was stored) or full (the outcome is unknown: retry with the same Idempotency-Key)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/stations/{station}/messages")]
@@ -240,7 +240,7 @@ fn batch_item(m: BatchMessage, now: Millis) -> Result<NewMessage, ApiError> {
         (status = 404, description = "station_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 16 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
-        (status = 507, description = "storage_full: the data dir is under its free-space watermark; nothing was stored", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "storage_full: the data dir's disk is under its free-space watermark (nothing was stored) or full (the outcome is unknown: retry with the same Idempotency-Key)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/stations/{station}/messages/batch")]
