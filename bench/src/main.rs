@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use depot_broker::station::{Command, GroupConfig, NewMessage, Outcome, Retention, StationConfig};
+use depot_broker::station::{Command, GroupConfig, NewMessage, Retention, SettleOp, StationConfig};
 use depot_broker::{Broker, BrokerOptions};
 use serde_json::json;
 
@@ -197,13 +197,11 @@ async fn phase(name: &str, dir: &Path, quick: bool) -> anyhow::Result<()> {
                 handles.push(tokio::spawn(async move {
                     loop {
                         let fetched = broker.fetch("bench", "g", 100, None, Duration::ZERO).await?;
-                        let Outcome::Fetched(deliveries) = fetched.outcome else { bail!("unexpected outcome") };
-                        if deliveries.is_empty() {
+                        if fetched.receipts.is_empty() {
                             return Ok::<_, anyhow::Error>(());
                         }
-                        let receipts: Vec<_> = deliveries.iter().map(|d| d.receipt).collect();
-                        let n = receipts.len() as u64;
-                        broker.submit(Command::Ack { station: "bench".into(), group: "g".into(), receipts }).await?;
+                        let n = fetched.receipts.len() as u64;
+                        broker.settle("bench", "g", &fetched.receipts, SettleOp::Ack).await?;
                         acked.fetch_add(n, Ordering::Relaxed);
                     }
                 }));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::ClientWriteError;
@@ -25,9 +25,10 @@ use crate::log::{LogOptions, Verify};
 use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::{SmOptions, StateMachine};
 use crate::raft::{Applied, Member, NodeId, Proposal, Raft, StoredMessage};
+use crate::receipt::{self, ReceiptKey, SealedReceipt};
 use crate::station::{
-    BrokerState, Command, CommandError, DeadLetterRecord, Envelope, GroupView, Millis, OutboxEntry, Outcome,
-    StationView,
+    BrokerState, Command, CommandError, DeadLetterRecord, Delivery, Envelope, GroupView, Millis, OutboxEntry, Outcome,
+    ReceiptResult, SettleOp, StationView,
 };
 
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
@@ -106,6 +107,14 @@ pub trait OutboxSink: Send + Sync + 'static {
     fn deliver(&self, entries: &[OutboxEntry]) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// What a fetch handed out, aligned: each delivery, its message and its sealed receipt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub deliveries: Vec<Delivery>,
+    pub messages: Vec<StoredMessage>,
+    pub receipts: Vec<SealedReceipt>,
+}
+
 struct Pending {
     command: Command,
     reply: oneshot::Sender<Result<Applied, BrokerError>>,
@@ -140,6 +149,8 @@ pub(crate) struct Inner {
     /// The exclusive lock on the data dir, held until shutdown (or the process ends).
     dir_lock: Mutex<Option<DirLock>>,
     disk: DiskWatch,
+    /// The replicated receipt key once this node has seen it (it never changes once set).
+    receipt_key: OnceLock<ReceiptKey>,
 }
 
 /// A handle to the running broker; clones share it.
@@ -330,6 +341,7 @@ impl Broker {
                 snapshot_bytes: opts.snapshot_bytes,
                 dir_lock: Mutex::new(Some(dir_lock)),
                 disk,
+                receipt_key: OnceLock::new(),
             }),
         };
         let proposer = tokio::spawn(run_proposer(broker.inner.clone(), rx, opts.proposals_in_flight.max(1)));
@@ -508,8 +520,60 @@ impl Broker {
         self.inner.sm.read_message(station, offset).map_err(storage)
     }
 
+    /// The key receipts are sealed with: the replicated one, or, before any node has needed
+    /// one, a fresh key proposed now (if several nodes propose at once, the first applied wins
+    /// and every proposer gets that one back).
+    pub async fn receipt_key(&self) -> Result<ReceiptKey, BrokerError> {
+        if let Some(key) = self.inner.receipt_key.get().copied().or_else(|| self.read(|s| s.receipt_key())) {
+            return Ok(*self.inner.receipt_key.get_or_init(|| key));
+        }
+        match self.submit(Command::InitReceiptKey { key: ReceiptKey::generate() }).await?.outcome {
+            Outcome::ReceiptKey(key) => Ok(*self.inner.receipt_key.get_or_init(|| key)),
+            other => Err(BrokerError::Storage(format!("receipt key: unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Settles receipts that a fetch sealed, each handed in for `group` of `station`: answers
+    /// one result per receipt, in order. A receipt that does not open (sealed for another
+    /// station or group, made up, tampered with, not a receipt at all) answers `Unknown` and is
+    /// not proposed; one bound to an earlier incarnation of the station answers `Unknown` when
+    /// the command applies. Unknown station or group: `CommandError`, even if nothing opens.
+    pub async fn settle(
+        &self,
+        station: &str,
+        group: &str,
+        receipts: &[impl AsRef<[u8]>],
+        op: SettleOp,
+    ) -> Result<Vec<ReceiptResult>, BrokerError> {
+        let key = self.receipt_key().await?;
+        let opened: Vec<_> = receipts.iter().map(|r| receipt::open(&key, station, group, r.as_ref())).collect();
+        let bound: Vec<_> = opened.iter().flatten().copied().collect();
+        let mut answered = if bound.is_empty() {
+            self.barrier().await?;
+            self.group(station, group)?;
+            Vec::new()
+        } else {
+            let command = Command::Settle { station: station.into(), group: group.into(), receipts: bound, op };
+            match self.submit(command).await?.outcome {
+                Outcome::Receipts(results) => results,
+                other => return Err(BrokerError::Storage(format!("settle: unexpected outcome {other:?}"))),
+            }
+        }
+        .into_iter();
+        opened
+            .iter()
+            .map(|o| match o {
+                None => Ok(ReceiptResult::Unknown),
+                Some(_) => {
+                    answered.next().ok_or_else(|| BrokerError::Storage("settle: fewer results than receipts".into()))
+                }
+            })
+            .collect()
+    }
+
     /// Fetches up to `max_messages`, waiting up to `wait` for at least one. Waiting costs no
-    /// Raft traffic: the fetch is proposed only once the state says something is ready.
+    /// Raft traffic: the fetch is proposed only once the state says something is ready. Each
+    /// delivery comes with its receipt sealed for this station incarnation and group.
     pub async fn fetch(
         &self,
         station: &str,
@@ -517,7 +581,7 @@ impl Broker {
         max_messages: u32,
         max_bytes: Option<u64>,
         wait: Duration,
-    ) -> Result<Applied, BrokerError> {
+    ) -> Result<Fetched, BrokerError> {
         let deadline = Instant::now() + wait;
         let mut changes = self.inner.sm.subscribe();
         let mut draining = self.inner.draining.subscribe();
@@ -535,16 +599,18 @@ impl Broker {
                 Err(e) => return Err(e.into()),
             };
             if ready {
+                // Before deliveries are taken, so that sealing them cannot fail.
+                let key = self.receipt_key().await?;
                 let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
-                let applied = self.submit(command).await?;
-                if matches!(&applied.outcome, Outcome::Fetched(d) if !d.is_empty()) || Instant::now() >= deadline {
-                    return Ok(applied);
+                let fetched = seal(&key, station, group, self.submit(command).await?)?;
+                if !fetched.deliveries.is_empty() || Instant::now() >= deadline {
+                    return Ok(fetched);
                 }
                 // Another consumer took it first: wait for the next change rather than spin.
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() || *draining.borrow() {
-                return Ok(Applied { outcome: Outcome::Fetched(Vec::new()), messages: Vec::new() });
+                return Ok(Fetched::default());
             }
             let next_ready = self.read(|s| s.next_ready_at(station, group));
             let sleep = match next_ready {
@@ -644,6 +710,22 @@ fn refuse_new_cluster_node_without_id(opts: &BrokerOptions) -> Result<(), Broker
          example --cluster-id prod; without one each new node would make up its own and refuse the others",
         opts.data_dir.display()
     )))
+}
+
+/// Seals the receipts of an applied `Fetch`.
+fn seal(key: &ReceiptKey, station: &str, group: &str, applied: Applied) -> Result<Fetched, BrokerError> {
+    let Outcome::Fetched(deliveries) = applied.outcome else {
+        return Err(BrokerError::Storage(format!("fetch: unexpected outcome {:?}", applied.outcome)));
+    };
+    if deliveries.len() != applied.messages.len() {
+        return Err(BrokerError::Storage("fetch answered deliveries and messages of different lengths".into()));
+    }
+    let receipts = match applied.station_id {
+        Some(id) => deliveries.iter().map(|d| receipt::seal(key, id, station, group, d.receipt)).collect(),
+        None if deliveries.is_empty() => Vec::new(),
+        None => return Err(BrokerError::Storage("fetch: deliveries without a station".into())),
+    };
+    Ok(Fetched { deliveries, messages: applied.messages, receipts })
 }
 
 fn command_bytes(command: &Command) -> usize {

@@ -26,9 +26,10 @@ pub mod identity;
 pub mod inspect;
 pub mod log;
 pub mod raft;
+pub mod receipt;
 pub mod station;
 
-pub use broker::{Broker, BrokerOptions, OutboxSink};
+pub use broker::{Broker, BrokerOptions, Fetched, OutboxSink};
 pub use error::BrokerError;
 pub use inspect::{inspect, Inspection};
 pub use raft::{Applied, StoredMessage};

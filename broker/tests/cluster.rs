@@ -12,7 +12,7 @@ use bytes::Bytes;
 use depot_broker::cluster::transport::{CallError, Credentials, Peers};
 use depot_broker::cluster::wire::{secret_proof, Call};
 use depot_broker::cluster::ClusterOptions;
-use depot_broker::station::{Command, NewMessage, Outcome, StationConfig};
+use depot_broker::station::{Command, GroupConfig, NewMessage, Outcome, ReceiptResult, SettleOp, StationConfig};
 use depot_broker::{Broker, BrokerOptions};
 
 const SECRET: &str = "cluster-test-secret-0123";
@@ -161,6 +161,51 @@ async fn the_handshake_refuses_a_wrong_secret_another_cluster_and_a_wrong_node()
     let e = call(me("in-process", SECRET), 2).await.unwrap_err();
     assert!(e.to_string().contains("this is node 1, not node 2"), "{e}");
     assert!(call(me("in-process", SECRET), 1).await.is_ok());
+    for b in brokers {
+        b.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_sealed_on_one_node_settles_on_any_other_after_a_failover() {
+    let layout = Layout::new(3);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut brokers = open_all(&layout, &dirs, 1000).await;
+    let leader_id = leader(&brokers).await;
+    let follower = brokers.iter().find(|b| b.node_id() != leader_id).unwrap().clone();
+    follower.submit(Command::PutStation { station: "s".into(), config: StationConfig::default() }).await.unwrap();
+    let group = Command::PutGroup { station: "s".into(), group: "g".into(), config: GroupConfig::default() };
+    follower.submit(group).await.unwrap();
+    let produce = Command::Produce { station: "s".into(), messages: vec![message(0), message(1), message(2)] };
+    follower.submit(produce).await.unwrap();
+
+    // Sealed on a follower (the key proposed through it), settled on the leader.
+    // (A long poll: the follower may not have applied the produce yet.)
+    let fetched = follower.fetch("s", "g", 3, None, WAIT).await.unwrap();
+    assert_eq!(fetched.receipts.len(), 3);
+    let key = follower.receipt_key().await.unwrap();
+    until("every node holding the one receipt key", || {
+        brokers.iter().all(|b| b.read(|s| s.receipt_key()) == Some(key)).then_some(())
+    })
+    .await;
+    let on_leader = brokers.iter().find(|b| b.node_id() == leader_id).unwrap().clone();
+    let results = on_leader.settle("s", "g", &fetched.receipts[..1], SettleOp::Ack).await.unwrap();
+    assert_eq!(results, vec![ReceiptResult::Ok]);
+
+    // The leader goes away; the node that neither sealed nor led settles the rest.
+    let old = brokers.remove(brokers.iter().position(|b| b.node_id() == leader_id).unwrap());
+    old.shutdown().await.unwrap();
+    drop(old);
+    let third = brokers.iter().find(|b| b.node_id() != follower.node_id()).unwrap().clone();
+    let deadline = Instant::now() + WAIT;
+    while third.cluster_view().await.leader_id.is_none_or(|id| id == leader_id) {
+        assert!(Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let results = third.settle("s", "g", &fetched.receipts[1..], SettleOp::Ack).await.unwrap();
+    assert_eq!(results, vec![ReceiptResult::Ok; 2]);
+    let results = third.settle("s", "g", &fetched.receipts[..1], SettleOp::Ack).await.unwrap();
+    assert_eq!(results, vec![ReceiptResult::Stale]);
     for b in brokers {
         b.shutdown().await.unwrap();
     }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use depot_broker::station::{
     Command, CommandError, Delivery, GroupConfig, ItemError, NewMessage, OutboxEntry, Outcome, Receipt, ReceiptResult,
-    Retention, StationConfig,
+    Retention, SettleOp, StationConfig,
 };
-use depot_broker::{Applied, Broker, BrokerError, BrokerOptions, OutboxSink};
+use depot_broker::{Broker, BrokerError, BrokerOptions, Fetched, OutboxSink};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -44,11 +44,8 @@ async fn produce(broker: &Broker, station: &str, messages: Vec<NewMessage>) -> V
     results.into_iter().map(|r| r.expect("item accepted").offset).collect()
 }
 
-fn deliveries(applied: &Applied) -> Vec<Delivery> {
-    match &applied.outcome {
-        Outcome::Fetched(d) => d.clone(),
-        other => panic!("unexpected {other:?}"),
-    }
+fn deliveries(fetched: &Fetched) -> Vec<Delivery> {
+    fetched.deliveries.clone()
 }
 
 async fn ack(broker: &Broker, station: &str, group: &str, receipts: Vec<Receipt>) -> Vec<ReceiptResult> {
@@ -312,5 +309,55 @@ async fn draining_releases_waiting_long_polls_and_commands_still_work() {
     let fetched = tokio::time::timeout(Duration::from_secs(20), poller).await.expect("poll not released").unwrap();
     assert!(deliveries(&fetched.unwrap()).is_empty());
     assert_eq!(produce(&broker, "s", vec![msg("after drain")]).await, vec![0]);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn sealed_receipts_settle_after_a_restart_from_a_snapshot_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = BrokerOptions { snapshot_every: 3, ..opts(dir.path()) };
+    let broker = Broker::open(small.clone()).await.unwrap();
+    station(&broker, "s", StationConfig::default()).await;
+    group(&broker, "s", "g", GroupConfig::default()).await;
+    produce(&broker, "s", vec![msg("a"), msg("b")]).await;
+    let fetched = broker.fetch("s", "g", 2, None, Duration::ZERO).await.unwrap();
+    assert_eq!(fetched.receipts.len(), 2);
+    let key = broker.receipt_key().await.unwrap();
+    // Enough entries after the key's that a snapshot covers it and the log before is purged.
+    for i in 0..10 {
+        produce(&broker, "s", vec![msg(&format!("m{i}"))]).await;
+    }
+    broker.shutdown().await.unwrap();
+    assert!(dir.path().join("sm/current").exists(), "expected a snapshot");
+
+    let broker = Broker::open(small).await.unwrap();
+    assert_eq!(broker.read(|s| s.receipt_key()), Some(key), "the key comes back from the snapshot");
+    let results = broker.settle("s", "g", &fetched.receipts, SettleOp::Ack).await.unwrap();
+    assert_eq!(results, vec![ReceiptResult::Ok; 2]);
+    let mut tampered = fetched.receipts[0];
+    tampered[40] ^= 1;
+    let results = broker.settle("s", "g", &[tampered.to_vec(), fetched.receipts[0].to_vec()], SettleOp::Ack).await;
+    assert_eq!(results.unwrap(), vec![ReceiptResult::Unknown, ReceiptResult::Stale]);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_first_fetches_agree_on_one_receipt_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(opts(dir.path())).await.unwrap();
+    assert_eq!(broker.read(|s| s.receipt_key()), None);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let broker = broker.clone();
+            tokio::spawn(async move { broker.receipt_key().await.unwrap() })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for task in tasks {
+        keys.push(task.await.unwrap());
+    }
+    let first = keys[0];
+    assert!(keys.iter().all(|k| *k == first));
+    assert_eq!(broker.read(|s| s.receipt_key()), Some(first));
     broker.shutdown().await.unwrap();
 }

@@ -10,7 +10,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, SecondsFormat, Utc};
-use depot_broker::station::{Millis, Receipt};
+use depot_broker::receipt::SealedReceipt;
+use depot_broker::station::Millis;
 use depot_broker::StoredMessage;
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -30,23 +31,23 @@ pub fn parse_rfc3339(field: &str, value: &str) -> Result<Millis, ApiError> {
         .map_err(|e| ApiError::InvalidRequest(format!("{field}: not an RFC 3339 time ({e})")))
 }
 
-/// A receipt is opaque to clients: base64url of offset and delivery, big-endian.
-pub fn encode_receipt(r: Receipt) -> String {
-    let mut raw = [0u8; 16];
-    raw[..8].copy_from_slice(&r.offset.to_be_bytes());
-    raw[8..].copy_from_slice(&r.delivery.to_be_bytes());
-    URL_SAFE_NO_PAD.encode(raw)
+/// A receipt is opaque to clients: base64url of the sealed receipt (see
+/// `depot_broker::receipt`), 55 characters.
+pub fn encode_receipt(sealed: &SealedReceipt) -> String {
+    URL_SAFE_NO_PAD.encode(sealed)
 }
 
-pub fn decode_receipt(s: &str) -> Option<Receipt> {
-    let raw = URL_SAFE_NO_PAD.decode(s).ok()?;
-    let raw: [u8; 16] = raw.try_into().ok()?;
-    let (offset, delivery) = raw.split_at(8);
-    Some(Receipt {
-        offset: u64::from_be_bytes(offset.try_into().ok()?),
-        delivery: u64::from_be_bytes(delivery.try_into().ok()?),
-    })
+/// The bytes of a receipt as handed in; `None` when it is not base64url or far longer than any
+/// receipt (the broker then answers it `unknown_receipt` without looking further).
+pub fn decode_receipt(s: &str) -> Option<Vec<u8>> {
+    if s.len() > RECEIPT_CHARS_MAX {
+        return None;
+    }
+    URL_SAFE_NO_PAD.decode(s).ok()
 }
+
+/// Longer than any receipt Depot hands out (they are 55 characters).
+const RECEIPT_CHARS_MAX: usize = 64;
 
 /// Page cursors are opaque: base64url of the last key of the previous page.
 pub fn encode_cursor(last: &str) -> String {

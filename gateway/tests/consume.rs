@@ -8,7 +8,8 @@ use actix_web::test;
 use bytes::Bytes;
 use common::*;
 use depot_broker::station::{Command, NewMessage};
-use depot_gateway::app;
+use depot_broker::{Broker, BrokerOptions};
+use depot_gateway::{app, AppState};
 use serde_json::{json, Value};
 
 fn produce(station: &str, body: &'static [u8]) -> test::TestRequest {
@@ -187,6 +188,193 @@ fn base64_receipt(offset: u64, delivery: u64) -> String {
     let mut raw = offset.to_be_bytes().to_vec();
     raw.extend_from_slice(&delivery.to_be_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn fetch_one(station: &str, group: &str) -> test::TestRequest {
+    post_json(&format!("/v1/stations/{station}/consumer-groups/{group}/fetch"), json!({"max_messages": 1}))
+}
+
+fn settle(station: &str, group: &str, op: &str, receipts: &[String]) -> test::TestRequest {
+    let mut body = json!({ "receipts": receipts });
+    if op == "extend" {
+        body["ack_wait_ms"] = json!(60_000);
+    }
+    post_json(&format!("/v1/stations/{station}/consumer-groups/{group}/{op}"), body)
+}
+
+const SETTLE_OPS: [&str; 4] = ["ack", "nack", "extend", "dead-letter"];
+
+// Issue 12, item 9: stations rx and ry with group g and one message each handed out the same
+// receipt, and rx's receipt acked ry's delivery.
+#[actix_web::test]
+async fn a_receipt_settles_nothing_on_another_station() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    for s in ["rx", "ry"] {
+        send(&app, put_json(&format!("/v1/stations/{s}"), json!({}))).await.ok(201);
+        send(&app, put_json(&format!("/v1/stations/{s}/consumer-groups/g"), json!({}))).await.ok(201);
+        send(&app, produce(s, b"one")).await.ok(201);
+    }
+    let rx = receipts(send(&app, fetch_one("rx", "g")).await.ok(200));
+    let ry = receipts(send(&app, fetch_one("ry", "g")).await.ok(200));
+    assert_eq!((rx.len(), ry.len()), (1, 1));
+    assert_ne!(rx, ry, "the same offset and delivery on two stations must not give the same receipt");
+    assert!(rx[0].len() <= 64, "receipt of {} chars", rx[0].len());
+
+    for op in SETTLE_OPS {
+        let cross = send(&app, settle("ry", "g", op, &rx)).await;
+        assert_eq!(cross.ok(200)["results"], json!(["unknown_receipt"]), "{op}");
+    }
+    let group = send(&app, get("/v1/stations/ry/consumer-groups/g")).await;
+    assert_eq!((group.ok(200)["pending"].as_u64(), group.body["acked_floor"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(send(&app, settle("ry", "g", "ack", &ry)).await.ok(200)["results"], json!(["ok"]));
+    assert_eq!(send(&app, settle("rx", "g", "ack", &rx)).await.ok(200)["results"], json!(["ok"]));
+    n.broker.shutdown().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_receipt_settles_nothing_in_another_group() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    for g in ["a", "b"] {
+        send(&app, put_json(&format!("/v1/stations/s/consumer-groups/{g}"), json!({}))).await.ok(201);
+    }
+    send(&app, produce("s", b"one")).await.ok(201);
+    let a = receipts(send(&app, fetch_one("s", "a")).await.ok(200));
+    let b = receipts(send(&app, fetch_one("s", "b")).await.ok(200));
+    assert_ne!(a, b);
+    for op in SETTLE_OPS {
+        assert_eq!(send(&app, settle("s", "b", op, &a)).await.ok(200)["results"], json!(["unknown_receipt"]), "{op}");
+    }
+    assert_eq!(send(&app, get("/v1/stations/s/consumer-groups/b")).await.ok(200)["pending"], 1);
+    assert_eq!(send(&app, settle("s", "b", "ack", &b)).await.ok(200)["results"], json!(["ok"]));
+    assert_eq!(send(&app, settle("s", "a", "ack", &a)).await.ok(200)["results"], json!(["ok"]));
+    n.broker.shutdown().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_receipt_settles_nothing_on_a_recreated_station() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    let create = || async {
+        send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+        send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
+        send(&app, produce("s", b"one")).await.ok(201);
+        receipts(send(&app, fetch_one("s", "g")).await.ok(200))
+    };
+    let old = create().await;
+    send(&app, delete("/v1/stations/s")).await.ok(204);
+    let new = create().await;
+    assert_ne!(old, new);
+    assert_eq!(send(&app, settle("s", "g", "ack", &old)).await.ok(200)["results"], json!(["unknown_receipt"]));
+    assert_eq!(send(&app, get("/v1/stations/s/consumer-groups/g")).await.ok(200)["pending"], 1);
+    assert_eq!(send(&app, settle("s", "g", "ack", &new)).await.ok(200)["results"], json!(["ok"]));
+    n.broker.shutdown().await.unwrap();
+}
+
+/// Receipts a client could make up from a real one: counted, bit-flipped, cut short, extended,
+/// or not base64url at all.
+fn forgeries(real: &str) -> Vec<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let raw = URL_SAFE_NO_PAD.decode(real).unwrap();
+    let mut out = vec![base64_receipt(0, 1), base64_receipt(0, 2), base64_receipt(1, 1)];
+    // The real receipt's fields with the next offset or delivery counted on, MAC kept.
+    for at in [16, 24] {
+        let mut counted = raw.clone();
+        let at = at.min(raw.len() - 1);
+        counted[at] = counted[at].wrapping_add(1);
+        out.push(URL_SAFE_NO_PAD.encode(&counted));
+    }
+    for bit in (0..raw.len() * 8).step_by(3) {
+        let mut flipped = raw.clone();
+        flipped[bit / 8] ^= 1 << (bit % 8);
+        out.push(URL_SAFE_NO_PAD.encode(&flipped));
+    }
+    for len in [0, 1, 16, raw.len() - 1] {
+        out.push(URL_SAFE_NO_PAD.encode(&raw[..len]));
+    }
+    out.push(real[..real.len() - 1].to_owned());
+    out.push(format!("{real}A"));
+    out.push(format!("{real}AAAA"));
+    let mut longer = raw.clone();
+    longer.push(0);
+    out.push(URL_SAFE_NO_PAD.encode(&longer));
+    out.push(base64::engine::general_purpose::STANDARD.encode(&raw) + "=");
+    for garbage in ["", "zz", "not-a-receipt", "!!!!", "====", "a b", "é", "\u{0}", "%2F%2F", "/+/+"] {
+        out.push(garbage.to_owned());
+    }
+    out.push("A".repeat(100_000));
+    out
+}
+
+#[actix_web::test]
+async fn forged_receipts_are_unknown_and_never_an_error() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
+    send(&app, produce("s", b"one")).await.ok(201);
+    send(&app, produce("s", b"two")).await.ok(201);
+    let real = receipts(send(&app, fetch_one("s", "g")).await.ok(200));
+    let forged = forgeries(&real[0]);
+    assert!(forged.len() > 40);
+    assert!(!forged.contains(&real[0]));
+
+    for op in SETTLE_OPS {
+        let batch = send(&app, settle("s", "g", op, &forged)).await;
+        assert_eq!(batch.ok(200)["results"], json!(vec!["unknown_receipt"; forged.len()]), "{op}");
+    }
+    for one in &forged {
+        let r = send(&app, settle("s", "g", "ack", std::slice::from_ref(one))).await;
+        assert_eq!(r.ok(200)["results"], json!(["unknown_receipt"]), "{one:.80}");
+    }
+    // Forgeries beside a real receipt: each answered in its own slot.
+    let mixed = [forged[..3].to_vec(), real.clone(), forged[3..6].to_vec()].concat();
+    let r = send(&app, settle("s", "g", "ack", &mixed)).await;
+    let expected = ["unknown_receipt"; 3].iter().chain(&["ok"]).chain(&["unknown_receipt"; 3]).collect::<Vec<_>>();
+    assert_eq!(r.ok(200)["results"], json!(expected));
+    let group = send(&app, get("/v1/stations/s/consumer-groups/g")).await;
+    assert_eq!((group.ok(200)["pending"].as_u64(), group.body["acked_floor"].as_u64()), (Some(0), Some(1)));
+    // Forgeries on an unknown station or group still answer 404, never a 5xx.
+    send(&app, settle("nope", "g", "ack", &forged[..2])).await.problem(404, "station_not_found");
+    send(&app, settle("s", "nope", "ack", &forged[..2])).await.problem(404, "consumer_group_not_found");
+    n.broker.shutdown().await.unwrap();
+}
+
+#[actix_web::test]
+async fn a_receipt_still_settles_after_a_restart() {
+    let n = node().await;
+    let fetched = {
+        let app = test::init_service(app(n.state())).await;
+        send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+        send(&app, put_json("/v1/stations/s/consumer-groups/g", json!({}))).await.ok(201);
+        send(&app, produce("s", b"one")).await.ok(201);
+        send(&app, produce("s", b"two")).await.ok(201);
+        receipts(
+            send(&app, post_json("/v1/stations/s/consumer-groups/g/fetch", json!({"max_messages": 2}))).await.ok(200),
+        )
+    };
+    assert_eq!(fetched.len(), 2);
+    n.broker.shutdown().await.unwrap();
+
+    let broker = Broker::open(BrokerOptions::new(n.dir.path())).await.unwrap();
+    let app = test::init_service(app(AppState::new(broker.clone(), n.auth.clone()))).await;
+    assert_eq!(send(&app, settle("s", "g", "ack", &fetched[..1])).await.ok(200)["results"], json!(["ok"]));
+    assert_eq!(send(&app, settle("s", "g", "ack", &fetched[..1])).await.ok(200)["results"], json!(["stale_receipt"]));
+    let forged = forgeries(&fetched[1]);
+    assert_eq!(
+        send(&app, settle("s", "g", "ack", &forged[..5])).await.ok(200)["results"],
+        json!(vec!["unknown_receipt"; 5])
+    );
+    assert_eq!(send(&app, settle("s", "g", "ack", &fetched[1..])).await.ok(200)["results"], json!(["ok"]));
+    // A receipt sealed after the restart agrees with one sealed before it (one key, replicated).
+    send(&app, produce("s", b"three")).await.ok(201);
+    let after = receipts(send(&app, fetch_one("s", "g")).await.ok(200));
+    assert_eq!(after[0].len(), fetched[0].len());
+    assert_eq!(send(&app, settle("s", "g", "ack", &after)).await.ok(200)["results"], json!(["ok"]));
+    broker.shutdown().await.unwrap();
 }
 
 #[actix_web::test]

@@ -23,7 +23,8 @@ use openraft::raft::{
 /// proposer's bound) and an append carries a bounded number of entries.
 pub const MAX_FRAME: usize = 256 << 20;
 /// Bumped when a frame's meaning changes; a node speaking another version is refused.
-pub const PROTOCOL: u32 = 1;
+/// 2: sealed receipts (`Command::Settle`, `Command::InitReceiptKey`, `Applied::station_id`).
+pub const PROTOCOL: u32 = 2;
 /// The one Raft group of today.
 pub const GROUP: u64 = 0;
 

@@ -49,6 +49,9 @@ pub struct StoredMessage {
 pub struct Applied {
     pub outcome: Outcome,
     pub messages: Vec<StoredMessage>,
+    /// For `Fetch`: the id of the station the deliveries were made on, as of the apply (the
+    /// incarnation their receipts are bound to).
+    pub station_id: Option<u64>,
 }
 
 /// The answers to one [`Proposal`], in order.

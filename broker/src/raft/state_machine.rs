@@ -263,7 +263,7 @@ fn load_snapshot(dir: &Path) -> Result<(snapshot::Manifest, BrokerState), meta::
     if bytes.len() as u64 != manifest.state_len || crc32c::crc32c(&bytes) != manifest.state_crc {
         return Err(corrupt("state does not match the manifest's length and checksum".into()));
     }
-    let state = bincode::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let state = BrokerState::from_bytes(&bytes).map_err(|e| corrupt(e.to_string()))?;
     Ok((manifest, state))
 }
 
@@ -380,6 +380,7 @@ impl Inner {
     fn apply_envelope(&mut self, index: u64, env: &Envelope) -> Result<Applied, StorageError> {
         let outcome = self.state.apply(env);
         let mut messages = Vec::new();
+        let mut station_id = None;
         match (&env.command, &outcome) {
             (Command::Produce { station, messages: new }, Outcome::Produced(results)) => {
                 let id = self.state.station_id(station);
@@ -396,7 +397,8 @@ impl Inner {
                 }
             }
             (Command::Fetch { station, .. }, Outcome::Fetched(deliveries)) => {
-                let log = self.state.station_id(station).and_then(|id| self.logs.get(&id));
+                station_id = self.state.station_id(station);
+                let log = station_id.and_then(|id| self.logs.get(&id));
                 if let Some(log) = log {
                     for d in deliveries {
                         let offset = d.receipt.offset;
@@ -426,7 +428,7 @@ impl Inner {
                 Effect::PrefixRemoved { .. } => self.deferred.push((index, effect)),
             }
         }
-        Ok(Applied { outcome, messages })
+        Ok(Applied { outcome, messages, station_id })
     }
 
     /// Runs deletions that the snapshot at `upto` no longer needs.
@@ -479,7 +481,7 @@ fn build_snapshot(shared: &Shared, generation: u64) -> Result<(), StorageError> 
     let (meta, state, files, points, root) = {
         let mut inner = shared.write();
         inner.snapshot_seq += 1;
-        let state = bincode::serialize(&inner.state).map_err(snap_err)?;
+        let state = inner.state.to_bytes().map_err(snap_err)?;
         let last = inner.last_applied;
         let snapshot_id = match last {
             Some(id) => format!("{:020}-{}-{}", id.index, id.leader_id.term, inner.snapshot_seq),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::after;
 use super::dead_letter::Dead;
 use super::index::MessageIndex;
-use super::types::{DeadLetterReason, Delivery, GroupConfig, Millis, Receipt, ReceiptResult};
+use super::types::{DeadLetterReason, Delivery, GroupConfig, Millis, Receipt, ReceiptResult, SettleOp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Status {
@@ -266,6 +266,21 @@ impl Group {
                 ReceiptResult::Stale
             }
             _ => ReceiptResult::Unknown,
+        }
+    }
+
+    pub(crate) fn settle(
+        &mut self,
+        receipt: Receipt,
+        op: &SettleOp,
+        now: Millis,
+        dead: &mut Vec<Dead>,
+    ) -> ReceiptResult {
+        match op {
+            SettleOp::Ack => self.ack(receipt),
+            SettleOp::Nack { delay_ms } => self.nack(receipt, now, *delay_ms, dead),
+            SettleOp::Extend { ack_wait_ms } => self.extend(receipt, now, *ack_wait_ms),
+            SettleOp::DeadLetter { reason } => self.dead_letter(receipt, reason.as_deref(), dead),
         }
     }
 

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::receipt::ReceiptKey;
 use dead_letter::Outbox;
 use state::{Ctx, StationState};
 pub use types::*;
@@ -101,6 +102,47 @@ pub enum Effect {
     StationDropped { id: u64 },
 }
 
+/// A receipt as a settling command carries it.
+trait Settled: Copy {
+    /// The receipt, if it may settle a delivery of the station whose id is `station_id`.
+    fn on_station(self, station_id: u64) -> Option<Receipt>;
+}
+
+impl Settled for Receipt {
+    fn on_station(self, _: u64) -> Option<Receipt> {
+        Some(self)
+    }
+}
+
+impl Settled for BoundReceipt {
+    fn on_station(self, station_id: u64) -> Option<Receipt> {
+        (self.station_id == station_id).then_some(self.receipt)
+    }
+}
+
+/// Starts a serialized [`BrokerState`] that has the receipt key. A state serialized before
+/// has no marker and starts with its clock (i64 LE), which would have to be some 10^8 years
+/// ahead to read as these bytes.
+const STATE_MARKER: &[u8; 8] = b"DEPOTST2";
+
+/// The state as serialized before it held a receipt key, field for field.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StateV1 {
+    clock: Millis,
+    last_station_id: u64,
+    stations: BTreeMap<Name, StationState>,
+    names: BTreeMap<u64, Name>,
+    outbox: Outbox,
+}
+
+impl From<StateV1> for BrokerState {
+    fn from(v1: StateV1) -> BrokerState {
+        let StateV1 { clock, last_station_id, stations, names, outbox } = v1;
+        BrokerState { clock, last_station_id, stations, names, outbox, receipt_key: None, effects: Vec::new() }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BrokerState {
     /// max(previous clock, every envelope's `now`): the only time apply uses.
@@ -110,12 +152,30 @@ pub struct BrokerState {
     stations: BTreeMap<Name, StationState>,
     names: BTreeMap<u64, Name>,
     outbox: Outbox,
+    /// What receipts are sealed with; set once, by the first `InitReceiptKey` applied.
+    receipt_key: Option<ReceiptKey>,
     /// Not replicated: each replica's storage layer drains them after every apply.
     #[serde(skip)]
     effects: Vec<Effect>,
 }
 
 impl BrokerState {
+    /// The bytes a snapshot keeps of the state.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, bincode::Error> {
+        let mut out = STATE_MARKER.to_vec();
+        bincode::serialize_into(&mut out, self)?;
+        Ok(out)
+    }
+
+    /// Reads [`BrokerState::to_bytes`], or a state serialized before the receipt key existed
+    /// (it then has none, and the first fetch proposes one).
+    pub fn from_bytes(bytes: &[u8]) -> Result<BrokerState, bincode::Error> {
+        match bytes.strip_prefix(STATE_MARKER) {
+            Some(rest) => bincode::deserialize(rest),
+            None => bincode::deserialize::<StateV1>(bytes).map(BrokerState::from),
+        }
+    }
+
     pub fn apply(&mut self, env: &Envelope) -> Outcome {
         self.clock = self.clock.max(env.now);
         self.apply_command(&env.command).unwrap_or_else(Outcome::Error)
@@ -168,29 +228,17 @@ impl BrokerState {
                 let (state, mut ctx) = self.station_mut(station)?;
                 Ok(Outcome::Fetched(state.fetch(group, *max_messages, *max_bytes, &mut ctx)?))
             }
-            Command::Ack { station, group, receipts } => {
-                let (state, mut ctx) = self.station_mut(station)?;
-                let results = state.on_receipts(group, receipts, &mut ctx, |g, r, _| g.ack(r))?;
-                Ok(Outcome::Receipts(results))
-            }
+            Command::Ack { station, group, receipts } => self.settle(station, group, receipts, &SettleOp::Ack),
             Command::Nack { station, group, receipts, delay_ms } => {
-                let (state, mut ctx) = self.station_mut(station)?;
-                let results =
-                    state.on_receipts(group, receipts, &mut ctx, |g, r, dead| g.nack(r, now, *delay_ms, dead))?;
-                Ok(Outcome::Receipts(results))
+                self.settle(station, group, receipts, &SettleOp::Nack { delay_ms: *delay_ms })
             }
             Command::Extend { station, group, receipts, ack_wait_ms } => {
-                let (state, mut ctx) = self.station_mut(station)?;
-                let results = state.on_receipts(group, receipts, &mut ctx, |g, r, _| g.extend(r, now, *ack_wait_ms))?;
-                Ok(Outcome::Receipts(results))
+                self.settle(station, group, receipts, &SettleOp::Extend { ack_wait_ms: *ack_wait_ms })
             }
             Command::DeadLetter { station, group, receipts, reason } => {
-                let (state, mut ctx) = self.station_mut(station)?;
-                let reason = reason.as_deref();
-                let results =
-                    state.on_receipts(group, receipts, &mut ctx, |g, r, dead| g.dead_letter(r, reason, dead))?;
-                Ok(Outcome::Receipts(results))
+                self.settle(station, group, receipts, &SettleOp::DeadLetter { reason: reason.clone() })
             }
+            Command::Settle { station, group, receipts, op } => self.settle(station, group, receipts, op),
             Command::Redrive { station, selector } => {
                 let (state, mut ctx) = self.station_mut(station)?;
                 Ok(Outcome::Redriven(state.redrive(selector, &mut ctx)))
@@ -211,7 +259,27 @@ impl BrokerState {
                 self.outbox.advance(*upto);
                 Ok(Outcome::Ticked)
             }
+            Command::InitReceiptKey { key } => Ok(Outcome::ReceiptKey(*self.receipt_key.get_or_insert(*key))),
         }
+    }
+
+    /// Applies `op` to each receipt in order; a receipt bound to another incarnation of the
+    /// station answers `Unknown` and changes nothing.
+    fn settle<R: Settled>(
+        &mut self,
+        station: &str,
+        group: &str,
+        receipts: &[R],
+        op: &SettleOp,
+    ) -> Result<Outcome, CommandError> {
+        let now = self.clock;
+        let (state, mut ctx) = self.station_mut(station)?;
+        let id = state.id;
+        let results = state.on_receipts(group, receipts, &mut ctx, |g, r, dead| match r.on_station(id) {
+            Some(receipt) => g.settle(receipt, op, now, dead),
+            None => ReceiptResult::Unknown,
+        })?;
+        Ok(Outcome::Receipts(results))
     }
 
     fn put_station(&mut self, name: &str, config: &StationConfig) -> Result<Outcome, CommandError> {
@@ -239,6 +307,11 @@ impl BrokerState {
 
     pub fn clock(&self) -> Millis {
         self.clock
+    }
+
+    /// The key receipts are sealed with, once the first `InitReceiptKey` has applied.
+    pub fn receipt_key(&self) -> Option<ReceiptKey> {
+        self.receipt_key
     }
 
     pub fn station_id(&self, station: &str) -> Option<u64> {

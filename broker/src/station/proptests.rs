@@ -1,5 +1,6 @@
 //! Consumer-group rules over random interleavings of produce, fetch, ack, nack, extend,
-//! dead-letter and tick, with two groups and consumers that sometimes lose receipts.
+//! dead-letter and tick, with two groups and consumers that sometimes lose receipts or hand in
+//! one bound to another incarnation of the station.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,6 +51,12 @@ enum Op {
         g: usize,
         pick: usize,
     },
+    /// Hands in a held receipt bound to another incarnation of the station: it must be Unknown
+    /// and change nothing.
+    AckElsewhere {
+        g: usize,
+        pick: usize,
+    },
     Tick,
 }
 
@@ -64,7 +71,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (g.clone(), any::<usize>(), 1u16..3_000).prop_map(|(g, pick, wait_ms)| Op::Extend { g, pick, wait_ms }),
         1 => (g.clone(), any::<usize>()).prop_map(|(g, pick)| Op::DeadLetter { g, pick }),
         1 => (g.clone(), any::<usize>()).prop_map(|(g, pick)| Op::Lose { g, pick }),
-        1 => (g, any::<usize>()).prop_map(|(g, pick)| Op::AckOld { g, pick }),
+        1 => (g.clone(), any::<usize>()).prop_map(|(g, pick)| Op::AckOld { g, pick }),
+        1 => (g, any::<usize>()).prop_map(|(g, pick)| Op::AckElsewhere { g, pick }),
         1 => Just(Op::Tick),
     ]
 }
@@ -199,7 +207,13 @@ impl Run {
             Op::Fetch { g, max } => self.fetch(g, max),
             Op::Ack { g, pick } => {
                 let Some(receipt) = self.take_held(g, pick) else { return };
-                let command = Command::Ack { station: ST.into(), group: GROUPS[g].into(), receipts: vec![receipt] };
+                let station_id = self.state.station_id(ST).expect("station");
+                let command = Command::Settle {
+                    station: ST.into(),
+                    group: GROUPS[g].into(),
+                    receipts: vec![BoundReceipt { station_id, receipt }],
+                    op: SettleOp::Ack,
+                };
                 if self.receipts(g, command, receipt) == ReceiptResult::Ok {
                     assert!(self.models[g].acked.insert(receipt.offset), "acked twice");
                 }
@@ -253,6 +267,25 @@ impl Run {
                 let command = Command::Ack { station: ST.into(), group: GROUPS[g].into(), receipts: vec![receipt] };
                 assert_eq!(self.receipts(g, command, receipt), ReceiptResult::Stale);
                 assert_eq!(bincode::serialize(&self.state).expect("serialize"), before, "a stale ack changed state");
+            }
+            Op::AckElsewhere { g, pick } => {
+                let held = &self.models[g].held;
+                let Some(receipt) = held.get(pick % held.len().max(1)).copied() else { return };
+                let station_id = self.state.station_id(ST).expect("station") + 1;
+                let before = bincode::serialize(&self.state).expect("serialize");
+                self.now = self.state.clock();
+                let command = Command::Settle {
+                    station: ST.into(),
+                    group: GROUPS[g].into(),
+                    receipts: vec![BoundReceipt { station_id, receipt }],
+                    op: SettleOp::Ack,
+                };
+                assert_eq!(self.apply(command), Outcome::Receipts(vec![ReceiptResult::Unknown]));
+                assert_eq!(
+                    bincode::serialize(&self.state).expect("serialize"),
+                    before,
+                    "another station's receipt changed state"
+                );
             }
             Op::Tick => {
                 self.apply(Command::Tick);

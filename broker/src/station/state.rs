@@ -10,7 +10,7 @@ use super::group::Group;
 use super::index::MessageIndex;
 use super::types::{
     CommandError, Delivery, GroupConfig, GroupView, ItemError, MessageMeta, Millis, Name, NewMessage, Produced,
-    Receipt, ReceiptResult, RedriveSelector, SeekTo, StartPosition, StationConfig, StationStats, StationView,
+    ReceiptResult, RedriveSelector, SeekTo, StartPosition, StationConfig, StationStats, StationView,
 };
 use super::{after, Effect};
 
@@ -196,12 +196,12 @@ impl StationState {
     }
 
     /// Applies `op` to each receipt in order, then records what died and enforces retention.
-    pub(crate) fn on_receipts(
+    pub(crate) fn on_receipts<R: Copy>(
         &mut self,
         name: &str,
-        receipts: &[Receipt],
+        receipts: &[R],
         ctx: &mut Ctx,
-        mut op: impl FnMut(&mut Group, Receipt, &mut Vec<Dead>) -> ReceiptResult,
+        mut op: impl FnMut(&mut Group, R, &mut Vec<Dead>) -> ReceiptResult,
     ) -> Result<Vec<ReceiptResult>, CommandError> {
         let mut dead = Vec::new();
         let group = self.groups.get_mut(name).ok_or_else(|| group_not_found(&self.name, name))?;

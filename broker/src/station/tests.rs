@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::receipt::ReceiptKey;
 
 const ST: &str = "orders";
 
@@ -837,10 +838,11 @@ fn snapshot_round_trip_then_restore_gives_identical_state() {
     h.nack("a", &[a[1].receipt], 100);
     let b = h.fetch("b", 1);
     h.dead_letter("b", &receipts_of(&b), Some("x"));
+    h.run(Command::InitReceiptKey { key: ReceiptKey::from_bytes([3; 32]) });
     h.s.take_effects();
 
-    let bytes = bincode::serialize(&h.s).expect("serialize");
-    let mut copy: BrokerState = bincode::deserialize(&bytes).expect("deserialize");
+    let bytes = h.s.to_bytes().expect("serialize");
+    let mut copy = BrokerState::from_bytes(&bytes).expect("deserialize");
     for (id, _) in copy.stations() {
         let (first, next) = copy.station_offsets(id).expect("offsets");
         let metas: Vec<MessageMeta> = (first..next).filter_map(|o| h.s.message_meta(id, o)).collect();
@@ -851,7 +853,8 @@ fn snapshot_round_trip_then_restore_gives_identical_state() {
     assert_eq!(copy.dead_letters(ST), h.s.dead_letters(ST));
     assert_eq!(copy.outbox(100), h.s.outbox(100));
     assert_eq!(copy.next_tick_at(), h.s.next_tick_at());
-    assert_eq!(bincode::serialize(&copy).expect("serialize"), bytes);
+    assert_eq!(copy.receipt_key(), Some(ReceiptKey::from_bytes([3; 32])));
+    assert_eq!(copy.to_bytes().expect("serialize"), bytes);
 
     // Both go on identically, including time-driven work that needs the restored metas.
     let script = [
@@ -897,4 +900,93 @@ fn put_group_says_whether_it_created() {
         |h: &mut H| h.run(Command::PutGroup { station: ST.into(), group: "g".into(), config: GroupConfig::default() });
     assert!(matches!(put(&mut h), Outcome::GroupPut { created: true, .. }));
     assert!(matches!(put(&mut h), Outcome::GroupPut { created: false, .. }));
+}
+
+fn bound(station_id: u64, deliveries: &[Delivery]) -> Vec<BoundReceipt> {
+    deliveries.iter().map(|d| BoundReceipt { station_id, receipt: d.receipt }).collect()
+}
+
+fn settle(h: &mut H, group: &str, receipts: Vec<BoundReceipt>, op: SettleOp) -> Vec<ReceiptResult> {
+    h.receipts(Command::Settle { station: ST.into(), group: group.into(), receipts, op })
+}
+
+#[test]
+fn settle_acts_only_on_the_station_incarnation_its_receipts_are_bound_to() {
+    let mut h = H::new();
+    let old_id = h.s.station_id(ST).expect("station");
+    h.group("g", GroupConfig::default());
+    h.produce(1);
+    let old = h.fetch("g", 1);
+    h.run(Command::DeleteStation { station: ST.into() });
+    h.run(Command::PutStation { station: ST.into(), config: StationConfig::default() });
+    let new_id = h.s.station_id(ST).expect("station");
+    assert_ne!(new_id, old_id, "station ids are never reused");
+    h.group("g", GroupConfig::default());
+    h.produce(1);
+    let new = h.fetch("g", 1);
+    assert_eq!(new[0].receipt, old[0].receipt, "the same offset and delivery number on the new station");
+
+    assert_eq!(settle(&mut h, "g", bound(old_id, &old), SettleOp::Ack), vec![Unknown]);
+    assert_eq!(h.view("g").pending, 1, "an old incarnation's receipt changed nothing");
+    let mixed = [bound(old_id, &old), bound(new_id, &new)].concat();
+    assert_eq!(settle(&mut h, "g", mixed, SettleOp::Ack), vec![Unknown, ROk]);
+    assert_eq!(h.view("g").pending, 0);
+}
+
+#[test]
+fn settle_does_what_each_op_says() {
+    let mut h = H::new();
+    let id = h.s.station_id(ST).expect("station");
+    h.group("g", group_config(1_000, 5));
+    h.produce(3);
+    let d = h.fetch("g", 3);
+    let extend = SettleOp::Extend { ack_wait_ms: 5_000 };
+    assert_eq!(settle(&mut h, "g", bound(id, &d[..1]), extend), vec![ROk]);
+    assert_eq!(settle(&mut h, "g", bound(id, &d[1..2]), SettleOp::Nack { delay_ms: 0 }), vec![ROk]);
+    let dead = SettleOp::DeadLetter { reason: Some("bad".into()) };
+    assert_eq!(settle(&mut h, "g", bound(id, &d[2..]), dead), vec![ROk]);
+    assert_eq!(h.dead()[0].last_error.as_deref(), Some("bad"));
+    let again = h.at(2_000).fetch("g", 3);
+    assert_eq!(offsets(&again), vec![1], "extended past 2_000, nacked back, dead-lettered gone");
+    assert_eq!(settle(&mut h, "g", bound(id, &d[..1]), SettleOp::Ack), vec![ROk]);
+    assert_eq!(settle(&mut h, "g", bound(id, &d[1..2]), SettleOp::Ack), vec![Stale]);
+}
+
+#[test]
+fn the_first_receipt_key_applied_stays() {
+    let mut h = H::new();
+    assert_eq!(h.s.receipt_key(), None);
+    let (first, second) = (ReceiptKey::from_bytes([1; 32]), ReceiptKey::from_bytes([2; 32]));
+    assert_eq!(h.run(Command::InitReceiptKey { key: first }), Outcome::ReceiptKey(first));
+    assert_eq!(h.run(Command::InitReceiptKey { key: second }), Outcome::ReceiptKey(first));
+    assert_eq!(h.s.receipt_key(), Some(first));
+}
+
+#[test]
+fn a_state_serialized_before_receipt_keys_still_reads() {
+    let mut h = H::new();
+    h.group("g", GroupConfig::default());
+    h.produce(3);
+    let d = h.fetch("g", 2);
+    h.ack("g", &receipts_of(&d[..1]));
+    h.s.take_effects();
+    // What the previous version wrote: these fields, in this order, and no marker.
+    let s = &h.s;
+    let v1 = StateV1 {
+        clock: s.clock,
+        last_station_id: s.last_station_id,
+        stations: s.stations.clone(),
+        names: s.names.clone(),
+        outbox: s.outbox.clone(),
+    };
+    let legacy = bincode::serialize(&v1).expect("serialize");
+    let mut read = BrokerState::from_bytes(&legacy).expect("a legacy state reads");
+    assert_eq!(read.receipt_key(), None);
+    assert_eq!(read.clock(), h.s.clock());
+    let (id, _) = read.stations()[0].clone();
+    let metas: Vec<MessageMeta> = (0..3).filter_map(|o| h.s.message_meta(id, o)).collect();
+    read.restore_messages(id, metas);
+    assert_eq!(read.list_stations(), h.s.list_stations());
+    assert_eq!(read.to_bytes().expect("serialize"), h.s.to_bytes().expect("serialize"));
+    assert!(BrokerState::from_bytes(&legacy[..legacy.len() - 1]).is_err(), "a truncated state is refused");
 }

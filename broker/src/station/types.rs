@@ -6,6 +6,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::receipt::ReceiptKey;
+
 /// Unix time in milliseconds, as stamped by the leader.
 pub type Millis = i64;
 
@@ -112,6 +114,33 @@ pub struct Receipt {
     pub delivery: u64,
 }
 
+/// A receipt together with the station incarnation (the station's id, never reused) it was
+/// handed out by, as opened from a sealed receipt (see [`crate::receipt`]). It settles nothing
+/// on a station of another id, such as one deleted and re-created under the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BoundReceipt {
+    pub station_id: u64,
+    pub receipt: Receipt,
+}
+
+/// What [`Command::Settle`] does to each delivery it names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettleOp {
+    Ack,
+    /// Redeliver after `delay_ms`.
+    Nack {
+        delay_ms: u64,
+    },
+    /// Push the ack deadline to `ack_wait_ms` from now.
+    Extend {
+        ack_wait_ms: u64,
+    },
+    /// Dead-letter now, with `reason` as the last error.
+    DeadLetter {
+        reason: Option<String>,
+    },
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SeekTo {
     Offset(u64),
@@ -177,6 +206,9 @@ pub enum Command {
         max_messages: u32,
         max_bytes: Option<u64>,
     },
+    /// `Ack`, `Nack`, `Extend` and `DeadLetter` take receipts as a fetch returned them, trusted
+    /// as they are: for in-process callers and for entries written before receipts were bound
+    /// to their station. What consumers hand in goes through [`Command::Settle`].
     Ack {
         station: Name,
         group: Name,
@@ -213,6 +245,19 @@ pub enum Command {
     /// The outbox consumer has durably taken every outbox entry with `seq <= upto`.
     OutboxAdvance {
         upto: u64,
+    },
+    /// Sets the key receipts are sealed with, unless one is set already (the first wins, so
+    /// concurrent proposals agree). Answers `Outcome::ReceiptKey` with the key in force.
+    InitReceiptKey {
+        key: ReceiptKey,
+    },
+    /// Settles receipts opened from sealed ones: each acts only if its station id is the
+    /// station's current one, else it answers `Unknown`.
+    Settle {
+        station: Name,
+        group: Name,
+        receipts: Vec<BoundReceipt>,
+        op: SettleOp,
     },
 }
 
@@ -286,6 +331,8 @@ pub enum Outcome {
     Redriven(u64),
     Ticked,
     Error(CommandError),
+    /// Answer to `InitReceiptKey`: the key in force.
+    ReceiptKey(ReceiptKey),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

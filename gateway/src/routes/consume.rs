@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{post, web};
-use depot_broker::station::{Command, Outcome, Receipt, ReceiptResult};
+use depot_broker::station::{ReceiptResult, SettleOp};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -12,7 +12,6 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::auth::extract::Consume;
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
-use crate::routes::unexpected;
 use crate::wire::{self, rfc3339, RenderedPayload};
 use crate::AppState;
 
@@ -148,20 +147,15 @@ async fn fetch(
     if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::InvalidRequest(format!("wait_ms must be 0-{MAX_WAIT_MS}, not {wait_ms}")));
     }
-    let applied =
+    let fetched =
         state.broker.fetch(&station, &group, max_messages, req.max_bytes, Duration::from_millis(wait_ms)).await?;
-    let deliveries = match applied.outcome {
-        Outcome::Fetched(d) => d,
-        other => return Err(unexpected(other)),
-    };
-    if deliveries.len() != applied.messages.len() {
-        return Err(ApiError::Internal("fetch answered deliveries and messages of different lengths".to_owned()));
-    }
-    let messages = deliveries
+    let messages = fetched
+        .deliveries
         .into_iter()
-        .zip(applied.messages)
-        .map(|(d, m)| Message {
-            receipt: wire::encode_receipt(d.receipt),
+        .zip(fetched.messages)
+        .zip(fetched.receipts)
+        .map(|((d, m), receipt)| Message {
+            receipt: wire::encode_receipt(&receipt),
             offset: m.offset,
             attempt: d.attempt,
             produced_at: rfc3339(m.produced_at),
@@ -174,42 +168,28 @@ async fn fetch(
     Ok(web::Json(FetchResult { messages }))
 }
 
-/// Decodes what it can; an undecodable receipt answers `unknown_receipt` in its slot.
+/// Settles receipts as sealed by fetch; one that does not decode or open (another station's or
+/// group's, made up, tampered with) answers `unknown_receipt` in its slot.
 async fn settle(
     state: &AppState,
     station: String,
     group: String,
     receipts: Vec<String>,
-    command: impl FnOnce(String, String, Vec<Receipt>) -> Command,
+    op: SettleOp,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {
         return Err(ApiError::InvalidRequest(format!("give 1-{MAX_RECEIPTS} receipts, not {}", receipts.len())));
     }
-    let decoded: Vec<Option<Receipt>> = receipts.iter().map(|r| wire::decode_receipt(r)).collect();
-    let valid: Vec<Receipt> = decoded.iter().flatten().copied().collect();
-    let answered = if valid.is_empty() {
-        state.broker.barrier().await?;
-        state.broker.group(&station, &group)?;
-        Vec::new()
-    } else {
-        match state.broker.submit(command(station, group, valid)).await?.outcome {
-            Outcome::Receipts(r) => r,
-            other => return Err(unexpected(other)),
-        }
-    };
-    let mut answered = answered.into_iter();
-    let results = decoded
-        .iter()
-        .map(|d| match d {
-            None => Ok(ReceiptStatus::UnknownReceipt),
-            Some(_) => match answered.next() {
-                Some(ReceiptResult::Ok) => Ok(ReceiptStatus::Ok),
-                Some(ReceiptResult::Stale) => Ok(ReceiptStatus::StaleReceipt),
-                Some(ReceiptResult::Unknown) => Ok(ReceiptStatus::UnknownReceipt),
-                None => Err(ApiError::Internal("fewer receipt results than receipts".to_owned())),
-            },
+    let sealed: Vec<Vec<u8>> = receipts.iter().map(|r| wire::decode_receipt(r).unwrap_or_default()).collect();
+    let answered = state.broker.settle(&station, &group, &sealed, op).await?;
+    let results = answered
+        .into_iter()
+        .map(|r| match r {
+            ReceiptResult::Ok => ReceiptStatus::Ok,
+            ReceiptResult::Stale => ReceiptStatus::StaleReceipt,
+            ReceiptResult::Unknown => ReceiptStatus::UnknownReceipt,
         })
-        .collect::<Result<_, _>>()?;
+        .collect();
     Ok(web::Json(ReceiptResults { results }))
 }
 
@@ -233,10 +213,7 @@ async fn ack(
     body: wire::Json<ReceiptsRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
-    let answered = settle(&state, station, group, body.into_inner().receipts, |station, group, receipts| {
-        Command::Ack { station, group, receipts }
-    })
-    .await?;
+    let answered = settle(&state, station, group, body.into_inner().receipts, SettleOp::Ack).await?;
     crate::metrics::Metrics::add(&state.metrics.acked, settled(&answered));
     Ok(answered)
 }
@@ -267,13 +244,7 @@ async fn nack(
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let NackRequest { receipts, delay_ms } = body.into_inner();
-    settle(&state, station, group, receipts, |station, group, receipts| Command::Nack {
-        station,
-        group,
-        receipts,
-        delay_ms: delay_ms.unwrap_or(0),
-    })
-    .await
+    settle(&state, station, group, receipts, SettleOp::Nack { delay_ms: delay_ms.unwrap_or(0) }).await
 }
 
 /// Push the ack deadline of deliveries to `ack_wait_ms` from now.
@@ -300,13 +271,7 @@ async fn extend(
     if ack_wait_ms == 0 {
         return Err(ApiError::InvalidRequest("ack_wait_ms must be positive".to_owned()));
     }
-    settle(&state, station, group, receipts, |station, group, receipts| Command::Extend {
-        station,
-        group,
-        receipts,
-        ack_wait_ms,
-    })
-    .await
+    settle(&state, station, group, receipts, SettleOp::Extend { ack_wait_ms }).await
 }
 
 /// Send deliveries to the dead-letter store now.
@@ -330,13 +295,7 @@ async fn dead_letter(
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let DeadLetterRequest { receipts, reason } = body.into_inner();
-    let answered = settle(&state, station, group, receipts, |station, group, receipts| Command::DeadLetter {
-        station,
-        group,
-        receipts,
-        reason,
-    })
-    .await?;
+    let answered = settle(&state, station, group, receipts, SettleOp::DeadLetter { reason }).await?;
     crate::metrics::Metrics::add(&state.metrics.dead_lettered, settled(&answered));
     Ok(answered)
 }
