@@ -1,8 +1,9 @@
 //! Failover scenarios on a real 3-node cluster (`depot serve` processes on loopback, links
 //! through fault-injecting proxies, one Postgres database): a follower then the leader killed,
 //! two of three down, the whole cluster killed, a wiped data dir, an isolated leader, a node
-//! added and removed, `--wait-for`, and `depot admin inspect` after a dirty stop. Every wait is a
-//! poll with a deadline; a failure shows the tail of every node's stderr.
+//! added and removed, `--wait-for`, `depot admin inspect` after a dirty stop, and a follower's
+//! disk full. Every wait is a poll with a deadline; a failure shows the tail of every node's
+//! stderr.
 
 #![allow(clippy::unwrap_used)]
 
@@ -449,4 +450,39 @@ fn a_follower_paused_through_large_batches_catches_up_and_can_take_over() {
     // Caught up for real: with the old leader gone it holds the quorum with the other node.
     c.kill(leader);
     produce_all(&c, &c.running(), &values("after", 10));
+}
+
+#[test]
+fn a_followers_full_disk_keeps_the_cluster_writing_and_it_catches_up_once_space_is_freed() {
+    // Nodes 1 and 2 go active alone; node 3 starts on a small tmpfs of its own.
+    let mut c = Cluster::start_with(3, Some(2), &[1, 2]);
+    let disk = e2e::Tmpfs::mount_at(c.data_dir(3), "160m");
+    c.launch(3);
+    c.wait_ready(Duration::from_secs(60));
+    c.create_station(STATION);
+    let leader = c.wait_leader(Duration::from_secs(30));
+    assert_ne!(leader, 3, "the node on the small disk leads; this test needs it to follow");
+
+    let ballast = disk.path().join("ballast");
+    e2e::write_ballast(&ballast, e2e::free_bytes(disk.path()) - (4 << 20));
+    let blob = json!({ "blob": "x".repeat(256 << 10) });
+    let messages = 30u64;
+    for i in 0..messages {
+        let r = c.call(leader, "POST", &format!("/v1/stations/{STATION}/messages"), Some(&blob));
+        assert_eq!(r.status, 201, "message {i} with a follower's disk full: {r:?}");
+    }
+    c.eventually(Duration::from_secs(30), "node 3 to report itself unready on its full disk", || {
+        (!c.ready(3)).then_some(())
+    });
+
+    std::fs::remove_file(&ballast).unwrap();
+    c.eventually(Duration::from_secs(60), "node 3 to catch up once space is freed", || {
+        let r = c.try_call(3, "GET", &format!("/v1/stations/{STATION}"), None, Duration::from_secs(5)).ok()?;
+        (r.status == 200 && r.body["stats"]["messages"] == json!(messages)).then_some(())
+    });
+    c.eventually(Duration::from_secs(30), "node 3 ready again", || c.ready(3).then_some(()));
+    let log = c.launch_stderr(3);
+    assert!(log.contains("the Raft core was rebuilt from disk"), "node 3 never failed a write: {log}");
+    drop(c);
+    drop(disk);
 }

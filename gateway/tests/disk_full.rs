@@ -9,61 +9,11 @@
 
 mod e2e;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e::*;
 use serde_json::{json, Value};
-
-/// A tmpfs mounted on a fresh temp dir, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "depot-disk-full-test"])
-            .arg(dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("this test mounts a tmpfs and needs `mount` (util-linux): {e}"));
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs and must run as root (CI does): mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
-fn free_bytes(path: &Path) -> u64 {
-    let st = rustix::fs::statvfs(path).unwrap();
-    st.f_bavail * st.f_frsize
-}
-
-/// Fills `path` with `bytes` of data (not a sparse file: tmpfs counts what is written).
-fn write_ballast(path: &Path, bytes: u64) {
-    let chunk = vec![0x5au8; 1 << 20];
-    let mut file = std::fs::File::create(path).unwrap();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        std::io::Write::write_all(&mut file, &chunk[..n]).unwrap();
-        left -= n as u64;
-    }
-}
 
 fn produce(server: &Server, body: &[u8]) -> Response {
     send(server.addr, Some(&server.token), "POST", "/v1/stations/big/messages", &[("Content-Type", "text/plain")], body)
