@@ -213,27 +213,60 @@ async fn external_eddsa_tokens_get_only_their_scopes() {
     send(&app, bearer(produce("orders"), &bare)).await.problem(403, "forbidden");
 }
 
+/// Issue 12, item 8: create member carol, log in (token T), delete carol, re-create carol as
+/// admin: T, carol's refresh token and carol's API key must never work again, whatever the new
+/// carol may do. Everything happens within one second, as an attacker would do it.
 #[actix_web::test]
 async fn a_recreated_user_does_not_revive_old_tokens() {
     let n = node().await;
     let app = test::init_service(app(n.state())).await;
-    let user = json!({"username": "zed", "password": "zed-password", "role": "member"});
-    // The first "zed" was created two minutes ago and got a token a minute ago.
+    let carol = |role: &str| json!({"username": "carol", "password": "carol-password", "role": role});
+    send(&app, post_json("/v1/users", carol("member"))).await.ok(201);
+    let pair = send(&app, login("carol", "carol-password")).await.ok(200).clone();
+    let old_token = pair["access_token"].as_str().unwrap().to_owned();
+    let old_refresh = pair["refresh_token"].as_str().unwrap().to_owned();
+    let scopes = json!([{"stations": "*", "actions": ["produce", "consume", "manage"]}]);
+    let key = send(&app, bearer(post_json("/v1/api-keys", json!({"name": "k", "scopes": scopes})), &old_token)).await;
+    let old_key = key.ok(201)["key"].as_str().unwrap().to_owned();
+    assert_eq!(send(&app, bearer(get("/v1/stations"), &old_token)).await.status, 200);
+    assert_eq!(send(&app, bearer(get("/v1/stations"), &old_key)).await.status, 200);
+
+    assert_eq!(send(&app, delete("/v1/users/carol")).await.status, 204);
+    send(&app, post_json("/v1/users", carol("admin"))).await.ok(201);
+
+    let mallory = json!({"username": "mallory", "password": "mallory-password", "role": "admin"});
+    for old in [&old_token, &old_key] {
+        send(&app, bearer(get("/v1/stations"), old)).await.problem(401, "unauthorized");
+        send(&app, bearer(get("/v1/users"), old)).await.problem(401, "unauthorized");
+        send(&app, bearer(post_json("/v1/users", mallory.clone()), old)).await.problem(401, "unauthorized");
+    }
+    send(&app, anonymous(post_json("/v1/auth/refresh", json!({"refresh_token": old_refresh}))))
+        .await
+        .problem(401, "unauthorized");
+    send(&app, anonymous(post_json("/v1/auth/token", json!({"api_key": old_key})))).await.problem(401, "unauthorized");
+    send(&app, login("mallory", "mallory-password")).await.problem(401, "unauthorized");
+
+    // The new carol is herself, with her own role.
+    let fresh = send(&app, login("carol", "carol-password")).await.ok(200)["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(send(&app, bearer(get("/v1/users"), &fresh)).await.status, 200);
+}
+
+/// Access tokens name the user by an immutable id, not by name: a token forged with a username
+/// in `sub` (as tokens were before user ids) is refused.
+#[actix_web::test]
+async fn a_username_in_sub_is_not_a_user() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
     let now = chrono::Utc::now().timestamp();
-    let first = depot_gateway::meta::User {
-        username: "zed".into(),
-        password_hash: "$argon2id$unused".into(),
-        role: depot_gateway::meta::Role::Member,
-        created_at: (now - 120) * 1000,
-    };
-    n.auth.store().create_user(&first).await.unwrap();
-    let claims = json!({"sub": "zed", "kind": "user", "role": "member", "exp": now + 600, "iat": now - 60,
-                        "nbf": now - 60, "iss": "depot", "aud": "depot", "jti": "old"});
+    let claims = json!({"sub": "admin", "kind": "user", "role": "admin", "exp": now + 600, "iat": now,
+                        "nbf": now, "iss": "depot", "aud": "depot", "jti": "old"});
     let old = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
-    assert_eq!(send(&app, bearer(get("/v1/stations"), &old)).await.status, 200);
-    assert_eq!(send(&app, delete("/v1/users/zed")).await.status, 204);
-    send(&app, post_json("/v1/users", user)).await.ok(201);
     send(&app, bearer(get("/v1/stations"), &old)).await.problem(401, "unauthorized");
-    let fresh = send(&app, login("zed", "zed-password")).await.ok(200)["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(send(&app, bearer(get("/v1/stations"), &fresh)).await.status, 200);
+    let admin = n.auth.store().user("admin").await.unwrap().unwrap();
+    assert!(admin.id.starts_with("usr_"), "{admin:?}");
+    let claims = json!({"sub": admin.id, "kind": "user", "role": "member", "exp": now + 600, "iat": now,
+                        "nbf": now, "iss": "depot", "aud": "depot", "jti": "new"});
+    let by_id =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+    assert_eq!(send(&app, bearer(get("/v1/users"), &by_id)).await.status, 200, "the role comes from the store");
 }

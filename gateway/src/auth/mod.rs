@@ -95,6 +95,8 @@ pub struct Principal {
     /// The user behind it: the user themselves, or the owner of the API key (an external
     /// subject for external tokens).
     pub owner: String,
+    /// The immutable [`User::id`] of `owner`; `None` for external tokens, which name no Depot user.
+    pub owner_id: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,8 +109,15 @@ pub enum PrincipalKind {
 
 impl Principal {
     /// A user acting in person, with everything their role allows.
-    pub fn user(username: String, role: Role) -> Principal {
-        Principal { owner: username.clone(), subject: username, kind: PrincipalKind::User, role, scopes: None }
+    pub fn user(user: &User) -> Principal {
+        Principal {
+            owner: user.username.clone(),
+            subject: user.username.clone(),
+            owner_id: Some(user.id.clone()),
+            kind: PrincipalKind::User,
+            role: user.role,
+            scopes: None,
+        }
     }
 
     /// Whether the principal may do `action` on `station`. Admins and members alike may act on
@@ -144,6 +153,8 @@ impl Principal {
 /// The claims of our access tokens. Never a password.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
+    /// A user's immutable id (`usr_...`) or an API key's id (`key_...`), as `kind` says; never a
+    /// username, which a later user may take.
     pub sub: String,
     pub kind: PrincipalKind,
     pub role: Role,
@@ -247,6 +258,7 @@ impl<T: Clone> Cached<T> {
 struct KeyGrant {
     id: String,
     owner: String,
+    owner_id: String,
     owner_role: Role,
     scopes: Arc<[Scope]>,
     expires_at: Option<Millis>,
@@ -256,8 +268,8 @@ struct KeyGrant {
 struct Caches {
     keys_by_digest: HashMap<Digest, Cached<Option<KeyGrant>>>,
     keys_by_id: HashMap<String, Cached<Option<KeyGrant>>>,
-    /// A user's role and creation time (Unix ms), or `None` when there is no such user.
-    users: HashMap<String, Cached<Option<(Role, Millis)>>>,
+    /// By user id: the user's name and role, or `None` when there is no such user.
+    users: HashMap<String, Cached<Option<(String, Role)>>>,
     /// Bumped by every invalidation. A lookup that started before a bump does not cache its
     /// answer: it may describe what was just deleted.
     generation: u64,
@@ -350,8 +362,15 @@ impl Auth {
     /// Signs an access token for `principal`.
     pub fn access_token(&self, principal: &Principal) -> Result<String, ApiError> {
         let now = u64::try_from(now_millis() / 1000).unwrap_or(0);
+        let sub = match principal.kind {
+            PrincipalKind::User => principal
+                .owner_id
+                .clone()
+                .ok_or_else(|| ApiError::Internal("a user principal without a user id".to_owned()))?,
+            PrincipalKind::ApiKey | PrincipalKind::External => principal.subject.clone(),
+        };
         let claims = Claims {
-            sub: principal.subject.clone(),
+            sub,
             kind: principal.kind,
             role: principal.role,
             scopes: principal.scopes.as_ref().map(|s| s.to_vec()),
@@ -372,7 +391,7 @@ impl Auth {
         let now = now_millis();
         let record = crate::meta::RefreshToken {
             digest: digest(&refresh_token),
-            family: refresh_family(principal),
+            family: refresh_family(principal)?,
             username: principal.owner.clone(),
             issued_at: now,
             expires_at: now + millis(self.config.refresh_ttl),
@@ -394,7 +413,7 @@ impl Auth {
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         match user {
-            Some(u) if ok => Ok(Principal::user(u.username, u.role)),
+            Some(u) if ok => Ok(Principal::user(&u)),
             _ => Err(ApiError::Unauthorized("wrong username or password".to_owned())),
         }
     }
@@ -432,12 +451,26 @@ impl Auth {
         }
     }
 
-    /// Who a refresh family belongs to: its user, or the API key named in the family.
+    /// Who a refresh family belongs to: the user or the API key its name binds it to (see
+    /// [`refresh_family`]), if they still exist. A family of an older format names neither: it is
+    /// refused, so its holder logs in again.
     async fn principal_for_refresh(&self, owner: &str, family: &str) -> Result<Option<Principal>, ApiError> {
         if let Some((id, _)) = family.strip_prefix("api_key:").and_then(|rest| rest.rsplit_once(':')) {
-            return Ok(self.key_by_id(id).await?.map(|g| key_principal(&g)));
+            return Ok(self.key_by_id(id).await?.filter(|g| g.owner == owner).map(|g| key_principal(&g)));
         }
-        Ok(self.user_role(owner).await?.map(|role| Principal::user(owner.to_owned(), role)))
+        if let Some((user_id, _)) = family.strip_prefix("user:").and_then(|rest| rest.rsplit_once(':')) {
+            return Ok(self.user_by_id(user_id).await?.filter(|(name, _)| name == owner).map(|(username, role)| {
+                Principal {
+                    owner: username.clone(),
+                    subject: username,
+                    owner_id: Some(user_id.to_owned()),
+                    kind: PrincipalKind::User,
+                    role,
+                    scopes: None,
+                }
+            }));
+        }
+        Ok(None)
     }
 
     pub async fn revoke(&self, presented: &str) -> Result<(), ApiError> {
@@ -467,6 +500,7 @@ impl Auth {
                 let c = data.claims;
                 return Ok(Principal {
                     owner: c.sub.clone(),
+                    owner_id: None,
                     subject: c.sub,
                     kind: PrincipalKind::External,
                     role: c.role.unwrap_or(Role::Member),
@@ -478,17 +512,22 @@ impl Auth {
     }
 
     /// Our own token: its subject must still exist, so deleting a user or key ends its tokens.
+    /// A user is found by the immutable id in `sub`, so a token of a deleted user never works
+    /// again, even for a later user of the same name; the role comes from the store.
     async fn check_claims(&self, c: Claims) -> Result<Principal, ApiError> {
         let gone = || ApiError::Unauthorized("the token's subject no longer exists".to_owned());
         match c.kind {
             PrincipalKind::User => {
-                let (role, created_at) = self.user_entry(&c.sub).await?.ok_or_else(gone)?;
-                // A token issued before the user was (re-)created belongs to a deleted namesake.
-                if i64::try_from(c.iat).unwrap_or(i64::MAX) < created_at.div_euclid(1000) {
-                    return Err(gone());
-                }
+                let (username, role) = self.user_by_id(&c.sub).await?.ok_or_else(gone)?;
                 let scopes = c.scopes.map(Into::into);
-                Ok(Principal { owner: c.sub.clone(), subject: c.sub, kind: PrincipalKind::User, role, scopes })
+                Ok(Principal {
+                    owner: username.clone(),
+                    subject: username,
+                    owner_id: Some(c.sub),
+                    kind: PrincipalKind::User,
+                    role,
+                    scopes,
+                })
             }
             PrincipalKind::ApiKey => {
                 let grant = self.key_by_id(&c.sub).await?.ok_or_else(gone)?;
@@ -498,22 +537,21 @@ impl Auth {
         }
     }
 
-    async fn user_role(&self, username: &str) -> Result<Option<Role>, ApiError> {
-        Ok(self.user_entry(username).await?.map(|(role, _)| role))
+    /// The name and role of the user with this id, from the cache or the store.
+    async fn user_by_id(&self, id: &str) -> Result<Option<(String, Role)>, ApiError> {
+        let load = async { Ok(self.store.user_by_id(id).await.map_err(meta)?.map(|u| (u.username, u.role))) };
+        self.cached(|c| &mut c.users, id.to_owned(), load).await
     }
 
-    /// The user's role and creation time, from the cache or the store.
-    async fn user_entry(&self, username: &str) -> Result<Option<(Role, Millis)>, ApiError> {
-        let load = async { Ok(self.store.user(username).await.map_err(meta)?.map(|u| (u.role, u.created_at))) };
-        self.cached(|c| &mut c.users, username.to_owned(), load).await
-    }
-
+    /// A key grants its owner's role only while the owner is the very user who created it.
     async fn grant(&self, key: Option<ApiKey>) -> Result<Option<KeyGrant>, ApiError> {
         let Some(key) = key else { return Ok(None) };
-        let Some(owner_role) = self.user_role(&key.owner).await? else { return Ok(None) };
+        let owner = self.user_by_id(&key.owner_id).await?;
+        let Some((_, owner_role)) = owner.filter(|(name, _)| *name == key.owner) else { return Ok(None) };
         Ok(Some(KeyGrant {
             id: key.id,
             owner: key.owner,
+            owner_id: key.owner_id,
             owner_role,
             scopes: key.scopes.into(),
             expires_at: key.expires_at,
@@ -567,7 +605,8 @@ impl Auth {
         let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))??;
-        let user = User { username: username.to_owned(), password_hash, role, created_at: now_millis() };
+        let user =
+            User { id: new_user_id(), username: username.to_owned(), password_hash, role, created_at: now_millis() };
         self.store.create_user(&user).await.map_err(meta)?;
         self.forget(&Invalidation::User(username.to_owned()));
         Ok(user)
@@ -592,8 +631,9 @@ impl Auth {
         let mut caches = self.caches();
         caches.generation += 1;
         match what {
-            Invalidation::User(username) => {
-                caches.users.remove(username);
+            Invalidation::User(_) => {
+                // Users are cached by id, and the notice names a username: drop them all (rare).
+                caches.users.clear();
                 // A deleted user's keys are gone too; drop every cached key rather than track owners.
                 caches.keys_by_digest.clear();
                 caches.keys_by_id.clear();
@@ -618,6 +658,7 @@ impl Auth {
 fn key_principal(grant: &KeyGrant) -> Principal {
     Principal {
         owner: grant.owner.clone(),
+        owner_id: Some(grant.owner_id.clone()),
         subject: grant.id.clone(),
         kind: PrincipalKind::ApiKey,
         role: grant.owner_role,
@@ -625,14 +666,23 @@ fn key_principal(grant: &KeyGrant) -> Principal {
     }
 }
 
-/// A new refresh family. A family started by an API key login names the key, so a refresh
-/// answers that key's scopes (and nothing once it is deleted).
-fn refresh_family(principal: &Principal) -> String {
+/// A new refresh family, named after what it is bound to: `user:{user id}:{random}` for a
+/// password login, `api_key:{key id}:{random}` for an API key login (a refresh answers that key's
+/// scopes, and nothing once it is deleted). A refresh checks that this user or key still exists.
+fn refresh_family(principal: &Principal) -> Result<String, ApiError> {
     let id = b64(&random_bytes::<12>());
-    match principal.kind {
-        PrincipalKind::ApiKey => format!("api_key:{}:{id}", principal.subject),
-        PrincipalKind::User | PrincipalKind::External => id,
+    match (principal.kind, &principal.owner_id) {
+        (PrincipalKind::ApiKey, _) => Ok(format!("api_key:{}:{id}", principal.subject)),
+        (PrincipalKind::User, Some(user_id)) => Ok(format!("user:{user_id}:{id}")),
+        (PrincipalKind::User, None) | (PrincipalKind::External, _) => {
+            Err(ApiError::Internal("only Depot users and API keys get refresh tokens".to_owned()))
+        }
     }
+}
+
+/// A new user id: random, so never one a deleted user had.
+pub fn new_user_id() -> String {
+    format!("usr_{}", b64(&random_bytes::<12>()))
 }
 
 fn millis(d: Duration) -> Millis {
@@ -672,6 +722,7 @@ mod tests {
             role: Role::Admin,
             scopes: Some(vec![Scope { stations: "orders*".into(), actions: vec![Action::Produce] }].into()),
             owner: "admin".into(),
+            owner_id: Some("usr_x".into()),
         };
         assert!(p.allows(Action::Produce, "orders-eu"));
         assert!(!p.allows(Action::Consume, "orders-eu"));

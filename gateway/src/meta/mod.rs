@@ -64,6 +64,9 @@ impl Role {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
+    /// Immutable and never reused (`usr_...`, random): what tokens and keys are bound to, so
+    /// nothing of a deleted user works for a later user of the same name.
+    pub id: String,
     pub username: String,
     /// argon2 PHC string.
     pub password_hash: String,
@@ -104,6 +107,9 @@ pub struct ApiKey {
     pub name: String,
     /// The user who created it; the key never grants more than this user's role.
     pub owner: String,
+    /// The [`User::id`] of `owner` when the key was created: the key works only while the user
+    /// of that name still has this id.
+    pub owner_id: String,
     pub digest: Digest,
     pub scopes: Vec<Scope>,
     pub created_at: Millis,
@@ -212,9 +218,11 @@ pub trait MetadataStore: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// `Conflict` when the username is taken.
+    /// `Conflict` when the username or the id is taken.
     async fn create_user(&self, user: &User) -> Result<(), MetaError>;
     async fn user(&self, username: &str) -> Result<Option<User>, MetaError>;
+    /// The user with this [`User::id`].
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, MetaError>;
     /// Ordered by username.
     async fn users(&self) -> Result<Vec<User>, MetaError>;
     async fn user_count(&self) -> Result<u64, MetaError>;

@@ -121,11 +121,15 @@ async fn create_key(
     if expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::InvalidRequest("expires_at must be in the future".to_owned()));
     }
+    let owner_id = auth.principal.owner_id.clone().ok_or_else(|| {
+        ApiError::Forbidden("only a Depot user manages API keys; log in with a username and password".to_owned())
+    })?;
     let (secret, id) = auth::new_api_key();
     let key = ApiKey {
         id,
         name: body.name,
         owner: auth.principal.subject.clone(),
+        owner_id,
         digest: auth::digest(&secret),
         scopes,
         created_at: now,
