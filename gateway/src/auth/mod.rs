@@ -140,6 +140,18 @@ impl Principal {
         self.role == Role::Admin && self.scopes.is_none()
     }
 
+    /// Whether the principal may read `/metrics`, which names every station and group: an
+    /// administrator in person, an API key of an administrator whose scopes grant `metrics`, or
+    /// an external token whose scopes grant it (its issuer decides).
+    pub fn may_scrape_metrics(&self) -> bool {
+        let granted = || self.scopes.as_ref().is_some_and(|s| s.iter().any(|s| s.actions.contains(&Action::Metrics)));
+        self.is_admin()
+            || match self.kind {
+                PrincipalKind::External => granted(),
+                PrincipalKind::User | PrincipalKind::ApiKey => self.role == Role::Admin && granted(),
+            }
+    }
+
     /// What the audit log records as the actor.
     pub fn actor(&self) -> String {
         match self.kind {
@@ -730,5 +742,33 @@ mod tests {
         assert!(p.sees("orders"));
         assert!(!p.sees("billing"));
         assert!(!p.is_admin(), "a scoped key of an admin is not an admin");
+    }
+
+    #[test]
+    fn who_may_scrape_metrics() {
+        let metrics = || Some(vec![Scope { stations: "*".into(), actions: vec![Action::Metrics] }].into());
+        let everything = || {
+            Some(
+                vec![Scope { stations: "*".into(), actions: vec![Action::Produce, Action::Consume, Action::Manage] }]
+                    .into(),
+            )
+        };
+        let p = |kind, role, scopes| Principal {
+            subject: "s".into(),
+            kind,
+            role,
+            scopes,
+            owner: "o".into(),
+            owner_id: None,
+        };
+        assert!(p(PrincipalKind::User, Role::Admin, None).may_scrape_metrics());
+        assert!(!p(PrincipalKind::User, Role::Member, None).may_scrape_metrics());
+        assert!(p(PrincipalKind::ApiKey, Role::Admin, metrics()).may_scrape_metrics());
+        assert!(!p(PrincipalKind::ApiKey, Role::Admin, everything()).may_scrape_metrics());
+        assert!(!p(PrincipalKind::ApiKey, Role::Member, metrics()).may_scrape_metrics(), "never beyond the owner");
+        assert!(p(PrincipalKind::External, Role::Member, metrics()).may_scrape_metrics());
+        assert!(!p(PrincipalKind::External, Role::Admin, everything()).may_scrape_metrics());
+        let scraper = p(PrincipalKind::ApiKey, Role::Admin, metrics());
+        assert!(!scraper.sees("orders"), "metrics grants nothing on stations");
     }
 }

@@ -74,13 +74,15 @@ pub struct User {
     pub created_at: Millis,
 }
 
-/// What an API key may do on the stations its scope names.
+/// What an API key may do on the stations its scope names. `metrics` is not about stations: it
+/// lets the key read `/metrics` (which names every station), so its scope must name `*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Produce,
     Consume,
     Manage,
+    Metrics,
 }
 
 impl Action {
@@ -89,6 +91,7 @@ impl Action {
             Action::Produce => "produce",
             Action::Consume => "consume",
             Action::Manage => "manage",
+            Action::Metrics => "metrics",
         }
     }
 }
