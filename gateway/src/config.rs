@@ -617,6 +617,8 @@ impl Config {
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl),
             leeway_secs: self.jwt_leeway,
             cache_ttl: Duration::from_millis(self.credential_cache_ttl_ms),
+            password_workers: crate::auth::password::default_workers(),
+            password_wait: crate::auth::password::DEFAULT_WAIT,
             external: self
                 .external_issuers
                 .iter()

@@ -270,3 +270,92 @@ async fn a_username_in_sub_is_not_a_user() {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).unwrap();
     assert_eq!(send(&app, bearer(get("/v1/users"), &by_id)).await.status, 200, "the role comes from the store");
 }
+
+/// Blocks password jobs until opened, so tests hold the pool's workers without timing.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.changed.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Holds every worker of the node's password pool until the gate opens.
+async fn occupy_password_workers(n: &Node, gate: &std::sync::Arc<Gate>) -> Vec<tokio::task::JoinHandle<()>> {
+    let workers = n.auth.passwords().size();
+    let held: Vec<_> = (0..workers)
+        .map(|_| {
+            let (auth, gate) = (n.auth.clone(), gate.clone());
+            actix_web::rt::spawn(async move { auth.passwords().run(move || gate.wait()).await.unwrap() })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while n.auth.passwords().running() < workers {
+        assert!(std::time::Instant::now() < deadline, "the password workers never all started");
+        actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    }
+    held
+}
+
+/// Issue 12, item 5: a login flood waits for the bounded password pool instead of starting a
+/// blocking thread (and 19 MiB) per request, and the node keeps answering meanwhile.
+#[actix_web::test]
+async fn a_login_flood_runs_on_the_bounded_password_pool() {
+    let mut config = AuthConfig::with_secret(SECRET.to_vec());
+    config.password_workers = 2;
+    config.password_wait = Duration::from_secs(600);
+    let n = node_with_auth(config).await;
+    let app = test::init_service(app(n.state())).await;
+    let gate = std::sync::Arc::new(Gate::default());
+    let held = occupy_password_workers(&n, &gate).await;
+
+    let logins =
+        futures_util::future::join_all((0..40).map(|i| send(&app, login(&format!("flood-{i}"), "wrong-password"))));
+    let meanwhile = async {
+        // Every worker is busy and 40 logins wait: the node still answers at once.
+        send(&app, anonymous(get("/livez"))).await.ok(200);
+        send(&app, get("/v1/stations")).await.ok(200);
+        assert_eq!(n.auth.passwords().running(), 2, "the waiting logins started no work of their own");
+        gate.open();
+    };
+    let (answers, ()) = futures_util::future::join(logins, meanwhile).await;
+    for held in held {
+        held.await.unwrap();
+    }
+    for answer in answers {
+        answer.problem(401, "unauthorized");
+    }
+    assert_eq!(n.auth.passwords().peak(), 2, "never more password work at once than workers");
+}
+
+/// A login that finds no free password worker within the wait bound gets 503 with Retry-After.
+#[actix_web::test]
+async fn a_login_past_the_wait_bound_is_503_overloaded() {
+    let mut config = AuthConfig::with_secret(SECRET.to_vec());
+    config.password_workers = 1;
+    config.password_wait = Duration::ZERO;
+    let n = node_with_auth(config).await;
+    let app = test::init_service(app(n.state())).await;
+    let gate = std::sync::Arc::new(Gate::default());
+    let held = occupy_password_workers(&n, &gate).await;
+    let r = send(&app, login("admin", "admin-password")).await;
+    r.problem(503, "overloaded");
+    assert!(r.headers.get("retry-after").is_some(), "{r:?}");
+    gate.open();
+    for held in held {
+        held.await.unwrap();
+    }
+    send(&app, login("admin", "admin-password")).await.ok(200);
+}

@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::meta::{Action, ApiKey, Digest, Invalidation, MetaError, MetadataStore, Millis, Role, Scope, User};
 
 pub mod extract;
+pub mod password;
 pub mod scope;
 
 pub use extract::{Authorized, Need};
@@ -65,6 +66,10 @@ pub struct AuthConfig {
     pub external: Vec<ExternalIssuer>,
     /// How long users and keys are cached (at most [`MAX_CACHE_TTL`]).
     pub cache_ttl: Duration,
+    /// Most password hashes computed at once (see [`password::PasswordPool`]).
+    pub password_workers: usize,
+    /// Longest wait for a password worker before 503 `overloaded`.
+    pub password_wait: Duration,
 }
 
 impl AuthConfig {
@@ -79,6 +84,8 @@ impl AuthConfig {
             leeway_secs: MAX_LEEWAY_SECS,
             external: Vec::new(),
             cache_ttl: CACHE_TTL,
+            password_workers: password::default_workers(),
+            password_wait: password::DEFAULT_WAIT,
         }
     }
 }
@@ -303,6 +310,8 @@ pub struct Auth {
     /// A real argon2 hash, verified when the username is unknown so that the answer takes as
     /// long as for a wrong password.
     decoy_hash: String,
+    /// Where every password hash and verification runs.
+    passwords: password::PasswordPool,
 }
 
 impl std::fmt::Debug for Auth {
@@ -354,6 +363,7 @@ impl Auth {
             external,
             caches: Mutex::new(Caches::default()),
             decoy_hash,
+            passwords: password::PasswordPool::new(config.password_workers, config.password_wait),
             store,
             config,
         })
@@ -365,6 +375,11 @@ impl Auth {
 
     pub fn config(&self) -> &AuthConfig {
         &self.config
+    }
+
+    /// The pool that runs password work (for its bound and counters).
+    pub fn passwords(&self) -> &password::PasswordPool {
+        &self.passwords
     }
 
     fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
@@ -421,9 +436,7 @@ impl Auth {
         let user = self.store.user(username).await.map_err(meta)?;
         let phc = user.as_ref().map_or_else(|| self.decoy_hash.clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let ok = self.passwords.run(move || verify_password(&password, &phc)).await?;
         match user {
             Some(u) if ok => Ok(Principal::user(&u)),
             _ => Err(ApiError::Unauthorized("wrong username or password".to_owned())),
@@ -614,9 +627,7 @@ impl Auth {
     /// Creates a user; `Conflict` when the name is taken.
     pub async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, ApiError> {
         let password = password.to_owned();
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
+        let password_hash = self.passwords.run(move || hash_password(&password)).await??;
         let user =
             User { id: new_user_id(), username: username.to_owned(), password_hash, role, created_at: now_millis() };
         self.store.create_user(&user).await.map_err(meta)?;

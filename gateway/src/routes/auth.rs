@@ -97,7 +97,7 @@ impl From<Issued> for TokenResponse {
         (status = 400, description = "invalid_body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized: wrong credentials", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "metadata_unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "metadata_unavailable, or overloaded: more password logins at once than the node checks in parallel waited past the bound (with Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
     security(())
 )]
