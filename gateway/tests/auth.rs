@@ -359,3 +359,92 @@ async fn a_login_past_the_wait_bound_is_503_overloaded() {
     }
     send(&app, login("admin", "admin-password")).await.ok(200);
 }
+
+/// Collects log lines written by the handlers (the actix test runtime runs them on this thread).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The process's WARN and ERROR lines. A global subscriber, since a thread-local one can miss
+    /// events while other tests run in parallel (tracing caches each call site's interest).
+    fn global() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_max_level(tracing::Level::WARN)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            logs
+        })
+        .clone()
+    }
+}
+
+/// Issue 12, item 6: at most 10 failed password logins per username in 15 minutes, then 429 with
+/// Retry-After even for the right password, with the same answer for an unknown username; each
+/// failure is logged at WARN (username, client IP, request id, never the password) and counted.
+#[actix_web::test]
+async fn password_guessing_is_limited_per_username_logged_and_counted() {
+    let logs = Logs::global();
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    let carol = json!({"username": "carol", "password": "carol-password", "role": "member"});
+    send(&app, post_json("/v1/users", carol)).await.ok(201);
+    let attempt = |user: &str, password: &str, id: &str| {
+        login(user, password)
+            .peer_addr("192.0.2.7:40000".parse().unwrap())
+            .insert_header(("x-request-id", id.to_owned()))
+    };
+
+    let mut refusals = Vec::new();
+    for user in ["carol", "ghost"] {
+        for i in 0..10 {
+            let r = send(&app, attempt(user, &format!("guess-{i}-secret"), &format!("{user}-{i}"))).await;
+            r.problem(401, "unauthorized");
+        }
+        let r = send(&app, attempt(user, &format!("{user}-password"), &format!("{user}-locked"))).await;
+        r.problem(429, "rate_limited");
+        let retry: u64 = r.headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+        assert!((1..=900).contains(&retry), "{retry}");
+        assert_eq!(r.headers.get("ratelimit-policy").unwrap(), "\"login\";q=10;w=900");
+        refusals.push(r);
+    }
+    assert_eq!(refusals[0].body, refusals[1].body, "a known and an unknown username get the same answer");
+    // Other usernames are not affected.
+    send(&app, login("admin", "admin-password")).await.ok(200);
+
+    let metrics = send(&app, get("/metrics")).await;
+    let text = std::str::from_utf8(&metrics.raw).unwrap();
+    assert!(text.contains("depot_login_failures_total{reason=\"wrong_credentials\"} 20\n"), "{text}");
+    assert!(text.contains("depot_login_failures_total{reason=\"too_many_failures\"} 2\n"), "{text}");
+
+    let logged = logs.text();
+    let line =
+        logged.lines().find(|l| l.contains("carol-3")).unwrap_or_else(|| panic!("no log of carol-3 in\n{logged}"));
+    assert!(line.contains("WARN") && line.contains("username=carol") && line.contains("client_ip=192.0.2.7"), "{line}");
+    assert!(logged.lines().any(|l| l.contains("username=ghost") && l.contains("ghost-locked")), "{logged}");
+    let ours = logged.lines().filter(|l| l.contains("password login refused"));
+    assert!(ours.clone().count() >= 22, "{logged}");
+    for line in ours {
+        assert!(!line.contains("-secret") && !line.contains("carol-password"), "a password in the logs: {line}");
+    }
+}

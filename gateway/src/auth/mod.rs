@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::meta::{Action, ApiKey, Digest, Invalidation, MetaError, MetadataStore, Millis, Role, Scope, User};
 
 pub mod extract;
+pub mod login_limit;
 pub mod password;
 pub mod scope;
 
@@ -70,6 +71,9 @@ pub struct AuthConfig {
     pub password_workers: usize,
     /// Longest wait for a password worker before 503 `overloaded`.
     pub password_wait: Duration,
+    /// Failed password logins allowed per username and window (see [`login_limit::LoginLimit`]).
+    pub login_max_failures: u32,
+    pub login_failure_window: Duration,
 }
 
 impl AuthConfig {
@@ -86,6 +90,8 @@ impl AuthConfig {
             cache_ttl: CACHE_TTL,
             password_workers: password::default_workers(),
             password_wait: password::DEFAULT_WAIT,
+            login_max_failures: login_limit::DEFAULT_MAX_FAILURES,
+            login_failure_window: login_limit::DEFAULT_WINDOW,
         }
     }
 }
@@ -312,6 +318,8 @@ pub struct Auth {
     decoy_hash: String,
     /// Where every password hash and verification runs.
     passwords: password::PasswordPool,
+    /// Failed password logins per username.
+    login_limit: login_limit::LoginLimit,
 }
 
 impl std::fmt::Debug for Auth {
@@ -364,6 +372,7 @@ impl Auth {
             caches: Mutex::new(Caches::default()),
             decoy_hash,
             passwords: password::PasswordPool::new(config.password_workers, config.password_wait),
+            login_limit: login_limit::LoginLimit::new(config.login_max_failures, config.login_failure_window),
             store,
             config,
         })
@@ -431,8 +440,21 @@ impl Auth {
         })
     }
 
-    /// `POST /v1/auth/token` with a username and password.
+    /// `POST /v1/auth/token` with a username and password: 401 when wrong, 429 when the
+    /// username has used up its failures (known or not, the answers are the same).
     pub async fn login(&self, username: &str, password: &str) -> Result<Principal, ApiError> {
+        let who = digest(username);
+        self.login_limit.attempt(&who, Instant::now()).map_err(ApiError::RateLimited)?;
+        let checked = self.check_password(username, password).await;
+        match &checked {
+            Ok(_) => self.login_limit.succeeded(&who),
+            Err(ApiError::Unauthorized(_)) => {}
+            Err(_) => self.login_limit.uncount(&who),
+        }
+        checked
+    }
+
+    async fn check_password(&self, username: &str, password: &str) -> Result<Principal, ApiError> {
         let user = self.store.user(username).await.map_err(meta)?;
         let phc = user.as_ref().map_or_else(|| self.decoy_hash.clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
