@@ -270,12 +270,13 @@ async fn authenticate(
 
 async fn auth_bench(store: Arc<dyn MetadataStore>, calls: usize, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
     let auth = Auth::new(AuthConfig::with_secret(auth::generate_secret()), store.clone()).map_err(|e| anyhow!(e))?;
-    auth.create_user("bench", &auth::generate_password(), Role::Member).await.map_err(|e| anyhow!("{e}"))?;
+    let user = auth.create_user("bench", &auth::generate_password(), Role::Member).await.map_err(|e| anyhow!("{e}"))?;
     let (secret, id) = auth::new_api_key();
     let key = ApiKey {
         id,
         name: "bench".to_owned(),
         owner: "bench".to_owned(),
+        owner_id: user.id.clone(),
         digest: auth::digest(&secret),
         scopes: vec![Scope { stations: "orders-*".to_owned(), actions: vec![Action::Produce, Action::Consume] }],
         created_at: auth::now_millis(),
@@ -283,7 +284,7 @@ async fn auth_bench(store: Arc<dyn MetadataStore>, calls: usize, figures: &mut V
     };
     store.create_api_key(&key).await?;
     authenticate(&auth, "API key", &secret, calls, "≤ 20 µs per request", figures).await?;
-    let token = auth.access_token(&Principal::user("bench".to_owned(), Role::Member)).map_err(|e| anyhow!("{e}"))?;
+    let token = auth.access_token(&Principal::user(&user)).map_err(|e| anyhow!("{e}"))?;
     authenticate(&auth, "HS256 access token (comparison)", &token, calls / 2, "", figures).await
 }
 

@@ -202,7 +202,10 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     let state = AppState::with_config(broker, auth.clone(), config.gateway());
     let shutdown = shutdown_signal();
     match mode {
-        Mode::Dev => print_dev_banner(&auth, addr, config, &admin)?,
+        Mode::Dev => {
+            let admin_user = auth.store().user("admin").await?;
+            print_dev_banner(&auth, addr, config, &admin, admin_user.as_ref())?
+        }
         Mode::Serve => {
             if matches!(admin, Admin::Missing) {
                 tracing::warn!("the metadata store has no users: set DEPOT_ADMIN_PASSWORD to create the user admin");
@@ -215,9 +218,21 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_dev_banner(auth: &Auth, addr: std::net::SocketAddr, config: &Config, admin: &Admin) -> anyhow::Result<()> {
-    let admin_principal = Principal::user("admin".to_owned(), Role::Admin);
-    let token = auth.access_token(&admin_principal).map_err(|e| anyhow::anyhow!("{e}"))?;
+fn print_dev_banner(
+    auth: &Auth,
+    addr: std::net::SocketAddr,
+    config: &Config,
+    admin: &Admin,
+    admin_user: Option<&crate::meta::User>,
+) -> anyhow::Result<()> {
+    let Some(admin_user) = admin_user else {
+        say(&format!(
+            "depot: listening on http://{addr} (data in {})\ndepot: there is no user admin: POST /v1/auth/token as another user",
+            config.data_dir.display()
+        ));
+        return Ok(());
+    };
+    let token = auth.access_token(&Principal::user(admin_user)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let minutes = config.access_token_ttl / 60;
     let mut text = format!("depot: listening on http://{addr} (data in {})\n", config.data_dir.display());
     match admin {

@@ -631,6 +631,10 @@ impl Config {
             refresh_ttl: Duration::from_secs(self.refresh_token_ttl),
             leeway_secs: self.jwt_leeway,
             cache_ttl: Duration::from_millis(self.credential_cache_ttl_ms),
+            password_workers: crate::auth::password::default_workers(),
+            password_wait: crate::auth::password::DEFAULT_WAIT,
+            login_max_failures: crate::auth::login_limit::DEFAULT_MAX_FAILURES,
+            login_failure_window: crate::auth::login_limit::DEFAULT_WINDOW,
             external: self
                 .external_issuers
                 .iter()

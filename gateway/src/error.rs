@@ -38,6 +38,7 @@ pub enum Code {
     AlreadyExists,
     MembershipConflict,
     MetadataUnavailable,
+    Overloaded,
     NotLeaderUnavailable,
     ShuttingDown,
     StorageFull,
@@ -61,7 +62,7 @@ impl Code {
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::UserNotFound | Code::ApiKeyNotFound => StatusCode::NOT_FOUND,
             Code::AlreadyExists | Code::MembershipConflict => StatusCode::CONFLICT,
-            Code::NotLeaderUnavailable | Code::ShuttingDown | Code::MetadataUnavailable => {
+            Code::NotLeaderUnavailable | Code::ShuttingDown | Code::MetadataUnavailable | Code::Overloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Code::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -90,6 +91,7 @@ impl Code {
             Code::AlreadyExists => "already_exists",
             Code::MembershipConflict => "membership_conflict",
             Code::MetadataUnavailable => "metadata_unavailable",
+            Code::Overloaded => "overloaded",
             Code::NotLeaderUnavailable => "not_leader_unavailable",
             Code::ShuttingDown => "shutting_down",
             Code::StorageFull => "storage_full",
@@ -118,6 +120,7 @@ impl Code {
             Code::AlreadyExists => "Already exists",
             Code::MembershipConflict => "Membership change not possible",
             Code::MetadataUnavailable => "Metadata store unavailable",
+            Code::Overloaded => "Overloaded",
             Code::NotLeaderUnavailable => "Unavailable",
             Code::ShuttingDown => "Shutting down",
             Code::StorageFull => "Storage full",
@@ -163,6 +166,9 @@ pub enum ApiError {
     RouteNotFound(String),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// Too much work of one kind at once (password checks): 503 with Retry-After.
+    #[error("{0}")]
+    Overloaded(String),
     /// A bug on our side; the client sees a bare 500 and the details go to the log.
     #[error("internal: {0}")]
     Internal(String),
@@ -231,6 +237,7 @@ impl ApiError {
                     (Code::Internal, "internal error".to_owned(), None)
                 }
             },
+            ApiError::Overloaded(d) => (Code::Overloaded, d.clone(), Some(Duration::from_secs(1))),
             ApiError::Internal(_) => (Code::Internal, "internal error".to_owned(), None),
         }
     }

@@ -152,8 +152,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Paths that need no credentials.
-pub const PUBLIC_PATHS: [&str; 7] =
-    ["/livez", "/readyz", "/metrics", "/openapi.json", "/v1/auth/token", "/v1/auth/refresh", "/v1/auth/revoke"];
+pub const PUBLIC_PATHS: [&str; 6] =
+    ["/livez", "/readyz", "/openapi.json", "/v1/auth/token", "/v1/auth/refresh", "/v1/auth/revoke"];
 
 /// Every operation but the public ones requires a bearer token and can answer 401 and 403.
 fn add_auth(api: &mut utoipa::openapi::OpenApi) {

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub acked: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// Password logins refused: wrong username or password.
+    pub login_failures: AtomicU64,
+    /// Password logins refused: the username used up its failures.
+    pub login_locked_out: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -147,6 +151,14 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(out, "# HELP depot_login_failures_total Password logins refused, by reason.");
+        let _ = writeln!(out, "# TYPE depot_login_failures_total counter");
+        for (reason, counter) in
+            [("wrong_credentials", &self.login_failures), ("too_many_failures", &self.login_locked_out)]
+        {
+            let _ =
+                writeln!(out, "depot_login_failures_total{{reason=\"{reason}\"}} {}", counter.load(Ordering::Relaxed));
         }
         type Pick = fn(&depot_broker::station::GroupView) -> u64;
         let gauges: [(&str, &str, Pick); 3] = [

@@ -158,10 +158,16 @@ impl RateLimiter {
     /// The key of a request: the TCP peer, or the client named by `X-Forwarded-For` when the
     /// peer is a trusted proxy (the rightmost address that is not itself a trusted proxy).
     pub fn key_for(&self, peer: Option<SocketAddr>, forwarded_for: Option<&str>) -> RateKey {
+        RateKey::ip(self.client_ip(peer, forwarded_for))
+    }
+
+    /// The client's address: the TCP peer, or the client named by `X-Forwarded-For` when the
+    /// peer is a trusted proxy.
+    pub fn client_ip(&self, peer: Option<SocketAddr>, forwarded_for: Option<&str>) -> IpAddr {
         let peer = peer.map(|p| p.ip().to_canonical()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let trusted = |ip: &IpAddr| self.config.trusted_proxies.iter().any(|t| t.to_canonical() == *ip);
         if !trusted(&peer) {
-            return RateKey::ip(peer);
+            return peer;
         }
         let client = forwarded_for.and_then(|xff| {
             xff.rsplit(',')
@@ -170,7 +176,7 @@ impl RateLimiter {
                 .flatten()
                 .find(|ip| !trusted(ip))
         });
-        RateKey::ip(client.unwrap_or(peer))
+        client.unwrap_or(peer)
     }
 
     /// Keys currently tracked.

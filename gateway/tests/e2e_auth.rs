@@ -71,6 +71,9 @@ fn credentials_scopes_and_forged_tokens_end_to_end() {
         assert!(!decoded[claim].is_null(), "claim {claim} missing: {decoded}");
     }
     assert!(!decoded.to_string().contains(ADMIN_PASSWORD), "a password in the claims");
+    // `sub` is the user's immutable id, not the name a later user may take.
+    let admin_id = decoded["sub"].as_str().unwrap().to_owned();
+    assert!(admin_id.starts_with("usr_"), "{decoded}");
     unauthorized(&login(&server, json!({"username": "admin", "password": "wrong-password"})));
     unauthorized(&login(&server, json!({"username": "nobody", "password": "wrong-password"})));
     login(&server, json!({"username": "admin"})).problem(400, "invalid_body");
@@ -142,19 +145,23 @@ fn credentials_scopes_and_forged_tokens_end_to_end() {
     assert_eq!(produce(&server, &producer_jwt, "billing"), 403);
 
     // Forged tokens.
-    assert_eq!(produce(&server, &sign(&claims("admin", "admin", 600, 0, "depot"), SECRET), "billing"), 201, "control");
-    let expired = sign(&claims("admin", "admin", -60, -120, "depot"), SECRET);
+    assert_eq!(
+        produce(&server, &sign(&claims(&admin_id, "admin", 600, 0, "depot"), SECRET), "billing"),
+        201,
+        "control"
+    );
+    let expired = sign(&claims(&admin_id, "admin", -60, -120, "depot"), SECRET);
     unauthorized(&server.json_as(Some(&expired), "GET", "/v1/stations", None));
-    let not_yet = sign(&claims("admin", "admin", 600, 60, "depot"), SECRET);
+    let not_yet = sign(&claims(&admin_id, "admin", 600, 60, "depot"), SECRET);
     unauthorized(&server.json_as(Some(&not_yet), "GET", "/v1/stations", None));
-    let wrong_audience = sign(&claims("admin", "admin", 600, 0, "someone-else"), SECRET);
+    let wrong_audience = sign(&claims(&admin_id, "admin", 600, 0, "someone-else"), SECRET);
     unauthorized(&server.json_as(Some(&wrong_audience), "GET", "/v1/stations", None));
-    let wrong_secret = sign(&claims("admin", "admin", 600, 0, "depot"), "another-secret-0123456789abcdef0123456789");
+    let wrong_secret = sign(&claims(&admin_id, "admin", 600, 0, "depot"), "another-secret-0123456789abcdef0123456789");
     unauthorized(&server.json_as(Some(&wrong_secret), "GET", "/v1/stations", None));
     let none = format!(
         "{}.{}.",
         b64(br#"{"alg":"none","typ":"JWT"}"#),
-        b64(claims("admin", "admin", 600, 0, "depot").to_string().as_bytes())
+        b64(claims(&admin_id, "admin", 600, 0, "depot").to_string().as_bytes())
     );
     unauthorized(&server.json_as(Some(&none), "GET", "/v1/stations", None));
     let mut parts: Vec<String> = bob.split('.').map(str::to_owned).collect();

@@ -31,7 +31,13 @@ async fn raw(url: &str) -> Client {
 }
 
 fn user(name: &str) -> User {
-    User { username: name.to_owned(), password_hash: "$argon2id$x".to_owned(), role: Role::Admin, created_at: 1 }
+    User {
+        id: format!("usr_{name}"),
+        username: name.to_owned(),
+        password_hash: "$argon2id$x".to_owned(),
+        role: Role::Admin,
+        created_at: 1,
+    }
 }
 
 fn key(id: &str, owner: &str, digest: u8) -> ApiKey {
@@ -39,6 +45,7 @@ fn key(id: &str, owner: &str, digest: u8) -> ApiKey {
         id: id.to_owned(),
         name: "ci".to_owned(),
         owner: owner.to_owned(),
+        owner_id: format!("usr_{owner}"),
         digest: [digest; 32],
         scopes: vec![Scope { stations: "*".to_owned(), actions: vec![Action::Produce] }],
         created_at: 2,
@@ -69,6 +76,41 @@ async fn conformance_on_postgres() {
     conformance::run(Arc::clone(&store)).await;
     // Again on the same database: the suite must not depend on a clean slate.
     conformance::run(store).await;
+}
+
+/// Migration 2 gives the users of a version-1 database ids, and binds their keys to them.
+#[tokio::test]
+async fn upgrading_gives_existing_users_ids_and_binds_their_keys() {
+    let url = pg::database().await;
+    let db = raw(&url).await;
+    db.batch_execute(
+        "CREATE TABLE depot_schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .await
+    .unwrap();
+    db.batch_execute(MIGRATIONS[0].1).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO depot_schema_migrations (version) VALUES (1);
+         INSERT INTO users VALUES ('old-a', '$argon2id$x', 'admin', 1), ('old-b', '$argon2id$x', 'member', 1);
+         INSERT INTO api_keys VALUES ('key_a', 'k', 'old-a', decode(repeat('01', 32), 'hex'), '[]', 2, NULL);",
+    )
+    .await
+    .unwrap();
+    let store = store(&url).await;
+    let (a, b) = (store.user("old-a").await.unwrap().unwrap(), store.user("old-b").await.unwrap().unwrap());
+    assert!(a.id.starts_with("usr_") && b.id.starts_with("usr_") && a.id != b.id, "{a:?} {b:?}");
+    assert_eq!(store.user_by_id(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.api_key("key_a").await.unwrap().unwrap().owner_id, a.id, "a key is bound to its owner's id");
+}
+
+#[path = "support/revival.rs"]
+mod revival;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_users_credentials_never_work_again_on_postgres() {
+    let store: Arc<dyn MetadataStore> = Arc::new(store(&pg::database().await).await);
+    revival::a_deleted_users_credentials_never_work_again(store).await;
 }
 
 #[tokio::test]
@@ -584,12 +626,12 @@ async fn deletions_reach_every_node_within_a_second() {
         })
     };
 
-    node_a.create_user("kim", "kim-password", Role::Member).await.unwrap();
+    let kim = node_a.create_user("kim", "kim-password", Role::Member).await.unwrap();
     let (key_secret, key_id) = auth::new_api_key();
-    let owner = "kim".to_owned();
-    let api_key = ApiKey { digest: auth::digest(&key_secret), ..key(&key_id, &owner, 0) };
+    let api_key =
+        ApiKey { digest: auth::digest(&key_secret), owner_id: kim.id.clone(), ..key(&key_id, &kim.username, 0) };
     store_b.create_api_key(&api_key).await.unwrap();
-    let kim_token = node_b.access_token(&Principal::user("kim".into(), Role::Member)).unwrap();
+    let kim_token = node_b.access_token(&Principal::user(&kim)).unwrap();
     assert!(node_b.authenticate(&key_secret).await.is_ok(), "node B caches the key");
     assert!(node_b.authenticate(&kim_token).await.is_ok(), "node B caches the user");
 

@@ -2,14 +2,20 @@
 
 use std::sync::Arc;
 
-use depot_gateway::meta::sqlite::SCHEMA_VERSION;
+use depot_gateway::meta::sqlite::{MIGRATIONS, SCHEMA_VERSION};
 use depot_gateway::meta::{
     conformance, Action, ApiKey, DeadLetterPointer, DeadLetterQuery, MetaError, MetadataStore, Role, Scope,
     SqliteStore, User,
 };
 
 fn user(name: &str) -> User {
-    User { username: name.to_owned(), password_hash: "$argon2id$x".to_owned(), role: Role::Admin, created_at: 1 }
+    User {
+        id: format!("usr_{name}"),
+        username: name.to_owned(),
+        password_hash: "$argon2id$x".to_owned(),
+        role: Role::Admin,
+        created_at: 1,
+    }
 }
 
 fn key(id: &str, owner: &str) -> ApiKey {
@@ -17,6 +23,7 @@ fn key(id: &str, owner: &str) -> ApiKey {
         id: id.to_owned(),
         name: "ci".to_owned(),
         owner: owner.to_owned(),
+        owner_id: format!("usr_{owner}"),
         digest: [7; 32],
         scopes: vec![Scope { stations: "*".to_owned(), actions: vec![Action::Produce] }],
         created_at: 2,
@@ -132,4 +139,36 @@ async fn integrity_and_limits() {
 
 fn q(limit: u32) -> DeadLetterQuery {
     DeadLetterQuery { station: "s".to_owned(), limit, ..DeadLetterQuery::default() }
+}
+
+#[path = "support/revival.rs"]
+mod revival;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_users_credentials_never_work_again_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("meta.db")).unwrap();
+    revival::a_deleted_users_credentials_never_work_again(Arc::new(store)).await;
+}
+
+/// Migration 2 gives the users of a version-1 file ids, and binds their keys to them.
+#[tokio::test]
+async fn upgrading_gives_existing_users_ids_and_binds_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.db");
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(MIGRATIONS[0]).unwrap();
+        db.execute_batch(
+            "INSERT INTO users VALUES ('old-a', '$argon2id$x', 'admin', 1), ('old-b', '$argon2id$x', 'member', 1);
+             INSERT INTO api_keys VALUES ('key_a', 'k', 'old-a', zeroblob(32), '[]', 2, NULL);",
+        )
+        .unwrap();
+        db.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let (a, b) = (store.user("old-a").await.unwrap().unwrap(), store.user("old-b").await.unwrap().unwrap());
+    assert!(a.id.starts_with("usr_") && b.id.starts_with("usr_") && a.id != b.id, "{a:?} {b:?}");
+    assert_eq!(store.user_by_id(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.api_key("key_a").await.unwrap().unwrap().owner_id, a.id, "a key is bound to its owner's id");
 }

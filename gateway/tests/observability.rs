@@ -165,3 +165,49 @@ async fn request_ids_are_echoed_or_generated() {
         assert!(depot_gateway::observe::valid_request_id(got), "{got}");
     }
 }
+
+/// Issue 12, item 10: `/metrics` names every station and group, so it needs an administrator or
+/// an administrator's key with the `metrics` action; the probes stay open.
+#[actix_web::test]
+async fn metrics_need_an_admin_or_a_metrics_key() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/secret-customer", json!({}))).await.ok(201);
+
+    let r = send(&app, anonymous(get("/metrics"))).await;
+    r.problem(401, "unauthorized");
+    assert!(r.headers.get("www-authenticate").is_some(), "{r:?}");
+    assert!(!String::from_utf8_lossy(&r.raw).contains("secret-customer"));
+    send(&app, anonymous(get("/livez"))).await.ok(200);
+    assert_ne!(send(&app, anonymous(get("/readyz"))).await.status.as_u16(), 401, "readiness needs no token");
+
+    let key = |scopes: serde_json::Value| post_json("/v1/api-keys", json!({"name": "prometheus", "scopes": scopes}));
+    let metrics_only = json!([{"stations": "*", "actions": ["metrics"]}]);
+    let created = send(&app, key(metrics_only.clone())).await;
+    let scraper = created.ok(201)["key"].as_str().unwrap().to_owned();
+    let r = send(&app, bearer(get("/metrics"), &scraper)).await;
+    assert_eq!(r.status.as_u16(), 200, "{r:?}");
+    assert!(String::from_utf8_lossy(&r.raw).contains("depot_http_requests_total"));
+    // The metrics action grants nothing on stations.
+    let listed = send(&app, bearer(get("/v1/stations"), &scraper)).await;
+    assert_eq!(listed.ok(200)["stations"], json!([]));
+    let produce = post_json("/v1/stations/secret-customer/messages", json!({}));
+    send(&app, bearer(produce, &scraper)).await.problem(403, "forbidden");
+    // A token exchanged for the key keeps its scope.
+    let exchanged = send(&app, anonymous(post_json("/v1/auth/token", json!({"api_key": scraper})))).await;
+    let exchanged = exchanged.ok(200)["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(send(&app, bearer(get("/metrics"), &exchanged)).await.status.as_u16(), 200);
+
+    // Other keys and members: 403; a metrics scope narrower than every station: 400.
+    let producer = send(&app, key(json!([{"stations": "*", "actions": ["produce", "consume", "manage"]}]))).await;
+    let producer = producer.ok(201)["key"].as_str().unwrap().to_owned();
+    send(&app, bearer(get("/metrics"), &producer)).await.problem(403, "forbidden");
+    send(&app, key(json!([{"stations": "orders*", "actions": ["metrics"]}]))).await.problem(400, "invalid_request");
+    let member = json!({"username": "mia", "password": "mia-password", "role": "member"});
+    send(&app, post_json("/v1/users", member)).await.ok(201);
+    let login = json!({"username": "mia", "password": "mia-password"});
+    let mia = send(&app, anonymous(post_json("/v1/auth/token", login))).await;
+    let mia = mia.ok(200)["access_token"].as_str().unwrap().to_owned();
+    send(&app, bearer(get("/metrics"), &mia)).await.problem(403, "forbidden");
+    send(&app, bearer(key(metrics_only), &mia)).await.problem(403, "forbidden");
+}

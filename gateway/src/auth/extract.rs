@@ -48,6 +48,9 @@ pub struct Admin;
 /// A Depot user in person: API keys cannot mint keys, and external identities own none.
 #[derive(Debug)]
 pub struct Person;
+/// Reading `/metrics`: see [`Principal::may_scrape_metrics`].
+#[derive(Debug)]
+pub struct ScrapeMetrics;
 /// Any authenticated principal.
 #[derive(Debug)]
 pub struct Anyone;
@@ -98,6 +101,19 @@ impl Need for Person {
         } else {
             Err(ApiError::Forbidden(
                 "only a Depot user manages API keys; log in with a username and password".to_owned(),
+            ))
+        }
+    }
+}
+
+impl Need for ScrapeMetrics {
+    fn check(p: &Principal, _: &HttpRequest) -> Result<(), ApiError> {
+        if p.may_scrape_metrics() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "reading metrics needs an administrator, or an administrator's API key with the metrics action"
+                    .to_owned(),
             ))
         }
     }

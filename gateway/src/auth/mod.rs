@@ -28,6 +28,8 @@ use crate::error::ApiError;
 use crate::meta::{Action, ApiKey, Digest, Invalidation, MetaError, MetadataStore, Millis, Role, Scope, User};
 
 pub mod extract;
+pub mod login_limit;
+pub mod password;
 pub mod scope;
 
 pub use extract::{Authorized, Need};
@@ -65,6 +67,13 @@ pub struct AuthConfig {
     pub external: Vec<ExternalIssuer>,
     /// How long users and keys are cached (at most [`MAX_CACHE_TTL`]).
     pub cache_ttl: Duration,
+    /// Most password hashes computed at once (see [`password::PasswordPool`]).
+    pub password_workers: usize,
+    /// Longest wait for a password worker before 503 `overloaded`.
+    pub password_wait: Duration,
+    /// Failed password logins allowed per username and window (see [`login_limit::LoginLimit`]).
+    pub login_max_failures: u32,
+    pub login_failure_window: Duration,
 }
 
 impl AuthConfig {
@@ -79,6 +88,10 @@ impl AuthConfig {
             leeway_secs: MAX_LEEWAY_SECS,
             external: Vec::new(),
             cache_ttl: CACHE_TTL,
+            password_workers: password::default_workers(),
+            password_wait: password::DEFAULT_WAIT,
+            login_max_failures: login_limit::DEFAULT_MAX_FAILURES,
+            login_failure_window: login_limit::DEFAULT_WINDOW,
         }
     }
 }
@@ -95,6 +108,8 @@ pub struct Principal {
     /// The user behind it: the user themselves, or the owner of the API key (an external
     /// subject for external tokens).
     pub owner: String,
+    /// The immutable [`User::id`] of `owner`; `None` for external tokens, which name no Depot user.
+    pub owner_id: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,8 +122,15 @@ pub enum PrincipalKind {
 
 impl Principal {
     /// A user acting in person, with everything their role allows.
-    pub fn user(username: String, role: Role) -> Principal {
-        Principal { owner: username.clone(), subject: username, kind: PrincipalKind::User, role, scopes: None }
+    pub fn user(user: &User) -> Principal {
+        Principal {
+            owner: user.username.clone(),
+            subject: user.username.clone(),
+            owner_id: Some(user.id.clone()),
+            kind: PrincipalKind::User,
+            role: user.role,
+            scopes: None,
+        }
     }
 
     /// Whether the principal may do `action` on `station`. Admins and members alike may act on
@@ -131,6 +153,18 @@ impl Principal {
         self.role == Role::Admin && self.scopes.is_none()
     }
 
+    /// Whether the principal may read `/metrics`, which names every station and group: an
+    /// administrator in person, an API key of an administrator whose scopes grant `metrics`, or
+    /// an external token whose scopes grant it (its issuer decides).
+    pub fn may_scrape_metrics(&self) -> bool {
+        let granted = || self.scopes.as_ref().is_some_and(|s| s.iter().any(|s| s.actions.contains(&Action::Metrics)));
+        self.is_admin()
+            || match self.kind {
+                PrincipalKind::External => granted(),
+                PrincipalKind::User | PrincipalKind::ApiKey => self.role == Role::Admin && granted(),
+            }
+    }
+
     /// What the audit log records as the actor.
     pub fn actor(&self) -> String {
         match self.kind {
@@ -144,6 +178,8 @@ impl Principal {
 /// The claims of our access tokens. Never a password.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
+    /// A user's immutable id (`usr_...`) or an API key's id (`key_...`), as `kind` says; never a
+    /// username, which a later user may take.
     pub sub: String,
     pub kind: PrincipalKind,
     pub role: Role,
@@ -247,6 +283,7 @@ impl<T: Clone> Cached<T> {
 struct KeyGrant {
     id: String,
     owner: String,
+    owner_id: String,
     owner_role: Role,
     scopes: Arc<[Scope]>,
     expires_at: Option<Millis>,
@@ -256,8 +293,8 @@ struct KeyGrant {
 struct Caches {
     keys_by_digest: HashMap<Digest, Cached<Option<KeyGrant>>>,
     keys_by_id: HashMap<String, Cached<Option<KeyGrant>>>,
-    /// A user's role and creation time (Unix ms), or `None` when there is no such user.
-    users: HashMap<String, Cached<Option<(Role, Millis)>>>,
+    /// By user id: the user's name and role, or `None` when there is no such user.
+    users: HashMap<String, Cached<Option<(String, Role)>>>,
     /// Bumped by every invalidation. A lookup that started before a bump does not cache its
     /// answer: it may describe what was just deleted.
     generation: u64,
@@ -279,6 +316,10 @@ pub struct Auth {
     /// A real argon2 hash, verified when the username is unknown so that the answer takes as
     /// long as for a wrong password.
     decoy_hash: String,
+    /// Where every password hash and verification runs.
+    passwords: password::PasswordPool,
+    /// Failed password logins per username.
+    login_limit: login_limit::LoginLimit,
 }
 
 impl std::fmt::Debug for Auth {
@@ -330,6 +371,8 @@ impl Auth {
             external,
             caches: Mutex::new(Caches::default()),
             decoy_hash,
+            passwords: password::PasswordPool::new(config.password_workers, config.password_wait),
+            login_limit: login_limit::LoginLimit::new(config.login_max_failures, config.login_failure_window),
             store,
             config,
         })
@@ -343,6 +386,11 @@ impl Auth {
         &self.config
     }
 
+    /// The pool that runs password work (for its bound and counters).
+    pub fn passwords(&self) -> &password::PasswordPool {
+        &self.passwords
+    }
+
     fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
         self.caches.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -350,8 +398,15 @@ impl Auth {
     /// Signs an access token for `principal`.
     pub fn access_token(&self, principal: &Principal) -> Result<String, ApiError> {
         let now = u64::try_from(now_millis() / 1000).unwrap_or(0);
+        let sub = match principal.kind {
+            PrincipalKind::User => principal
+                .owner_id
+                .clone()
+                .ok_or_else(|| ApiError::Internal("a user principal without a user id".to_owned()))?,
+            PrincipalKind::ApiKey | PrincipalKind::External => principal.subject.clone(),
+        };
         let claims = Claims {
-            sub: principal.subject.clone(),
+            sub,
             kind: principal.kind,
             role: principal.role,
             scopes: principal.scopes.as_ref().map(|s| s.to_vec()),
@@ -372,7 +427,7 @@ impl Auth {
         let now = now_millis();
         let record = crate::meta::RefreshToken {
             digest: digest(&refresh_token),
-            family: refresh_family(principal),
+            family: refresh_family(principal)?,
             username: principal.owner.clone(),
             issued_at: now,
             expires_at: now + millis(self.config.refresh_ttl),
@@ -385,16 +440,27 @@ impl Auth {
         })
     }
 
-    /// `POST /v1/auth/token` with a username and password.
+    /// `POST /v1/auth/token` with a username and password: 401 when wrong, 429 when the
+    /// username has used up its failures (known or not, the answers are the same).
     pub async fn login(&self, username: &str, password: &str) -> Result<Principal, ApiError> {
+        let who = digest(username);
+        self.login_limit.attempt(&who, Instant::now()).map_err(ApiError::RateLimited)?;
+        let checked = self.check_password(username, password).await;
+        match &checked {
+            Ok(_) => self.login_limit.succeeded(&who),
+            Err(ApiError::Unauthorized(_)) => {}
+            Err(_) => self.login_limit.uncount(&who),
+        }
+        checked
+    }
+
+    async fn check_password(&self, username: &str, password: &str) -> Result<Principal, ApiError> {
         let user = self.store.user(username).await.map_err(meta)?;
         let phc = user.as_ref().map_or_else(|| self.decoy_hash.clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &phc))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let ok = self.passwords.run(move || verify_password(&password, &phc)).await?;
         match user {
-            Some(u) if ok => Ok(Principal::user(u.username, u.role)),
+            Some(u) if ok => Ok(Principal::user(&u)),
             _ => Err(ApiError::Unauthorized("wrong username or password".to_owned())),
         }
     }
@@ -432,12 +498,26 @@ impl Auth {
         }
     }
 
-    /// Who a refresh family belongs to: its user, or the API key named in the family.
+    /// Who a refresh family belongs to: the user or the API key its name binds it to (see
+    /// [`refresh_family`]), if they still exist. A family of an older format names neither: it is
+    /// refused, so its holder logs in again.
     async fn principal_for_refresh(&self, owner: &str, family: &str) -> Result<Option<Principal>, ApiError> {
         if let Some((id, _)) = family.strip_prefix("api_key:").and_then(|rest| rest.rsplit_once(':')) {
-            return Ok(self.key_by_id(id).await?.map(|g| key_principal(&g)));
+            return Ok(self.key_by_id(id).await?.filter(|g| g.owner == owner).map(|g| key_principal(&g)));
         }
-        Ok(self.user_role(owner).await?.map(|role| Principal::user(owner.to_owned(), role)))
+        if let Some((user_id, _)) = family.strip_prefix("user:").and_then(|rest| rest.rsplit_once(':')) {
+            return Ok(self.user_by_id(user_id).await?.filter(|(name, _)| name == owner).map(|(username, role)| {
+                Principal {
+                    owner: username.clone(),
+                    subject: username,
+                    owner_id: Some(user_id.to_owned()),
+                    kind: PrincipalKind::User,
+                    role,
+                    scopes: None,
+                }
+            }));
+        }
+        Ok(None)
     }
 
     pub async fn revoke(&self, presented: &str) -> Result<(), ApiError> {
@@ -467,6 +547,7 @@ impl Auth {
                 let c = data.claims;
                 return Ok(Principal {
                     owner: c.sub.clone(),
+                    owner_id: None,
                     subject: c.sub,
                     kind: PrincipalKind::External,
                     role: c.role.unwrap_or(Role::Member),
@@ -478,17 +559,22 @@ impl Auth {
     }
 
     /// Our own token: its subject must still exist, so deleting a user or key ends its tokens.
+    /// A user is found by the immutable id in `sub`, so a token of a deleted user never works
+    /// again, even for a later user of the same name; the role comes from the store.
     async fn check_claims(&self, c: Claims) -> Result<Principal, ApiError> {
         let gone = || ApiError::Unauthorized("the token's subject no longer exists".to_owned());
         match c.kind {
             PrincipalKind::User => {
-                let (role, created_at) = self.user_entry(&c.sub).await?.ok_or_else(gone)?;
-                // A token issued before the user was (re-)created belongs to a deleted namesake.
-                if i64::try_from(c.iat).unwrap_or(i64::MAX) < created_at.div_euclid(1000) {
-                    return Err(gone());
-                }
+                let (username, role) = self.user_by_id(&c.sub).await?.ok_or_else(gone)?;
                 let scopes = c.scopes.map(Into::into);
-                Ok(Principal { owner: c.sub.clone(), subject: c.sub, kind: PrincipalKind::User, role, scopes })
+                Ok(Principal {
+                    owner: username.clone(),
+                    subject: username,
+                    owner_id: Some(c.sub),
+                    kind: PrincipalKind::User,
+                    role,
+                    scopes,
+                })
             }
             PrincipalKind::ApiKey => {
                 let grant = self.key_by_id(&c.sub).await?.ok_or_else(gone)?;
@@ -498,22 +584,21 @@ impl Auth {
         }
     }
 
-    async fn user_role(&self, username: &str) -> Result<Option<Role>, ApiError> {
-        Ok(self.user_entry(username).await?.map(|(role, _)| role))
+    /// The name and role of the user with this id, from the cache or the store.
+    async fn user_by_id(&self, id: &str) -> Result<Option<(String, Role)>, ApiError> {
+        let load = async { Ok(self.store.user_by_id(id).await.map_err(meta)?.map(|u| (u.username, u.role))) };
+        self.cached(|c| &mut c.users, id.to_owned(), load).await
     }
 
-    /// The user's role and creation time, from the cache or the store.
-    async fn user_entry(&self, username: &str) -> Result<Option<(Role, Millis)>, ApiError> {
-        let load = async { Ok(self.store.user(username).await.map_err(meta)?.map(|u| (u.role, u.created_at))) };
-        self.cached(|c| &mut c.users, username.to_owned(), load).await
-    }
-
+    /// A key grants its owner's role only while the owner is the very user who created it.
     async fn grant(&self, key: Option<ApiKey>) -> Result<Option<KeyGrant>, ApiError> {
         let Some(key) = key else { return Ok(None) };
-        let Some(owner_role) = self.user_role(&key.owner).await? else { return Ok(None) };
+        let owner = self.user_by_id(&key.owner_id).await?;
+        let Some((_, owner_role)) = owner.filter(|(name, _)| *name == key.owner) else { return Ok(None) };
         Ok(Some(KeyGrant {
             id: key.id,
             owner: key.owner,
+            owner_id: key.owner_id,
             owner_role,
             scopes: key.scopes.into(),
             expires_at: key.expires_at,
@@ -564,10 +649,9 @@ impl Auth {
     /// Creates a user; `Conflict` when the name is taken.
     pub async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, ApiError> {
         let password = password.to_owned();
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??;
-        let user = User { username: username.to_owned(), password_hash, role, created_at: now_millis() };
+        let password_hash = self.passwords.run(move || hash_password(&password)).await??;
+        let user =
+            User { id: new_user_id(), username: username.to_owned(), password_hash, role, created_at: now_millis() };
         self.store.create_user(&user).await.map_err(meta)?;
         self.forget(&Invalidation::User(username.to_owned()));
         Ok(user)
@@ -592,8 +676,9 @@ impl Auth {
         let mut caches = self.caches();
         caches.generation += 1;
         match what {
-            Invalidation::User(username) => {
-                caches.users.remove(username);
+            Invalidation::User(_) => {
+                // Users are cached by id, and the notice names a username: drop them all (rare).
+                caches.users.clear();
                 // A deleted user's keys are gone too; drop every cached key rather than track owners.
                 caches.keys_by_digest.clear();
                 caches.keys_by_id.clear();
@@ -618,6 +703,7 @@ impl Auth {
 fn key_principal(grant: &KeyGrant) -> Principal {
     Principal {
         owner: grant.owner.clone(),
+        owner_id: Some(grant.owner_id.clone()),
         subject: grant.id.clone(),
         kind: PrincipalKind::ApiKey,
         role: grant.owner_role,
@@ -625,14 +711,23 @@ fn key_principal(grant: &KeyGrant) -> Principal {
     }
 }
 
-/// A new refresh family. A family started by an API key login names the key, so a refresh
-/// answers that key's scopes (and nothing once it is deleted).
-fn refresh_family(principal: &Principal) -> String {
+/// A new refresh family, named after what it is bound to: `user:{user id}:{random}` for a
+/// password login, `api_key:{key id}:{random}` for an API key login (a refresh answers that key's
+/// scopes, and nothing once it is deleted). A refresh checks that this user or key still exists.
+fn refresh_family(principal: &Principal) -> Result<String, ApiError> {
     let id = b64(&random_bytes::<12>());
-    match principal.kind {
-        PrincipalKind::ApiKey => format!("api_key:{}:{id}", principal.subject),
-        PrincipalKind::User | PrincipalKind::External => id,
+    match (principal.kind, &principal.owner_id) {
+        (PrincipalKind::ApiKey, _) => Ok(format!("api_key:{}:{id}", principal.subject)),
+        (PrincipalKind::User, Some(user_id)) => Ok(format!("user:{user_id}:{id}")),
+        (PrincipalKind::User, None) | (PrincipalKind::External, _) => {
+            Err(ApiError::Internal("only Depot users and API keys get refresh tokens".to_owned()))
+        }
     }
+}
+
+/// A new user id: random, so never one a deleted user had.
+pub fn new_user_id() -> String {
+    format!("usr_{}", b64(&random_bytes::<12>()))
 }
 
 fn millis(d: Duration) -> Millis {
@@ -672,6 +767,7 @@ mod tests {
             role: Role::Admin,
             scopes: Some(vec![Scope { stations: "orders*".into(), actions: vec![Action::Produce] }].into()),
             owner: "admin".into(),
+            owner_id: Some("usr_x".into()),
         };
         assert!(p.allows(Action::Produce, "orders-eu"));
         assert!(!p.allows(Action::Consume, "orders-eu"));
@@ -679,5 +775,33 @@ mod tests {
         assert!(p.sees("orders"));
         assert!(!p.sees("billing"));
         assert!(!p.is_admin(), "a scoped key of an admin is not an admin");
+    }
+
+    #[test]
+    fn who_may_scrape_metrics() {
+        let metrics = || Some(vec![Scope { stations: "*".into(), actions: vec![Action::Metrics] }].into());
+        let everything = || {
+            Some(
+                vec![Scope { stations: "*".into(), actions: vec![Action::Produce, Action::Consume, Action::Manage] }]
+                    .into(),
+            )
+        };
+        let p = |kind, role, scopes| Principal {
+            subject: "s".into(),
+            kind,
+            role,
+            scopes,
+            owner: "o".into(),
+            owner_id: None,
+        };
+        assert!(p(PrincipalKind::User, Role::Admin, None).may_scrape_metrics());
+        assert!(!p(PrincipalKind::User, Role::Member, None).may_scrape_metrics());
+        assert!(p(PrincipalKind::ApiKey, Role::Admin, metrics()).may_scrape_metrics());
+        assert!(!p(PrincipalKind::ApiKey, Role::Admin, everything()).may_scrape_metrics());
+        assert!(!p(PrincipalKind::ApiKey, Role::Member, metrics()).may_scrape_metrics(), "never beyond the owner");
+        assert!(p(PrincipalKind::External, Role::Member, metrics()).may_scrape_metrics());
+        assert!(!p(PrincipalKind::External, Role::Admin, everything()).may_scrape_metrics());
+        let scraper = p(PrincipalKind::ApiKey, Role::Admin, metrics());
+        assert!(!scraper.sees("orders"), "metrics grants nothing on stations");
     }
 }

@@ -2,7 +2,7 @@
 //! (`orders*`, `*-eu`, `*`). Nothing else is special.
 
 use crate::error::ApiError;
-use crate::meta::Scope;
+use crate::meta::{Action, Scope};
 
 /// Most scopes on one key, and the longest pattern: bounds the work of every check.
 pub const MAX_SCOPES: usize = 32;
@@ -48,6 +48,11 @@ pub fn validate(scopes: &[Scope]) -> Result<(), ApiError> {
         }
         if scope.actions.is_empty() {
             return Err(ApiError::InvalidRequest(format!("scope {p:?} grants no action")));
+        }
+        if scope.actions.contains(&Action::Metrics) && p != "*" {
+            return Err(ApiError::InvalidRequest(format!(
+                "scope {p:?}: the metrics action shows every station, so its scope must be \"*\""
+            )));
         }
     }
     Ok(())

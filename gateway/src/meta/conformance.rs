@@ -48,8 +48,14 @@ fn digest(run: &str, label: &str) -> Digest {
     Sha256::digest(format!("{run}/{label}")).into()
 }
 
+/// The id the suite gives a user: unique per run, like the names.
+fn user_id(username: &str) -> String {
+    format!("usr_{username}")
+}
+
 fn user(username: &str, role: Role, created_at: Millis) -> User {
     User {
+        id: user_id(username),
         username: username.to_owned(),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_owned(),
         role,
@@ -62,6 +68,7 @@ fn key(run: &str, id: &str, owner: &str, created_at: Millis) -> ApiKey {
         id: format!("key_{run}_{id}"),
         name: format!("{id} key"),
         owner: owner.to_owned(),
+        owner_id: user_id(owner),
         digest: digest(run, id),
         scopes: vec![
             Scope { stations: "orders*".to_owned(), actions: vec![Action::Produce, Action::Consume] },
@@ -124,6 +131,18 @@ async fn users(s: &dyn MetadataStore, run: &str) {
     assert_eq!(s.user(&carol).await.expect("user").map(|u| u.role), Some(Role::Admin), "roles must round-trip");
     assert_eq!(s.user(&format!("{run}-nobody")).await.expect("user"), None, "an unknown user must be None");
     assert_eq!(s.user_count().await.expect("user_count"), before + 3, "a conflicting create must not add a user");
+    assert_eq!(
+        s.user_by_id(&user_id(&alice)).await.expect("user_by_id"),
+        Some(user(&alice, Role::Member, T0 + 1)),
+        "user_by_id must find a user by the id it was created with"
+    );
+    assert_eq!(s.user_by_id(&alice).await.expect("user_by_id"), None, "a username is not an id");
+    let same_id = User { username: format!("{run}-mallory"), ..user(&alice, Role::Admin, T0) };
+    match s.create_user(&same_id).await {
+        Err(MetaError::Conflict(_)) => {}
+        other => panic!("create_user with a taken id must be Conflict, got {other:?}"),
+    }
+    assert_eq!(s.user(&same_id.username).await.expect("user"), None, "a create with a taken id stores nothing");
 
     let listed: Vec<String> =
         s.users().await.expect("users").into_iter().map(|u| u.username).filter(|n| n.starts_with(run)).collect();
@@ -132,6 +151,16 @@ async fn users(s: &dyn MetadataStore, run: &str) {
     assert!(s.delete_user(&bob).await.expect("delete_user"), "delete_user of an existing user must be true");
     assert!(!s.delete_user(&bob).await.expect("delete_user"), "delete_user of a deleted user must be false");
     assert_eq!(s.user(&bob).await.expect("user"), None, "a deleted user must be gone");
+    assert_eq!(s.user_by_id(&user_id(&bob)).await.expect("user_by_id"), None, "a deleted user's id must be gone");
+    let bob_again = User { id: format!("usr_{run}-bob-2"), ..user(&bob, Role::Admin, T0 + 3) };
+    s.create_user(&bob_again).await.expect("re-creating a deleted username");
+    assert_eq!(
+        s.user_by_id(&user_id(&bob)).await.expect("user_by_id"),
+        None,
+        "the id of a deleted user must not find a later user of the same name"
+    );
+    assert_eq!(s.user(&bob).await.expect("user"), Some(bob_again.clone()), "the new user keeps its own id");
+    assert!(s.delete_user(&bob).await.expect("delete_user"));
     assert_eq!(s.user_count().await.expect("user_count"), before + 2, "user_count must drop on delete");
 }
 

@@ -64,6 +64,9 @@ impl Role {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
+    /// Immutable and never reused (`usr_...`, random): what tokens and keys are bound to, so
+    /// nothing of a deleted user works for a later user of the same name.
+    pub id: String,
     pub username: String,
     /// argon2 PHC string.
     pub password_hash: String,
@@ -71,13 +74,15 @@ pub struct User {
     pub created_at: Millis,
 }
 
-/// What an API key may do on the stations its scope names.
+/// What an API key may do on the stations its scope names. `metrics` is not about stations: it
+/// lets the key read `/metrics` (which names every station), so its scope must name `*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Produce,
     Consume,
     Manage,
+    Metrics,
 }
 
 impl Action {
@@ -86,6 +91,7 @@ impl Action {
             Action::Produce => "produce",
             Action::Consume => "consume",
             Action::Manage => "manage",
+            Action::Metrics => "metrics",
         }
     }
 }
@@ -104,6 +110,9 @@ pub struct ApiKey {
     pub name: String,
     /// The user who created it; the key never grants more than this user's role.
     pub owner: String,
+    /// The [`User::id`] of `owner` when the key was created: the key works only while the user
+    /// of that name still has this id.
+    pub owner_id: String,
     pub digest: Digest,
     pub scopes: Vec<Scope>,
     pub created_at: Millis,
@@ -212,9 +221,11 @@ pub trait MetadataStore: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// `Conflict` when the username is taken.
+    /// `Conflict` when the username or the id is taken.
     async fn create_user(&self, user: &User) -> Result<(), MetaError>;
     async fn user(&self, username: &str) -> Result<Option<User>, MetaError>;
+    /// The user with this [`User::id`].
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, MetaError>;
     /// Ordered by username.
     async fn users(&self) -> Result<Vec<User>, MetaError>;
     async fn user_count(&self) -> Result<u64, MetaError>;

@@ -49,7 +49,10 @@ use super::{
 };
 
 /// Forward-only migrations as (version, SQL), in order; versions are 1, 2, 3...
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../../migrations/0001_init.sql")),
+    (2, include_str!("../../../migrations/0002_user_ids.sql")),
+];
 
 /// The version of a fully migrated database.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -384,7 +387,7 @@ fn digest_of(bytes: &[u8], what: &str) -> Result<Digest, MetaError> {
     Digest::try_from(bytes).map_err(|_| corrupt(format!("stored {what} digest has {} bytes", bytes.len())))
 }
 
-const USER_COLUMNS: &str = "username, password_hash, role, created_at";
+const USER_COLUMNS: &str = "username, password_hash, role, created_at, id";
 
 fn user_row(row: &Row) -> Result<User, MetaError> {
     let role: String = row.try_get(2).decoded()?;
@@ -394,10 +397,11 @@ fn user_row(row: &Row) -> Result<User, MetaError> {
         password_hash: row.try_get(1).decoded()?,
         role,
         created_at: row.try_get(3).decoded()?,
+        id: row.try_get(4).decoded()?,
     })
 }
 
-const KEY_COLUMNS: &str = "id, name, owner, digest, scopes, created_at, expires_at";
+const KEY_COLUMNS: &str = "id, name, owner, digest, scopes, created_at, expires_at, owner_id";
 
 fn key_row(row: &Row) -> Result<ApiKey, MetaError> {
     let id: String = row.try_get(0).decoded()?;
@@ -411,6 +415,7 @@ fn key_row(row: &Row) -> Result<ApiKey, MetaError> {
         scopes,
         created_at: row.try_get(5).decoded()?,
         expires_at: row.try_get(6).decoded()?,
+        owner_id: row.try_get(7).decoded()?,
         id,
     })
 }
@@ -526,15 +531,15 @@ impl MetadataStore for PostgresStore {
             // Announced like a deletion: another node may have cached "no such user".
             let stmt = c
                 .prepare_cached(&format!(
-                    "WITH created AS (INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4) RETURNING username) \
-                     SELECT pg_notify($5, 'user:' || username) FROM created"
+                    "WITH created AS (INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5) RETURNING username) \
+                     SELECT pg_notify($6, 'user:' || username) FROM created"
                 ))
                 .await
                 .meta()?;
             let role = user.role.as_str();
-            c.query(&stmt, &[&user.username, &user.password_hash, &role, &user.created_at, &NOTIFY_CHANNEL])
+            c.query(&stmt, &[&user.username, &user.password_hash, &role, &user.created_at, &user.id, &NOTIFY_CHANNEL])
                 .await
-                .taken(|| format!("user `{}`", user.username))
+                .taken(|| format!("user `{}` (or one with its id)", user.username))
                 .map(drop)
         })
     }
@@ -544,6 +549,13 @@ impl MetadataStore for PostgresStore {
             let stmt =
                 c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1")).await.meta()?;
             c.query_opt(&stmt, &[&username]).await.meta()?.as_ref().map(user_row).transpose()
+        })
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, MetaError> {
+        with_conn!(self, |c| {
+            let stmt = c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")).await.meta()?;
+            c.query_opt(&stmt, &[&id]).await.meta()?.as_ref().map(user_row).transpose()
         })
     }
 
@@ -582,12 +594,23 @@ impl MetadataStore for PostgresStore {
         let scopes = serde_json::to_string(&key.scopes).map_err(|e| corrupt(format!("encoding scopes: {e}")))?;
         with_conn!(self, |c| {
             let stmt = c
-                .prepare_cached(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+                .prepare_cached(&format!(
+                    "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ))
                 .await
                 .meta()?;
             c.execute(
                 &stmt,
-                &[&key.id, &key.name, &key.owner, &&key.digest[..], &scopes, &key.created_at, &key.expires_at],
+                &[
+                    &key.id,
+                    &key.name,
+                    &key.owner,
+                    &&key.digest[..],
+                    &scopes,
+                    &key.created_at,
+                    &key.expires_at,
+                    &key.owner_id,
+                ],
             )
             .await
             .taken(|| format!("api key `{}` (or one with its digest)", key.id))

@@ -31,7 +31,8 @@ use super::{
 };
 
 /// Forward-only schema migrations; the schema version is how many of them have been applied.
-const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     username      TEXT    NOT NULL PRIMARY KEY,
     password_hash TEXT    NOT NULL,
@@ -87,7 +88,17 @@ CREATE INDEX dead_letters_by_time ON dead_letters (station, dead_at, id);
 CREATE INDEX dead_letters_by_group ON dead_letters (station, grp, dead_at, id);
 CREATE INDEX dead_letters_by_reason ON dead_letters (station, reason, dead_at, id);
 CREATE INDEX dead_letters_by_id ON dead_letters (station, id);
-"#];
+"#,
+    r#"
+-- Immutable user ids, never reused: access tokens name them and API keys record their owner's,
+-- so nothing issued to a deleted user works for a later user of the same name.
+ALTER TABLE users ADD COLUMN id TEXT NOT NULL DEFAULT '';
+UPDATE users SET id = 'usr_' || lower(hex(randomblob(12)));
+CREATE UNIQUE INDEX users_by_id ON users (id);
+ALTER TABLE api_keys ADD COLUMN owner_id TEXT NOT NULL DEFAULT '';
+UPDATE api_keys SET owner_id = (SELECT id FROM users WHERE users.username = api_keys.owner);
+"#,
+];
 
 /// The `user_version` of a fully migrated file.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -242,28 +253,28 @@ fn collect<T>(rows: impl Iterator<Item = Decoded<T>>) -> Result<Vec<T>, MetaErro
     rows.map(|r| r.meta()?).collect()
 }
 
-const USER_COLUMNS: &str = "username, password_hash, role, created_at";
+const USER_COLUMNS: &str = "username, password_hash, role, created_at, id";
 
 fn user_row(row: &Row<'_>) -> Decoded<User> {
     let role: String = row.get(2)?;
-    let (username, password_hash, created_at) = (row.get(0)?, row.get(1)?, row.get(3)?);
+    let (username, password_hash, created_at, id) = (row.get(0)?, row.get(1)?, row.get(3)?, row.get(4)?);
     Ok(Role::parse(&role)
-        .map(|role| User { username, password_hash, role, created_at })
+        .map(|role| User { id, username, password_hash, role, created_at })
         .ok_or_else(|| corrupt(format!("unknown role `{role}`"))))
 }
 
-const KEY_COLUMNS: &str = "id, name, owner, digest, scopes, created_at, expires_at";
+const KEY_COLUMNS: &str = "id, name, owner, digest, scopes, created_at, expires_at, owner_id";
 
 fn key_row(row: &Row<'_>) -> Decoded<ApiKey> {
     let (id, name, owner): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
     let (digest, scopes): (Vec<u8>, String) = (row.get(3)?, row.get(4)?);
-    let (created_at, expires_at) = (row.get(5)?, row.get(6)?);
+    let (created_at, expires_at, owner_id) = (row.get(5)?, row.get(6)?, row.get(7)?);
     let digest = match digest_of(digest, "api key") {
         Ok(digest) => digest,
         Err(e) => return Ok(Err(e)),
     };
     Ok(serde_json::from_str(&scopes)
-        .map(|scopes| ApiKey { id: id.clone(), name, owner, digest, scopes, created_at, expires_at })
+        .map(|scopes| ApiKey { id: id.clone(), name, owner, owner_id, digest, scopes, created_at, expires_at })
         .map_err(|e| corrupt(format!("scopes of api key `{id}`: {e}"))))
 }
 
@@ -299,10 +310,10 @@ impl MetadataStore for SqliteStore {
     async fn create_user(&self, user: &User) -> Result<(), MetaError> {
         let u = user.clone();
         self.with(move |c| {
-            c.prepare_cached(&format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4)"))
+            c.prepare_cached(&format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"))
                 .meta()?
-                .execute(params![u.username, u.password_hash, u.role.as_str(), u.created_at])
-                .taken(|| format!("user `{}`", u.username))
+                .execute(params![u.username, u.password_hash, u.role.as_str(), u.created_at, u.id])
+                .taken(|| format!("user `{}` (or one with its id)", u.username))
                 .map(drop)
         })
         .await
@@ -314,6 +325,19 @@ impl MetadataStore for SqliteStore {
             c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"))
                 .meta()?
                 .query_row([name], user_row)
+                .optional()
+                .meta()?
+                .transpose()
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, MetaError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))
+                .meta()?
+                .query_row([id], user_row)
                 .optional()
                 .meta()?
                 .transpose()
@@ -355,9 +379,9 @@ impl MetadataStore for SqliteStore {
         let k = key.clone();
         let scopes = serde_json::to_string(&k.scopes).map_err(|e| corrupt(format!("encoding scopes: {e}")))?;
         self.with(move |c| {
-            c.prepare_cached(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))
+            c.prepare_cached(&format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))
                 .meta()?
-                .execute(params![k.id, k.name, k.owner, &k.digest[..], scopes, k.created_at, k.expires_at])
+                .execute(params![k.id, k.name, k.owner, &k.digest[..], scopes, k.created_at, k.expires_at, k.owner_id])
                 .taken(|| format!("api key `{}` (or one with its digest)", k.id))
                 .map(drop)
         })

@@ -24,7 +24,8 @@ pub struct ScopeBody {
     /// A station name, or a pattern with `*` wildcards (`orders*`, `*`).
     #[schema(pattern = r"^[a-z0-9._*-]{1,128}$", min_length = 1, max_length = 128)]
     pub stations: String,
-    /// At least one action.
+    /// At least one action. `metrics` (read `/metrics`, which names every station) only with
+    /// `stations: "*"`, and only in keys of administrators.
     #[schema(min_items = 1)]
     pub actions: Vec<Action>,
 }
@@ -116,16 +117,24 @@ async fn create_key(
         s.actions.dedup();
     }
     scope::validate(&scopes)?;
+    // A key never exceeds its owner: only administrators may read /metrics.
+    if !auth.principal.is_admin() && scopes.iter().any(|s| s.actions.contains(&Action::Metrics)) {
+        return Err(ApiError::Forbidden("only an administrator may grant the metrics action".to_owned()));
+    }
     let now = auth::now_millis();
     let expires_at = body.expires_at.as_deref().map(|t| wire::parse_rfc3339("expires_at", t)).transpose()?;
     if expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::InvalidRequest("expires_at must be in the future".to_owned()));
     }
+    let owner_id = auth.principal.owner_id.clone().ok_or_else(|| {
+        ApiError::Forbidden("only a Depot user manages API keys; log in with a username and password".to_owned())
+    })?;
     let (secret, id) = auth::new_api_key();
     let key = ApiKey {
         id,
         name: body.name,
         owner: auth.principal.subject.clone(),
+        owner_id,
         digest: auth::digest(&secret),
         scopes,
         created_at: now,

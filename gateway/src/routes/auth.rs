@@ -1,6 +1,6 @@
 //! Tokens: log in with a password or an API key, refresh (rotating), revoke.
 
-use actix_web::{post, web, HttpResponse};
+use actix_web::{post, web, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -89,6 +89,11 @@ impl From<Issued> for TokenResponse {
 }
 
 /// Log in: a username and password, or an API key, for an access token and a refresh token.
+///
+/// Password guessing is limited per username: after 10 failed password logins within 15 minutes,
+/// every login for that username gets 429 `rate_limited` with `Retry-After` and
+/// `RateLimit-Policy: "login";q=10;w=900` until the window ends, whether or not the user exists.
+/// A success resets the count.
 #[utoipa::path(
     tag = "auth",
     request_body = TokenRequestDoc,
@@ -97,26 +102,50 @@ impl From<Issued> for TokenResponse {
         (status = 400, description = "invalid_body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized: wrong credentials", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "metadata_unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "metadata_unavailable, or overloaded: more password logins at once than the node checks in parallel waited past the bound (with Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
     security(())
 )]
 #[post("/v1/auth/token")]
 async fn token(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: wire::Json<TokenRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
     let principal = match body.into_inner() {
         TokenRequest { username: Some(username), password: Some(password), api_key: None } => {
-            if username.len() > MAX_PASSWORD || password.len() > MAX_PASSWORD {
-                return Err(ApiError::Unauthorized("wrong username or password".to_owned()));
+            let login = if username.len() > MAX_PASSWORD || password.len() > MAX_PASSWORD {
+                Err(ApiError::Unauthorized("wrong username or password".to_owned()))
+            } else {
+                state.auth.login(&username, &password).await
+            };
+            if let Err(e) = &login {
+                failed_login(&req, &state, &username, e);
             }
-            state.auth.login(&username, &password).await?
+            login?
         }
         TokenRequest { username: None, password: None, api_key: Some(key) } => state.auth.login_with_key(&key).await?,
         _ => return Err(ApiError::InvalidBody("give either username and password, or api_key".to_owned())),
     };
     Ok(web::Json(state.auth.issue(&principal).await?.into()))
+}
+
+/// The longest part of a username that a log line shows.
+const LOGGED_USERNAME: usize = 128;
+
+/// Logs a refused password login at WARN (never the password) and counts it.
+fn failed_login(req: &HttpRequest, state: &AppState, username: &str, error: &ApiError) {
+    let (counter, why) = match error {
+        ApiError::Unauthorized(_) => (&state.metrics.login_failures, "wrong username or password"),
+        ApiError::RateLimited(_) => (&state.metrics.login_locked_out, "too many failed logins for this username"),
+        _ => return,
+    };
+    crate::metrics::Metrics::add(counter, 1);
+    let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let client_ip = state.limiter.client_ip(req.peer_addr(), xff);
+    let request_id = req.extensions().get::<crate::observe::RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+    let username: String = username.chars().take(LOGGED_USERNAME).collect();
+    tracing::warn!(%username, %client_ip, %request_id, "password login refused: {why}");
 }
 
 /// Trade a refresh token for a new pair. The presented token is spent; presenting a spent one

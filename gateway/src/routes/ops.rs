@@ -5,6 +5,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use crate::auth::extract::ScrapeMetrics;
+use crate::auth::Authorized;
 use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -73,12 +75,16 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 /// method), `depot_messages_{produced,fetched,acked,dead_lettered}_total`,
 /// `depot_rate_limited_total`, and per consumer group `depot_consumer_group_lag`,
 /// `depot_consumer_group_pending` and `depot_consumer_group_dead_lettered` (read at scrape time).
+///
+/// It names every station and group, so it needs a bearer token: an administrator's, or an API
+/// key (or a token exchanged for one) of an administrator whose scopes grant the `metrics` action
+/// (`{"stations": "*", "actions": ["metrics"]}`); external tokens need `metrics` in their scopes.
 #[utoipa::path(
     tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 #[get("/metrics")]
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+async fn metrics(_auth: Authorized<ScrapeMetrics>, state: web::Data<AppState>) -> HttpResponse {
     let text = state.metrics.render(&state.broker.stations());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
 }

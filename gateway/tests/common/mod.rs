@@ -39,8 +39,8 @@ pub async fn node_with_auth(config: AuthConfig) -> Node {
     let broker = Broker::open(BrokerOptions::new(dir.path())).await.unwrap();
     let store: Arc<dyn MetadataStore> = Arc::new(SqliteStore::open(&dir.path().join("metadata.sqlite")).unwrap());
     let auth = Arc::new(Auth::new(config, store).unwrap());
-    auth.create_user("admin", "admin-password", Role::Admin).await.unwrap();
-    let admin = Principal::user("admin".into(), Role::Admin);
+    let admin = auth.create_user("admin", "admin-password", Role::Admin).await.unwrap();
+    let admin = Principal::user(&admin);
     let admin_token = auth.access_token(&admin).unwrap();
     TOKEN.with(|t| *t.borrow_mut() = Some(admin_token.clone()));
     Node { broker, auth, admin_token, dir }
