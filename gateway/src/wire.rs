@@ -175,6 +175,11 @@ where
 /// an array where `T` wants an object (see [`strict`]). Only fields typed as integers convert, and
 /// only floats within ±2^53 (exact in `f64`); free-form values such as a batch message's JSON
 /// `payload` keep their numbers as sent.
+///
+/// The rule holds only where serde asks this deserializer for the field. Untagged and internally
+/// tagged enums and `#[serde(flatten)]` first copy the input into serde's own buffer and read
+/// their fields from that, past this wrapper; request types use none of them (a hand-written
+/// visitor, as for `groups::Start`, reads alternatives without a buffer).
 pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = T::deserialize(strict::Strict(&mut de))?;

@@ -2,7 +2,10 @@
 
 use actix_web::{delete, get, post, put, web, HttpResponse};
 use depot_broker::station::{Command, GroupConfig, GroupView, Outcome, SeekTo, StartPosition};
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -27,12 +30,56 @@ pub enum NamedStart {
 }
 
 /// Where a new group starts: `"earliest"`, `"latest"`, `{"offset": n}` or `{"time": "RFC 3339"}`.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Start {
     Named(NamedStart),
     Offset(OffsetStart),
     Time(TimeStart),
+}
+
+// Read by `StartVisitor`, not by an untagged derive: serde reads an untagged enum through a
+// buffer of its own, past `wire::from_json`'s rule that a whole-number float is an integer
+// (`{"offset": 268435455.0}` was refused).
+impl<'de> Deserialize<'de> for Start {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Start, D::Error> {
+        deserializer.deserialize_any(StartVisitor)
+    }
+}
+
+/// Dispatches on the JSON shape (a string or an object) and reads each field through the
+/// deserializer it was given, so the field types' own rules apply.
+struct StartVisitor;
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum StartField {
+    Offset,
+    Time,
+}
+
+impl<'de> Visitor<'de> for StartVisitor {
+    type Value = Start;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(r#""earliest", "latest", {"offset": n} or {"time": "RFC 3339"}"#)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Start, E> {
+        NamedStart::deserialize(de::value::StrDeserializer::<E>::new(v)).map(Start::Named)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Start, A::Error> {
+        let start = match map.next_key::<StartField>()? {
+            Some(StartField::Offset) => Start::Offset(OffsetStart { offset: map.next_value()? }),
+            Some(StartField::Time) => Start::Time(TimeStart { time: map.next_value()? }),
+            None => return Err(de::Error::invalid_length(0, &self)),
+        };
+        if map.next_key::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("start takes exactly one of offset and time"));
+        }
+        Ok(start)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
