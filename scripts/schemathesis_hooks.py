@@ -22,7 +22,40 @@ def filter_case(context, case):
         return False
     if method == "POST" and path == "/v1/api-keys" and not _expiry_in_the_future(body):
         return False
+    headers = case.headers if isinstance(case.headers, dict) else {}
+    if method == "POST" and path == "/v1/stations/{station}/messages" and not _deliver_at_within_max_delay(headers):
+        return False
     return True
+
+
+def _parse_time(at):
+    """An RFC 3339 time as an aware datetime, or None when it is not one."""
+    import datetime
+
+    if not isinstance(at, str):
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(at.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _deliver_at_within_max_delay(headers):
+    """`Depot-Deliver-At` may be at most `max_delay_ms` (365 days by default) from now.
+
+    The document gives the format and says so in words, but a static schema cannot say "at most
+    a year from now", so a generated far-future time is valid by schema and still (rightly)
+    refused with 400. Keep only times that are not times at all (the negative cases), or within
+    the bound (with a day's margin).
+    """
+    import datetime
+
+    at = next((v for k, v in headers.items() if k.lower() == "depot-deliver-at"), None)
+    when = _parse_time(at)
+    if when is None:
+        return True
+    return when < datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=364)
 
 
 def _this_cluster_can_hold(body):

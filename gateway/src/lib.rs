@@ -39,13 +39,35 @@ use ratelimit::{RateLimitConfig, RateLimiter};
 /// How long shutdown waits for in-flight requests; longer than the longest long poll.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
+/// The longest a message may be withheld (`Depot-Delay`, `Depot-Deliver-At`, `delay_ms`,
+/// `backoff_ms`) by default: 365 days, in milliseconds.
+pub const DEFAULT_MAX_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// How long a request body may take to arrive, by default.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The gateway's own settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// Per client IP, before authentication.
     pub rate_limit: RateLimitConfig,
     /// Per credential (user, API key, external subject), after authentication.
     pub credential_rate_limit: RateLimitConfig,
+    /// Longer delays are refused (400), in milliseconds.
+    pub max_delay_ms: u64,
+    /// A body still arriving after this long is answered 408.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            rate_limit: RateLimitConfig::default(),
+            credential_rate_limit: RateLimitConfig::default(),
+            max_delay_ms: DEFAULT_MAX_DELAY_MS,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
 }
 
 /// What every handler shares. Cheap to clone; clones share the limiter and the metrics.
@@ -57,6 +79,10 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub credential_limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
+    /// Longer delays are refused (400), in milliseconds.
+    pub max_delay_ms: u64,
+    /// A body still arriving after this long is answered 408.
+    pub body_read_timeout: Duration,
     openapi_json: web::Bytes,
     shutting_down: Arc<AtomicBool>,
 }
@@ -73,6 +99,8 @@ impl AppState {
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             credential_limiter: Arc::new(RateLimiter::named("credential", config.credential_rate_limit)),
             metrics: Arc::new(Metrics::default()),
+            max_delay_ms: config.max_delay_ms,
+            body_read_timeout: config.body_read_timeout,
             openapi_json: web::Bytes::from(openapi_json()),
             shutting_down: Arc::new(AtomicBool::new(false)),
         }

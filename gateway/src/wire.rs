@@ -30,6 +30,36 @@ pub fn parse_rfc3339(field: &str, value: &str) -> Result<Millis, ApiError> {
         .map_err(|e| ApiError::InvalidRequest(format!("{field}: not an RFC 3339 time ({e})")))
 }
 
+/// Refuses a delay past `max_delay_ms` (the `max_delay_ms` setting), naming `field`.
+pub fn check_delay(field: &str, delay_ms: u64, max_delay_ms: u64) -> Result<(), ApiError> {
+    if delay_ms > max_delay_ms {
+        return Err(ApiError::InvalidRequest(format!(
+            "{field}: {delay_ms} ms is longer than the longest delay, {max_delay_ms} ms ({} days)",
+            max_delay_ms / (24 * 3600 * 1000)
+        )));
+    }
+    Ok(())
+}
+
+/// The time `delay_ms` after `now`, refused past `max_delay_ms`; never a wrapped or saturated time.
+pub fn delay_until(field: &str, now: Millis, delay_ms: u64, max_delay_ms: u64) -> Result<Millis, ApiError> {
+    check_delay(field, delay_ms, max_delay_ms)?;
+    i64::try_from(delay_ms)
+        .ok()
+        .and_then(|delay| now.checked_add(delay))
+        .ok_or_else(|| ApiError::InvalidRequest(format!("{field}: {delay_ms} ms from now is not a time")))
+}
+
+/// Refuses a delivery time more than `max_delay_ms` after `now`, naming `field`.
+pub fn check_deliver_at(field: &str, now: Millis, at: Millis, max_delay_ms: u64) -> Result<Millis, ApiError> {
+    let delay = at.checked_sub(now).unwrap_or(i64::MAX);
+    match u64::try_from(delay) {
+        Ok(delay) => check_delay(field, delay, max_delay_ms).map(|()| at),
+        // In the past: deliverable now.
+        Err(_) => Ok(at),
+    }
+}
+
 /// A receipt is opaque to clients: base64url of offset and delivery, big-endian.
 pub fn encode_receipt(r: Receipt) -> String {
     let mut raw = [0u8; 16];

@@ -109,7 +109,7 @@ pub struct GroupConfigInput {
     #[schema(minimum = 1)]
     pub max_deliveries: Option<u32>,
     /// Redelivery delay after the n-th failed attempt: `backoff_ms[min(n, len) - 1]` (default none);
-    /// at most 100 steps.
+    /// at most 100 steps, each at most the server's `max_delay_ms` (default 31536000000, 365 days).
     #[schema(max_items = 100)]
     pub backoff_ms: Option<Vec<u64>>,
     /// Most deliveries in flight at once (default 10000).
@@ -117,8 +117,29 @@ pub struct GroupConfigInput {
     pub max_pending: Option<u32>,
 }
 
+/// Documents the bound of each `backoff_ms` step (utoipa has no attribute for an item's bound).
+pub(crate) fn document_backoff_bound(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{ArrayItems, Schema};
+    use utoipa::openapi::RefOr;
+    let Some(RefOr::T(Schema::Object(input))) =
+        api.components.as_mut().and_then(|c| c.schemas.get_mut("GroupConfigInput"))
+    else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Array(steps))) = input.properties.get_mut("backoff_ms") {
+        if let ArrayItems::RefOrSchema(item) = &mut steps.items {
+            if let RefOr::T(Schema::Object(step)) = item.as_mut() {
+                step.maximum = Some(utoipa::Number::UInt(crate::DEFAULT_MAX_DELAY_MS as usize));
+            }
+        }
+    }
+}
+
 impl GroupConfigInput {
-    fn into_config(self) -> Result<GroupConfig, ApiError> {
+    fn into_config(self, max_delay_ms: u64) -> Result<GroupConfig, ApiError> {
+        for step in self.backoff_ms.iter().flatten() {
+            wire::check_delay("backoff_ms", *step, max_delay_ms)?;
+        }
         let d = GroupConfig::default();
         let start = match self.start {
             None | Some(Start::Named(NamedStart::Earliest)) => StartPosition::Earliest,
@@ -269,7 +290,7 @@ async fn put_group(
 ) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
     let input: GroupConfigInput = wire::optional_json(&wire::read_body(body, CONFIG_BODY_LIMIT).await?)?;
-    let config = input.into_config()?;
+    let config = input.into_config(state.max_delay_ms)?;
     match state.broker.submit(Command::PutGroup { station, group, config }).await?.outcome {
         Outcome::GroupPut { created: true, group } => Ok(HttpResponse::Created().json(Group::from(group))),
         Outcome::GroupPut { created: false, group } => Ok(HttpResponse::Ok().json(Group::from(group))),
