@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{web, App, HttpRequest, HttpServer};
+use actix_web::{web, App, HttpRequest};
 use depot_broker::Broker;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
@@ -162,6 +162,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut api) =
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
     add_rate_limited_responses(&mut api);
+    add_body_timeout_responses(&mut api);
     add_auth(&mut api);
     routes::refine_document(&mut api);
     api
@@ -211,6 +212,35 @@ fn add_auth(api: &mut utoipa::openapi::OpenApi) {
             let responses = &mut operation.responses.responses;
             responses.insert("401".to_owned(), problem(UNAUTHORIZED));
             responses.insert("403".to_owned(), problem(FORBIDDEN));
+        }
+    }
+}
+
+/// Every operation that reads a request body can answer 408 when the body arrives too slowly.
+fn add_body_timeout_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let response = ResponseBuilder::new()
+        .description(
+            "request_timeout: the body did not arrive within the server's `body_read_timeout_ms` \
+             (default 30000); the connection is closed.",
+        )
+        .content(
+            "application/problem+json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+        )
+        .build();
+    api.components
+        .get_or_insert_with(Default::default)
+        .responses
+        .insert("RequestTimeout".to_owned(), RefOr::T(response));
+    for item in api.paths.paths.values_mut() {
+        for operation in crate::operations_mut(item) {
+            if operation.request_body.is_some() {
+                operation
+                    .responses
+                    .responses
+                    .insert("408".to_owned(), RefOr::Ref(Ref::from_response_name("RequestTimeout")));
+            }
         }
     }
 }
@@ -346,6 +376,62 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(observe::observe))
 }
 
+/// The HTTP server of [`app`], built as actix-web's `HttpServer` builds it (same defaults) but with
+/// our own handler of `Expect: 100-continue`, which `HttpServer` does not let us set: actix
+/// answers `100 Continue` before the application sees the request, so a body over every route's
+/// limit is refused there, with 413, instead of being invited.
+fn serve(listener: TcpListener, state: AppState) -> std::io::Result<actix_web::dev::Server> {
+    use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+    let addr = listener.local_addr()?;
+    let builder = actix_server::Server::build();
+    let drain = builder.graceful_shutdown_signal();
+    let server = builder
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .listen("depot-http", listener, move || {
+            let drain = drain.clone();
+            let app = app(state.clone()).into_factory().map_err(|e| e.error_response());
+            actix_http::HttpService::build()
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                .graceful_shutdown_signal(move || {
+                    let drain = drain.clone();
+                    async move { drain.notified().await }
+                })
+                .expect(actix_web::dev::fn_service(expect_continue))
+                .finish(map_config(app, |()| actix_web::dev::AppConfig::default()))
+                .tcp()
+        })?
+        .run();
+    Ok(server)
+}
+
+/// The largest body any route reads.
+pub const MAX_BODY: usize = {
+    let (a, b) = (routes::messages::SINGLE_BODY_LIMIT, routes::messages::BATCH_BODY_LIMIT);
+    let ab = if a > b { a } else { b };
+    if ab > wire::JSON_BODY_LIMIT {
+        ab
+    } else {
+        wire::JSON_BODY_LIMIT
+    }
+};
+
+/// Called for a request with `Expect: 100-continue`, before actix answers `100 Continue`: a
+/// declared body past [`MAX_BODY`] gets 413 instead (each route's own, smaller limit is checked
+/// by the route, before it reads the body).
+async fn expect_continue(req: actix_http::Request) -> Result<actix_http::Request, actix_web::Error> {
+    match wire::declared_length(&req.head().headers) {
+        Some(length) if length > MAX_BODY as u64 => Err(ApiError::PayloadTooLarge(format!(
+            "the body has {length} bytes; no request may have more than {MAX_BODY}"
+        ))
+        .into()),
+        _ => Ok(req),
+    }
+}
+
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
 /// requests (long polls included) finish, and shuts the broker down. Dead-letter pointers flow
 /// from the broker's outbox into the metadata store meanwhile.
@@ -381,11 +467,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
             }
         }
     });
-    let server = HttpServer::new(move || app(state.clone()))
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-        .listen(listener)?
-        .run();
+    let server = serve(listener, state)?;
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
     let served = tokio::select! {

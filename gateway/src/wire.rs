@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::error::PayloadError;
 use actix_web::{dev, web, FromRequest, HttpRequest};
@@ -180,12 +181,50 @@ pub fn message_body(m: &StoredMessage) -> MessageBody {
     }
 }
 
-/// Reads the whole request body, answering 413 past `limit` bytes.
-pub async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
-    read_stream(payload, limit).await
+/// Reads the whole request body: 413 at once when the declared `Content-Length` is past `limit`
+/// (without waiting for a body that may never come), 413 once more than `limit` bytes arrived, and
+/// 408 when the body takes longer than the `body_read_timeout_ms` setting.
+pub async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    check_declared_length(req, limit)?;
+    read_stream(payload, limit, body_read_timeout(req)).await
 }
 
-async fn read_stream<S>(mut payload: S, limit: usize) -> Result<Bytes, ApiError>
+/// 413 when the request declares a body longer than `limit`.
+pub fn check_declared_length(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+    match declared_length(req.headers()) {
+        Some(length) if length > limit as u64 => {
+            Err(ApiError::PayloadTooLarge(format!("the body has {length} bytes; the limit is {limit}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+pub fn declared_length(headers: &actix_web::http::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+fn body_read_timeout(req: &HttpRequest) -> Duration {
+    req.app_data::<web::Data<crate::AppState>>().map_or(crate::DEFAULT_BODY_READ_TIMEOUT, |s| s.body_read_timeout)
+}
+
+async fn read_stream<S>(payload: S, limit: usize, timeout: Duration) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    match tokio::time::timeout(timeout, read_all(payload, limit)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the body did not arrive within {} ms; send it whole and promptly",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+async fn read_all<S>(mut payload: S, limit: usize) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
@@ -252,17 +291,7 @@ fn check_json_request(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
             }
         }
     }
-    let length = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    match length {
-        Some(length) if length > limit => {
-            Err(ApiError::PayloadTooLarge(format!("the body has {length} bytes; the limit is {limit}")))
-        }
-        _ => Ok(()),
-    }
+    check_declared_length(req, limit)
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
@@ -271,10 +300,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut dev::Payload) -> Self::Future {
         let checked = check_json_request(req, JSON_BODY_LIMIT);
+        let timeout = body_read_timeout(req);
         let payload = payload.take();
         Box::pin(async move {
             checked?;
-            let body = read_stream(payload, JSON_BODY_LIMIT).await?;
+            let body = read_stream(payload, JSON_BODY_LIMIT, timeout).await?;
             from_json(&body).map(Json).map_err(|e| ApiError::InvalidBody(e.to_string()))
         })
     }

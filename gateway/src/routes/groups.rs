@@ -1,6 +1,6 @@
 //! Consumer groups: create or update, read, list, delete, seek.
 
-use actix_web::{delete, get, post, put, web, HttpResponse};
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use depot_broker::station::{Command, GroupConfig, GroupView, Outcome, SeekTo, StartPosition};
 use std::fmt;
 
@@ -286,10 +286,11 @@ async fn put_group(
     _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
-    let input: GroupConfigInput = wire::optional_json(&wire::read_body(body, CONFIG_BODY_LIMIT).await?)?;
+    let input: GroupConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config(state.max_delay_ms)?;
     match state.broker.submit(Command::PutGroup { station, group, config }).await?.outcome {
         Outcome::GroupPut { created: true, group } => Ok(HttpResponse::Created().json(Group::from(group))),

@@ -138,7 +138,7 @@ async fn produce(
             headers.push((stored.to_owned(), value.to_owned()));
         }
     }
-    let payload = wire::read_body(body, SINGLE_BODY_LIMIT).await?;
+    let payload = wire::read_body(&req, body, SINGLE_BODY_LIMIT).await?;
     let message = NewMessage { content_type, headers, payload, idempotency_key: key, deliver_at };
     let applied = state.broker.submit(Command::Produce { station, messages: vec![message] }).await?;
     let result = produced(applied.outcome)?
