@@ -28,6 +28,8 @@ pub enum Code {
     DeadLetterNotFound,
     PayloadTooLarge,
     RequestTimeout,
+    UriTooLong,
+    HeaderFieldsTooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
     IdempotencyKeyReused,
@@ -54,6 +56,8 @@ impl Code {
             }
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::UriTooLong => StatusCode::URI_TOO_LONG,
+            Code::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -80,6 +84,8 @@ impl Code {
             Code::DeadLetterNotFound => "dead_letter_not_found",
             Code::PayloadTooLarge => "payload_too_large",
             Code::RequestTimeout => "request_timeout",
+            Code::UriTooLong => "uri_too_long",
+            Code::HeaderFieldsTooLarge => "header_fields_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
@@ -108,6 +114,8 @@ impl Code {
             Code::DeadLetterNotFound => "Dead letter not found",
             Code::PayloadTooLarge => "Payload too large",
             Code::RequestTimeout => "Request timeout",
+            Code::UriTooLong => "URI too long",
+            Code::HeaderFieldsTooLarge => "Request header fields too large",
             Code::UnsupportedMediaType => "Unsupported media type",
             Code::MethodNotAllowed => "Method not allowed",
             Code::IdempotencyKeyReused => "Idempotency key reused",
@@ -142,6 +150,10 @@ pub enum ApiError {
     /// The body did not arrive in time.
     #[error("{0}")]
     RequestTimeout(String),
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeaderFieldsTooLarge(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
     /// The path names a resource, but not for this method; `allow` lists the methods it has.
@@ -194,6 +206,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(d) => (Code::UnsupportedMediaType, d.clone(), None),
             ApiError::PayloadTooLarge(d) => (Code::PayloadTooLarge, d.clone(), None),
             ApiError::RequestTimeout(d) => (Code::RequestTimeout, d.clone(), None),
+            ApiError::UriTooLong(d) => (Code::UriTooLong, d.clone(), None),
+            ApiError::HeaderFieldsTooLarge(d) => (Code::HeaderFieldsTooLarge, d.clone(), None),
             ApiError::IdempotencyKeyReused(d) => (Code::IdempotencyKeyReused, d.clone(), None),
             ApiError::MethodNotAllowed { .. } => (Code::MethodNotAllowed, self.to_string(), None),
             ApiError::RateLimited(l) => (Code::RateLimited, self.to_string(), Some(Duration::from_secs(l.retry_after))),

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod http_limits;
 pub mod meta;
 pub mod metrics;
 pub mod observe;
@@ -163,6 +164,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
     add_rate_limited_responses(&mut api);
     add_body_timeout_responses(&mut api);
+    add_head_limit_responses(&mut api);
     add_auth(&mut api);
     routes::refine_document(&mut api);
     api
@@ -241,6 +243,41 @@ fn add_body_timeout_responses(api: &mut utoipa::openapi::OpenApi) {
                     .responses
                     .insert("408".to_owned(), RefOr::Ref(Ref::from_response_name("RequestTimeout")));
             }
+        }
+    }
+}
+
+/// Every operation can answer 414 and 431 (limits on the request head).
+fn add_head_limit_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |description: String| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
+                .build(),
+        )
+    };
+    let responses = &mut api.components.get_or_insert_with(Default::default).responses;
+    responses.insert(
+        "UriTooLong".to_owned(),
+        problem(format!("uri_too_long: the request target is longer than {} bytes", http_limits::MAX_URI)),
+    );
+    responses.insert(
+        "HeaderFieldsTooLarge".to_owned(),
+        problem(format!(
+            "header_fields_too_large: the header fields are larger than {} bytes",
+            http_limits::MAX_HEADER_BYTES
+        )),
+    );
+    for item in api.paths.paths.values_mut() {
+        for operation in crate::operations_mut(item) {
+            let responses = &mut operation.responses.responses;
+            responses.insert("414".to_owned(), RefOr::Ref(Ref::from_response_name("UriTooLong")));
+            responses.insert("431".to_owned(), RefOr::Ref(Ref::from_response_name("HeaderFieldsTooLarge")));
         }
     }
 }
@@ -372,6 +409,7 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state))
         .configure(configure)
+        .wrap(actix_web::middleware::from_fn(http_limits::head))
         .wrap(actix_web::middleware::from_fn(ratelimit::limit))
         .wrap(actix_web::middleware::from_fn(observe::observe))
 }
