@@ -104,8 +104,9 @@ def _expiry_in_the_future(body):
 # CPython's AST constructor keeps its recursion-depth counter in interpreter-wide state, so two
 # threads inside `ast.parse` at once can corrupt it (python/cpython#106905): "SystemError: AST
 # constructor recursion depth mismatch". Hypothesis parses source with `ast.parse` to describe
-# lambdas, and `--workers 2` runs two generating threads, so the run crashed at random. Parsing
-# one source at a time removes the race on every interpreter; it costs nothing measurable.
+# lambdas, and `--workers 2` (which a caller may still pass) runs two generating threads, so the
+# run crashed at random. Parsing one source at a time removes the race on every interpreter; it
+# costs nothing measurable.
 def _serialize_ast_parse():
     import ast
     import threading
