@@ -22,7 +22,41 @@ def filter_case(context, case):
         return False
     if method == "POST" and path == "/v1/api-keys" and not _expiry_in_the_future(body):
         return False
+    # A CaseInsensitiveDict, not a dict.
+    headers = dict(case.headers.items()) if case.headers else {}
+    if method == "POST" and path == "/v1/stations/{station}/messages" and not _deliver_at_within_max_delay(headers):
+        return False
     return True
+
+
+def _parse_time(at):
+    """An RFC 3339 time as an aware datetime, or None when it is not one."""
+    import datetime
+
+    if not isinstance(at, str):
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(at.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def _deliver_at_within_max_delay(headers):
+    """`Depot-Deliver-At` may be at most `max_delay_ms` (365 days by default) from now.
+
+    The document gives the format and says so in words, but a static schema cannot say "at most
+    a year from now", so a generated far-future time is valid by schema and still (rightly)
+    refused with 400. Keep only times that are not times at all (the negative cases), or within
+    the bound (with a day's margin).
+    """
+    import datetime
+
+    at = next((v for k, v in headers.items() if k.lower() == "depot-deliver-at"), None)
+    when = _parse_time(at)
+    if when is None:
+        return True
+    return when < datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=364)
 
 
 def _this_cluster_can_hold(body):
@@ -70,8 +104,9 @@ def _expiry_in_the_future(body):
 # CPython's AST constructor keeps its recursion-depth counter in interpreter-wide state, so two
 # threads inside `ast.parse` at once can corrupt it (python/cpython#106905): "SystemError: AST
 # constructor recursion depth mismatch". Hypothesis parses source with `ast.parse` to describe
-# lambdas, and `--workers 2` runs two generating threads, so the run crashed at random. Parsing
-# one source at a time removes the race on every interpreter; it costs nothing measurable.
+# lambdas, and `--workers 2` (which a caller may still pass) runs two generating threads, so the
+# run crashed at random. Parsing one source at a time removes the race on every interpreter; it
+# costs nothing measurable.
 def _serialize_ast_parse():
     import ast
     import threading

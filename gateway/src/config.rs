@@ -76,7 +76,14 @@ pub struct Config {
     pub rate_limit_credential_per_second: u32,
     pub rate_limit_credential_burst: u32,
     pub trusted_proxies: Vec<IpAddr>,
+    /// The longest a message may be withheld, in milliseconds; longer delays are refused.
+    pub max_delay_ms: u64,
+    /// Milliseconds a request body may take to arrive before the request is answered 408.
+    pub body_read_timeout_ms: u64,
 }
+
+/// The largest `max_delay_ms`: 100 years, so that now plus a delay is a time that renders.
+pub const MAX_MAX_DELAY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 impl Config {
     pub fn defaults(mode: Mode) -> Config {
@@ -114,6 +121,8 @@ impl Config {
             rate_limit_credential_per_second: 5000,
             rate_limit_credential_burst: 10000,
             trusted_proxies: Vec::new(),
+            max_delay_ms: crate::DEFAULT_MAX_DELAY_MS,
+            body_read_timeout_ms: crate::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -403,6 +412,24 @@ pub const SETTINGS: &[Setting] = &[
             Ok(())
         },
     },
+    Setting {
+        name: "max_delay_ms",
+        help: "the longest a message may be withheld (Depot-Delay, Depot-Deliver-At, delay_ms, backoff_ms), in milliseconds; longer is refused with 400",
+        show: |c| c.max_delay_ms.to_string(),
+        set: |c, v| {
+            c.max_delay_ms = parse(v, "milliseconds")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "body_read_timeout_ms",
+        help: "milliseconds a request body may take to arrive; a slower one is answered 408",
+        show: |c| c.body_read_timeout_ms.to_string(),
+        set: |c, v| {
+            c.body_read_timeout_ms = parse(v, "milliseconds")?;
+            Ok(())
+        },
+    },
 ];
 
 fn setting(name: &str) -> Option<&'static Setting> {
@@ -576,6 +603,12 @@ impl Config {
         if let Some((name, _)) = rates.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be at least 1 (use rate_limit = off to disable limits)"));
         }
+        if !(1..=MAX_MAX_DELAY_MS).contains(&self.max_delay_ms) {
+            return Err(format!("max_delay_ms must be 1-{MAX_MAX_DELAY_MS} (100 years)"));
+        }
+        if !(100..=3_600_000).contains(&self.body_read_timeout_ms) {
+            return Err("body_read_timeout_ms must be 100-3600000".to_owned());
+        }
         for issuer in &self.external_issuers {
             if !matches!(issuer.algorithm.as_str(), "RS256" | "EdDSA") {
                 return Err(format!("external issuer {}: algorithm must be RS256 or EdDSA", issuer.issuer));
@@ -594,6 +627,8 @@ impl Config {
         GatewayConfig {
             rate_limit: limit(self.rate_limit_ip_per_second, self.rate_limit_ip_burst),
             credential_rate_limit: limit(self.rate_limit_credential_per_second, self.rate_limit_credential_burst),
+            max_delay_ms: self.max_delay_ms,
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
         }
     }
 
@@ -776,6 +811,14 @@ mod tests {
         assert!(e.contains("needs a value"), "{e}");
         let e = load(Mode::Serve, &["--rate-limit-ip-burst", "0"], &[], None).unwrap_err();
         assert!(e.contains("rate_limit_ip_burst"), "{e}");
+        let e = load(Mode::Serve, &["--max-delay-ms", "9223372036854775807"], &[], None).unwrap_err();
+        assert!(e.contains("max_delay_ms must be"), "{e}");
+        let e = load(Mode::Serve, &["--body-read-timeout-ms", "0"], &[], None).unwrap_err();
+        assert!(e.contains("body_read_timeout_ms must be"), "{e}");
+        let c = load(Mode::Serve, &["--max-delay-ms", "1000", "--body-read-timeout-ms", "500"], &[], None).unwrap();
+        assert_eq!(c.gateway().max_delay_ms, 1000);
+        assert_eq!(c.gateway().body_read_timeout, Duration::from_millis(500));
+        assert_eq!(Config::defaults(Mode::Serve).gateway().max_delay_ms, 365 * 24 * 3600 * 1000);
     }
 
     #[test]

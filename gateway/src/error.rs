@@ -27,6 +27,9 @@ pub enum Code {
     ConsumerGroupNotFound,
     DeadLetterNotFound,
     PayloadTooLarge,
+    RequestTimeout,
+    UriTooLong,
+    HeaderFieldsTooLarge,
     UnsupportedMediaType,
     MethodNotAllowed,
     IdempotencyKeyReused,
@@ -54,6 +57,9 @@ impl Code {
                 StatusCode::NOT_FOUND
             }
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::UriTooLong => StatusCode::URI_TOO_LONG,
+            Code::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -80,6 +86,9 @@ impl Code {
             Code::ConsumerGroupNotFound => "consumer_group_not_found",
             Code::DeadLetterNotFound => "dead_letter_not_found",
             Code::PayloadTooLarge => "payload_too_large",
+            Code::RequestTimeout => "request_timeout",
+            Code::UriTooLong => "uri_too_long",
+            Code::HeaderFieldsTooLarge => "header_fields_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
@@ -109,6 +118,9 @@ impl Code {
             Code::ConsumerGroupNotFound => "Consumer group not found",
             Code::DeadLetterNotFound => "Dead letter not found",
             Code::PayloadTooLarge => "Payload too large",
+            Code::RequestTimeout => "Request timeout",
+            Code::UriTooLong => "URI too long",
+            Code::HeaderFieldsTooLarge => "Request header fields too large",
             Code::UnsupportedMediaType => "Unsupported media type",
             Code::MethodNotAllowed => "Method not allowed",
             Code::IdempotencyKeyReused => "Idempotency key reused",
@@ -142,6 +154,13 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeaderFieldsTooLarge(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
     /// The path names a resource, but not for this method; `allow` lists the methods it has.
@@ -196,6 +215,9 @@ impl ApiError {
             ApiError::InvalidBody(d) => (Code::InvalidBody, d.clone(), None),
             ApiError::UnsupportedMediaType(d) => (Code::UnsupportedMediaType, d.clone(), None),
             ApiError::PayloadTooLarge(d) => (Code::PayloadTooLarge, d.clone(), None),
+            ApiError::RequestTimeout(d) => (Code::RequestTimeout, d.clone(), None),
+            ApiError::UriTooLong(d) => (Code::UriTooLong, d.clone(), None),
+            ApiError::HeaderFieldsTooLarge(d) => (Code::HeaderFieldsTooLarge, d.clone(), None),
             ApiError::IdempotencyKeyReused(d) => (Code::IdempotencyKeyReused, d.clone(), None),
             ApiError::MethodNotAllowed { .. } => (Code::MethodNotAllowed, self.to_string(), None),
             ApiError::RateLimited(l) => (Code::RateLimited, self.to_string(), Some(Duration::from_secs(l.retry_after))),
@@ -280,6 +302,10 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let mut response = problem(code, detail);
+        if let ApiError::PayloadTooLarge(_) | ApiError::RequestTimeout(_) = self {
+            // The rest of the body is not read: the connection cannot carry another request.
+            response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+        }
         if let ApiError::MethodNotAllowed { allow, .. } = self {
             if let Ok(value) = HeaderValue::from_str(allow) {
                 response.headers_mut().insert(header::ALLOW, value);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{web, App, HttpRequest, HttpServer};
+use actix_web::{web, App, HttpRequest};
 use depot_broker::Broker;
 use utoipa::OpenApi;
 use utoipa_actix_web::AppExt;
@@ -24,6 +24,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod http_limits;
 pub mod meta;
 pub mod metrics;
 pub mod observe;
@@ -39,13 +40,35 @@ use ratelimit::{RateLimitConfig, RateLimiter};
 /// How long shutdown waits for in-flight requests; longer than the longest long poll.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
 
+/// The longest a message may be withheld (`Depot-Delay`, `Depot-Deliver-At`, `delay_ms`,
+/// `backoff_ms`) by default: 365 days, in milliseconds.
+pub const DEFAULT_MAX_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// How long a request body may take to arrive, by default.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The gateway's own settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// Per client IP, before authentication.
     pub rate_limit: RateLimitConfig,
     /// Per credential (user, API key, external subject), after authentication.
     pub credential_rate_limit: RateLimitConfig,
+    /// Longer delays are refused (400), in milliseconds.
+    pub max_delay_ms: u64,
+    /// A body still arriving after this long is answered 408.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            rate_limit: RateLimitConfig::default(),
+            credential_rate_limit: RateLimitConfig::default(),
+            max_delay_ms: DEFAULT_MAX_DELAY_MS,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
 }
 
 /// What every handler shares. Cheap to clone; clones share the limiter and the metrics.
@@ -57,6 +80,10 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub credential_limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
+    /// Longer delays are refused (400), in milliseconds.
+    pub max_delay_ms: u64,
+    /// A body still arriving after this long is answered 408.
+    pub body_read_timeout: Duration,
     openapi_json: web::Bytes,
     shutting_down: Arc<AtomicBool>,
 }
@@ -73,6 +100,8 @@ impl AppState {
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             credential_limiter: Arc::new(RateLimiter::named("credential", config.credential_rate_limit)),
             metrics: Arc::new(Metrics::default()),
+            max_delay_ms: config.max_delay_ms,
+            body_read_timeout: config.body_read_timeout,
             openapi_json: web::Bytes::from(openapi_json()),
             shutting_down: Arc::new(AtomicBool::new(false)),
         }
@@ -146,6 +175,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut api) =
         App::new().into_utoipa_app().openapi(ApiDoc::openapi()).configure(routes::configure).split_for_parts();
     add_rate_limited_responses(&mut api);
+    add_body_timeout_responses(&mut api);
+    add_head_limit_responses(&mut api);
     add_auth(&mut api);
     routes::refine_document(&mut api);
     api
@@ -195,6 +226,70 @@ fn add_auth(api: &mut utoipa::openapi::OpenApi) {
             let responses = &mut operation.responses.responses;
             responses.insert("401".to_owned(), problem(UNAUTHORIZED));
             responses.insert("403".to_owned(), problem(FORBIDDEN));
+        }
+    }
+}
+
+/// Every operation that reads a request body can answer 408 when the body arrives too slowly.
+fn add_body_timeout_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let response = ResponseBuilder::new()
+        .description(
+            "request_timeout: the body did not arrive within the server's `body_read_timeout_ms` \
+             (default 30000); the connection is closed.",
+        )
+        .content(
+            "application/problem+json",
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+        )
+        .build();
+    api.components
+        .get_or_insert_with(Default::default)
+        .responses
+        .insert("RequestTimeout".to_owned(), RefOr::T(response));
+    for item in api.paths.paths.values_mut() {
+        for operation in crate::operations_mut(item) {
+            if operation.request_body.is_some() {
+                operation
+                    .responses
+                    .responses
+                    .insert("408".to_owned(), RefOr::Ref(Ref::from_response_name("RequestTimeout")));
+            }
+        }
+    }
+}
+
+/// Every operation can answer 414 and 431 (limits on the request head).
+fn add_head_limit_responses(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let problem = |description: String| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
+                .build(),
+        )
+    };
+    let responses = &mut api.components.get_or_insert_with(Default::default).responses;
+    responses.insert(
+        "UriTooLong".to_owned(),
+        problem(format!("uri_too_long: the request target is longer than {} bytes", http_limits::MAX_URI)),
+    );
+    responses.insert(
+        "HeaderFieldsTooLarge".to_owned(),
+        problem(format!(
+            "header_fields_too_large: the header fields are larger than {} bytes",
+            http_limits::MAX_HEADER_BYTES
+        )),
+    );
+    for item in api.paths.paths.values_mut() {
+        for operation in crate::operations_mut(item) {
+            let responses = &mut operation.responses.responses;
+            responses.insert("414".to_owned(), RefOr::Ref(Ref::from_response_name("UriTooLong")));
+            responses.insert("431".to_owned(), RefOr::Ref(Ref::from_response_name("HeaderFieldsTooLarge")));
         }
     }
 }
@@ -326,8 +421,65 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state))
         .configure(configure)
+        .wrap(actix_web::middleware::from_fn(http_limits::head))
         .wrap(actix_web::middleware::from_fn(ratelimit::limit))
         .wrap(actix_web::middleware::from_fn(observe::observe))
+}
+
+/// The HTTP server of [`app`], built as actix-web's `HttpServer` builds it (same defaults) but with
+/// our own handler of `Expect: 100-continue`, which `HttpServer` does not let us set: actix
+/// answers `100 Continue` before the application sees the request, so a body over every route's
+/// limit is refused there, with 413, instead of being invited.
+fn serve(listener: TcpListener, state: AppState) -> std::io::Result<actix_web::dev::Server> {
+    use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
+    let addr = listener.local_addr()?;
+    let builder = actix_server::Server::build();
+    let drain = builder.graceful_shutdown_signal();
+    let server = builder
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        .listen("depot-http", listener, move || {
+            let drain = drain.clone();
+            let app = app(state.clone()).into_factory().map_err(|e| e.error_response());
+            actix_http::HttpService::build()
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(addr)
+                .graceful_shutdown_signal(move || {
+                    let drain = drain.clone();
+                    async move { drain.notified().await }
+                })
+                .expect(actix_web::dev::fn_service(expect_continue))
+                .finish(map_config(app, |()| actix_web::dev::AppConfig::default()))
+                .tcp()
+        })?
+        .run();
+    Ok(server)
+}
+
+/// The largest body any route reads.
+pub const MAX_BODY: usize = {
+    let (a, b) = (routes::messages::SINGLE_BODY_LIMIT, routes::messages::BATCH_BODY_LIMIT);
+    let ab = if a > b { a } else { b };
+    if ab > wire::JSON_BODY_LIMIT {
+        ab
+    } else {
+        wire::JSON_BODY_LIMIT
+    }
+};
+
+/// Called for a request with `Expect: 100-continue`, before actix answers `100 Continue`: a
+/// declared body past [`MAX_BODY`] gets 413 instead (each route's own, smaller limit is checked
+/// by the route, before it reads the body).
+async fn expect_continue(req: actix_http::Request) -> Result<actix_http::Request, actix_web::Error> {
+    match wire::declared_length(&req.head().headers) {
+        Some(length) if length > MAX_BODY as u64 => Err(ApiError::PayloadTooLarge(format!(
+            "the body has {length} bytes; no request may have more than {MAX_BODY}"
+        ))
+        .into()),
+        _ => Ok(req),
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
@@ -365,11 +517,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
             }
         }
     });
-    let server = HttpServer::new(move || app(state.clone()))
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-        .listen(listener)?
-        .run();
+    let server = serve(listener, state)?;
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
     let served = tokio::select! {

@@ -19,17 +19,38 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> anyhow::Result<()> {
     // JSON logs by default (each line carries the request span with its request_id);
     // DEPOT_LOG_FORMAT=text for humans.
+    // actix's h1 dispatcher logs a client's malformed request at ERROR: that output is dropped
+    // and logged again at WARN (depot_gateway::http_limits).
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match std::env::var("DEPOT_LOG_FORMAT").as_deref() {
-        Ok("text") => logs.init(),
-        Ok("json") | Err(_) => logs.json().with_current_span(true).with_span_list(false).init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let format = std::env::var("DEPOT_LOG_FORMAT");
+    match format.as_deref() {
+        Ok("text") => install(filter, logs),
+        Ok("json") | Err(_) => install(filter, logs.json().with_current_span(true).with_span_list(false)),
         Ok(other) => {
-            logs.json().init();
+            install(filter, logs.json());
             tracing::warn!(format = other, "unknown DEPOT_LOG_FORMAT; use json or text; logging JSON");
         }
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     depot_gateway::cli::main(&args).await
+}
+
+type Base = tracing_subscriber::layer::Layered<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The output layer sees every event but actix's connection errors, which `ClientErrorsAtWarn`
+/// logs again at WARN. It sits above the output layer, so each event has left the output before
+/// another one is logged: per-layer filters keep their state per thread, per event.
+fn install(filter: tracing_subscriber::EnvFilter, output: impl tracing_subscriber::Layer<Base> + Send + Sync) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let output = output.with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+        !depot_gateway::http_limits::is_actix_connection_error(metadata)
+    }));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .with(depot_gateway::http_limits::ClientErrorsAtWarn)
+        .init();
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::error::PayloadError;
 use actix_web::{dev, web, FromRequest, HttpRequest};
@@ -29,6 +30,36 @@ pub fn parse_rfc3339(field: &str, value: &str) -> Result<Millis, ApiError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.timestamp_millis())
         .map_err(|e| ApiError::InvalidRequest(format!("{field}: not an RFC 3339 time ({e})")))
+}
+
+/// Refuses a delay past `max_delay_ms` (the `max_delay_ms` setting), naming `field`.
+pub fn check_delay(field: &str, delay_ms: u64, max_delay_ms: u64) -> Result<(), ApiError> {
+    if delay_ms > max_delay_ms {
+        return Err(ApiError::InvalidRequest(format!(
+            "{field}: {delay_ms} ms is longer than the longest delay, {max_delay_ms} ms ({} days)",
+            max_delay_ms / (24 * 3600 * 1000)
+        )));
+    }
+    Ok(())
+}
+
+/// The time `delay_ms` after `now`, refused past `max_delay_ms`; never a wrapped or saturated time.
+pub fn delay_until(field: &str, now: Millis, delay_ms: u64, max_delay_ms: u64) -> Result<Millis, ApiError> {
+    check_delay(field, delay_ms, max_delay_ms)?;
+    i64::try_from(delay_ms)
+        .ok()
+        .and_then(|delay| now.checked_add(delay))
+        .ok_or_else(|| ApiError::InvalidRequest(format!("{field}: {delay_ms} ms from now is not a time")))
+}
+
+/// Refuses a delivery time more than `max_delay_ms` after `now`, naming `field`.
+pub fn check_deliver_at(field: &str, now: Millis, at: Millis, max_delay_ms: u64) -> Result<Millis, ApiError> {
+    let delay = at.checked_sub(now).unwrap_or(i64::MAX);
+    match u64::try_from(delay) {
+        Ok(delay) => check_delay(field, delay, max_delay_ms).map(|()| at),
+        // In the past: deliverable now.
+        Err(_) => Ok(at),
+    }
 }
 
 /// A receipt is opaque to clients: base64url of the sealed receipt (see
@@ -151,12 +182,50 @@ pub fn message_body(m: &StoredMessage) -> MessageBody {
     }
 }
 
-/// Reads the whole request body, answering 413 past `limit` bytes.
-pub async fn read_body(payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
-    read_stream(payload, limit).await
+/// Reads the whole request body: 413 at once when the declared `Content-Length` is past `limit`
+/// (without waiting for a body that may never come), 413 once more than `limit` bytes arrived, and
+/// 408 when the body takes longer than the `body_read_timeout_ms` setting.
+pub async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    check_declared_length(req, limit)?;
+    read_stream(payload, limit, body_read_timeout(req)).await
 }
 
-async fn read_stream<S>(mut payload: S, limit: usize) -> Result<Bytes, ApiError>
+/// 413 when the request declares a body longer than `limit`.
+pub fn check_declared_length(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
+    match declared_length(req.headers()) {
+        Some(length) if length > limit as u64 => {
+            Err(ApiError::PayloadTooLarge(format!("the body has {length} bytes; the limit is {limit}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+pub fn declared_length(headers: &actix_web::http::header::HeaderMap) -> Option<u64> {
+    headers
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+fn body_read_timeout(req: &HttpRequest) -> Duration {
+    req.app_data::<web::Data<crate::AppState>>().map_or(crate::DEFAULT_BODY_READ_TIMEOUT, |s| s.body_read_timeout)
+}
+
+async fn read_stream<S>(payload: S, limit: usize, timeout: Duration) -> Result<Bytes, ApiError>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    match tokio::time::timeout(timeout, read_all(payload, limit)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::RequestTimeout(format!(
+            "the body did not arrive within {} ms; send it whole and promptly",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+async fn read_all<S>(mut payload: S, limit: usize) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
@@ -176,6 +245,11 @@ where
 /// an array where `T` wants an object (see [`strict`]). Only fields typed as integers convert, and
 /// only floats within ±2^53 (exact in `f64`); free-form values such as a batch message's JSON
 /// `payload` keep their numbers as sent.
+///
+/// The rule holds only where serde asks this deserializer for the field. Untagged and internally
+/// tagged enums and `#[serde(flatten)]` first copy the input into serde's own buffer and read
+/// their fields from that, past this wrapper; request types use none of them (a hand-written
+/// visitor, as for `groups::Start`, reads alternatives without a buffer).
 pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = T::deserialize(strict::Strict(&mut de))?;
@@ -218,17 +292,7 @@ fn check_json_request(req: &HttpRequest, limit: usize) -> Result<(), ApiError> {
             }
         }
     }
-    let length = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    match length {
-        Some(length) if length > limit => {
-            Err(ApiError::PayloadTooLarge(format!("the body has {length} bytes; the limit is {limit}")))
-        }
-        _ => Ok(()),
-    }
+    check_declared_length(req, limit)
 }
 
 impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
@@ -237,10 +301,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut dev::Payload) -> Self::Future {
         let checked = check_json_request(req, JSON_BODY_LIMIT);
+        let timeout = body_read_timeout(req);
         let payload = payload.take();
         Box::pin(async move {
             checked?;
-            let body = read_stream(payload, JSON_BODY_LIMIT).await?;
+            let body = read_stream(payload, JSON_BODY_LIMIT, timeout).await?;
             from_json(&body).map(Json).map_err(|e| ApiError::InvalidBody(e.to_string()))
         })
     }

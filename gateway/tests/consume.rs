@@ -440,3 +440,45 @@ async fn dead_letter_list_redrive_delete() {
     assert_eq!(by_ids.ok(200)["redriven"], 0);
     n.broker.shutdown().await.unwrap();
 }
+
+/// A whole-number float is an integer inside `start`'s alternatives too, as at the top level of a
+/// body; fractions, negatives, values out of range and malformed `start`s are still 400.
+#[actix_web::test]
+async fn start_offset_reads_whole_floats_as_integers() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    let raw = |group: &str, body: &'static str| {
+        test::TestRequest::put()
+            .uri(&format!("/v1/stations/s/consumer-groups/{group}"))
+            .insert_header(("content-type", "application/json"))
+            .set_payload(body)
+    };
+    let g = send(&app, raw("a", r#"{"start": {"offset": 268435455.0}}"#)).await;
+    assert_eq!(g.ok(201)["config"]["start"], json!({"offset": 268435455}));
+    let g = send(&app, raw("b", r#"{"start": {"offset": 0.0}, "max_deliveries": 3.0}"#)).await;
+    assert_eq!(g.ok(201)["config"]["start"], json!({"offset": 0}));
+    let g = send(&app, raw("c", r#"{"start": {"time": "2020-01-01T00:00:00Z"}}"#)).await;
+    assert_eq!(g.ok(201)["config"]["start"], json!({"time": "2020-01-01T00:00:00.000Z"}));
+    let g = send(&app, raw("d", r#"{"start": "latest"}"#)).await;
+    assert_eq!(g.ok(201)["config"]["start"], "latest");
+    for bad in [
+        r#"{"start": {"offset": 1.5}}"#,
+        r#"{"start": {"offset": -1.0}}"#,
+        r#"{"start": {"offset": 1e300}}"#,
+        r#"{"start": {"offset": 18446744073709551616}}"#,
+        r#"{"start": {"offset": "1"}}"#,
+        r#"{"start": {"offset": 1, "time": "2020-01-01T00:00:00Z"}}"#,
+        r#"{"start": {"offset": 1, "offset": 2}}"#,
+        r#"{"start": {"at": 1}}"#,
+        r#"{"start": {}}"#,
+        r#"{"start": "middle"}"#,
+        r#"{"start": 1}"#,
+        r#"{"start": [1]}"#,
+        r#"{"max_deliveries": 4294967296.0}"#,
+    ] {
+        send(&app, raw("bad", bad)).await.problem(400, "invalid_body");
+    }
+    send(&app, get("/v1/stations/s/consumer-groups/bad")).await.problem(404, "consumer_group_not_found");
+    n.broker.shutdown().await.unwrap();
+}

@@ -66,10 +66,10 @@ async fn single_produce_errors() {
         .await
         .problem(400, "invalid_request");
     // Both headers: the later of the two times applies.
-    let both = produce("small", b"1")
-        .insert_header(("depot-delay", "5"))
-        .insert_header(("depot-deliver-at", "2999-01-01T00:00:00Z"));
-    assert_eq!(send(&app, both).await.ok(201)["deliver_at"], "2999-01-01T00:00:00.000Z");
+    let far = (chrono::Utc::now() + chrono::Duration::days(300)).format("%Y-%m-%dT00:00:00Z").to_string();
+    let both =
+        produce("small", b"1").insert_header(("depot-delay", "5")).insert_header(("depot-deliver-at", far.as_str()));
+    assert_eq!(send(&app, both).await.ok(201)["deliver_at"], far.replace(":00Z", ":00.000Z"));
     let both = produce("small", b"1")
         .insert_header(("depot-delay", "5"))
         .insert_header(("depot-deliver-at", "2000-01-01T00:00:00Z"));
@@ -190,8 +190,9 @@ async fn delayed_message_waits_for_its_time() {
     assert_eq!(msgs.len(), 1);
     assert!(n.broker.now() >= at);
 
-    let far = send(&app, produce("s", b"x").insert_header(("depot-deliver-at", "2999-01-01T00:00:00Z"))).await;
-    assert_eq!(far.ok(201)["deliver_at"], "2999-01-01T00:00:00.000Z");
+    let far = (chrono::Utc::now() + chrono::Duration::days(300)).format("%Y-%m-%dT00:00:00Z").to_string();
+    let r = send(&app, produce("s", b"x").insert_header(("depot-deliver-at", far.as_str()))).await;
+    assert_eq!(r.ok(201)["deliver_at"], far.replace(":00Z", ":00.000Z"));
     n.broker.shutdown().await.unwrap();
 }
 
@@ -211,4 +212,78 @@ async fn whole_floats_convert_only_where_an_integer_is_wanted() {
     send(&app, post_json("/v1/stations/s/consumer-groups/g/fetch", json!({"max_messages": 9007199254740994.0_f64})))
         .await
         .problem(400, "invalid_body");
+}
+
+/// Every way to delay a message is bounded by `max_delay_ms` (default 365 days): past it, 400
+/// (or the batch item's `invalid_request`), never a wrapped or saturated time.
+#[actix_web::test]
+async fn delays_past_the_maximum_are_refused() {
+    const MAX: u64 = 365 * 24 * 3600 * 1000;
+    assert_eq!(depot_gateway::DEFAULT_MAX_DELAY_MS, MAX);
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    let delayed = |ms: String| produce("s", b"x").insert_header(("depot-delay", ms));
+    for bad in [i64::MAX.to_string(), u64::MAX.to_string(), (MAX + 1).to_string()] {
+        let r = send(&app, delayed(bad.clone())).await;
+        r.problem(400, "invalid_request");
+        assert!(r.body["detail"].as_str().unwrap().contains("longest delay"), "{bad}: {r:?}");
+    }
+    send(&app, delayed("18446744073709551616".to_owned())).await.problem(400, "invalid_request");
+    send(&app, delayed("-1".to_owned())).await.problem(400, "invalid_request");
+    for ok in [MAX, MAX - 1] {
+        let before = n.broker.now();
+        let r = send(&app, delayed(ok.to_string())).await;
+        let at = r.ok(201)["deliver_at"].as_str().unwrap().to_owned();
+        let at = chrono::DateTime::parse_from_rfc3339(&at).unwrap().timestamp_millis();
+        assert!(at >= before + ok as i64 && at <= n.broker.now() + ok as i64, "{ok}: {r:?}");
+    }
+
+    let deliver_at = |days: i64| {
+        let at = (chrono::Utc::now() + chrono::Duration::days(days)).to_rfc3339();
+        produce("s", b"x").insert_header(("depot-deliver-at", at))
+    };
+    send(&app, deliver_at(366)).await.problem(400, "invalid_request");
+    send(&app, produce("s", b"x").insert_header(("depot-deliver-at", "9999-12-31T23:59:59Z")))
+        .await
+        .problem(400, "invalid_request");
+    send(&app, deliver_at(364)).await.ok(201);
+    send(&app, deliver_at(-1)).await.ok(201);
+
+    let batch = json!({"messages": [
+        {"payload": 1, "delay_ms": i64::MAX},
+        {"payload": 2, "delay_ms": MAX + 1},
+        {"payload": 3, "delay_ms": MAX},
+    ]});
+    let r = send(&app, post_json("/v1/stations/s/messages/batch", batch)).await;
+    let results = r.ok(200)["results"].as_array().unwrap().clone();
+    assert_eq!(results[0]["error"]["code"], "invalid_request", "{r:?}");
+    assert_eq!(results[1]["error"]["code"], "invalid_request", "{r:?}");
+    assert!(results[2]["offset"].is_u64(), "{r:?}");
+
+    let group = |backoff: u64| json!({"backoff_ms": [1000, backoff]});
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", group(MAX + 1))).await.problem(400, "invalid_request");
+    send(&app, put_json("/v1/stations/s/consumer-groups/g", group(MAX))).await.ok(201);
+    let fetched = send(&app, post_json("/v1/stations/s/consumer-groups/g/fetch", json!({"max_messages": 1}))).await;
+    let receipt = fetched.ok(200)["messages"][0]["receipt"].clone();
+    let nack = |delay: u64| json!({"receipts": [receipt.clone()], "delay_ms": delay});
+    send(&app, post_json("/v1/stations/s/consumer-groups/g/nack", nack(i64::MAX as u64)))
+        .await
+        .problem(400, "invalid_request");
+    send(&app, post_json("/v1/stations/s/consumer-groups/g/nack", nack(MAX + 1))).await.problem(400, "invalid_request");
+    let r = send(&app, post_json("/v1/stations/s/consumer-groups/g/nack", nack(MAX))).await;
+    assert_eq!(r.ok(200)["results"], json!(["ok"]));
+    n.broker.shutdown().await.unwrap();
+}
+
+/// `max_delay_ms` is a setting: a node configured with a shorter one refuses past it.
+#[actix_web::test]
+async fn the_maximum_delay_is_configurable() {
+    let n = node().await;
+    let config = depot_gateway::GatewayConfig { max_delay_ms: 1000, ..Default::default() };
+    let app = test::init_service(app(n.state_with(config))).await;
+    send(&app, put_json("/v1/stations/s", json!({}))).await.ok(201);
+    send(&app, produce("s", b"x").insert_header(("depot-delay", "1001"))).await.problem(400, "invalid_request");
+    send(&app, produce("s", b"x").insert_header(("depot-delay", "1000"))).await.ok(201);
+    n.broker.shutdown().await.unwrap();
 }

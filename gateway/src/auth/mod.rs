@@ -31,6 +31,7 @@ pub mod extract;
 pub mod login_limit;
 pub mod password;
 pub mod scope;
+mod token_error;
 
 pub use extract::{Authorized, Need};
 
@@ -536,7 +537,7 @@ impl Auth {
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token"))?;
         if header.alg == Algorithm::HS256 {
             let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-                .map_err(|e| unauthorized(&format!("invalid token: {e}")))?;
+                .map_err(|e| unauthorized(&format!("invalid token: {}", token_error::describe(&e, token))))?;
             return self.check_claims(data.claims).await;
         }
         for (issuer, key, validation) in &self.external {

@@ -72,7 +72,9 @@ pub struct ReceiptsRequest {
 pub struct NackRequest {
     #[schema(min_items = 1, max_items = 1000)]
     pub receipts: Vec<String>,
-    /// Redeliver after this many ms (default 0).
+    /// Redeliver after this many ms (default 0); at most the server's `max_delay_ms` (default
+    /// 31536000000, 365 days), longer: 400 `invalid_request`.
+    #[schema(maximum = 31536000000_u64)]
     pub delay_ms: Option<u64>,
 }
 
@@ -244,7 +246,9 @@ async fn nack(
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let NackRequest { receipts, delay_ms } = body.into_inner();
-    settle(&state, station, group, receipts, SettleOp::Nack { delay_ms: delay_ms.unwrap_or(0) }).await
+    let delay_ms = delay_ms.unwrap_or(0);
+    wire::check_delay("delay_ms", delay_ms, state.max_delay_ms)?;
+    settle(&state, station, group, receipts, SettleOp::Nack { delay_ms }).await
 }
 
 /// Push the ack deadline of deliveries to `ack_wait_ms` from now.

@@ -1,8 +1,11 @@
 //! Consumer groups: create or update, read, list, delete, seek.
 
-use actix_web::{delete, get, post, put, web, HttpResponse};
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use depot_broker::station::{Command, GroupConfig, GroupView, Outcome, SeekTo, StartPosition};
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -27,12 +30,56 @@ pub enum NamedStart {
 }
 
 /// Where a new group starts: `"earliest"`, `"latest"`, `{"offset": n}` or `{"time": "RFC 3339"}`.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Start {
     Named(NamedStart),
     Offset(OffsetStart),
     Time(TimeStart),
+}
+
+// Read by `StartVisitor`, not by an untagged derive: serde reads an untagged enum through a
+// buffer of its own, past `wire::from_json`'s rule that a whole-number float is an integer
+// (`{"offset": 268435455.0}` was refused).
+impl<'de> Deserialize<'de> for Start {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Start, D::Error> {
+        deserializer.deserialize_any(StartVisitor)
+    }
+}
+
+/// Dispatches on the JSON shape (a string or an object) and reads each field through the
+/// deserializer it was given, so the field types' own rules apply.
+struct StartVisitor;
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum StartField {
+    Offset,
+    Time,
+}
+
+impl<'de> Visitor<'de> for StartVisitor {
+    type Value = Start;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(r#""earliest", "latest", {"offset": n} or {"time": "RFC 3339"}"#)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Start, E> {
+        NamedStart::deserialize(de::value::StrDeserializer::<E>::new(v)).map(Start::Named)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Start, A::Error> {
+        let start = match map.next_key::<StartField>()? {
+            Some(StartField::Offset) => Start::Offset(OffsetStart { offset: map.next_value()? }),
+            Some(StartField::Time) => Start::Time(TimeStart { time: map.next_value()? }),
+            None => return Err(de::Error::invalid_length(0, &self)),
+        };
+        if map.next_key::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("start takes exactly one of offset and time"));
+        }
+        Ok(start)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -62,7 +109,7 @@ pub struct GroupConfigInput {
     #[schema(minimum = 1)]
     pub max_deliveries: Option<u32>,
     /// Redelivery delay after the n-th failed attempt: `backoff_ms[min(n, len) - 1]` (default none);
-    /// at most 100 steps.
+    /// at most 100 steps, each at most the server's `max_delay_ms` (default 31536000000, 365 days).
     #[schema(max_items = 100)]
     pub backoff_ms: Option<Vec<u64>>,
     /// Most deliveries in flight at once (default 10000).
@@ -70,8 +117,29 @@ pub struct GroupConfigInput {
     pub max_pending: Option<u32>,
 }
 
+/// Documents the bound of each `backoff_ms` step (utoipa has no attribute for an item's bound).
+pub(crate) fn document_backoff_bound(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{ArrayItems, Schema};
+    use utoipa::openapi::RefOr;
+    let Some(RefOr::T(Schema::Object(input))) =
+        api.components.as_mut().and_then(|c| c.schemas.get_mut("GroupConfigInput"))
+    else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Array(steps))) = input.properties.get_mut("backoff_ms") {
+        if let ArrayItems::RefOrSchema(item) = &mut steps.items {
+            if let RefOr::T(Schema::Object(step)) = item.as_mut() {
+                step.maximum = Some(utoipa::Number::UInt(crate::DEFAULT_MAX_DELAY_MS as usize));
+            }
+        }
+    }
+}
+
 impl GroupConfigInput {
-    fn into_config(self) -> Result<GroupConfig, ApiError> {
+    fn into_config(self, max_delay_ms: u64) -> Result<GroupConfig, ApiError> {
+        for step in self.backoff_ms.iter().flatten() {
+            wire::check_delay("backoff_ms", *step, max_delay_ms)?;
+        }
         let d = GroupConfig::default();
         let start = match self.start {
             None | Some(Start::Named(NamedStart::Earliest)) => StartPosition::Earliest,
@@ -218,11 +286,12 @@ async fn put_group(
     _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
-    let input: GroupConfigInput = wire::optional_json(&wire::read_body(body, CONFIG_BODY_LIMIT).await?)?;
-    let config = input.into_config()?;
+    let input: GroupConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
+    let config = input.into_config(state.max_delay_ms)?;
     match state.broker.submit(Command::PutGroup { station, group, config }).await?.outcome {
         Outcome::GroupPut { created: true, group } => Ok(HttpResponse::Created().json(Group::from(group))),
         Outcome::GroupPut { created: false, group } => Ok(HttpResponse::Ok().json(Group::from(group))),

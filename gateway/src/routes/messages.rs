@@ -58,10 +58,6 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
         .transpose()
 }
 
-fn delay_to_deliver_at(now: Millis, delay_ms: u64) -> Millis {
-    now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX))
-}
-
 /// Maps an item's refusal for a single produce.
 fn item_error(e: ItemError) -> ApiError {
     match e {
@@ -85,8 +81,8 @@ fn produced(applied: Outcome) -> Result<Vec<Result<Produced, ItemError>>, ApiErr
         crate::routes::StationPath,
         ("Content-Type" = Option<String>, Header, description = "Stored with the message; default application/octet-stream"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, description = "1-256 characters; a repeat within the dedup window answers 200 with the original offset"),
-        ("Depot-Delay" = Option<u64>, Header, description = "No group delivers the message before this many ms from now. With `Depot-Deliver-At` too, the later of the two times applies"),
-        ("Depot-Deliver-At" = Option<String>, Header, format = DateTime, description = "RFC 3339: no group delivers the message before then. With `Depot-Delay` too, the later of the two times applies"),
+        ("Depot-Delay" = Option<u64>, Header, maximum = 31536000000_u64, description = "No group delivers the message before this many ms from now. With `Depot-Deliver-At` too, the later of the two times applies. At most the server's `max_delay_ms` (default 31536000000, 365 days); longer: 400 `invalid_request`"),
+        ("Depot-Deliver-At" = Option<String>, Header, format = DateTime, description = "RFC 3339: no group delivers the message before then. With `Depot-Delay` too, the later of the two times applies. At most `max_delay_ms` (default 365 days) from now; later: 400 `invalid_request`"),
         ("Depot-Header-Name" = Option<String>, Header, description = "Any `Depot-Header-<name>` is stored as message header `<name>` (lower-cased); no other header is stored"),
     ),
     request_body(content = RawPayload, content_type = "*/*", description = "The payload, any bytes"),
@@ -115,16 +111,22 @@ async fn produce(
     let content_type = header_str(h, header::CONTENT_TYPE.as_str())?.unwrap_or("application/octet-stream").to_owned();
     let key = idempotency_key(header_str(h, "idempotency-key")?.map(str::to_owned))?;
     // Both may be given: the later of the two times applies.
+    let now = state.broker.now();
     let delay = header_str(h, "depot-delay")?
         .map(|delay| {
-            delay
+            let ms = delay
                 .trim()
                 .parse::<u64>()
-                .map(|ms| delay_to_deliver_at(state.broker.now(), ms))
-                .map_err(|_| ApiError::InvalidRequest("Depot-Delay must be a number of milliseconds".to_owned()))
+                .map_err(|_| ApiError::InvalidRequest("Depot-Delay must be a number of milliseconds".to_owned()))?;
+            wire::delay_until("Depot-Delay", now, ms, state.max_delay_ms)
         })
         .transpose()?;
-    let at = header_str(h, "depot-deliver-at")?.map(|at| wire::parse_rfc3339("Depot-Deliver-At", at)).transpose()?;
+    let at = header_str(h, "depot-deliver-at")?
+        .map(|at| {
+            let at = wire::parse_rfc3339("Depot-Deliver-At", at)?;
+            wire::check_deliver_at("Depot-Deliver-At", now, at, state.max_delay_ms)
+        })
+        .transpose()?;
     let deliver_at = delay.max(at);
     let mut headers = Vec::new();
     for (name, value) in h {
@@ -137,7 +139,7 @@ async fn produce(
             headers.push((stored.to_owned(), value.to_owned()));
         }
     }
-    let payload = wire::read_body(body, SINGLE_BODY_LIMIT).await?;
+    let payload = wire::read_body(&req, body, SINGLE_BODY_LIMIT).await?;
     let message = NewMessage { content_type, headers, payload, idempotency_key: key, deliver_at };
     let applied = state.broker.submit(Command::Produce { station, messages: vec![message] }).await?;
     let result = produced(applied.outcome)?
@@ -168,7 +170,9 @@ pub struct BatchMessage {
     pub headers: Option<BTreeMap<String, String>>,
     /// 1-256 characters.
     pub idempotency_key: Option<String>,
-    /// No group delivers the message before this many ms from now.
+    /// No group delivers the message before this many ms from now; at most the server's
+    /// `max_delay_ms` (default 31536000000, 365 days), longer is the item's `invalid_request`.
+    #[schema(maximum = 31536000000_u64)]
     pub delay_ms: Option<u64>,
 }
 
@@ -204,7 +208,7 @@ fn failed(e: ApiError) -> BatchItemResult {
     BatchItemResult::Failed { error: ItemProblem { code: e.code().as_str().to_owned(), detail: e.to_string() } }
 }
 
-fn batch_item(m: BatchMessage, now: Millis) -> Result<NewMessage, ApiError> {
+fn batch_item(m: BatchMessage, now: Millis, max_delay_ms: u64) -> Result<NewMessage, ApiError> {
     let (payload, default_type) = match (m.payload, m.payload_base64) {
         (Some(value), None) => (
             Bytes::from(serde_json::to_vec(&value).map_err(|e| ApiError::InvalidRequest(e.to_string()))?),
@@ -225,7 +229,7 @@ fn batch_item(m: BatchMessage, now: Millis) -> Result<NewMessage, ApiError> {
         headers,
         payload,
         idempotency_key: idempotency_key(m.idempotency_key)?,
-        deliver_at: m.delay_ms.map(|d| delay_to_deliver_at(now, d)),
+        deliver_at: m.delay_ms.map(|d| wire::delay_until("delay_ms", now, d, max_delay_ms)).transpose()?,
     })
 }
 
@@ -263,7 +267,7 @@ async fn produce_batch(
     let mut results: Vec<Option<BatchItemResult>> = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
     for item in items {
-        match batch_item(item, now) {
+        match batch_item(item, now, state.max_delay_ms) {
             Ok(m) => {
                 valid.push(m);
                 results.push(None);

@@ -184,6 +184,7 @@ pub(crate) fn refine_document(api: &mut utoipa::openapi::OpenApi) {
         }
     }
 
+    groups::document_backoff_bound(api);
     if let Some(components) = &mut api.components {
         components.schemas.values_mut().for_each(schema);
     }

@@ -1,6 +1,6 @@
 //! Stations: create or update, read, list, delete.
 
-use actix_web::{delete, get, put, web, HttpResponse};
+use actix_web::{delete, get, put, web, HttpRequest, HttpResponse};
 use depot_broker::station::{Command, DeadLetterConfig, Outcome, Retention, StationConfig, StationView};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -236,11 +236,12 @@ async fn put_station(
     _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
-    let input: StationConfigInput = wire::optional_json(&wire::read_body(body, CONFIG_BODY_LIMIT).await?)?;
+    let input: StationConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config(state.voters())?;
     let applied = state.broker.submit(Command::PutStation { station: station.clone(), config }).await?;
     let created = match applied.outcome {
