@@ -22,6 +22,8 @@ def filter_case(context, case):
         return False
     if method == "POST" and path == "/v1/api-keys" and not _expiry_in_the_future(body):
         return False
+    if method == "POST" and path == "/v1/api-keys" and not _metrics_only_for_every_station(body):
+        return False
     # A CaseInsensitiveDict, not a dict.
     headers = dict(case.headers.items()) if case.headers else {}
     if method == "POST" and path == "/v1/stations/{station}/messages" and not _deliver_at_within_max_delay(headers):
@@ -77,6 +79,26 @@ def _this_cluster_can_hold(body):
 # an arbitrary place). Nothing a generator can invent is a valid cursor, so generated requests
 # carry none; an empty one still goes out (it means the first page). Listing without a cursor,
 # and `limit`, stay fully exercised.
+
+
+def _metrics_only_for_every_station(body):
+    """A scope that grants `metrics` must cover every station (`"stations": "*"`; 400 otherwise).
+
+    `/metrics` shows every station and group, so a key limited to some stations cannot be given
+    it. The document says so in words, but a static schema cannot tie one field's value to
+    another's, so such a scope is valid by schema and still (rightly) refused. Keep only bodies
+    without such a scope, or whose scopes are not well-formed (the negative cases).
+    """
+    scopes = body.get("scopes")
+    if not isinstance(scopes, list):
+        return True
+    for scope in scopes:
+        if not isinstance(scope, dict):
+            continue
+        actions = scope.get("actions")
+        if isinstance(actions, list) and "metrics" in actions and scope.get("stations") != "*":
+            return False
+    return True
 
 
 def _expiry_in_the_future(body):
