@@ -31,6 +31,8 @@ use crate::station::{
     ReceiptResult, SettleOp, StationView,
 };
 
+mod supervisor;
+
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 /// Upper bounds of one Raft entry, so a burst of producers cannot build an unbounded entry.
 const MAX_PROPOSAL_COMMANDS: usize = 4096;
@@ -121,7 +123,7 @@ struct Pending {
 }
 
 pub(crate) struct Inner {
-    /// Replaced by [`supervise_raft`] when a storage failure stops the Raft core.
+    /// Replaced by [`supervisor::supervise_raft`] when a storage failure stops the Raft core.
     raft: RwLock<Raft>,
     /// What building a Raft core from disk takes, again after a storage failure.
     core: CoreSetup,
@@ -346,7 +348,7 @@ impl Broker {
         };
         let proposer = tokio::spawn(run_proposer(broker.inner.clone(), rx, opts.proposals_in_flight.max(1)));
         let ticker = tokio::spawn(run_ticker(broker.clone()));
-        let supervisor = tokio::spawn(supervise_raft(broker.clone()));
+        let supervisor = tokio::spawn(supervisor::supervise_raft(broker.clone()));
         broker.track(proposer);
         broker.track(ticker);
         broker.track(supervisor);
@@ -793,90 +795,6 @@ async fn run_proposer(inner: Arc<Inner>, mut rx: mpsc::Receiver<Pending>, in_fli
             }
         });
     }
-}
-
-/// Retries of a Raft core rebuild back off from this...
-const REBUILD_BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// ...to this, so a node resumes within a few seconds of its disk getting space again.
-const REBUILD_BACKOFF_MAX: Duration = Duration::from_secs(4);
-/// A rebuilt core that runs this long is healthy again: the next failure starts a new backoff.
-const REBUILD_STABLE: Duration = Duration::from_secs(30);
-
-/// openraft's Raft core quits for good on any storage error (a full disk, too many open files,
-/// an I/O error). This rebuilds it from disk, as a restart would, while the process keeps its
-/// data-dir lock, its listeners and its clients: until then commands answer `StorageFull` or
-/// `Unavailable`, and reads of the state keep working.
-async fn supervise_raft(broker: Broker) {
-    let inner = &broker.inner;
-    let mut shutdown = inner.shutdown.subscribe();
-    let mut backoff = REBUILD_BACKOFF_MIN;
-    let mut rebuilt_at: Option<Instant> = None;
-    loop {
-        let mut metrics = inner.raft().metrics();
-        let fatal = loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            if let Err(fatal) = &metrics.borrow().running_state {
-                break fatal.to_string();
-            }
-            tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { break "the Raft core stopped".to_owned() },
-                _ = shutdown.changed() => {}
-            }
-        };
-        if *shutdown.borrow() {
-            return;
-        }
-        tracing::error!(error = %fatal, "the Raft core stopped on a storage failure; rebuilding it from disk");
-        *inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(fatal);
-        // A core that fails again soon after a rebuild (the disk is still full) is rebuilt
-        // after a growing pause, not in a tight loop of reloads.
-        if rebuilt_at.is_some_and(|at| at.elapsed() < REBUILD_STABLE) {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-            backoff = (backoff * 2).min(REBUILD_BACKOFF_MAX);
-        } else {
-            backoff = REBUILD_BACKOFF_MIN;
-        }
-        loop {
-            match rebuild_raft(&broker).await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "rebuilding the Raft core failed");
-                    *inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = shutdown.changed() => {}
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-            backoff = (backoff * 2).min(REBUILD_BACKOFF_MAX);
-        }
-        *inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        rebuilt_at = Some(Instant::now());
-        tracing::warn!("the Raft core was rebuilt from disk and runs again");
-    }
-}
-
-async fn rebuild_raft(broker: &Broker) -> Result<(), BrokerError> {
-    let inner = &broker.inner;
-    // The old core has quit; this joins what is left of it.
-    let _ = inner.raft().shutdown().await;
-    let sm = inner.sm.for_new_core().map_err(storage)?;
-    let log = LogStore::open(&inner.core.log_dir, inner.core.log).map_err(storage)?;
-    let network = Network { directory: inner.directory.clone() };
-    let raft = Raft::new(inner.node_id, inner.core.config.clone(), network, log, sm).await.map_err(storage)?;
-    *inner.raft.write().unwrap_or_else(|p| p.into_inner()) = raft;
-    Ok(())
 }
 
 fn client_write_error(e: ClientWriteError<NodeId, Member>) -> BrokerError {

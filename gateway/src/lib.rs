@@ -186,10 +186,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub const PUBLIC_PATHS: [&str; 6] =
     ["/livez", "/readyz", "/openapi.json", "/v1/auth/token", "/v1/auth/refresh", "/v1/auth/revoke"];
 
+/// A problem+json body, in the OpenAPI document.
+fn problem_content() -> utoipa::openapi::Content {
+    utoipa::openapi::ContentBuilder::new().schema(Some(utoipa::openapi::Ref::from_schema_name("Problem"))).build()
+}
+
+/// A problem+json response described by `description`, in the OpenAPI document.
+fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    utoipa::openapi::RefOr::T(
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content("application/problem+json", problem_content())
+            .build(),
+    )
+}
+
 /// Every operation but the public ones requires a bearer token and can answer 401 and 403.
 fn add_auth(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     let components = api.components.get_or_insert_with(Default::default);
     components.security_schemes.insert(
         "bearer".to_owned(),
@@ -204,17 +218,7 @@ fn add_auth(api: &mut utoipa::openapi::OpenApi) {
                 .build(),
         ),
     );
-    let problem = |description: &str| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
-                )
-                .build(),
-        )
-    };
+    let problem = problem_response;
     const UNAUTHORIZED: &str = "unauthorized: no bearer token, or an invalid, expired or revoked one";
     const FORBIDDEN: &str = "forbidden: the credential does not allow this";
     for (path, item) in api.paths.paths.iter_mut() {
@@ -232,16 +236,13 @@ fn add_auth(api: &mut utoipa::openapi::OpenApi) {
 
 /// Every operation that reads a request body can answer 408 when the body arrives too slowly.
 fn add_body_timeout_responses(api: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
     let response = ResponseBuilder::new()
         .description(
             "request_timeout: the body did not arrive within the server's `body_read_timeout_ms` \
              (default 30000); the connection is closed.",
         )
-        .content(
-            "application/problem+json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
-        )
+        .content("application/problem+json", problem_content())
         .build();
     api.components
         .get_or_insert_with(Default::default)
@@ -261,26 +262,16 @@ fn add_body_timeout_responses(api: &mut utoipa::openapi::OpenApi) {
 
 /// Every operation can answer 414 and 431 (limits on the request head).
 fn add_head_limit_responses(api: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-    let problem = |description: String| {
-        RefOr::T(
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
-                )
-                .build(),
-        )
-    };
+    use utoipa::openapi::{Ref, RefOr};
+    let problem = problem_response;
     let responses = &mut api.components.get_or_insert_with(Default::default).responses;
     responses.insert(
         "UriTooLong".to_owned(),
-        problem(format!("uri_too_long: the request target is longer than {} bytes", http_limits::MAX_URI)),
+        problem(&format!("uri_too_long: the request target is longer than {} bytes", http_limits::MAX_URI)),
     );
     responses.insert(
         "HeaderFieldsTooLarge".to_owned(),
-        problem(format!(
+        problem(&format!(
             "header_fields_too_large: the header fields are larger than {} bytes",
             http_limits::MAX_HEADER_BYTES
         )),
@@ -297,9 +288,7 @@ fn add_head_limit_responses(api: &mut utoipa::openapi::OpenApi) {
 /// Every operation but the exempt probes can answer 429; one shared response describes it.
 fn add_rate_limited_responses(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::header::HeaderBuilder;
-    use utoipa::openapi::{
-        ContentBuilder, KnownFormat, ObjectBuilder, Ref, RefOr, ResponseBuilder, SchemaFormat, Type,
-    };
+    use utoipa::openapi::{KnownFormat, ObjectBuilder, Ref, RefOr, ResponseBuilder, SchemaFormat, Type};
     let integer =
         || ObjectBuilder::new().schema_type(Type::Integer).format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)));
     let string = || ObjectBuilder::new().schema_type(Type::String);
@@ -317,10 +306,7 @@ fn add_rate_limited_responses(api: &mut utoipa::openapi::OpenApi) {
             HeaderBuilder::new().schema(string()).description(Some("e.g. `\"ip\";q=2000;w=2`")).build(),
         )
         .header("RateLimit", HeaderBuilder::new().schema(string()).description(Some("e.g. `\"ip\";r=0;t=1`")).build())
-        .content(
-            "application/problem+json",
-            ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
-        )
+        .content("application/problem+json", problem_content())
         .build();
     api.components.get_or_insert_with(Default::default).responses.insert("RateLimited".to_owned(), RefOr::T(response));
     for (path, item) in api.paths.paths.iter_mut() {
