@@ -111,14 +111,8 @@ def _expiry_in_the_future(body):
     """
     import datetime
 
-    at = body.get("expires_at")
-    if not isinstance(at, str):
-        return True
-    try:
-        when = datetime.datetime.fromisoformat(at.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return True
-    if when.tzinfo is None:
+    when = _parse_time(body.get("expires_at"))
+    if when is None:
         return True
     return when > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)
 
