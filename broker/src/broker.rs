@@ -198,6 +198,8 @@ impl Inner {
     /// The error for a request that reached a Raft core stopped by a storage failure: a full disk
     /// is `StorageFull`; anything else `Unavailable` while the core is rebuilt from disk.
     fn storage_failure(&self, detail: &str) -> BrokerError {
+        // By the message: openraft's `AnyError` keeps a storage error's text but not its type, so
+        // the `io::ErrorKind` is gone by here; `io::Error` always prints the errno ("os error 28").
         if detail.contains("No space left on device") || detail.contains("os error 28") {
             let space = self.disk.space().ok();
             return BrokerError::StorageFull {
