@@ -22,6 +22,7 @@ use crate::dir_lock::DirLock;
 use crate::disk::{DiskWatch, MinFree, Space};
 use crate::error::BrokerError;
 use crate::log::{LogOptions, Verify};
+use crate::open_files::{open_file_budget, DEFAULT_MAX_OPEN_FILES};
 use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::{SmOptions, StateMachine};
 use crate::raft::{Applied, Member, NodeId, Proposal, Raft, StoredMessage};
@@ -80,6 +81,10 @@ pub struct BrokerOptions {
     /// New messages are refused with `StorageFull` while the data dir's file system has less
     /// free space than this (see [`crate::disk`]).
     pub min_free_disk: MinFree,
+    /// Segment and directory descriptors of station logs kept open at once, across all
+    /// stations (least recently used closed first); at most half the process's open-file
+    /// limit is used, whatever this says.
+    pub max_open_files: usize,
 }
 
 impl BrokerOptions {
@@ -98,6 +103,7 @@ impl BrokerOptions {
             commit_timeout: Duration::from_secs(5),
             cluster: None,
             min_free_disk: MinFree::Auto,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
         }
     }
 }
@@ -242,7 +248,8 @@ impl Broker {
         let log = LogStore::open(&dir.join("raft"), raft_log).map_err(storage)?;
         // A rebuild after a storage failure recovers like a start after a crash.
         let rebuild_log = LogOptions { verify: Verify::Full, after_clean_shutdown: false, ..raft_log };
-        let sm = StateMachine::open(SmOptions { dir: dir.join("sm"), segment_bytes: opts.segment_bytes, verify })
+        let max_open_files = open_file_budget(opts.max_open_files);
+        let sm = StateMachine::open(SmOptions::new(dir.join("sm"), opts.segment_bytes, verify, max_open_files))
             .map_err(storage)?;
         if clean {
             std::fs::remove_file(&marker).map_err(storage)?;
@@ -493,6 +500,11 @@ impl Broker {
     /// Space on the data dir's file system, with the watermark it is held to.
     pub fn disk_space(&self) -> std::io::Result<Space> {
         self.inner.disk.space()
+    }
+
+    /// Station-log descriptors held open, against their cap.
+    pub fn open_files(&self) -> crate::log::FileCacheStats {
+        self.inner.sm.open_files()
     }
 
     /// Reads the replicated state as of the last applied entry.

@@ -25,6 +25,7 @@ mod error;
 pub mod identity;
 pub mod inspect;
 pub mod log;
+pub mod open_files;
 pub mod raft;
 pub mod receipt;
 pub mod station;

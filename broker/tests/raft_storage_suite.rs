@@ -18,8 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             &dir.path().join("raft"),
             LogOptions { segment_bytes: 1 << 20, verify: Verify::Full, preallocate: true, after_clean_shutdown: false },
         )?;
-        let sm =
-            StateMachine::open(SmOptions { dir: dir.path().join("sm"), segment_bytes: 1 << 20, verify: Verify::Full })?;
+        let sm = StateMachine::open(SmOptions::new(dir.path().join("sm"), 1 << 20, Verify::Full, 4))?;
         Ok((dir, log, sm))
     }
 }

@@ -184,6 +184,7 @@ async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
 }
 
 async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
+    depot_broker::open_files::raise_open_file_limit();
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -194,6 +195,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     opts.node_id = config.node_id;
     opts.cluster_id = config.cluster_id.clone();
     opts.min_free_disk = config.disk_free_min;
+    opts.max_open_files = config.max_open_files;
     if mode == Mode::Serve {
         opts.cluster = config.broker_cluster(addr);
     }

@@ -48,6 +48,8 @@ pub struct Config {
     /// New messages are refused (507 `storage_full`) while the data dir's file system has less
     /// free space than this.
     pub disk_free_min: MinFree,
+    /// Station-log files kept open at once, across all stations.
+    pub max_open_files: usize,
     /// `None`: the embedded SQLite file `<data_dir>/metadata.sqlite`.
     pub metadata_url: Option<String>,
     /// Postgres connections per node.
@@ -101,6 +103,7 @@ impl Config {
             peers: Vec::new(),
             data_dir: PathBuf::from("depot-data"),
             disk_free_min: MinFree::Auto,
+            max_open_files: depot_broker::open_files::DEFAULT_MAX_OPEN_FILES,
             metadata_url: None,
             metadata_pool_size: 16,
             metadata_timeout_ms: 5000,
@@ -232,6 +235,18 @@ pub const SETTINGS: &[Setting] = &[
         show: |c| c.disk_free_min.to_string(),
         set: |c, v| {
             c.disk_free_min = MinFree::parse(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "max_open_files",
+        help: "station-log files (segments and directories) kept open at once across all stations; the least recently used are closed and reopened when needed; at most half the process's open-file limit is used",
+        show: |c| c.max_open_files.to_string(),
+        set: |c, v| {
+            c.max_open_files = parse(v, "a file count")?;
+            if c.max_open_files == 0 {
+                return Err("max_open_files must be at least 1".into());
+            }
             Ok(())
         },
     },

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::http::Method;
+use depot_broker::log::FileCacheStats;
 use depot_broker::station::StationView;
 
 /// Upper bounds of the latency buckets, in seconds (long polls go up to 20 s).
@@ -92,8 +93,9 @@ impl Metrics {
         series.sum_nanos.fetch_add(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// The exposition text; per-group gauges come from `stations`, read at scrape time.
-    pub fn render(&self, stations: &[StationView]) -> String {
+    /// The exposition text; per-group gauges come from `stations` and file gauges from
+    /// `files`, read at scrape time.
+    pub fn render(&self, stations: &[StationView], files: FileCacheStats) -> String {
         let mut out = String::new();
         let mut series: Vec<((String, &'static str), Arc<Series>)> = match self.requests.read() {
             Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -159,6 +161,27 @@ impl Metrics {
         {
             let _ =
                 writeln!(out, "depot_login_failures_total{{reason=\"{reason}\"}} {}", counter.load(Ordering::Relaxed));
+        }
+        let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+        for (name, kind, help, value) in [
+            ("depot_open_fds", "gauge", "File descriptors the process holds open.", fds as u64),
+            ("depot_station_files_open", "gauge", "Station-log files and directories held open.", files.open as u64),
+            (
+                "depot_station_files_open_max",
+                "gauge",
+                "Station-log files kept open at most (least recently used closed first).",
+                files.cap as u64,
+            ),
+            (
+                "depot_station_file_reopens_total",
+                "counter",
+                "Station-log files opened again after being closed to make room.",
+                files.reopens,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
         }
         type Pick = fn(&depot_broker::station::GroupView) -> u64;
         let gauges: [(&str, &str, Pick); 3] = [

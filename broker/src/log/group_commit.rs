@@ -9,7 +9,6 @@
 //! read-only while handles that are already durable drop out of later sync points.
 
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,9 +18,11 @@ use std::thread::{self, JoinHandle, ThreadId};
 
 use tracing::error;
 
+use super::handle::Handle;
+
 pub(crate) struct DirtyTracker {
     epoch: u64,
-    files: Vec<(Arc<File>, u64)>,
+    files: Vec<(Arc<Handle>, u64)>,
     /// Epoch of the last directory change not yet known durable; 0 = clean.
     dir_epoch: u64,
     durable: Arc<AtomicU64>,
@@ -32,7 +33,7 @@ impl DirtyTracker {
         DirtyTracker { epoch: 0, files: Vec::new(), dir_epoch: 0, durable: Arc::new(AtomicU64::new(0)) }
     }
 
-    pub fn mark_file(&mut self, file: &Arc<File>) {
+    pub fn mark_file(&mut self, file: &Arc<Handle>) {
         self.epoch += 1;
         let epoch = self.epoch;
         // Almost always the active segment, i.e. the last entry.
@@ -56,7 +57,7 @@ impl DirtyTracker {
     }
 
     /// The file was fully synced (or deleted) directly by the log.
-    pub fn forget_file(&mut self, file: &Arc<File>) {
+    pub fn forget_file(&mut self, file: &Arc<Handle>) {
         self.files.retain(|(f, _)| !Arc::ptr_eq(f, file));
     }
 
@@ -65,7 +66,7 @@ impl DirtyTracker {
         self.dir_epoch = 0;
     }
 
-    pub fn point(&self, dir: &Arc<File>) -> SyncPoint {
+    pub fn point(&self, dir: &Arc<Handle>) -> SyncPoint {
         let durable = self.durable.load(Ordering::Acquire);
         SyncPoint {
             files: self.files.iter().filter(|(_, e)| *e > durable).map(|(f, _)| Arc::clone(f)).collect(),
@@ -86,16 +87,16 @@ impl DirtyTracker {
 /// before the capture durable.
 #[derive(Debug)]
 pub struct SyncPoint {
-    pub(crate) files: Vec<Arc<File>>,
-    pub(crate) dir: Option<Arc<File>>,
+    pub(crate) files: Vec<Arc<Handle>>,
+    pub(crate) dir: Option<Arc<Handle>>,
     epoch: u64,
     durable: Arc<AtomicU64>,
 }
 
 impl SyncPoint {
-    /// A point with the given handles and no log behind it (tests, or syncing foreign files
-    /// through the same committer).
-    pub fn from_files(files: Vec<Arc<File>>, dir: Option<Arc<File>>) -> SyncPoint {
+    /// A point with the given handles and no log behind it (tests).
+    #[cfg(test)]
+    pub(crate) fn from_files(files: Vec<Arc<Handle>>, dir: Option<Arc<Handle>>) -> SyncPoint {
         SyncPoint { files, dir, epoch: 0, durable: Arc::new(AtomicU64::new(0)) }
     }
 
@@ -255,8 +256,8 @@ fn call(done: Done, result: io::Result<()>) {
 
 /// fsyncs each distinct file once, then each distinct directory.
 fn sync_batch(batch: &[Request]) -> io::Result<()> {
-    let mut files: Vec<&Arc<File>> = Vec::new();
-    let mut dirs: Vec<&Arc<File>> = Vec::new();
+    let mut files: Vec<&Arc<Handle>> = Vec::new();
+    let mut dirs: Vec<&Arc<Handle>> = Vec::new();
     for req in batch {
         for f in &req.point.files {
             if !files.iter().any(|g| Arc::ptr_eq(g, f)) {

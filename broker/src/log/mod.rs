@@ -66,6 +66,7 @@
 
 mod format;
 mod group_commit;
+mod handle;
 mod iter;
 mod peek;
 mod segment;
@@ -81,9 +82,11 @@ use bytes::Bytes;
 
 use self::format::{parse_file_name, verify_record, RECORD_HEADER_LEN};
 use self::group_commit::DirtyTracker;
+use self::handle::Handle;
 use self::segment::{io_err, remove_if_exists, write_zeros, Segment, MAX_RECORD_START};
 
 pub use self::group_commit::{GroupCommit, SyncPoint};
+pub use self::handle::{FileCache, FileCacheStats};
 pub use self::iter::LogIter;
 pub use self::peek::{last_record, LastRecord, TailState};
 
@@ -154,7 +157,9 @@ pub struct SegmentInfo {
 
 pub struct SegmentedLog {
     dir: PathBuf,
-    dir_file: Arc<File>,
+    dir_file: Arc<Handle>,
+    /// Where segment and directory descriptors are kept; `None` keeps them open for good.
+    cache: Option<Arc<FileCache>>,
     opts: LogOptions,
     /// Ordered and contiguous by seq; the last one is the active one. Empty only for a log
     /// that has never been appended to (or reset).
@@ -196,9 +201,20 @@ fn ensure_dir(dir: &Path) -> Result<(), LogError> {
 }
 
 impl SegmentedLog {
+    /// Opens (or creates) the log in `dir`, keeping its files open until it is dropped.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<(SegmentedLog, Recovery), LogError> {
+        Self::open_in(dir, opts, None)
+    }
+
+    /// Like [`SegmentedLog::open`], with every descriptor kept in `cache` (when given), which
+    /// bounds how many files stay open across all the logs that share it.
+    pub fn open_in(
+        dir: &Path,
+        opts: LogOptions,
+        cache: Option<&Arc<FileCache>>,
+    ) -> Result<(SegmentedLog, Recovery), LogError> {
         ensure_dir(dir)?;
-        let dir_file = Arc::new(File::open(dir).map_err(io_err(dir))?);
+        let dir_file = Handle::open_dir(dir, cache).map_err(io_err(dir))?;
         let mut bases = Vec::new();
         let mut indexes = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_err(dir))? {
@@ -235,7 +251,7 @@ impl SegmentedLog {
                     });
                 }
             }
-            let seg = Segment::open(dir, base, i + 1 == bases.len(), opts, &mut recovery)?;
+            let seg = Segment::open(dir, base, i + 1 == bases.len(), opts, &mut recovery, cache)?;
             recovery.records += seg.records();
             segments.push(seg);
         }
@@ -253,6 +269,7 @@ impl SegmentedLog {
         let log = SegmentedLog {
             dir: dir.to_path_buf(),
             dir_file,
+            cache: cache.cloned(),
             opts,
             segments,
             first_seq,
@@ -334,7 +351,7 @@ impl SegmentedLog {
         let Some(active) = self.segments.last_mut() else {
             return Err(LogError::Io { path: self.dir.clone(), source: std::io::Error::other("no active segment") });
         };
-        active.file.write_all_at(&self.buf, active.len).map_err(io_err(&active.path))?;
+        active.fd()?.write_all_at(&self.buf, active.len).map_err(io_err(&active.path))?;
         active.positions.push(active.len as u32);
         active.len += self.buf.len() as u64;
         active.alloc = active.alloc.max(active.len);
@@ -359,7 +376,7 @@ impl SegmentedLog {
         if target <= active.alloc {
             return Ok(());
         }
-        write_zeros(&active.file, active.alloc, target).map_err(io_err(&active.path))?;
+        write_zeros(&*active.fd()?, active.alloc, target).map_err(io_err(&active.path))?;
         active.file.sync_data().map_err(io_err(&active.path))?;
         active.alloc = target;
         // Everything written to this file so far is durable now.
@@ -381,7 +398,7 @@ impl SegmentedLog {
         // An index left behind for this base (e.g. by a crash mid-removal) must not be
         // mistaken for the new file's.
         remove_if_exists(&self.dir.join(format::index_file_name(base)))?;
-        let seg = Segment::create(&self.dir, base)?;
+        let seg = Segment::create(&self.dir, base, self.cache.as_ref())?;
         self.dirty.mark_file(&seg.file);
         self.dirty.mark_dir();
         self.segments.push(seg);
@@ -402,7 +419,7 @@ impl SegmentedLog {
         }
         // Sealed segments never keep preallocated space: the index covers the whole file.
         if active.alloc > active.len {
-            active.file.set_len(active.len).map_err(io_err(&active.path))?;
+            active.fd()?.set_len(active.len).map_err(io_err(&active.path))?;
             active.alloc = active.len;
         }
         active.file.sync_data().map_err(io_err(&active.path))?;
@@ -434,7 +451,7 @@ impl SegmentedLog {
         let Some(seg) = self.segment_index(seq).map(|i| &self.segments[i]) else { return Ok(None) };
         let (start, end) = seg.record_span((seq - seg.base_seq) as usize);
         let mut rec = vec![0u8; (end - start) as usize];
-        seg.file.read_exact_at(&mut rec, start).map_err(io_err(&seg.path))?;
+        seg.fd()?.read_exact_at(&mut rec, start).map_err(io_err(&seg.path))?;
         verify_record(&seg.path, start, seq, &rec)?;
         Ok(Some(Bytes::from(rec).slice(RECORD_HEADER_LEN..)))
     }
@@ -448,8 +465,7 @@ impl SegmentedLog {
         self.mutate(|log| {
             let point = log.dirty.point(&log.dir_file);
             for f in &point.files {
-                let path = log.segments.iter().find(|s| Arc::ptr_eq(&s.file, f)).map_or(&log.dir, |s| &s.path);
-                f.sync_data().map_err(io_err(path))?;
+                f.sync_data().map_err(io_err(f.path()))?;
             }
             if let Some(d) = &point.dir {
                 d.sync_all().map_err(io_err(&log.dir))?;
@@ -502,9 +518,9 @@ impl SegmentedLog {
             if self.opts.preallocate {
                 // Zeros rather than a shorter file: the space stays allocated, and nothing
                 // that parses as a record survives past the logical end.
-                write_zeros(&active.file, new_len, active.len).map_err(io_err(&active.path))?;
+                write_zeros(&*active.fd()?, new_len, active.len).map_err(io_err(&active.path))?;
             } else {
-                active.file.set_len(new_len).map_err(io_err(&active.path))?;
+                active.fd()?.set_len(new_len).map_err(io_err(&active.path))?;
                 active.alloc = new_len;
             }
             active.positions.truncate(keep);

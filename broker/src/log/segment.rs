@@ -12,6 +12,7 @@ use super::format::{
     check_file_header, decode_index, encode_file_header, encode_index, index_file_name, index_tmp_name, log_file_name,
     parse_record_header, record_crc, FILE_HEADER_LEN, RECORD_HEADER_LEN, RECORD_MAGIC,
 };
+use super::handle::{FileCache, Handle};
 use super::{LogError, LogOptions, Recovery, Verify};
 
 /// Size of sequential reads (recovery scans and `iter_from`).
@@ -37,7 +38,7 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     pub base_seq: u64,
     /// Shared with `SyncPoint`s so a group committer can fsync it without holding the log.
-    pub file: Arc<File>,
+    pub file: Arc<Handle>,
     /// Byte offset of every record; `positions[i]` holds seq `base_seq + i`.
     pub positions: Vec<u32>,
     /// Bytes written to the OS (not necessarily durable); the next record goes here. This is
@@ -52,19 +53,24 @@ pub(crate) struct Segment {
 impl Segment {
     /// Creates the file and writes its header; neither the file nor the directory entry is
     /// synced here (the caller tracks both as dirty).
-    pub fn create(dir: &Path, base: u64) -> Result<Segment, LogError> {
+    pub fn create(dir: &Path, base: u64, cache: Option<&Arc<FileCache>>) -> Result<Segment, LogError> {
         let path = dir.join(log_file_name(base));
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         file.write_all_at(&encode_file_header(base), 0).map_err(io_err(&path))?;
         Ok(Segment {
+            file: Handle::new(path.clone(), file, false, cache),
             path,
             base_seq: base,
-            file: Arc::new(file),
             positions: Vec::new(),
             len: FILE_HEADER_LEN,
             alloc: FILE_HEADER_LEN,
             sealed: false,
         })
+    }
+
+    /// The segment's open descriptor (reopened if a cache closed it).
+    pub fn fd(&self) -> Result<Arc<File>, LogError> {
+        self.file.file().map_err(io_err(&self.path))
     }
 
     pub fn records(&self) -> u64 {
@@ -115,6 +121,7 @@ impl Segment {
         is_last: bool,
         opts: LogOptions,
         recovery: &mut Recovery,
+        cache: Option<&Arc<FileCache>>,
     ) -> Result<Segment, LogError> {
         let path = dir.join(log_file_name(base));
         let idx_path = dir.join(index_file_name(base));
@@ -123,7 +130,7 @@ impl Segment {
         let mk = |file: File, positions: Vec<u32>, len: u64, alloc: u64, sealed: bool| Segment {
             path: path.clone(),
             base_seq: base,
-            file: Arc::new(file),
+            file: Handle::new(path.clone(), file, false, cache),
             positions,
             len,
             alloc,

@@ -524,7 +524,7 @@ fn write_error_poisons_the_log() {
     fill(&mut log, 0..3);
     // /dev/full fails every write with ENOSPC.
     let full = OpenOptions::new().read(true).write(true).open("/dev/full").unwrap();
-    log.segments.last_mut().unwrap().file = Arc::new(full);
+    log.segments.last_mut().unwrap().file = Handle::new("/dev/full".into(), full, false, None);
     assert!(matches!(log.append(3, b"x"), Err(LogError::Io { .. })));
     assert!(log.is_poisoned());
     assert_eq!(log.next_seq(), 3);
@@ -646,7 +646,7 @@ fn group_commit_failure_is_permanent() {
     gc.submit(log.sync_point(), sender(&tx, 0));
     assert_eq!(rx.recv().unwrap(), (0, true));
     // fsync on /dev/null fails with EINVAL, standing in for a failing disk.
-    let null = Arc::new(File::open("/dev/null").unwrap());
+    let null = Handle::new("/dev/null".into(), File::open("/dev/null").unwrap(), false, None);
     log.append(1, b"b").unwrap();
     let mut files = log.sync_point().files;
     files.push(null);
@@ -1085,4 +1085,86 @@ fn preallocated_empty_segment_with_zero_tail_is_clean() {
     let (log, rec) = SegmentedLog::open(tmp.path(), popts(1 << 20, Verify::Full)).unwrap();
     assert!(rec.torn_tail.is_none());
     assert_contents(&log, 0..25);
+}
+
+/// Descriptors this process holds open on files under `dir`.
+fn fds_under(dir: &Path) -> usize {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn logs_sharing_a_file_cache_keep_at_most_its_cap_of_files_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let cache = FileCache::new(4);
+    let mut logs: Vec<SegmentedLog> = (0..20)
+        .map(|i| {
+            // Every other log preallocates, so that path reopens files too.
+            let o = if i % 2 == 0 { opts(400, Verify::Full) } else { popts(400, Verify::Full) };
+            SegmentedLog::open_in(&root.join(format!("{i}")), o, Some(&cache)).unwrap().0
+        })
+        .collect();
+    assert!(fds_under(&root) <= 4, "{} open after opening 20 logs", fds_under(&root));
+    for round in 0..12u64 {
+        for log in &mut logs {
+            log.append(round, &payload(round, PLEN)).unwrap();
+            assert!(fds_under(&root) <= 4);
+        }
+        // Reads and iteration of logs whose files the cache closed meanwhile.
+        for log in &logs {
+            assert_eq!(log.read(round).unwrap().unwrap(), payload(round, PLEN));
+            assert_eq!(log.iter_from(0).count() as u64, round + 1);
+        }
+        assert!(fds_under(&root) <= 4);
+    }
+    for log in &mut logs {
+        assert!(log.segments().len() > 1, "segments must roll for this test to mean anything");
+        log.sync().unwrap();
+        log.truncate_from(10).unwrap();
+        log.purge_before(3).unwrap();
+        assert!(fds_under(&root) <= 4);
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.cap, 4);
+    assert!(stats.open <= 4);
+    assert!(stats.evictions > 0 && stats.reopens > 0, "{stats:?}");
+    drop(logs);
+    assert_eq!(cache.stats().open, 0, "dropping a log closes its files");
+    assert_eq!(fds_under(&root), 0);
+    for i in 0..20 {
+        let o = if i % 2 == 0 { opts(400, Verify::Full) } else { popts(400, Verify::Full) };
+        let (log, _) = SegmentedLog::open_in(&root.join(format!("{i}")), o, Some(&cache)).unwrap();
+        assert_eq!(log.next_seq(), 10);
+        for s in log.first_seq()..10 {
+            assert_eq!(log.read(s).unwrap().unwrap(), payload(s, PLEN), "log {i} seq {s}");
+        }
+    }
+}
+
+#[test]
+fn a_sync_point_outlives_the_eviction_of_its_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let cache = FileCache::new(2);
+    let (mut a, _) = SegmentedLog::open_in(&root.join("a"), opts(1 << 20, Verify::Full), Some(&cache)).unwrap();
+    fill(&mut a, 0..3);
+    let point = a.sync_point();
+    assert!(!point.is_empty());
+    let others: Vec<_> = (0..3)
+        .map(|i| SegmentedLog::open_in(&root.join(format!("o{i}")), opts(1 << 20, Verify::Full), Some(&cache)).unwrap())
+        .collect();
+    assert_eq!(fds_under(&root.join("a")), 0, "a's files were closed to make room");
+    let reopens = cache.stats().reopens;
+    let gc = GroupCommit::spawn("test-cache-sync");
+    let (tx, rx) = mpsc::channel();
+    gc.submit(point, Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+    assert!(rx.recv().unwrap(), "syncing through reopened files works");
+    assert!(cache.stats().reopens > reopens);
+    assert!(a.sync_point().is_empty(), "the point's sync made a's appends durable");
+    drop(others);
+    assert_contents(&a, 0..3);
 }

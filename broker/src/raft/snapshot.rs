@@ -50,8 +50,25 @@ pub fn state_path(dir: &Path) -> PathBuf {
     dir.join("state")
 }
 
+/// Where a snapshot keeps a station segment: `<dir>/<station id>-<segment name>`. All in one
+/// directory, so one directory fsync makes every link durable however many stations there are.
 pub fn file_path(dir: &Path, f: &SnapshotFile) -> PathBuf {
-    dir.join(format!("{:020}", f.station_id)).join(&f.name)
+    dir.join(format!("{:020}-{}", f.station_id, f.name))
+}
+
+/// Where a snapshot on disk holds a segment: [`file_path`], or `<dir>/<station id>/<segment
+/// name>` in a snapshot written by an earlier version (one directory per station).
+pub fn existing_file_path(dir: &Path, f: &SnapshotFile) -> PathBuf {
+    let path = file_path(dir, f);
+    if path.exists() {
+        return path;
+    }
+    let per_station = dir.join(format!("{:020}", f.station_id)).join(&f.name);
+    if per_station.exists() {
+        per_station
+    } else {
+        path
+    }
 }
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest, MetaError> {
@@ -84,7 +101,7 @@ impl std::fmt::Debug for SnapshotStream {
 
 enum Part {
     Memory(Vec<u8>),
-    File { path: PathBuf, len: u64, file: Option<File> },
+    File { path: PathBuf, len: u64 },
 }
 
 impl Part {
@@ -96,12 +113,16 @@ impl Part {
     }
 }
 
-/// Reads a snapshot directory as one archive, one `pread` at a time.
+/// Reads a snapshot directory as one archive, one `pread` at a time, with at most one of its
+/// files open (a snapshot of many stations has many segment files).
 pub struct ArchiveReader {
     dir: PathBuf,
     parts: Vec<Part>,
+    /// Offset of each part in the archive.
+    starts: Vec<u64>,
     total: u64,
     pos: u64,
+    open: Option<(usize, File)>,
 }
 
 impl ArchiveReader {
@@ -113,39 +134,44 @@ impl ArchiveReader {
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&(header.len() as u64).to_le_bytes());
         head.extend_from_slice(&header);
-        let mut parts =
-            vec![Part::Memory(head), Part::File { path: state_path(dir), len: manifest.state_len, file: None }];
+        let mut parts = vec![Part::Memory(head), Part::File { path: state_path(dir), len: manifest.state_len }];
         for f in &manifest.files {
-            parts.push(Part::File { path: file_path(dir, f), len: f.len, file: None });
+            parts.push(Part::File { path: existing_file_path(dir, f), len: f.len });
         }
-        let total = parts.iter().map(Part::len).sum();
-        Ok(ArchiveReader { dir: dir.to_path_buf(), parts, total, pos: 0 })
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut total = 0;
+        for part in &parts {
+            starts.push(total);
+            total += part.len();
+        }
+        Ok(ArchiveReader { dir: dir.to_path_buf(), parts, starts, total, pos: 0, open: None })
     }
 
     fn read_at(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut start = 0u64;
-        for part in &mut self.parts {
-            let len = part.len();
-            if self.pos < start + len {
-                let within = self.pos - start;
-                let n = (buf.len() as u64).min(len - within) as usize;
-                match part {
-                    Part::Memory(bytes) => buf[..n].copy_from_slice(&bytes[within as usize..within as usize + n]),
-                    Part::File { path, file, .. } => {
-                        if file.is_none() {
-                            *file = Some(File::open(&*path)?);
-                        }
-                        if let Some(f) = file {
-                            f.read_exact_at(&mut buf[..n], within)?;
-                        }
-                    }
-                }
-                self.pos += n as u64;
-                return Ok(n);
-            }
-            start += len;
+        if self.pos >= self.total {
+            return Ok(0);
         }
-        Ok(0)
+        // The last part starting at or before `pos` that is not empty holds it.
+        let mut i = self.starts.partition_point(|&s| s <= self.pos) - 1;
+        while self.parts[i].len() == 0 || self.pos >= self.starts[i] + self.parts[i].len() {
+            i += 1;
+        }
+        let within = self.pos - self.starts[i];
+        let n = (buf.len() as u64).min(self.parts[i].len() - within) as usize;
+        match &self.parts[i] {
+            Part::Memory(bytes) => buf[..n].copy_from_slice(&bytes[within as usize..within as usize + n]),
+            Part::File { path, .. } => {
+                if self.open.as_ref().is_none_or(|(at, _)| *at != i) {
+                    self.open = None;
+                    self.open = Some((i, File::open(path)?));
+                }
+                if let Some((_, f)) = &self.open {
+                    f.read_exact_at(&mut buf[..n], within)?;
+                }
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -234,19 +260,10 @@ pub fn write_local(
     let mut files = Vec::with_capacity(segments.len());
     for (f, source) in segments {
         let target = file_path(&tmp, f);
-        if let Some(parent) = target.parent() {
-            if !parent.exists() {
-                fs::create_dir_all(parent).map_err(io_at(parent))?;
-            }
-        }
         fs::hard_link(source, &target).map_err(io_at(&target))?;
         files.push(f.clone());
     }
-    for f in &files {
-        if let Some(parent) = file_path(&tmp, f).parent() {
-            fsync_dir(parent)?;
-        }
-    }
+    fsync_dir(&tmp)?;
     let manifest = Manifest { meta, state_len: state.len() as u64, state_crc: crc32c::crc32c(state), files };
     meta::write_atomic(&manifest_path(&tmp), &manifest)?;
     fs::rename(&tmp, dir).map_err(io_at(dir))?;
@@ -278,18 +295,12 @@ pub async fn unpack<R: AsyncRead + AsyncSeek + Unpin>(stream: &mut R, dir: &Path
     fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
     copy_exact(stream, &state_path(&tmp), manifest.state_len).await?;
     for f in &manifest.files {
-        let target = file_path(&tmp, f);
-        if let Some(parent) = target.parent() {
-            if !parent.exists() {
-                fs::create_dir_all(parent).map_err(io_at(parent))?;
-            }
+        // The names come from another node: never a path out of the snapshot directory.
+        let plain = !f.name.is_empty() && f.name != ".." && f.name != "." && !f.name.contains(['/', '\0']);
+        if !plain {
+            return Err(corrupt(format!("segment name {:?} is not a plain file name", f.name)));
         }
-        copy_exact(stream, &target, f.len).await?;
-    }
-    for f in &manifest.files {
-        if let Some(parent) = file_path(&tmp, f).parent() {
-            fsync_dir(parent)?;
-        }
+        copy_exact(stream, &file_path(&tmp, f), f.len).await?;
     }
     meta::write_atomic(&manifest_path(&tmp), &manifest)?;
     fsync_dir(&tmp)?;

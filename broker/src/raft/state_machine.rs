@@ -26,7 +26,7 @@ use super::{
     meta, storage_err, Applied, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
     StoredMessage, TypeConfig,
 };
-use crate::log::{LogOptions, SegmentedLog, Verify};
+use crate::log::{FileCache, FileCacheStats, LogOptions, SegmentedLog, Verify};
 use crate::station::{BrokerState, Command, Effect, Envelope, Outcome, Produced};
 
 #[derive(Clone, Debug)]
@@ -34,6 +34,15 @@ pub struct SmOptions {
     pub dir: PathBuf,
     pub segment_bytes: u64,
     pub verify: Verify,
+    /// Holds the descriptors of every station log's segments and directory, so open files stay
+    /// bounded however many stations there are.
+    pub files: Arc<FileCache>,
+}
+
+impl SmOptions {
+    pub fn new(dir: PathBuf, segment_bytes: u64, verify: Verify, max_open_files: usize) -> SmOptions {
+        SmOptions { dir, segment_bytes, verify, files: FileCache::new(max_open_files) }
+    }
 }
 
 struct Inner {
@@ -215,6 +224,11 @@ impl StateMachine {
         f(&self.shared.read().state)
     }
 
+    /// What the station logs' descriptor cache holds.
+    pub fn open_files(&self) -> FileCacheStats {
+        self.shared.read().opts.files.stats()
+    }
+
     pub fn last_applied(&self) -> Option<LogId> {
         self.shared.read().last_applied
     }
@@ -292,6 +306,10 @@ impl Inner {
         }
     }
 
+    fn open_log(&self, dir: &Path) -> Result<(SegmentedLog, crate::log::Recovery), StorageError> {
+        SegmentedLog::open_in(dir, self.log_options(), Some(&self.opts.files)).map_err(sm_err)
+    }
+
     /// Opens every station log the state knows and lines it up with the state: records past the
     /// state's end were applied after the snapshot and are dropped (Raft replays them); a log
     /// that lacks records the state holds is rebuilt from the snapshot's links.
@@ -341,7 +359,7 @@ impl Inner {
 
     fn open_station_log(&self, id: u64) -> Result<Option<SegmentedLog>, StorageError> {
         let dir = station_dir(&self.opts.dir, id);
-        let (mut log, recovery) = SegmentedLog::open(&dir, self.log_options()).map_err(sm_err)?;
+        let (mut log, recovery) = self.open_log(&dir)?;
         if let Some((path, pos)) = recovery.torn_tail {
             tracing::warn!(path = %path.display(), position = pos, "station log: truncated a torn tail (replayed from the Raft log)");
         }
@@ -370,7 +388,9 @@ impl Inner {
             let manifest = snapshot::read_manifest(snap_dir).map_err(sm_err)?;
             for f in manifest.files.iter().filter(|f| f.station_id == id) {
                 let target = dir.join(&f.name);
-                fs::hard_link(snapshot::file_path(snap_dir, f), &target).map_err(io_err(&target)).map_err(sm_err)?;
+                fs::hard_link(snapshot::existing_file_path(snap_dir, f), &target)
+                    .map_err(io_err(&target))
+                    .map_err(sm_err)?;
             }
         }
         meta::fsync_dir(&dir).map_err(sm_err)?;
@@ -415,7 +435,7 @@ impl Inner {
             match effect {
                 Effect::StationCreated { id, .. } => {
                     let dir = station_dir(&self.opts.dir, id);
-                    let (mut log, _) = SegmentedLog::open(&dir, self.log_options()).map_err(sm_err)?;
+                    let (mut log, _) = self.open_log(&dir)?;
                     if !log.is_empty() || log.next_seq() != 0 {
                         log.reset(0).map_err(sm_err)?;
                     }

@@ -18,7 +18,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -139,7 +139,53 @@ struct StateV1 {
 impl From<StateV1> for BrokerState {
     fn from(v1: StateV1) -> BrokerState {
         let StateV1 { clock, last_station_id, stations, names, outbox } = v1;
-        BrokerState { clock, last_station_id, stations, names, outbox, receipt_key: None, effects: Vec::new() }
+        let mut state = BrokerState {
+            clock,
+            last_station_id,
+            stations,
+            names,
+            outbox,
+            receipt_key: None,
+            effects: Vec::new(),
+            deadlines: Deadlines::default(),
+        };
+        state.index_deadlines();
+        state
+    }
+}
+
+/// When each station next has time-driven work (see `StationState::next_tick_at`), so that a
+/// tick visits only the stations that are due, and finding the next tick does not visit all.
+/// Derived from the stations, never serialized.
+#[derive(Clone, Debug, Default)]
+struct Deadlines {
+    by_time: BTreeSet<(Millis, Name)>,
+    of: BTreeMap<Name, Millis>,
+}
+
+impl Deadlines {
+    fn set(&mut self, station: &str, at: Option<Millis>) {
+        if self.of.get(station).copied() == at {
+            return;
+        }
+        if let Some(old) = self.of.remove(station) {
+            self.by_time.remove(&(old, station.to_owned()));
+        }
+        if let Some(at) = at {
+            self.of.insert(station.to_owned(), at);
+            self.by_time.insert((at, station.to_owned()));
+        }
+    }
+
+    fn first(&self) -> Option<Millis> {
+        self.by_time.first().map(|(at, _)| *at)
+    }
+
+    /// Stations with work due at `now`, in name order.
+    fn due(&self, now: Millis) -> Vec<Name> {
+        let mut due: Vec<Name> = self.by_time.iter().take_while(|(at, _)| *at <= now).map(|(_, n)| n.clone()).collect();
+        due.sort_unstable();
+        due
     }
 }
 
@@ -157,6 +203,8 @@ pub struct BrokerState {
     /// Not replicated: each replica's storage layer drains them after every apply.
     #[serde(skip)]
     effects: Vec<Effect>,
+    #[serde(skip)]
+    deadlines: Deadlines,
 }
 
 impl BrokerState {
@@ -170,15 +218,35 @@ impl BrokerState {
     /// Reads [`BrokerState::to_bytes`], or a state serialized before the receipt key existed
     /// (it then has none, and the first fetch proposes one).
     pub fn from_bytes(bytes: &[u8]) -> Result<BrokerState, bincode::Error> {
-        match bytes.strip_prefix(STATE_MARKER) {
-            Some(rest) => bincode::deserialize(rest),
-            None => bincode::deserialize::<StateV1>(bytes).map(BrokerState::from),
-        }
+        let mut state: BrokerState = match bytes.strip_prefix(STATE_MARKER) {
+            Some(rest) => bincode::deserialize(rest)?,
+            None => bincode::deserialize::<StateV1>(bytes).map(BrokerState::from)?,
+        };
+        state.index_deadlines();
+        Ok(state)
     }
 
     pub fn apply(&mut self, env: &Envelope) -> Outcome {
         self.clock = self.clock.max(env.now);
-        self.apply_command(&env.command).unwrap_or_else(Outcome::Error)
+        let outcome = self.apply_command(&env.command).unwrap_or_else(Outcome::Error);
+        if let Some(station) = env.command.station() {
+            self.index_deadline(station);
+        }
+        outcome
+    }
+
+    /// Brings the deadline index of one station up to date after it may have changed.
+    fn index_deadline(&mut self, station: &str) {
+        let at = self.stations.get(station).and_then(StationState::next_tick_at);
+        self.deadlines.set(station, at);
+    }
+
+    fn index_deadlines(&mut self) {
+        self.deadlines = Deadlines::default();
+        let names: Vec<Name> = self.stations.keys().cloned().collect();
+        for name in names {
+            self.index_deadline(&name);
+        }
     }
 
     fn station_mut(&mut self, name: &str) -> Result<(&mut StationState, Ctx<'_>), CommandError> {
@@ -249,9 +317,13 @@ impl BrokerState {
                 Ok(Outcome::Deleted)
             }
             Command::Tick => {
-                let mut ctx = Ctx { now, outbox: &mut self.outbox, effects: &mut self.effects };
-                for state in self.stations.values_mut() {
-                    state.tick(&mut ctx);
+                // A station that is not due has nothing to do: its tick would change nothing.
+                for name in self.deadlines.due(now) {
+                    let mut ctx = Ctx { now, outbox: &mut self.outbox, effects: &mut self.effects };
+                    if let Some(state) = self.stations.get_mut(&name) {
+                        state.tick(&mut ctx);
+                    }
+                    self.index_deadline(&name);
                 }
                 Ok(Outcome::Ticked)
             }
@@ -386,7 +458,7 @@ impl BrokerState {
     /// oldest message, a dedup key or a dead-letter record expiring. May be at or before the
     /// clock, meaning a tick is due now.
     pub fn next_tick_at(&self) -> Option<Millis> {
-        self.stations.values().filter_map(StationState::next_tick_at).min()
+        self.deadlines.first()
     }
 
     /// Hands back the metas of offsets `first_offset..next_offset` of a station, in order, after
@@ -397,10 +469,16 @@ impl BrokerState {
         if let Some(state) = self.stations.get_mut(name) {
             state.log.restore(metas, self.clock);
         }
+        let name = name.clone();
+        self.index_deadline(&name);
     }
 
     #[cfg(test)]
     fn check_invariants(&self) {
+        let indexed: BTreeMap<Name, Millis> =
+            self.stations.iter().filter_map(|(name, s)| Some((name.clone(), s.next_tick_at()?))).collect();
+        assert_eq!(self.deadlines.of, indexed, "deadline index out of date");
+        assert_eq!(self.deadlines.by_time.len(), indexed.len());
         for state in self.stations.values() {
             for group in state.groups.values() {
                 group.check_invariants(&state.log);

@@ -261,6 +261,29 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The one station the command acts on; `None` for commands that act on none or on many.
+    pub fn station(&self) -> Option<&str> {
+        match self {
+            Command::PutStation { station, .. }
+            | Command::DeleteStation { station }
+            | Command::PutGroup { station, .. }
+            | Command::DeleteGroup { station, .. }
+            | Command::Seek { station, .. }
+            | Command::Produce { station, .. }
+            | Command::Fetch { station, .. }
+            | Command::Ack { station, .. }
+            | Command::Nack { station, .. }
+            | Command::Extend { station, .. }
+            | Command::DeadLetter { station, .. }
+            | Command::Redrive { station, .. }
+            | Command::DeleteDeadLetter { station, .. }
+            | Command::Settle { station, .. } => Some(station),
+            Command::Tick | Command::OutboxAdvance { .. } | Command::InitReceiptKey { .. } => None,
+        }
+    }
+}
+
 /// A command with the leader's clock reading. `apply` uses `now` and never the local clock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {

@@ -23,7 +23,21 @@ pub struct Server {
 
 /// Starts `depot dev` on `data_dir` with extra environment, and waits for its banner.
 pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_depot"));
+    start_under(&[], data_dir, env)
+}
+
+/// Like [`start`], run through `wrapper` (a command that execs the rest of its arguments, such
+/// as `prlimit --nofile=1024:1024 --`), so the server's pid is still the child's.
+pub fn start_under(wrapper: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Server {
+    let depot = env!("CARGO_BIN_EXE_depot");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(depot);
+            c
+        }
+        None => Command::new(depot),
+    };
     command
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -34,7 +48,7 @@ pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
     for (k, v) in env {
         command.env(k, v);
     }
-    let child = command.spawn().unwrap();
+    let child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
     // Owned by the guard from here on, so a failed assertion never leaves a server running.
     let mut server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), token: String::new() };
     let stdout = server.child.stdout.take().unwrap();
@@ -298,4 +312,72 @@ pub fn write_ballast(path: &Path, bytes: u64) {
         std::io::Write::write_all(&mut file, &chunk[..n]).unwrap();
         left -= n as u64;
     }
+}
+
+/// One keep-alive HTTP/1.1 connection, for tests that send many requests (one connection per
+/// request would leave tens of thousands of sockets in TIME_WAIT).
+pub struct Conn {
+    addr: SocketAddr,
+    token: String,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr, token: &str) -> Conn {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn { addr, token: token.to_owned(), reader: BufReader::new(stream) }
+    }
+
+    /// One request as the connection's user; the answer's body must carry a Content-Length.
+    pub fn call(&mut self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Response {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            self.token,
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line).unwrap();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: no status line in {status_line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: answer without Content-Length: {headers:?}"));
+        let mut raw = vec![0; len];
+        self.reader.read_exact(&mut raw).unwrap();
+        let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+        Response { status, headers, body, raw }
+    }
+
+    pub fn json(&mut self, method: &str, path: &str, body: &Value) -> Response {
+        self.call(method, path, "application/json", body.to_string().as_bytes())
+    }
+}
+
+/// Descriptors a process holds open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }
