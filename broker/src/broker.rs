@@ -244,6 +244,7 @@ impl Broker {
             verify,
             preallocate: opts.preallocate_raft_log,
             after_clean_shutdown: clean,
+            sync_on_open: true,
         };
         let log = LogStore::open(&dir.join("raft"), raft_log).map_err(storage)?;
         // A rebuild after a storage failure recovers like a start after a crash.

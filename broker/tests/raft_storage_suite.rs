@@ -16,7 +16,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         })?;
         let log = LogStore::open(
             &dir.path().join("raft"),
-            LogOptions { segment_bytes: 1 << 20, verify: Verify::Full, preallocate: true, after_clean_shutdown: false },
+            LogOptions {
+                segment_bytes: 1 << 20,
+                verify: Verify::Full,
+                preallocate: true,
+                after_clean_shutdown: false,
+                sync_on_open: true,
+            },
         )?;
         let sm = StateMachine::open(SmOptions::new(dir.path().join("sm"), 1 << 20, Verify::Full, 4))?;
         Ok((dir, log, sm))

@@ -4,8 +4,9 @@
 //! stops on any storage error, is rebuilt once the limit is raised again, with every station
 //! acknowledged before still there, and new writes work without a restart.
 //!
-//! Open files are not bounded yet (each station keeps its log files open): this covers what
-//! happens when the limit is reached, not how to stay under it.
+//! Station logs keep at most `max_open_files` open, but the budget is set at start from the limit
+//! then in force, so lowering the limit under a running node still makes it run out: this covers
+//! what happens when it does. `many_stations.rs` covers staying under a limit set before start.
 
 #![allow(clippy::unwrap_used)]
 

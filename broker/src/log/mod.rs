@@ -113,6 +113,11 @@ pub struct LogOptions {
     /// write, so it is `Corrupt` like damage anywhere else. Only zeros (preallocated space) may
     /// follow the last record.
     pub after_clean_shutdown: bool,
+    /// `open` fsyncs the last segment and the directory, so that whatever it reports is durable
+    /// even if a crashed process left unsynced appends in the page cache. An owner that makes
+    /// the records it relies on durable by other means (station logs: the snapshot syncs what it
+    /// covers, and recovery cuts off the rest) turns it off, sparing two fsyncs per log at start.
+    pub sync_on_open: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,10 +265,12 @@ impl SegmentedLog {
         // the page cache. Syncing here makes everything `open` reports durable, so an owner
         // never treats such records as persisted while they could still vanish. Sealed
         // segments were synced before any later segment was created.
-        if let Some(last) = segments.last() {
-            last.file.sync_data().map_err(io_err(&last.path))?;
+        if opts.sync_on_open {
+            if let Some(last) = segments.last() {
+                last.file.sync_data().map_err(io_err(&last.path))?;
+            }
+            dir_file.sync_all().map_err(io_err(dir))?;
         }
-        dir_file.sync_all().map_err(io_err(dir))?;
         let first_seq = segments.first().map_or(0, |s| s.base_seq);
         let next_seq = segments.last().map_or(0, Segment::next_seq);
         let log = SegmentedLog {

@@ -14,11 +14,11 @@ use super::format::{encode_record, FILE_HEADER_LEN, RECORD_HEADER_LEN};
 use super::*;
 
 fn opts(segment_bytes: u64, verify: Verify) -> LogOptions {
-    LogOptions { segment_bytes, verify, preallocate: false, after_clean_shutdown: false }
+    LogOptions { segment_bytes, verify, preallocate: false, after_clean_shutdown: false, sync_on_open: true }
 }
 
 fn popts(segment_bytes: u64, verify: Verify) -> LogOptions {
-    LogOptions { segment_bytes, verify, preallocate: true, after_clean_shutdown: false }
+    LogOptions { segment_bytes, verify, preallocate: true, after_clean_shutdown: false, sync_on_open: true }
 }
 
 fn payload(seq: u64, len: usize) -> Vec<u8> {
@@ -739,7 +739,13 @@ fn check_files(log: &SegmentedLog, preallocate: bool) {
 
 fn run_model(ops: Vec<Op>, seg: u64, preallocate: bool) -> Result<(), TestCaseError> {
     let tmp = tempfile::tempdir().unwrap();
-    let o = |verify| LogOptions { segment_bytes: seg, verify, preallocate, after_clean_shutdown: false };
+    let o = |verify| LogOptions {
+        segment_bytes: seg,
+        verify,
+        preallocate,
+        after_clean_shutdown: false,
+        sync_on_open: true,
+    };
     let (mut log, _) = SegmentedLog::open(tmp.path(), o(Verify::Tail)).unwrap();
     // `model` holds every record that may still be physically retained; [first, next)
     // is what the log must serve.

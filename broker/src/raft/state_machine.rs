@@ -303,6 +303,9 @@ impl Inner {
             verify: self.opts.verify,
             preallocate: false,
             after_clean_shutdown: false,
+            // What a station log holds up to the current snapshot was synced when the snapshot
+            // was taken, and anything past it is cut off at start and replayed from Raft.
+            sync_on_open: false,
         }
     }
 

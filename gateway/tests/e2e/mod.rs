@@ -59,10 +59,11 @@ pub fn start_under(wrapper: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> S
             let _ = tx.send(line);
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: a node with tens of thousands of stations opens every log first.
+    let deadline = Instant::now() + Duration::from_secs(180);
     while server.token.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("depot dev printed no address and token within 60 s");
+        let line = rx.recv_timeout(left).expect("depot dev printed no address and token within 180 s");
         if let Some(rest) = line.strip_prefix("depot: listening on http://") {
             server.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
         }
