@@ -218,7 +218,9 @@ impl Broker {
     /// comes when a quorum is up (see [`crate::cluster`]).
     pub async fn open(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         let dir = opts.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(storage)?;
+        // The data dir's own entry in its parent must be durable too, or a power cut can take
+        // the whole dir away from a node that has acknowledged messages.
+        crate::dirs::ensure_durable(&dir).map_err(storage)?;
         let dir_lock = DirLock::acquire(&dir)?;
         // Before anything else touches the dir: a refused one is left as it was (but for the lock).
         refuse_new_cluster_node_without_id(&opts)?;
@@ -239,11 +241,17 @@ impl Broker {
             preallocate: opts.preallocate_raft_log,
             after_clean_shutdown: clean,
         };
+        // Durable before anything inside them is: a cut must not leave cluster-identity without
+        // raft/ and sm/, which would look like a pristine node and start afresh.
+        for sub in ["raft", "sm"] {
+            crate::dirs::ensure_durable(&dir.join(sub)).map_err(storage)?;
+        }
         let log = LogStore::open(&dir.join("raft"), raft_log).map_err(storage)?;
         // A rebuild after a storage failure recovers like a start after a crash.
         let rebuild_log = LogOptions { verify: Verify::Full, after_clean_shutdown: false, ..raft_log };
         let sm = StateMachine::open(SmOptions { dir: dir.join("sm"), segment_bytes: opts.segment_bytes, verify })
             .map_err(storage)?;
+        log.link_snapshot(sm.durable_snapshot());
         if clean {
             std::fs::remove_file(&marker).map_err(storage)?;
             crate::raft::fsync_dir(&dir).map_err(storage)?;

@@ -157,6 +157,8 @@ struct State {
     pending: Vec<DirOp>,
     counts: Counts,
     mode: Mode,
+    /// Paths (relative to the mount) whose files' pages a torn cut never tears.
+    untorn: Vec<PathBuf>,
     frozen: bool,
     crash_at: Option<(Op, u64)>,
     dir_handles: HashMap<u64, Vec<(u64, FileType, OsString)>>,
@@ -179,6 +181,7 @@ impl State {
             pending: Vec::new(),
             counts: Counts::default(),
             mode: Mode::Clean,
+            untorn: Vec::new(),
             frozen: false,
             crash_at: None,
             dir_handles: HashMap::new(),
@@ -496,9 +499,13 @@ impl State {
         self.frozen = true;
         if let Mode::Torn { seed } = self.mode {
             let mut rng = StdRng::seed_from_u64(seed);
+            let untorn = self.untorn_files();
             let mut inos: Vec<u64> = self.nodes.keys().copied().collect();
             inos.sort_unstable();
             for ino in inos {
+                if untorn.contains(&ino) {
+                    continue;
+                }
                 if let Some(Node { body: Body::File { cur, dur, dirty, size_dirty }, .. }) = self.nodes.get_mut(&ino) {
                     for &idx in dirty.iter() {
                         if rng.random_bool(0.5) {
@@ -529,6 +536,30 @@ impl State {
             }
         }
         self.pending.clear();
+    }
+
+    /// Files now reachable under one of the `untorn` paths.
+    fn untorn_files(&self) -> BTreeSet<u64> {
+        let mut out = BTreeSet::new();
+        let mut stack = vec![(ROOT, PathBuf::new())];
+        let mut seen = BTreeSet::new();
+        while let Some((dir, path)) = stack.pop() {
+            if !seen.insert(dir) {
+                continue;
+            }
+            let Some(Node { body: Body::Dir { cur, .. }, .. }) = self.nodes.get(&dir) else { continue };
+            for (name, &ino) in cur {
+                let p = path.join(name);
+                match self.nodes.get(&ino).map(|n| &n.body) {
+                    Some(Body::Dir { .. }) => stack.push((ino, p)),
+                    Some(Body::File { .. }) if self.untorn.iter().any(|u| p.starts_with(u)) => {
+                        out.insert(ino);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
     }
 
     fn set_durable(&mut self, dir: u64, name: OsString, ino: Option<u64>) {
@@ -1091,11 +1122,15 @@ impl PowerCut {
 
     fn stop(&mut self) -> io::Result<()> {
         if let Some(session) = self.session.take() {
-            if let Err(e) = session.umount_and_join() {
-                // Busy (a process still holds a file): detach it lazily so nothing is left behind.
-                let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mountpoint).status();
-                return Err(io::Error::new(e.kind(), format!("unmounting {}: {e}", self.mountpoint.display())));
+            let result = session.umount_and_join();
+            if !is_mounted(&self.mountpoint) {
+                // Gone: the session may still report how the kernel ended the connection.
+                return Ok(());
             }
+            // Busy (a process still holds a file): detach it lazily so nothing is left behind.
+            let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&self.mountpoint).status();
+            let e = result.err().unwrap_or_else(|| io::Error::other("still mounted after the session ended"));
+            return Err(io::Error::new(e.kind(), format!("unmounting {}: {e}", self.mountpoint.display())));
         }
         Ok(())
     }
@@ -1113,6 +1148,13 @@ impl PowerCut {
     /// What the next cut keeps.
     pub fn set_mode(&self, mode: Mode) {
         lock(&self.state).mode = mode;
+    }
+
+    /// Files under these paths (relative to the mount point) are never torn: a torn cut drops
+    /// all their pending pages and size changes, as a clean cut does. Directory operations stay
+    /// torn everywhere.
+    pub fn set_untorn(&self, paths: Vec<PathBuf>) {
+        lock(&self.state).untorn = paths;
     }
 
     /// Freezes the durable state right after the `n`th operation of kind `op` from now (`n` ≥ 1).
@@ -1162,10 +1204,10 @@ impl PowerCut {
             fs::remove_dir_all(&staging)?;
         }
         fs::create_dir(&staging)?;
-        let mode = {
+        let (mode, untorn) = {
             let st = lock(&self.state);
             st.materialize(&staging)?;
-            st.mode
+            (st.mode, st.untorn.clone())
         };
         for e in fs::read_dir(&self.backing)? {
             let p = e?.path();
@@ -1182,6 +1224,7 @@ impl PowerCut {
         fs::remove_dir(&staging)?;
         let mut fresh = State::load(&self.backing)?;
         fresh.mode = mode;
+        fresh.untorn = untorn;
         self.state = Arc::new(Mutex::new(fresh));
         self.cuts += 1;
         self.start()

@@ -266,6 +266,30 @@ fn torn_cut_keeps_a_subset_of_pages_and_renames_whole() {
 }
 
 #[test]
+fn untorn_paths_lose_all_pending_pages_in_a_torn_cut() {
+    let mut fx = Fixture::new();
+    fs::create_dir(fx.path("keep")).expect("mkdir");
+    for i in 0..16 {
+        write_file(&fx.path(&format!("keep/f{i}")), b"", true);
+        write_file(&fx.path(&format!("t{i}")), b"", true);
+    }
+    sync_dir(&fx.path("keep"));
+    sync_dir(fx.pc.mountpoint());
+    for i in 0..16 {
+        write_file(&fx.path(&format!("keep/f{i}")), &[b'x'; 4 * 4096], false);
+        write_file(&fx.path(&format!("t{i}")), &[b'x'; 4 * 4096], false);
+    }
+    fx.pc.set_untorn(vec![PathBuf::from("keep")]);
+    fx.pc.set_mode(Mode::Torn { seed: 5 });
+    fx.cut();
+    for i in 0..16 {
+        assert_eq!(read(&fx.path(&format!("keep/f{i}"))).as_deref(), Some(&b""[..]), "untorn: nothing pending kept");
+    }
+    let torn: usize = (0..16).map(|i| read(&fx.path(&format!("t{i}"))).map_or(0, |b| b.len())).sum();
+    assert!(torn > 0, "elsewhere a torn cut keeps some pending data");
+}
+
+#[test]
 fn torn_cut_is_reproducible_from_its_seed() {
     let run = || {
         let mut fx = Fixture::new();
