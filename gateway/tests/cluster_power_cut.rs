@@ -1,8 +1,9 @@
 //! Power cuts in a three-node cluster: every node's data dir is its own power-cut mount
 //! (`powercut/`). A producer records every acknowledged value; again and again one node (often
 //! the leader) loses its power, at a random moment or right after its Nth fsync, and comes back
-//! on what its disk kept. After every cut: every acknowledged value reads back at its offset, the
-//! node's durable term never goes down, and it never holds two different votes in one term.
+//! on what its disk kept. After every cut: its purge point does not pass its durable snapshot,
+//! every acknowledged value reads back at its offset, the node's durable term never goes down,
+//! and it never holds two different votes in one term.
 //!
 //! `DEPOT_POWERCUT_CLUSTER_CUTS` sets the number of cuts (default 20).
 
@@ -123,6 +124,14 @@ fn power_cuts_in_a_three_node_cluster_lose_nothing_and_never_take_back_a_vote() 
         let disk = read_on_disk(&pc.backing().join("raft")).unwrap_or_else(|e| {
             c.fail(&format!("cut {cycle}: node {victim}'s Raft log does not read after the cut: {e}"))
         });
+        if let Some(purged) = disk.last_purged {
+            let snapshot = depot_broker::inspect(pc.backing()).ok().and_then(|i| i.committed_index);
+            assert!(
+                snapshot.is_some_and(|s| s >= purged.index),
+                "seed {seed}, cut {cycle}: node {victim}'s Raft log is purged to {} past its durable snapshot {snapshot:?}",
+                purged.index
+            );
+        }
         if let Some(vote) = disk.vote {
             let term = vote.leader_id().term;
             let before = last_term.get(&victim).copied().unwrap_or(0);

@@ -2,9 +2,9 @@
 //! system (`powercut/`), which keeps only what was fsynced (and, torn, a random part of the
 //! rest). Producers record every acknowledged (station, offset, payload hash); the power is cut
 //! at random moments and right after the Nth fsync, rename, unlink or link, also during
-//! recovery; the node is restarted on what the disk kept. After every cut the node must start,
-//! every acknowledged message must read back identical, and what was deleted (stations,
-//! offsets below retention) must not come back.
+//! recovery; the node is restarted on what the disk kept. After every cut the purge point must
+//! not pass the durable snapshot, the node must start, every acknowledged message must read
+//! back identical, and what was deleted (stations, offsets below retention) must not come back.
 //!
 //! `DEPOT_POWERCUT_CUTS` sets the cuts per test (default 110: 220 in all); `DEPOT_POWERCUT_SEED`
 //! the seed of the choices (printed at the start and on failure);
@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
+use depot_broker::inspect;
+use depot_broker::raft::log_store::read_on_disk;
 use depot_powercut::{Mode, Op, PowerCut};
 use e2e::{request, Response, ADMIN_PASSWORD};
 use rand::rngs::StdRng;
@@ -165,11 +167,23 @@ impl Rig {
     }
 
     /// The power goes out (if a crash point has not already done it), the node is killed, the
-    /// disk keeps what it keeps, and the file system is mounted again.
+    /// disk keeps what it keeps, and the file system is mounted again. Then, on what the disk
+    /// kept: the Raft log's purge point does not pass the last index of the snapshot `current`
+    /// names (else the node would need entries that no longer exist).
     fn cut(&mut self) {
         self.pc.freeze();
         drop(self.node.take());
         self.pc.cut().unwrap();
+        let data = self.pc.backing().join("data");
+        let purged = read_on_disk(&data.join("raft")).ok().and_then(|d| d.last_purged).map(|id| id.index);
+        if let Some(purged) = purged {
+            let snapshot = inspect(&data).ok().and_then(|i| i.committed_index);
+            assert!(
+                snapshot.is_some_and(|s| s >= purged),
+                "after cut {}: the Raft log is purged to {purged} but the durable snapshot covers {snapshot:?}",
+                self.pc.cuts()
+            );
+        }
     }
 }
 
