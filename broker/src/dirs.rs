@@ -22,9 +22,13 @@ fn parent_of(dir: &Path) -> &Path {
 /// Creates `dir` and any missing parents, and fsyncs `dir` and its parent (also when `dir`
 /// already existed: an earlier run may have created it and lost power before its entry was
 /// durable). Each parent this call creates is made durable the same way first.
+///
+/// A parent this process may not read (an existing dir under, say, a `--x` directory) cannot be
+/// fsynced; when `dir` already existed that is only warned about.
 pub fn ensure_durable(dir: &Path) -> io::Result<()> {
     let parent = parent_of(dir);
-    if !dir.is_dir() {
+    let existed = dir.is_dir();
+    if !existed {
         if !parent.is_dir() {
             ensure_durable(parent)?;
         }
@@ -35,5 +39,11 @@ pub fn ensure_durable(dir: &Path) -> io::Result<()> {
         }
     }
     fsync(dir)?;
-    fsync(parent)
+    match fsync(parent) {
+        Err(e) if existed && e.kind() == io::ErrorKind::PermissionDenied => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync the parent of an existing directory; its entry may not survive a power cut if it is new");
+            Ok(())
+        }
+        other => other,
+    }
 }

@@ -157,6 +157,14 @@ fn hard_link_needs_its_directory_fsynced() {
 }
 
 #[test]
+fn opening_with_truncate_empties_the_file() {
+    let fx = Fixture::new();
+    write_file(&fx.path("f"), b"0123456789", true);
+    write_file(&fx.path("f"), b"abc", false);
+    assert_eq!(read(&fx.path("f")).as_deref(), Some(&b"abc"[..]));
+}
+
+#[test]
 fn size_change_needs_fsync() {
     let mut fx = Fixture::new();
     write_file(&fx.path("f"), &[7u8; 10_000], true);
