@@ -19,6 +19,9 @@
 //! rename, unlink or link (counted from that call); a test then kills its process and calls
 //! [`PowerCut::cut`]. [`PowerCut::freeze`] does the same at a moment the test picks.
 //!
+//! [`PowerCut::set_untorn`] keeps the pages of files under given paths from being torn (a torn
+//! cut then drops all their pending pages), for a known gap that a run must not keep hitting.
+//!
 //! After a freeze every operation fails with `EIO`, so nothing the process is told succeeded
 //! afterwards depends on a later fsync: an acknowledgement a client received must be durable.
 //!
