@@ -224,7 +224,9 @@ impl Broker {
     /// comes when a quorum is up (see [`crate::cluster`]).
     pub async fn open(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         let dir = opts.data_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(storage)?;
+        // The data dir's own entry in its parent must be durable too, or a power cut can take
+        // the whole dir away from a node that has acknowledged messages.
+        crate::dirs::ensure_durable(&dir).map_err(storage)?;
         let dir_lock = DirLock::acquire(&dir)?;
         // Before anything else touches the dir: a refused one is left as it was (but for the lock).
         refuse_new_cluster_node_without_id(&opts)?;
@@ -246,12 +248,18 @@ impl Broker {
             after_clean_shutdown: clean,
             sync_on_open: true,
         };
+        // Durable before anything inside them is: a cut must not leave cluster-identity without
+        // raft/ and sm/, which would look like a pristine node and start afresh.
+        for sub in ["raft", "sm"] {
+            crate::dirs::ensure_durable(&dir.join(sub)).map_err(storage)?;
+        }
         let log = LogStore::open(&dir.join("raft"), raft_log).map_err(storage)?;
         // A rebuild after a storage failure recovers like a start after a crash.
         let rebuild_log = LogOptions { verify: Verify::Full, after_clean_shutdown: false, ..raft_log };
         let max_open_files = open_file_budget(opts.max_open_files);
         let sm = StateMachine::open(SmOptions::new(dir.join("sm"), opts.segment_bytes, verify, max_open_files))
             .map_err(storage)?;
+        log.link_snapshot(sm.durable_snapshot());
         if clean {
             std::fs::remove_file(&marker).map_err(storage)?;
             crate::raft::fsync_dir(&dir).map_err(storage)?;

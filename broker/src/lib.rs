@@ -20,6 +20,7 @@
 mod broker;
 pub mod cluster;
 pub mod dir_lock;
+pub mod dirs;
 pub mod disk;
 mod error;
 pub mod identity;

@@ -86,7 +86,8 @@ async fn migrate(args: &[String]) -> anyhow::Result<()> {
         let version = store.schema_version().await?;
         say(&format!("depot: Postgres schema at version {version} (applied now: {applied:?})"));
     } else {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+        depot_broker::dirs::ensure_durable(&config.data_dir)
+            .with_context(|| format!("creating {}", config.data_dir.display()))?;
         SqliteStore::open(&config.sqlite_path())
             .with_context(|| format!("opening the metadata store {}", config.sqlite_path().display()))?;
         say(&format!("depot: SQLite metadata store {} is up to date", config.sqlite_path().display()));
@@ -185,7 +186,8 @@ async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
 
 async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     depot_broker::open_files::raise_open_file_limit();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    depot_broker::dirs::ensure_durable(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let listener = TcpListener::bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let store = open_store(config).await?;
@@ -196,6 +198,8 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     opts.cluster_id = config.cluster_id.clone();
     opts.min_free_disk = config.disk_free_min;
     opts.max_open_files = config.max_open_files;
+    opts.snapshot_every = config.snapshot_every;
+    opts.segment_bytes = config.segment_bytes;
     if mode == Mode::Serve {
         opts.cluster = config.broker_cluster(addr);
     }

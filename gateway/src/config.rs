@@ -50,6 +50,10 @@ pub struct Config {
     pub disk_free_min: MinFree,
     /// Station-log files kept open at once, across all stations.
     pub max_open_files: usize,
+    /// Raft entries between snapshots (each snapshot lets the Raft log be purged).
+    pub snapshot_every: u64,
+    /// Size of each segment file of the Raft log and of station logs, in bytes.
+    pub segment_bytes: u64,
     /// `None`: the embedded SQLite file `<data_dir>/metadata.sqlite`.
     pub metadata_url: Option<String>,
     /// Postgres connections per node.
@@ -104,6 +108,8 @@ impl Config {
             data_dir: PathBuf::from("depot-data"),
             disk_free_min: MinFree::Auto,
             max_open_files: depot_broker::open_files::DEFAULT_MAX_OPEN_FILES,
+            snapshot_every: 2_000,
+            segment_bytes: 64 << 20,
             metadata_url: None,
             metadata_pool_size: 16,
             metadata_timeout_ms: 5000,
@@ -247,6 +253,24 @@ pub const SETTINGS: &[Setting] = &[
             if c.max_open_files == 0 {
                 return Err("max_open_files must be at least 1".into());
             }
+            Ok(())
+        },
+    },
+    Setting {
+        name: "snapshot_every",
+        help: "Raft entries between snapshots; each snapshot lets the Raft log be purged (1-10000000)",
+        show: |c| c.snapshot_every.to_string(),
+        set: |c, v| {
+            c.snapshot_every = parse(v, "a number of entries")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "segment_bytes",
+        help: "size of each segment file of the Raft log and the station logs, in bytes (65536-1073741824)",
+        show: |c| c.segment_bytes.to_string(),
+        set: |c, v| {
+            c.segment_bytes = parse(v, "a number of bytes")?;
             Ok(())
         },
     },
@@ -599,6 +623,12 @@ impl Config {
         }
         if self.jwt_issuer.is_empty() || self.jwt_audience.is_empty() {
             return Err("jwt_issuer and jwt_audience must not be empty".to_owned());
+        }
+        if !(1..=10_000_000).contains(&self.snapshot_every) {
+            return Err("snapshot_every must be 1-10000000 entries".to_owned());
+        }
+        if !(64 << 10..=1 << 30).contains(&self.segment_bytes) {
+            return Err("segment_bytes must be 65536-1073741824 bytes".to_owned());
         }
         if !(60..=24 * 3600).contains(&self.access_token_ttl) {
             return Err("access_token_ttl must be 60-86400 seconds".to_owned());

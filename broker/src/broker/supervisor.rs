@@ -81,6 +81,7 @@ async fn rebuild_raft(broker: &Broker) -> Result<(), BrokerError> {
     let _ = inner.raft().shutdown().await;
     let sm = inner.sm.for_new_core().map_err(storage)?;
     let log = LogStore::open(&inner.core.log_dir, inner.core.log).map_err(storage)?;
+    log.link_snapshot(sm.durable_snapshot());
     let network = Network { directory: inner.directory.clone() };
     let raft = Raft::new(inner.node_id, inner.core.config.clone(), network, log, sm).await.map_err(storage)?;
     *inner.raft.write().unwrap_or_else(|p| p.into_inner()) = raft;

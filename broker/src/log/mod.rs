@@ -506,7 +506,8 @@ impl SegmentedLog {
             if let Some(seg) = self.segments.pop() {
                 self.dirty.forget_file(&seg.file);
                 seg.remove_files()?;
-                dir_changed = true;
+                // Newest first, each durable before the next: a cut leaves a contiguous prefix.
+                self.sync_dir()?;
             }
         }
         let Some(active) = self.segments.last_mut() else { return Ok(()) };
@@ -550,14 +551,12 @@ impl SegmentedLog {
         }
         self.mutate(|log| {
             log.first_seq = log.first_seq.max(seq);
-            let mut removed = false;
             while log.segments.len() > 1 && log.segments[1].base_seq <= seq {
                 let seg = log.segments.remove(0);
                 log.dirty.forget_file(&seg.file);
                 seg.remove_files()?;
-                removed = true;
-            }
-            if removed {
+                // One removal durable before the next: a power cut may keep any subset of
+                // unsynced unlinks, and a later one kept with an earlier one lost is a hole.
                 log.sync_dir()?;
             }
             Ok(())
@@ -566,10 +565,12 @@ impl SegmentedLog {
 
     pub fn reset(&mut self, next_seq: u64) -> Result<(), LogError> {
         self.mutate(|log| {
-            // Newest first, so a crash part-way leaves a contiguous prefix, never a hole.
+            // Newest first, each durable before the next, so a crash or a power cut part-way
+            // leaves a contiguous prefix, never a hole.
             while let Some(seg) = log.segments.pop() {
                 log.dirty.forget_file(&seg.file);
                 seg.remove_files()?;
+                log.sync_dir()?;
             }
             log.first_seq = next_seq;
             log.next_seq = next_seq;

@@ -6,13 +6,19 @@
 //! - `append` writes the entries to the OS, so they are readable at once, and hands the fsync to
 //!   a [`GroupCommit`] thread, which calls openraft's callback only after the fsync succeeded;
 //! - truncation removes entries from the end backwards and is durable before it returns, and a
-//!   purge only moves the start, so the log never has holes.
+//!   purge only moves the start, so the log never has holes (segments a power cut left below the
+//!   purge point are removed before the log is opened: see [`super::purged`]);
+//! - a purge never passes the state machine's durable snapshot: openraft asks a follower to purge
+//!   the log a snapshot covers while that snapshot is still being installed, so what `purge`
+//!   persists and deletes is clamped to the snapshot `current` names on disk
+//!   ([`DurableSnapshot`]), and the rest is done once a later snapshot is durable.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
@@ -33,9 +39,45 @@ struct RaftMeta {
     last_purged: Option<LogId>,
 }
 
+/// The last log index covered by the state machine's durable snapshot (the one `current` names,
+/// fsynced), shared by the state machine, which moves it, and the log store, which never purges
+/// past it. Clones share one value.
+#[derive(Clone, Default)]
+pub struct DurableSnapshot(Arc<(Mutex<Option<u64>>, Condvar)>);
+
+impl DurableSnapshot {
+    /// The snapshot covering entries up to `index` is durable (`None`: there is none).
+    pub fn set(&self, index: Option<u64>) {
+        let (value, changed) = &*self.0;
+        *value.lock().unwrap_or_else(|p| p.into_inner()) = index;
+        changed.notify_all();
+    }
+
+    pub fn get(&self) -> Option<u64> {
+        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits up to `timeout` for a durable snapshot covering `index`; true when there is one.
+    fn wait_for(&self, index: u64, timeout: Duration) -> bool {
+        let (value, changed) = &*self.0;
+        let guard = value.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = changed
+            .wait_timeout_while(guard, timeout, |v| v.is_none_or(|v| v < index))
+            .unwrap_or_else(|p| p.into_inner());
+        guard.is_some_and(|v| v >= index)
+    }
+}
+
+/// How long an append that must follow a purge waits for the snapshot that purge needs.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(30);
+
 struct Inner {
     log: SegmentedLog,
     meta: RaftMeta,
+    /// The purge openraft asked for, past what the durable snapshot allows so far.
+    purge_wanted: Option<LogId>,
+    /// Not linked (`None`): purges are not clamped (a log store used without a state machine).
+    durable: Option<DurableSnapshot>,
     meta_path: PathBuf,
     last_log_id: Option<LogId>,
     cache: BTreeMap<u64, (Entry, usize)>,
@@ -60,17 +102,30 @@ impl LogStore {
     pub fn open(dir: &Path, opts: LogOptions) -> Result<LogStore, StorageError> {
         let logs = |e: crate::log::LogError| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let io = |e: std::io::Error| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
-        let (log, recovery) = SegmentedLog::open(&dir.join("log"), opts).map_err(logs)?;
-        if let Some((path, pos)) = &recovery.torn_tail {
-            tracing::warn!(path = %path.display(), position = pos, "raft log: truncated a torn tail that was never acknowledged");
-        }
         let meta_path = dir.join("raft-meta");
         let meta: RaftMeta = meta::read(&meta_path)
             .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Read, e))?
             .unwrap_or_default();
-        let mut inner =
-            Inner { log, meta, meta_path, last_log_id: None, cache: BTreeMap::new(), cache_bytes: 0, buf: Vec::new() };
-        let purged_next = inner.meta.last_purged.map_or(0, |id| id.index + 1);
+        let purged_next = meta.last_purged.map_or(0, |id| id.index + 1);
+        let dropped = super::purged::drop_segments_below(&dir.join("log"), purged_next).map_err(io)?;
+        if dropped > 0 {
+            tracing::warn!(segments = dropped, "raft log: removed segments a power cut left below the purge point");
+        }
+        let (log, recovery) = SegmentedLog::open(&dir.join("log"), opts).map_err(logs)?;
+        if let Some((path, pos)) = &recovery.torn_tail {
+            tracing::warn!(path = %path.display(), position = pos, "raft log: truncated a torn tail that was never acknowledged");
+        }
+        let mut inner = Inner {
+            log,
+            meta,
+            purge_wanted: None,
+            durable: None,
+            meta_path,
+            last_log_id: None,
+            cache: BTreeMap::new(),
+            cache_bytes: 0,
+            buf: Vec::new(),
+        };
         if !inner.log.is_empty() {
             if inner.log.first_seq() > purged_next {
                 return Err(io(std::io::Error::other(format!(
@@ -90,6 +145,17 @@ impl LogStore {
             inner.last_log_id = Some(entry.log_id);
         }
         Ok(LogStore { inner: Arc::new(Mutex::new(inner)), committer: Arc::new(GroupCommit::spawn("raft-log-sync")) })
+    }
+
+    /// Links the log to the state machine's durable snapshot: from here on a purge never passes
+    /// it (see the module doc).
+    pub fn link_snapshot(&self, durable: DurableSnapshot) {
+        lock(&self.inner).durable = Some(durable);
+    }
+
+    /// The purge point on disk.
+    pub fn last_purged(&self) -> Option<LogId> {
+        lock(&self.inner).meta.last_purged
     }
 
     /// Index of the last entry on disk, if any.
@@ -181,6 +247,48 @@ impl Inner {
         }
     }
 
+    /// Carries out as much of the wanted purge as the durable snapshot allows: persists the
+    /// purge point first, then deletes (a crash between leaves extra old segments, which the next
+    /// open removes; never a hole).
+    fn advance_purge(&mut self) -> Result<(), StorageError> {
+        let Some(wanted) = self.purge_wanted else { return Ok(()) };
+        let allowed = match &self.durable {
+            None => wanted.index,
+            Some(d) => match d.get() {
+                Some(index) => index.min(wanted.index),
+                None => return Ok(()),
+            },
+        };
+        let target = if allowed == wanted.index {
+            wanted
+        } else {
+            // Short of what openraft asked: the id of the last entry the snapshot covers, which
+            // is still in the log (nothing past the durable purge point was deleted).
+            match self.cache.get(&allowed) {
+                Some((entry, _)) => entry.log_id,
+                None => match self.read_entries(allowed, allowed + 1, usize::MAX) {
+                    Ok(mut entries) if entries.len() == 1 => entries.remove(0).log_id,
+                    // Not in this log: wait for a snapshot that reaches the log's entries.
+                    _ => return Ok(()),
+                },
+            }
+        };
+        let err = |e| storage_err(ErrorSubject::Log(target), ErrorVerb::Delete, e);
+        if self.meta.last_purged.is_none_or(|p| p.index < target.index) {
+            self.meta.last_purged = Some(target);
+            self.save_meta()?;
+        }
+        if target.index >= self.log.next_seq() || self.log.is_empty() {
+            self.log.reset(target.index + 1).map_err(err)?;
+        } else {
+            self.log.purge_before(target.index + 1).map_err(err)?;
+        }
+        if target == wanted {
+            self.purge_wanted = None;
+        }
+        Ok(())
+    }
+
     fn save_meta(&self) -> Result<(), StorageError> {
         meta::write_atomic(&self.meta_path, &self.meta)
             .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Write, e))
@@ -248,9 +356,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let point = {
             let mut inner = lock(&self.inner);
+            inner.advance_purge()?;
             for entry in entries {
                 let index = entry.log_id.index;
                 let log_id = entry.log_id;
+                if let Some(wanted) = inner.purge_wanted.filter(|_| index > inner.log.next_seq()) {
+                    // Past a purge still waiting for its snapshot (a follower's install, whose
+                    // `current` openraft does not wait for before new entries arrive): the log
+                    // continues only once that snapshot is durable and the purge is done.
+                    let durable = inner.durable.clone().unwrap_or_default();
+                    drop(inner);
+                    let ready = durable.wait_for(wanted.index, SNAPSHOT_WAIT);
+                    inner = lock(&self.inner);
+                    if !ready {
+                        return Err(storage_err(
+                            ErrorSubject::Log(log_id),
+                            ErrorVerb::Write,
+                            std::io::Error::other(format!(
+                                "entry {index} follows a purge up to {} whose snapshot is not durable after {SNAPSHOT_WAIT:?}",
+                                wanted.index
+                            )),
+                        ));
+                    }
+                    inner.advance_purge()?;
+                }
                 if inner.log.is_empty() && inner.log.next_seq() != index {
                     // An empty log (fresh, or purged up to a snapshot) starts wherever the next
                     // entry does; a non-empty one must stay contiguous.
@@ -294,16 +423,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut inner = lock(&self.inner);
-        let err = |e| storage_err(ErrorSubject::Log(log_id), ErrorVerb::Delete, e);
-        // The purge point is recorded first: a crash after it leaves extra old segments, which
-        // the next open purges again; never a hole.
-        inner.meta.last_purged = Some(log_id);
-        inner.save_meta()?;
-        if log_id.index >= inner.log.next_seq() || inner.log.is_empty() {
-            inner.log.reset(log_id.index + 1).map_err(err)?;
-        } else {
-            inner.log.purge_before(log_id.index + 1).map_err(err)?;
+        if inner.purge_wanted.is_none_or(|w| w.index < log_id.index) {
+            inner.purge_wanted = Some(log_id);
         }
+        inner.advance_purge()?;
         let keep = inner.cache.split_off(&(log_id.index + 1));
         inner.cache = keep;
         inner.cache_bytes = inner.cache.values().map(|(_, size)| size).sum();

@@ -11,6 +11,7 @@ pub mod codec;
 pub mod log_store;
 pub(crate) mod meta;
 pub(crate) use meta::fsync_dir;
+pub mod purged;
 pub mod snapshot;
 pub mod state_machine;
 

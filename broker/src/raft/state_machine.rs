@@ -21,6 +21,7 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
 use tokio::sync::watch;
 
 use super::codec::{decode_message, decode_meta, encode_message};
+use super::log_store::DurableSnapshot;
 use super::snapshot::{self, ArchiveReader, SnapshotFile, SnapshotStream};
 use super::{
     meta, storage_err, Applied, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
@@ -74,6 +75,8 @@ pub struct Shared {
     /// The highest index applied before a reload from disk: until the state is back there,
     /// reads must wait (see `Broker::barrier`), or they would see it go back in time.
     floor: AtomicU64,
+    /// What the snapshot `current` names on disk covers: the Raft log never purges past it.
+    durable: DurableSnapshot,
 }
 
 /// The state machine handed to openraft; clones share the same state.
@@ -124,6 +127,8 @@ impl StateMachine {
     pub fn open(opts: SmOptions) -> Result<StateMachine, StorageError> {
         let inner = load(opts)?;
         let (applied, _) = watch::channel(0);
+        let durable = DurableSnapshot::default();
+        durable.set(inner.snapshot_index());
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 inner: RwLock::new(inner),
@@ -132,6 +137,7 @@ impl StateMachine {
                 generation: AtomicU64::new(0),
                 failed: AtomicBool::new(false),
                 floor: AtomicU64::new(0),
+                durable,
             }),
             generation: 0,
         })
@@ -164,6 +170,11 @@ impl StateMachine {
         Ok(StateMachine { shared: self.shared.clone(), generation })
     }
 
+    /// The durable snapshot's reach, for [`super::log_store::LogStore::link_snapshot`].
+    pub fn durable_snapshot(&self) -> DurableSnapshot {
+        self.shared.durable.clone()
+    }
+
     fn failed<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
         if result.is_err() {
             self.shared.failed.store(true, Ordering::Release);
@@ -191,8 +202,9 @@ fn load(opts: SmOptions) -> Result<Inner, StorageError> {
     let root = opts.dir.clone();
     for sub in ["stations", "snapshots"] {
         let path = root.join(sub);
-        fs::create_dir_all(&path).map_err(io_err(&path)).map_err(sm_err)?;
+        crate::dirs::ensure_durable(&path).map_err(io_err(&path)).map_err(sm_err)?;
     }
+    remove_trash(&root).map_err(sm_err)?;
     let current: Option<String> = meta::read(&root.join("current")).map_err(sm_err)?;
     let mut inner = Inner {
         opts,
@@ -281,6 +293,26 @@ fn load_snapshot(dir: &Path) -> Result<(snapshot::Manifest, BrokerState), meta::
     Ok((manifest, state))
 }
 
+/// Name prefix of a `stations/` tree a snapshot install replaced, until it is deleted.
+const TRASH_PREFIX: &str = "stations.trash-";
+
+/// Deletes the replaced `stations/` trees a cut left behind.
+fn remove_trash(root: &Path) -> Result<(), meta::MetaError> {
+    let mut removed = false;
+    for entry in fs::read_dir(root).map_err(io_err(root))? {
+        let entry = entry.map_err(io_err(root))?;
+        if entry.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            removed = true;
+        }
+    }
+    if removed {
+        meta::fsync_dir(root)?;
+    }
+    Ok(())
+}
+
 /// Removes snapshot directories other than `keep`, and leftovers of interrupted writes.
 fn remove_stale(snapshots: &Path, keep: Option<&str>) -> Result<(), meta::MetaError> {
     let entries = fs::read_dir(snapshots).map_err(io_err(snapshots))?;
@@ -297,6 +329,11 @@ fn remove_stale(snapshots: &Path, keep: Option<&str>) -> Result<(), meta::MetaEr
 }
 
 impl Inner {
+    /// The last log index the current (durable) snapshot covers.
+    fn snapshot_index(&self) -> Option<u64> {
+        self.current.as_ref().and_then(|(m, _)| m.last_log_id).map(|id| id.index)
+    }
+
     fn log_options(&self) -> LogOptions {
         LogOptions {
             segment_bytes: self.opts.segment_bytes,
@@ -331,7 +368,22 @@ impl Inner {
         }
         meta::fsync_dir(&stations_dir).map_err(sm_err)?;
         self.logs.clear();
+        // What the current snapshot recorded of each station's segments.
+        let mut recorded: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
+        if let Some((_, snap_dir)) = &self.current {
+            for f in snapshot::read_manifest(snap_dir).map_err(sm_err)?.files {
+                recorded.entry(f.station_id).or_default().push((f.name, f.len));
+            }
+        }
         for &id in known.keys() {
+            let dir = station_dir(&root, id);
+            let segments = recorded.get(&id).map_or(&[][..], Vec::as_slice);
+            if super::purged::cut_to_snapshot(&dir, segments).map_err(io_err(&dir)).map_err(sm_err)? {
+                tracing::info!(
+                    station_id = id,
+                    "station log: cut back to its snapshot (the rest is replayed from Raft)"
+                );
+            }
             let log = match self.open_station_log(id)? {
                 Some(log) => log,
                 None => {
@@ -362,6 +414,8 @@ impl Inner {
 
     fn open_station_log(&self, id: u64) -> Result<Option<SegmentedLog>, StorageError> {
         let dir = station_dir(&self.opts.dir, id);
+        let (first, _) = self.state.station_offsets(id).unwrap_or((0, 0));
+        super::purged::drop_segments_below(&dir, first).map_err(io_err(&dir)).map_err(sm_err)?;
         let (mut log, recovery) = self.open_log(&dir)?;
         if let Some((path, pos)) = recovery.torn_tail {
             tracing::warn!(path = %path.display(), position = pos, "station log: truncated a torn tail (replayed from the Raft log)");
@@ -381,23 +435,41 @@ impl Inner {
         Ok(Some(log))
     }
 
+    /// Rebuilds a station's directory from the current snapshot's links. The new directory is
+    /// built beside it and renamed into place, and the old one renamed away before it is
+    /// deleted, so a cut at any point leaves either the old directory or the complete new one
+    /// (leftovers have names that are no station id, and the next open removes them).
     fn relink_station(&self, id: u64) -> Result<(), StorageError> {
         let dir = station_dir(&self.opts.dir, id);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io_err(&dir)).map_err(sm_err)?;
+        let parent = dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let fresh = dir.with_extension("relink");
+        let old = dir.with_extension("trash");
+        for leftover in [&fresh, &old] {
+            if leftover.exists() {
+                fs::remove_dir_all(leftover).map_err(io_err(leftover)).map_err(sm_err)?;
+            }
         }
-        fs::create_dir_all(&dir).map_err(io_err(&dir)).map_err(sm_err)?;
+        fs::create_dir_all(&fresh).map_err(io_err(&fresh)).map_err(sm_err)?;
         if let Some((_, snap_dir)) = &self.current {
             let manifest = snapshot::read_manifest(snap_dir).map_err(sm_err)?;
             for f in manifest.files.iter().filter(|f| f.station_id == id) {
-                let target = dir.join(&f.name);
+                let target = fresh.join(&f.name);
                 fs::hard_link(snapshot::existing_file_path(snap_dir, f), &target)
                     .map_err(io_err(&target))
                     .map_err(sm_err)?;
             }
         }
-        meta::fsync_dir(&dir).map_err(sm_err)?;
-        meta::fsync_dir(dir.parent().unwrap_or(Path::new("."))).map_err(sm_err)
+        meta::fsync_dir(&fresh).map_err(sm_err)?;
+        let replaced = dir.exists();
+        if replaced {
+            fs::rename(&dir, &old).map_err(io_err(&dir)).map_err(sm_err)?;
+        }
+        fs::rename(&fresh, &dir).map_err(io_err(&dir)).map_err(sm_err)?;
+        meta::fsync_dir(&parent).map_err(sm_err)?;
+        if replaced {
+            fs::remove_dir_all(&old).map_err(io_err(&old)).map_err(sm_err)?;
+        }
+        Ok(())
     }
 
     fn apply_envelope(&mut self, index: u64, env: &Envelope) -> Result<Applied, StorageError> {
@@ -531,6 +603,7 @@ fn build_snapshot(shared: &Shared, generation: u64) -> Result<(), StorageError> 
     let mut inner = shared.write();
     let upto = meta.last_log_id.map_or(0, |id| id.index);
     inner.current = Some((meta.clone(), dir));
+    shared.durable.set(inner.snapshot_index());
     inner.run_deferred(upto)?;
     drop(inner);
     remove_stale(&root.join("snapshots"), Some(&meta.snapshot_id)).map_err(snap_err)
@@ -646,13 +719,19 @@ impl StateMachine {
         }
         self.fenced()?;
         meta::write_atomic(&root.join("current"), &name).map_err(snap_err)?;
-        {
+        self.shared.durable.set(meta.last_log_id.map(|id| id.index));
+        let trash = {
             let mut inner = self.shared.write();
             inner.logs.clear();
             inner.deferred.clear();
+            // The old tree leaves in one rename, durable (with the new, empty tree) before any of
+            // it is deleted: a cut part way through the deletion must not leave a station with
+            // some of its segments, which opening it would judge corrupt.
             let stations = root.join("stations");
-            fs::remove_dir_all(&stations).map_err(snap_err)?;
-            fs::create_dir_all(&stations).map_err(snap_err)?;
+            inner.snapshot_seq += 1;
+            let trash = root.join(format!("{TRASH_PREFIX}{}", inner.snapshot_seq));
+            fs::rename(&stations, &trash).map_err(io_err(&stations)).map_err(snap_err)?;
+            crate::dirs::ensure_durable(&stations).map_err(io_err(&stations)).map_err(snap_err)?;
             inner.state = state;
             inner.last_applied = meta.last_log_id;
             inner.membership = meta.last_membership.clone();
@@ -661,7 +740,11 @@ impl StateMachine {
                 inner.relink_station(id)?;
             }
             inner.open_station_logs()?;
-        }
+            meta::fsync_dir(&root).map_err(snap_err)?;
+            trash
+        };
+        fs::remove_dir_all(&trash).map_err(io_err(&trash)).map_err(snap_err)?;
+        meta::fsync_dir(&root).map_err(snap_err)?;
         remove_stale(&root.join("snapshots"), Some(&name)).map_err(snap_err)?;
         self.shared.applied.send_replace(meta.last_log_id.map_or(0, |id| id.index));
         Ok(())

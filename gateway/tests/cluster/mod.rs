@@ -123,6 +123,8 @@ pub struct Cluster {
     /// By directed link (from, to).
     proxies: HashMap<(u64, u64), Proxy>,
     token: OnceLock<String>,
+    /// Extra environment for every launch from here on (settings such as `DEPOT_SNAPSHOT_EVERY`).
+    pub env: Vec<(String, String)>,
     _slot: Slot,
 }
 
@@ -150,6 +152,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             proxies: HashMap::new(),
             token: OnceLock::new(),
+            env: Vec::new(),
             _slot: slot,
         };
         for _ in 0..n {
@@ -381,6 +384,7 @@ impl Cluster {
         };
         let (metadata_url, secret, cluster_id, jwt) =
             (self.metadata_url.clone(), self.cluster_secret.clone(), self.cluster_id.clone(), self.jwt_secret.clone());
+        let env = self.env.clone();
         let wait_for = self.wait_for;
         let node = self.node_mut(id);
         node.peers = Some(peers.clone());
@@ -411,6 +415,9 @@ impl Cluster {
             .stderr(Stdio::from(stderr));
         if let Some(n) = wait_for {
             command.args(["--wait-for", &n.to_string()]);
+        }
+        for (k, v) in &env {
+            command.env(k, v);
         }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
