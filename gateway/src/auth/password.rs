@@ -17,9 +17,10 @@ use crate::error::ApiError;
 /// How long a password check waits for a free worker by default before answering 503.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
-/// One worker per core the process may use.
+/// One worker per core the process may use but one, which stays free to serve requests while
+/// a login flood hashes (at least one worker).
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).saturating_sub(1).max(1)
 }
 
 /// A bounded pool for CPU- and memory-heavy password work.
