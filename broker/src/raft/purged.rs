@@ -84,14 +84,14 @@ pub fn cut_to_snapshot(dir: &Path, recorded: &[(String, u64)]) -> io::Result<boo
         let Some(base) = segment_base(name) else { continue };
         let path = entry.path();
         match recorded.iter().find(|(n, _)| n == name) {
-            Some(&(_, len)) => {
+            // Opened only when there is something to cut: most stations have nothing past it.
+            Some(&(_, len)) if entry.metadata()?.len() > len => {
                 let file = fs::OpenOptions::new().write(true).open(&path)?;
-                if file.metadata()?.len() > len {
-                    file.set_len(len)?;
-                    file.sync_all()?;
-                    cut = true;
-                }
+                file.set_len(len)?;
+                file.sync_all()?;
+                cut = true;
             }
+            Some(_) => {}
             None if last_recorded.is_none_or(|last| base > last) => {
                 for name in [format!("{base:020}.log"), format!("{base:020}.idx"), format!("{base:020}.idx.tmp")] {
                     remove_if_present(&dir.join(name))?;
