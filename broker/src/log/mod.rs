@@ -64,7 +64,7 @@
 //! reopen `first_seq` is the base of the first retained segment, which may be lower than the
 //! last purge point. Owners that need an exact logical start persist it themselves.
 
-mod format;
+pub(crate) mod format;
 mod group_commit;
 mod handle;
 mod iter;

@@ -10,13 +10,19 @@ use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
+use crate::log::format::{index_file_name, index_tmp_name, log_file_name, parse_file_name};
+
 /// The base sequence of a segment file name `<20 digits>.log`.
 fn segment_base(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".log")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    parse_file_name(name, "log")
+}
+
+/// Removes a segment's `.log` and whatever index files it has.
+fn remove_segment(dir: &Path, base: u64) -> io::Result<()> {
+    for name in [log_file_name(base), index_file_name(base), index_tmp_name(base)] {
+        remove_if_present(&dir.join(name))?;
     }
-    stem.parse().ok()
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {
@@ -49,10 +55,7 @@ pub fn drop_segments_below(dir: &Path, needed_from: u64) -> io::Result<usize> {
         if pair[1] > needed_from {
             break;
         }
-        let base = pair[0];
-        for name in [format!("{base:020}.log"), format!("{base:020}.idx"), format!("{base:020}.idx.tmp")] {
-            remove_if_present(&dir.join(name))?;
-        }
+        remove_segment(dir, pair[0])?;
         removed += 1;
     }
     if removed > 0 {
@@ -93,9 +96,7 @@ pub fn cut_to_snapshot(dir: &Path, recorded: &[(String, u64)]) -> io::Result<boo
             }
             Some(_) => {}
             None if last_recorded.is_none_or(|last| base > last) => {
-                for name in [format!("{base:020}.log"), format!("{base:020}.idx"), format!("{base:020}.idx.tmp")] {
-                    remove_if_present(&dir.join(name))?;
-                }
+                remove_segment(dir, base)?;
                 removed = true;
             }
             None => {}
