@@ -242,7 +242,7 @@ async fn phase(name: &str, dir: &Path, quick: bool) -> anyhow::Result<()> {
             let t = Instant::now();
             let broker = open(dir).await?;
             let elapsed = t.elapsed();
-            let stats = broker.station("big")?.stats;
+            let stats = broker.station("big").await?.stats;
             emit(json!({"phase": name,
                 "seconds": elapsed.as_secs_f64(), "station_mib": stats.bytes >> 20, "messages": stats.messages}));
             broker.shutdown().await?;

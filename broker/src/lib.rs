@@ -26,12 +26,14 @@ mod error;
 pub mod identity;
 pub mod inspect;
 pub mod log;
+pub mod net;
 pub mod open_files;
 pub mod raft;
 pub mod receipt;
+mod replica;
 pub mod station;
 
-pub use broker::{Broker, BrokerOptions, Fetched, OutboxSink};
+pub use broker::{Broker, BrokerOptions, DeadLetterPage, Fetched, OutboxSink, ProduceResults, Put};
 pub use error::BrokerError;
 pub use inspect::{inspect, Inspection};
 pub use raft::{Applied, StoredMessage};

@@ -4,31 +4,33 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use depot_broker::cluster::transport::{CallError, Credentials, Peers};
-use depot_broker::cluster::wire::{secret_proof, Call};
 use depot_broker::cluster::ClusterOptions;
+use depot_broker::net::rpc::{secret_proof, Call};
+use depot_broker::net::transport::{CallError, Credentials, Peers};
 use depot_broker::station::{Command, GroupConfig, NewMessage, Outcome, ReceiptResult, SettleOp, StationConfig};
 use depot_broker::{Broker, BrokerOptions};
 
 const SECRET: &str = "cluster-test-secret-0123";
 const WAIT: Duration = Duration::from_secs(20);
 
-fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], depot_pgtest::free_loopback_port()))
-}
-
+/// Each node's cluster port, bound once for the whole test: a node that restarts gets its own
+/// port back, and nothing else can take it meanwhile.
 struct Layout {
+    listeners: Vec<Arc<TcpListener>>,
     addrs: Vec<SocketAddr>,
 }
 
 impl Layout {
     fn new(n: usize) -> Layout {
-        Layout { addrs: (0..n).map(|_| free_addr()).collect() }
+        let listeners: Vec<_> = (0..n).map(|_| Arc::new(TcpListener::bind("127.0.0.1:0").unwrap())).collect();
+        let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        Layout { listeners, addrs }
     }
 
     fn options(&self, dir: &Path, id: u64, snapshot_every: u64) -> BrokerOptions {
@@ -38,7 +40,7 @@ impl Layout {
         opts.snapshot_every = snapshot_every;
         opts.log_kept_after_snapshot = 0;
         opts.cluster = Some(ClusterOptions {
-            listen: self.addrs[id as usize - 1],
+            listener: self.listeners[id as usize - 1].clone(),
             secret: SECRET.into(),
             peers: self.addrs.iter().enumerate().map(|(i, a)| (i as u64 + 1, a.to_string())).collect(),
             api_addr: format!("api-{id}:1"),
@@ -116,10 +118,10 @@ async fn followers_forward_and_a_returning_node_catches_up_from_a_snapshot() {
         .unwrap()
         .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("installed-"));
     assert!(installed, "the returning node caught up without installing a snapshot");
-    let view = back.station("s").unwrap();
+    let view = back.station("s").await.unwrap();
     assert_eq!(view.stats.next_offset, 200, "{view:?}");
     for offset in [0u64, 57, 199] {
-        let m = back.message("s", offset).unwrap().unwrap();
+        let m = back.message("s", offset).await.unwrap().unwrap();
         assert_eq!(m.payload, Bytes::from(format!("m{offset}")));
     }
     // An idempotent retry through the returned node finds the original offset.

@@ -121,7 +121,7 @@ async fn produce_batches(opts: BrokerOptions, batches: usize, per_batch: usize) 
 
 async fn stored_messages(opts: BrokerOptions) -> u64 {
     let broker = Broker::open(opts).await.unwrap();
-    let messages = broker.station("s").unwrap().stats.messages;
+    let messages = broker.station("s").await.unwrap().stats.messages;
     broker.shutdown().await.unwrap();
     messages
 }

@@ -78,7 +78,7 @@ async fn produce_fetch_ack_round_trip() {
     let results = ack(&broker, "orders", "billing", d.iter().map(|d| d.receipt).collect()).await;
     assert_eq!(results, vec![ReceiptResult::Ok; 3]);
     assert_eq!(ack(&broker, "orders", "billing", vec![d[0].receipt]).await, vec![ReceiptResult::Stale]);
-    let view = broker.group("orders", "billing").unwrap();
+    let view = broker.group("orders", "billing").await.unwrap();
     assert_eq!((view.lag, view.pending, view.acked_floor), (0, 0, 3));
     let empty = broker.fetch("orders", "billing", 10, None, Duration::ZERO).await.unwrap();
     assert!(deliveries(&empty).is_empty());
@@ -156,7 +156,7 @@ async fn max_deliveries_dead_letters_through_the_ticker() {
     // Nobody fetches again: the leader's Tick must expire the delivery and dead-letter it.
     let deadline = Instant::now() + WAIT;
     loop {
-        let dead = broker.dead_letters("s").unwrap();
+        let dead = broker.read(|s| s.dead_letters("s")).unwrap();
         if let Some(record) = dead.first() {
             assert_eq!((record.offset, record.group.as_str(), record.attempts), (0, "g", 1));
             break;
@@ -165,7 +165,7 @@ async fn max_deliveries_dead_letters_through_the_ticker() {
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(broker.group("s", "g").unwrap().dead_lettered, 1);
+    assert_eq!(broker.group("s", "g").await.unwrap().dead_lettered, 1);
     broker.shutdown().await.unwrap();
 }
 
@@ -199,18 +199,18 @@ async fn state_and_messages_survive_restart_and_snapshots() {
     let fetched = deliveries(&broker.fetch("s", "g", 30, None, Duration::ZERO).await.unwrap());
     assert_eq!(fetched.len(), 30);
     ack(&broker, "s", "g", fetched[..10].iter().map(|d| d.receipt).collect()).await;
-    let before = broker.group("s", "g").unwrap();
+    let before = broker.group("s", "g").await.unwrap();
     broker.shutdown().await.unwrap();
     assert!(dir.path().join("sm/current").exists(), "expected at least one snapshot");
 
     let broker = Broker::open(small).await.unwrap();
-    assert_eq!(broker.group("s", "g").unwrap(), before);
-    assert_eq!(broker.station("s").unwrap().stats.messages, 120);
+    assert_eq!(broker.group("s", "g").await.unwrap(), before);
+    assert_eq!(broker.station("s").await.unwrap().stats.messages, 120);
     // A receipt handed out before the restart still acks; one already acked is stale.
     let results = ack(&broker, "s", "g", vec![fetched[10].receipt, fetched[0].receipt]).await;
     assert_eq!(results, vec![ReceiptResult::Ok, ReceiptResult::Stale]);
     for i in 0..60u64 {
-        let m = broker.message("s", 2 * i).unwrap().unwrap();
+        let m = broker.message("s", 2 * i).await.unwrap().unwrap();
         assert_eq!(m.payload, Bytes::from(format!("m{i}")));
     }
     let next = deliveries(&broker.fetch("s", "g", 1, None, Duration::ZERO).await.unwrap());
@@ -232,10 +232,10 @@ async fn retention_deletes_segments_once_a_snapshot_covers_it() {
     for _ in 0..100 {
         produce(&broker, "s", vec![msg(&payload), msg(&payload)]).await;
     }
-    let stats = broker.station("s").unwrap().stats;
+    let stats = broker.station("s").await.unwrap().stats;
     assert_eq!((stats.messages, stats.first_offset, stats.next_offset), (20, 180, 200));
-    assert!(broker.message("s", 179).unwrap().is_none());
-    assert_eq!(broker.message("s", 180).unwrap().unwrap().payload.len(), 1000);
+    assert!(broker.message("s", 179).await.unwrap().is_none());
+    assert_eq!(broker.message("s", 180).await.unwrap().unwrap().payload.len(), 1000);
     let station_dir = std::fs::read_dir(dir.path().join("sm/stations")).unwrap().next().unwrap().unwrap().path();
     // A purge may be removing files while we look: a vanished file counts as zero.
     let bytes: u64 =

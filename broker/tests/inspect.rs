@@ -256,11 +256,12 @@ async fn a_new_data_dir_gets_a_random_cluster_id_that_stays() {
 #[tokio::test]
 async fn a_new_cluster_node_without_a_cluster_id_is_refused_saying_what_to_add() {
     let dir = tempfile::tempdir().unwrap();
-    let free = || std::net::SocketAddr::from(([127, 0, 0, 1], depot_pgtest::free_loopback_port()));
-    let (me, other) = (free(), free());
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (listener, other) = (bind(), bind());
+    let (me, other) = (listener.local_addr().unwrap(), other.local_addr().unwrap());
     let mut opts = BrokerOptions { node_id: 1, ..options(dir.path()) };
     opts.cluster = Some(ClusterOptions {
-        listen: me,
+        listener: std::sync::Arc::new(listener),
         secret: "a cluster secret of some length".into(),
         peers: vec![(1, me.to_string()), (2, other.to_string())],
         api_addr: "api-1:1".into(),

@@ -200,8 +200,10 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     opts.max_open_files = config.max_open_files;
     opts.snapshot_every = config.snapshot_every;
     opts.segment_bytes = config.segment_bytes;
-    if mode == Mode::Serve {
-        opts.cluster = config.broker_cluster(addr);
+    if mode == Mode::Serve && config.serves_cluster_port() {
+        let port = TcpListener::bind(config.cluster_listen)
+            .with_context(|| format!("binding the cluster port {}", config.cluster_listen))?;
+        opts.cluster = config.broker_cluster(addr, port);
     }
     let broker =
         Broker::open(opts).await.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;

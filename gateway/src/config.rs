@@ -683,9 +683,19 @@ impl Config {
         self.peers.iter().any(|(id, _)| *id != self.node_id)
     }
 
-    /// The cluster settings of the broker: a node with a cluster secret serves the cluster
-    /// port (so nodes can be added to it), others run as a cluster of one without it.
-    pub fn broker_cluster(&self, api_addr: SocketAddr) -> Option<depot_broker::cluster::ClusterOptions> {
+    /// Whether this node serves a cluster port: a node with a cluster secret does (so nodes can
+    /// be added to it), others run as a cluster of one without it.
+    pub fn serves_cluster_port(&self) -> bool {
+        self.cluster_secret.is_some()
+    }
+
+    /// The cluster settings of the broker, with the cluster port the caller bound
+    /// (`cluster_listen`); `None` for a node without a cluster secret.
+    pub fn broker_cluster(
+        &self,
+        api_addr: SocketAddr,
+        listener: std::net::TcpListener,
+    ) -> Option<depot_broker::cluster::ClusterOptions> {
         let secret = self.cluster_secret.clone()?;
         let peers = if self.peers.is_empty() {
             vec![(self.node_id, self.cluster_listen.to_string())]
@@ -694,7 +704,7 @@ impl Config {
         };
         let wait_for = self.wait_for.map_or(peers.len(), |n| n as usize);
         Some(depot_broker::cluster::ClusterOptions {
-            listen: self.cluster_listen,
+            listener: std::sync::Arc::new(listener),
             secret,
             peers,
             api_addr: api_addr.to_string(),

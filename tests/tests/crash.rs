@@ -74,7 +74,8 @@ async fn acknowledged_messages_survive_sigkill() -> anyhow::Result<()> {
         let broker = Broker::open(BrokerOptions::new(dir.path())).await?;
         for (&offset, id) in &acked {
             let msg = broker
-                .message(CRASH_STATION, offset)?
+                .message(CRASH_STATION, offset)
+                .await?
                 .ok_or_else(|| anyhow::anyhow!("round {round}: acknowledged offset {offset} ({id}) is missing"))?;
             anyhow::ensure!(
                 msg.payload.as_ref() == crash_payload(id).as_slice(),

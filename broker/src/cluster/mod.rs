@@ -14,25 +14,27 @@
 //! - **Everything else** (elections, an old leader stepping down, a lagging node catching up
 //!   from the log or a snapshot) is Raft's.
 
-pub mod network;
-pub(crate) mod node;
-pub mod transport;
-pub mod wire;
+mod bootstrap;
+pub(crate) mod membership;
+mod serve;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::raft::{Member, NodeId};
-use transport::Peers;
+use crate::error::BrokerError;
+use crate::net::transport::{self, Credentials};
+use crate::raft::NodeId;
+use crate::replica::Replica;
 
 /// Settings of a node that talks to other nodes.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
-    /// Where to serve the other nodes (the cluster port).
-    pub listen: SocketAddr,
+    /// The cluster port, bound by the caller (so a bind failure is the caller's to report, and
+    /// a test can bind port 0 and learn the address before it starts the node).
+    pub listener: Arc<std::net::TcpListener>,
     pub secret: String,
     /// Every member's cluster address, this node's own included. Used to bootstrap, and
     /// preferred over the addresses the membership records.
@@ -43,24 +45,41 @@ pub struct ClusterOptions {
     pub wait_for: usize,
 }
 
-/// Where each node is: the configured peers, else what the membership says.
-pub struct Directory {
-    pub(crate) peers: Peers,
-    configured: BTreeMap<NodeId, String>,
+impl ClusterOptions {
+    /// The address the cluster port listens on, as this node would advertise it when no peer
+    /// list names it.
+    pub fn listen_addr(&self) -> String {
+        self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+    }
 }
 
-impl Directory {
-    pub(crate) fn new(peers: Peers, configured: &[(NodeId, String)]) -> Directory {
-        Directory { peers, configured: configured.iter().cloned().collect() }
-    }
-
-    pub fn address(&self, id: NodeId, member: Option<&Member>) -> Option<String> {
-        self.configured.get(&id).cloned().or_else(|| member.map(|m| m.cluster_addr.clone()).filter(|a| !a.is_empty()))
-    }
-
-    pub fn configured(&self) -> &BTreeMap<NodeId, String> {
-        &self.configured
-    }
+/// Starts serving the cluster port, refuses to go on if this data dir was wiped under an id the
+/// cluster knows, then lets Raft in and starts bootstrap and the join announcement.
+/// `fresh`: this node's Raft log was empty when it opened.
+pub(crate) async fn start(
+    replica: &Arc<Replica>,
+    opts: &ClusterOptions,
+    me: Credentials,
+    fresh: bool,
+) -> Result<(), BrokerError> {
+    let listener = opts
+        .listener
+        .try_clone()
+        .and_then(|l| {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        })
+        .map_err(|e| BrokerError::Storage(format!("serving the cluster port {}: {e}", opts.listen_addr())))?;
+    let gate = Arc::new(serve::Gate::new(replica.clone()));
+    let stop = replica.shutdown.subscribe();
+    replica.track(tokio::spawn(transport::serve(listener, me, gate.clone(), stop)));
+    bootstrap::check_incarnation(replica, opts.wait_for, fresh).await?;
+    gate.open.store(true, Ordering::Release);
+    let (r, o) = (replica.clone(), opts.clone());
+    replica.track(tokio::spawn(async move { bootstrap::bootstrap(&r, &o).await }));
+    let r = replica.clone();
+    replica.track(tokio::spawn(async move { bootstrap::announce(&r).await }));
+    Ok(())
 }
 
 /// `GET /v1/cluster`: the cluster as one node sees it.

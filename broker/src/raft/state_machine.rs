@@ -268,6 +268,36 @@ impl StateMachine {
         }
     }
 
+    /// Reads the messages of an applied `Fetch` into `applied.messages`, aligned with its
+    /// deliveries. A delivery whose message retention removed (or whose station was deleted)
+    /// since the apply is dropped: it cannot be consumed, and its group forgets it as it
+    /// forgets every removed message.
+    pub fn read_fetched(&self, applied: &mut Applied) -> Result<(), StorageError> {
+        let (Outcome::Fetched(deliveries), Some(id)) = (&mut applied.outcome, applied.station_id) else {
+            return Ok(());
+        };
+        let inner = self.shared.read();
+        let Some(log) = inner.logs.get(&id) else {
+            deliveries.clear();
+            return Ok(());
+        };
+        let retained = inner.state.station_offsets(id);
+        let mut messages = Vec::with_capacity(deliveries.len());
+        let mut kept = Vec::with_capacity(deliveries.len());
+        for d in deliveries.drain(..) {
+            let offset = d.receipt.offset;
+            if !retained.is_some_and(|(first, next)| (first..next).contains(&offset)) {
+                continue;
+            }
+            let Some(record) = log.read(offset).map_err(sm_err)? else { continue };
+            messages.push(decode_message(offset, record).map_err(sm_err)?);
+            kept.push(d);
+        }
+        *deliveries = kept;
+        applied.messages = messages;
+        Ok(())
+    }
+
     /// For a clean shutdown: waits for snapshot I/O in progress, refuses any later, and fsyncs
     /// every station log.
     pub fn close(&self) -> Result<(), StorageError> {
@@ -474,7 +504,6 @@ impl Inner {
 
     fn apply_envelope(&mut self, index: u64, env: &Envelope) -> Result<Applied, StorageError> {
         let outcome = self.state.apply(env);
-        let mut messages = Vec::new();
         let mut station_id = None;
         match (&env.command, &outcome) {
             (Command::Produce { station, messages: new }, Outcome::Produced(results)) => {
@@ -491,18 +520,10 @@ impl Inner {
                     }
                 }
             }
-            (Command::Fetch { station, .. }, Outcome::Fetched(deliveries)) => {
+            (Command::Fetch { station, .. }, Outcome::Fetched(_)) => {
+                // The messages are read by the node that proposed the fetch, after the apply
+                // (`read_fetched`): every other replica would read them for nothing.
                 station_id = self.state.station_id(station);
-                let log = station_id.and_then(|id| self.logs.get(&id));
-                if let Some(log) = log {
-                    for d in deliveries {
-                        let offset = d.receipt.offset;
-                        let record = log.read(offset).map_err(sm_err)?.ok_or_else(|| {
-                            sm_err(std::io::Error::other(format!("station {station}: offset {offset} missing on disk")))
-                        })?;
-                        messages.push(decode_message(offset, record).map_err(sm_err)?);
-                    }
-                }
             }
             _ => {}
         }
@@ -523,7 +544,7 @@ impl Inner {
                 Effect::PrefixRemoved { .. } => self.deferred.push((index, effect)),
             }
         }
-        Ok(Applied { outcome, messages, station_id })
+        Ok(Applied { outcome, messages: Vec::new(), station_id })
     }
 
     /// Runs deletions that the snapshot at `upto` no longer needs.

@@ -429,6 +429,32 @@ impl BrokerState {
         Ok(self.station(station)?.dead.records.values().cloned().collect())
     }
 
+    /// Up to `limit` dead letters of `station` with ids after `after`, oldest first, that pass
+    /// `filter`; and whether more follow. Records are kept by id, so a page starts where the
+    /// last one ended instead of scanning from the first record.
+    pub fn dead_letter_page(
+        &self,
+        station: &str,
+        after: Option<u64>,
+        limit: usize,
+        filter: impl Fn(&DeadLetterRecord) -> bool,
+    ) -> Result<(Vec<DeadLetterRecord>, bool), CommandError> {
+        let from = after.map_or(0, |a| a.saturating_add(1));
+        let mut page: Vec<_> = self
+            .station(station)?
+            .dead
+            .records
+            .range(from..)
+            .map(|(_, r)| r)
+            .filter(|r| filter(r))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        Ok((page, more))
+    }
+
     /// Up to `limit` outbox entries not yet advanced past, oldest first.
     pub fn outbox(&self, limit: usize) -> Vec<OutboxEntry> {
         self.outbox.entries.iter().take(limit).cloned().collect()

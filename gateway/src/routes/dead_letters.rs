@@ -1,7 +1,7 @@
 //! Dead letters: list (with payloads on request), redrive, delete.
 
 use actix_web::{delete, get, post, web, HttpResponse};
-use depot_broker::station::{Command, DeadLetterReason, Outcome, RedriveSelector};
+use depot_broker::station::{DeadLetterReason, DeadLetterRecord, RedriveSelector};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -9,7 +9,6 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::auth::extract::Manage;
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
-use crate::routes::unexpected;
 use crate::wire::{self, rfc3339, MessageBody};
 use crate::AppState;
 
@@ -157,27 +156,19 @@ async fn list_dead_letters(
         ),
         None => None,
     };
-    state.broker.barrier().await?;
-    let mut records = state.broker.dead_letters(&station)?;
-    records.sort_by_key(|r| r.id);
-    let mut page: Vec<_> = records
-        .into_iter()
-        .filter(|r| after.is_none_or(|a| r.id > a))
-        .filter(|r| q.consumer_group.as_ref().is_none_or(|g| r.group == *g))
-        .filter(|r| reason.is_none_or(|want| r.reason == want))
-        .take(limit + 1)
-        .collect();
-    let next_cursor = if page.len() > limit {
-        page.truncate(limit);
-        page.last().map(|r| wire::encode_cursor(&r.id.to_string()))
-    } else {
-        None
-    };
+    let group = q.consumer_group.as_deref();
+    let keep = |r: &DeadLetterRecord| group.is_none_or(|g| r.group == g) && reason.is_none_or(|want| r.reason == want);
+    let page = state.broker.dead_letters(&station, after, limit, keep).await?;
+    let next_cursor =
+        if page.more { page.records.last().map(|r| wire::encode_cursor(&r.id.to_string())) } else { None };
     let include = q.include_payload.unwrap_or(false);
-    let mut dead_letters = Vec::with_capacity(page.len());
-    for r in page {
-        let message =
-            if include { state.broker.message(&station, r.offset)?.as_ref().map(wire::message_body) } else { None };
+    let mut dead_letters = Vec::with_capacity(page.records.len());
+    for r in page.records {
+        let message = if include {
+            state.broker.message(&station, r.offset).await?.as_ref().map(wire::message_body)
+        } else {
+            None
+        };
         dead_letters.push(DeadLetter {
             id: r.id,
             offset: r.offset,
@@ -225,15 +216,9 @@ async fn redrive(
             RedriveSelector::Group(consumer_group)
         }
     };
-    match state.broker.submit(Command::Redrive { station: station.clone(), selector }).await?.outcome {
-        Outcome::Redriven(redriven) => {
-            state
-                .audit(&auth.principal, "dead_letters.redrive", &station, serde_json::json!({"redriven": redriven}))
-                .await;
-            Ok(web::Json(RedriveResult { redriven }))
-        }
-        other => Err(unexpected(other)),
-    }
+    let redriven = state.broker.redrive(&station, selector).await?;
+    state.audit(&auth.principal, "dead_letters.redrive", &station, serde_json::json!({"redriven": redriven})).await;
+    Ok(web::Json(RedriveResult { redriven }))
 }
 
 /// Delete one dead letter.
@@ -258,7 +243,7 @@ async fn delete_dead_letter(
     let id = id
         .parse::<u64>()
         .map_err(|_| ApiError::InvalidRequest(format!("dead-letter id must be a number, not {id:?}")))?;
-    state.broker.submit(Command::DeleteDeadLetter { station: station.clone(), id }).await?;
+    state.broker.delete_dead_letter(&station, id).await?;
     state.audit(&auth.principal, "dead_letter.delete", &station, serde_json::json!({"id": id})).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,7 +1,7 @@
 //! Consumer groups: create or update, read, list, delete, seek.
 
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
-use depot_broker::station::{Command, GroupConfig, GroupView, Outcome, SeekTo, StartPosition};
+use depot_broker::station::{GroupConfig, GroupView, SeekTo, StartPosition};
 use std::fmt;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -12,7 +12,6 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::auth::extract::{Manage, SeeStation};
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
-use crate::routes::unexpected;
 use crate::wire::{self, rfc3339};
 use crate::AppState;
 
@@ -260,13 +259,6 @@ fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError
     Ok((station, group))
 }
 
-fn group_outcome(outcome: Outcome) -> Result<Group, ApiError> {
-    match outcome {
-        Outcome::Group(view) => Ok(view.into()),
-        other => Err(unexpected(other)),
-    }
-}
-
 /// Create a consumer group, or replace its configuration.
 #[utoipa::path(
     tag = "consumer-groups",
@@ -292,11 +284,9 @@ async fn put_group(
     let (station, group) = names(path)?;
     let input: GroupConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config(state.max_delay_ms)?;
-    match state.broker.submit(Command::PutGroup { station, group, config }).await?.outcome {
-        Outcome::GroupPut { created: true, group } => Ok(HttpResponse::Created().json(Group::from(group))),
-        Outcome::GroupPut { created: false, group } => Ok(HttpResponse::Ok().json(Group::from(group))),
-        other => Err(unexpected(other)),
-    }
+    let put = state.broker.put_group(&station, &group, config).await?;
+    let view = Group::from(put.value);
+    Ok(if put.created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }
 
 /// List a station's consumer groups.
@@ -317,8 +307,7 @@ async fn list_groups(
 ) -> Result<web::Json<GroupList>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
-    state.broker.barrier().await?;
-    let view = state.broker.station(&station)?;
+    let view = state.broker.station(&station).await?;
     Ok(web::Json(GroupList { consumer_groups: view.groups.into_iter().map(Group::from).collect() }))
 }
 
@@ -339,8 +328,7 @@ async fn get_group(
     path: web::Path<(String, String)>,
 ) -> Result<web::Json<Group>, ApiError> {
     let (station, group) = names(path)?;
-    state.broker.barrier().await?;
-    Ok(web::Json(state.broker.group(&station, &group)?.into()))
+    Ok(web::Json(state.broker.group(&station, &group).await?.into()))
 }
 
 /// Delete a consumer group and its deliveries.
@@ -361,7 +349,7 @@ async fn delete_group(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
-    state.broker.submit(Command::DeleteGroup { station, group }).await?;
+    state.broker.delete_group(&station, &group).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -390,6 +378,5 @@ async fn seek(
         SeekRequest { offset: None, time: Some(time) } => SeekTo::Time(wire::parse_rfc3339("time", &time)?),
         SeekRequest { .. } => return Err(ApiError::InvalidBody("give exactly one of offset and time".to_owned())),
     };
-    let view = group_outcome(state.broker.submit(Command::Seek { station, group, to }).await?.outcome)?;
-    Ok(web::Json(view))
+    Ok(web::Json(state.broker.seek(&station, &group, to).await?.into()))
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use depot_broker::station::{Command, ItemError, Millis, NewMessage, Outcome, Produced};
+use depot_broker::station::{ItemError, Millis, NewMessage};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -13,7 +13,6 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::auth::extract::Produce;
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
-use crate::routes::unexpected;
 use crate::wire::{self, rfc3339};
 use crate::AppState;
 
@@ -64,13 +63,6 @@ fn item_error(e: ItemError) -> ApiError {
         ItemError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
         ItemError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused(e.to_string()),
         ItemError::Invalid(d) => ApiError::InvalidRequest(d),
-    }
-}
-
-fn produced(applied: Outcome) -> Result<Vec<Result<Produced, ItemError>>, ApiError> {
-    match applied {
-        Outcome::Produced(results) => Ok(results),
-        other => Err(unexpected(other)),
     }
 }
 
@@ -141,8 +133,10 @@ async fn produce(
     }
     let payload = wire::read_body(&req, body, SINGLE_BODY_LIMIT).await?;
     let message = NewMessage { content_type, headers, payload, idempotency_key: key, deliver_at };
-    let applied = state.broker.submit(Command::Produce { station, messages: vec![message] }).await?;
-    let result = produced(applied.outcome)?
+    let result = state
+        .broker
+        .produce(&station, vec![message])
+        .await?
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Internal("produce answered no result".to_owned()))?
@@ -275,15 +269,8 @@ async fn produce_batch(
             Err(e) => results.push(Some(failed(e))),
         }
     }
-    let stored = if valid.is_empty() {
-        // Still answer 404 for an unknown station, as a batch with valid items would.
-        state.broker.barrier().await?;
-        state.broker.station(&station)?;
-        Vec::new()
-    } else {
-        produced(state.broker.submit(Command::Produce { station, messages: valid }).await?.outcome)?
-    };
-    let mut stored = stored.into_iter();
+    // An empty list still answers 404 for an unknown station, as a batch with valid items would.
+    let mut stored = state.broker.produce(&station, valid).await?.into_iter();
     let results = results
         .into_iter()
         .map(|slot| match slot {

@@ -1,6 +1,5 @@
 //! One file per resource; each registers its own routes in its `configure`.
 
-use depot_broker::station::Outcome;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::ApiError;
@@ -29,11 +28,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .configure(api_keys::configure)
         .configure(cluster::configure)
         .configure(ops::configure);
-}
-
-/// The broker answered an outcome that does not belong to the command: a bug, not bad input.
-pub(crate) fn unexpected(outcome: Outcome) -> ApiError {
-    ApiError::Internal(format!("unexpected outcome {outcome:?}"))
 }
 
 /// The path of a station's operations; documents the name rules (API.md: 1-128 of `a-z 0-9 . _ -`,

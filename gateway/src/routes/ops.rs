@@ -85,6 +85,6 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 )]
 #[get("/metrics")]
 async fn metrics(_auth: Authorized<ScrapeMetrics>, state: web::Data<AppState>) -> HttpResponse {
-    let text = state.metrics.render(&state.broker.stations(), state.broker.open_files());
+    let text = state.metrics.render(&state.broker.stations_now(), state.broker.open_files());
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
 }

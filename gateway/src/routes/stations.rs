@@ -1,7 +1,7 @@
 //! Stations: create or update, read, list, delete.
 
 use actix_web::{delete, get, put, web, HttpRequest, HttpResponse};
-use depot_broker::station::{Command, DeadLetterConfig, Outcome, Retention, StationConfig, StationView};
+use depot_broker::station::{DeadLetterConfig, Retention, StationConfig, StationView};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -9,7 +9,6 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::auth::extract::{Anyone, Manage, SeeStation};
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
-use crate::routes::unexpected;
 use crate::wire::{self, rfc3339};
 use crate::AppState;
 
@@ -243,15 +242,9 @@ async fn put_station(
     check_name(&station)?;
     let input: StationConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config(state.voters())?;
-    let applied = state.broker.submit(Command::PutStation { station: station.clone(), config }).await?;
-    let created = match applied.outcome {
-        Outcome::Put { created } => created,
-        other => return Err(unexpected(other)),
-    };
-    // The node asked may be a follower that has not applied the write yet.
-    state.broker.barrier().await?;
-    let view = Station::from(state.broker.station(&station)?);
-    Ok(if created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
+    let put = state.broker.put_station(&station, config).await?;
+    let view = Station::from(put.value);
+    Ok(if put.created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }
 
 /// List stations by name.
@@ -271,8 +264,7 @@ async fn list_stations(
 ) -> Result<web::Json<StationList>, ApiError> {
     let limit = wire::page_limit(query.limit)?;
     let after = wire::page_cursor(query.cursor.as_deref())?;
-    state.broker.barrier().await?;
-    let mut views = state.broker.stations();
+    let mut views = state.broker.stations().await?;
     views.retain(|v| auth.principal.sees(&v.name));
     views.sort_by(|a, b| a.name.cmp(&b.name));
     let mut page: Vec<StationView> =
@@ -304,8 +296,7 @@ async fn get_station(
 ) -> Result<web::Json<Station>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
-    state.broker.barrier().await?;
-    Ok(web::Json(state.broker.station(&station)?.into()))
+    Ok(web::Json(state.broker.station(&station).await?.into()))
 }
 
 /// Delete a station with its messages, groups and dead letters.
@@ -327,7 +318,7 @@ async fn delete_station(
 ) -> Result<HttpResponse, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
-    state.broker.submit(Command::DeleteStation { station: station.clone() }).await?;
+    state.broker.delete_station(&station).await?;
     if let Err(e) = state.auth.store().delete_station_dead_letters(&station).await {
         tracing::warn!(error = %e, station, "dead-letter pointers of a deleted station not dropped");
     }

@@ -10,8 +10,8 @@ use openraft::raft::{
     VoteResponse,
 };
 
+use super::rpc::{Call, Reply};
 use super::transport::CallError;
-use super::wire::{Call, Reply};
 use super::Directory;
 use crate::raft::{Member, NodeId, TypeConfig};
 

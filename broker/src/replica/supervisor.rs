@@ -3,10 +3,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
-use super::{storage, Broker};
-use crate::cluster::network::Network;
+use super::{storage, Replica};
+use crate::net::network::Network;
 use crate::raft::log_store::LogStore;
 use crate::raft::Raft;
 use crate::BrokerError;
@@ -22,8 +24,8 @@ const REBUILD_STABLE: Duration = Duration::from_secs(30);
 /// an I/O error). This rebuilds it from disk, as a restart would, while the process keeps its
 /// data-dir lock, its listeners and its clients: until then commands answer `StorageFull` or
 /// `Unavailable`, and reads of the state keep working.
-pub(super) async fn supervise_raft(broker: Broker) {
-    let inner = &broker.inner;
+pub(crate) async fn supervise_raft(replica: Arc<Replica>) {
+    let inner = &*replica;
     let mut shutdown = inner.shutdown.subscribe();
     let mut backoff = REBUILD_BACKOFF_MIN;
     let mut rebuilt_at: Option<Instant> = None;
@@ -57,7 +59,7 @@ pub(super) async fn supervise_raft(broker: Broker) {
             backoff = REBUILD_BACKOFF_MIN;
         }
         loop {
-            match rebuild_raft(&broker).await {
+            match rebuild_raft(inner).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "rebuilding the Raft core failed");
@@ -75,8 +77,7 @@ pub(super) async fn supervise_raft(broker: Broker) {
     }
 }
 
-async fn rebuild_raft(broker: &Broker) -> Result<(), BrokerError> {
-    let inner = &broker.inner;
+async fn rebuild_raft(inner: &Replica) -> Result<(), BrokerError> {
     // The old core has quit; this joins what is left of it.
     let _ = inner.raft().shutdown().await;
     let sm = inner.sm.for_new_core().map_err(storage)?;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::wire::{self, Call, Hello, Reply, Welcome, GROUP, PROTOCOL};
+use super::rpc::{self, Call, Hello, Reply, Welcome, GROUP, PROTOCOL};
 use crate::raft::NodeId;
 
 /// How long a dial and its handshake may take. Short: a peer that does not answer within it is
@@ -86,7 +86,7 @@ impl Peers {
             .await
             .map_err(|_| CallError::Unreachable(to, format!("no connection to {addr} within {timeout:?}")))??;
         let id = conn.next.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::encode(&(id, GROUP, call)).map_err(|e| CallError::Unreachable(to, e.to_string()))?;
+        let frame = rpc::encode(&(id, GROUP, call)).map_err(|e| CallError::Unreachable(to, e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
         if conn.frames.send(frame).is_err() || conn.dead.load(Ordering::Acquire) {
@@ -140,8 +140,8 @@ impl Peers {
             to,
             proof: self.me.proof,
         };
-        wire::write_frame(&mut write, &hello).await.map_err(|e| unreachable(e.to_string()))?;
-        match wire::read_frame::<_, Welcome>(&mut read).await.map_err(|e| unreachable(e.to_string()))? {
+        rpc::write_frame(&mut write, &hello).await.map_err(|e| unreachable(e.to_string()))?;
+        match rpc::read_frame::<_, Welcome>(&mut read).await.map_err(|e| unreachable(e.to_string()))? {
             Welcome::Accepted => {}
             Welcome::Refused(reason) => return Err(unreachable(format!("refused: {reason}"))),
         }
@@ -179,7 +179,7 @@ impl Peers {
         });
         let reader_conn: Weak<Conn> = Arc::downgrade(&conn);
         let reader = tokio::spawn(async move {
-            while let Ok((id, reply)) = wire::read_frame::<_, (u64, Reply)>(&mut read).await {
+            while let Ok((id, reply)) = rpc::read_frame::<_, (u64, Reply)>(&mut read).await {
                 let Some(conn) = reader_conn.upgrade() else { return };
                 let waiter = conn.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                 if let Some(waiter) = waiter {
@@ -243,15 +243,15 @@ async fn serve_connection<H: Handler>(
     let (read, write) = stream.into_split();
     let mut read = BufReader::with_capacity(64 << 10, read);
     let mut write = BufWriter::with_capacity(64 << 10, write);
-    let hello: Hello = tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(&mut read))
+    let hello: Hello = tokio::time::timeout(HELLO_TIMEOUT, rpc::read_frame(&mut read))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))??;
     if let Some(reason) = refusal(&hello, &me) {
         tracing::warn!(from = hello.from, %reason, "cluster connection refused");
-        wire::write_frame(&mut write, &Welcome::Refused(reason.clone())).await?;
+        rpc::write_frame(&mut write, &Welcome::Refused(reason.clone())).await?;
         return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason));
     }
-    wire::write_frame(&mut write, &Welcome::Accepted).await?;
+    rpc::write_frame(&mut write, &Welcome::Accepted).await?;
     let from = hello.from;
     let (replies, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
@@ -266,7 +266,7 @@ async fn serve_connection<H: Handler>(
     });
     loop {
         let frame = tokio::select! {
-            f = wire::read_frame::<_, (u64, u64, Call)>(&mut read) => f,
+            f = rpc::read_frame::<_, (u64, u64, Call)>(&mut read) => f,
             _ = stop.changed() => break,
         };
         let Ok((id, group, call)) = frame else { break };
@@ -278,7 +278,7 @@ async fn serve_connection<H: Handler>(
             } else {
                 Reply::Refused(format!("unknown raft group {group}"))
             };
-            match wire::encode(&(id, reply)) {
+            match rpc::encode(&(id, reply)) {
                 Ok(frame) => {
                     let _ = replies.send(frame);
                 }
@@ -292,7 +292,7 @@ async fn serve_connection<H: Handler>(
 }
 
 fn refusal(hello: &Hello, me: &Credentials) -> Option<String> {
-    if !wire::constant_time_eq(&hello.proof, &me.proof) {
+    if !rpc::constant_time_eq(&hello.proof, &me.proof) {
         return Some("wrong cluster secret".into());
     }
     if hello.protocol != PROTOCOL {

@@ -1,0 +1,115 @@
+//! Stations, consumer groups, seek and dead letters. Reads run a read barrier first, so they see
+//! every write acknowledged before them, on any node.
+
+use super::messages::unexpected;
+use super::Broker;
+use crate::error::BrokerError;
+use crate::station::{
+    Command, CommandError, DeadLetterRecord, GroupConfig, GroupView, Outcome, RedriveSelector, SeekTo, StationConfig,
+    StationView,
+};
+
+/// The answer to a create-or-update: what now is, and whether this call created it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Put<T> {
+    pub created: bool,
+    pub value: T,
+}
+
+/// One page of a station's dead letters, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterPage {
+    pub records: Vec<DeadLetterRecord>,
+    /// More records pass the filter after the last one of this page.
+    pub more: bool,
+}
+
+impl Broker {
+    /// Creates `station`, or updates its configuration.
+    pub async fn put_station(&self, station: &str, config: StationConfig) -> Result<Put<StationView>, BrokerError> {
+        let command = Command::PutStation { station: station.into(), config };
+        let created = match self.replica.submit(command).await?.outcome {
+            Outcome::Put { created } => created,
+            other => return Err(unexpected("put station", other)),
+        };
+        Ok(Put { created, value: self.station(station).await? })
+    }
+
+    pub async fn station(&self, station: &str) -> Result<StationView, BrokerError> {
+        self.replica.barrier().await?;
+        self.read(|s| s.station_view(station)).ok_or_else(|| CommandError::StationNotFound(station.into()).into())
+    }
+
+    /// Every station, by name.
+    pub async fn stations(&self) -> Result<Vec<StationView>, BrokerError> {
+        self.replica.barrier().await?;
+        Ok(self.stations_now())
+    }
+
+    /// Every station as this node has applied them, without a read barrier (for metrics).
+    pub fn stations_now(&self) -> Vec<StationView> {
+        self.read(|s| s.list_stations())
+    }
+
+    /// Deletes `station` with its messages, groups and dead letters.
+    pub async fn delete_station(&self, station: &str) -> Result<(), BrokerError> {
+        self.replica.submit(Command::DeleteStation { station: station.into() }).await.map(drop)
+    }
+
+    /// Creates consumer group `group` on `station`, or updates its configuration.
+    pub async fn put_group(
+        &self,
+        station: &str,
+        group: &str,
+        config: GroupConfig,
+    ) -> Result<Put<GroupView>, BrokerError> {
+        let command = Command::PutGroup { station: station.into(), group: group.into(), config };
+        match self.replica.submit(command).await?.outcome {
+            Outcome::GroupPut { created, group } => Ok(Put { created, value: group }),
+            other => Err(unexpected("put group", other)),
+        }
+    }
+
+    pub async fn group(&self, station: &str, group: &str) -> Result<GroupView, BrokerError> {
+        self.replica.barrier().await?;
+        Ok(self.read(|s| s.group_view(station, group))?)
+    }
+
+    pub async fn delete_group(&self, station: &str, group: &str) -> Result<(), BrokerError> {
+        self.replica.submit(Command::DeleteGroup { station: station.into(), group: group.into() }).await.map(drop)
+    }
+
+    /// Moves `group`'s position on `station`; answers the group as it now is.
+    pub async fn seek(&self, station: &str, group: &str, to: SeekTo) -> Result<GroupView, BrokerError> {
+        let command = Command::Seek { station: station.into(), group: group.into(), to };
+        match self.replica.submit(command).await?.outcome {
+            Outcome::Group(view) => Ok(view),
+            other => Err(unexpected("seek", other)),
+        }
+    }
+
+    /// A page of `station`'s dead letters with ids after `after`, those `filter` keeps.
+    pub async fn dead_letters(
+        &self,
+        station: &str,
+        after: Option<u64>,
+        limit: usize,
+        filter: impl Fn(&DeadLetterRecord) -> bool,
+    ) -> Result<DeadLetterPage, BrokerError> {
+        self.replica.barrier().await?;
+        let (records, more) = self.read(|s| s.dead_letter_page(station, after, limit, filter))?;
+        Ok(DeadLetterPage { records, more })
+    }
+
+    /// Sends the selected dead letters back to their own groups; answers how many went.
+    pub async fn redrive(&self, station: &str, selector: RedriveSelector) -> Result<u64, BrokerError> {
+        match self.replica.submit(Command::Redrive { station: station.into(), selector }).await?.outcome {
+            Outcome::Redriven(redriven) => Ok(redriven),
+            other => Err(unexpected("redrive", other)),
+        }
+    }
+
+    pub async fn delete_dead_letter(&self, station: &str, id: u64) -> Result<(), BrokerError> {
+        self.replica.submit(Command::DeleteDeadLetter { station: station.into(), id }).await.map(drop)
+    }
+}

@@ -1,0 +1,181 @@
+//! Messages in and out: produce, fetch (long-polling), settle, and reading one message back.
+
+use std::time::{Duration, Instant};
+
+use super::Broker;
+use crate::error::BrokerError;
+use crate::raft::{Applied, StoredMessage};
+use crate::receipt::{self, ReceiptKey, SealedReceipt};
+use crate::station::{
+    Command, CommandError, Delivery, ItemError, NewMessage, Outcome, Produced, ReceiptResult, SettleOp,
+};
+
+/// What a fetch handed out, aligned: each delivery, its message and its sealed receipt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub deliveries: Vec<Delivery>,
+    pub messages: Vec<StoredMessage>,
+    pub receipts: Vec<SealedReceipt>,
+}
+
+/// One answer per message of a produce, in order: where it was stored (or that it repeats an
+/// earlier one with the same idempotency key), or why it alone was refused.
+pub type ProduceResults = Vec<Result<Produced, ItemError>>;
+
+/// An outcome that does not belong to the command: a defect, reported rather than panicked on.
+pub(super) fn unexpected(operation: &str, outcome: Outcome) -> BrokerError {
+    BrokerError::Storage(format!("{operation}: unexpected outcome {outcome:?}"))
+}
+
+impl Broker {
+    /// Stores `messages` on `station` in one durable write (one Raft entry), each judged on its
+    /// own: answers one result per message, in order. An empty list stores nothing but still
+    /// answers `StationNotFound` for an unknown station.
+    pub async fn produce(&self, station: &str, messages: Vec<NewMessage>) -> Result<ProduceResults, BrokerError> {
+        if messages.is_empty() {
+            self.station(station).await?;
+            return Ok(Vec::new());
+        }
+        let count = messages.len();
+        let command = Command::Produce { station: station.into(), messages };
+        match self.replica.submit(command).await?.outcome {
+            Outcome::Produced(results) if results.len() == count => Ok(results),
+            other => Err(unexpected("produce", other)),
+        }
+    }
+
+    /// One retained message by offset, read after a read barrier (`None` once retention
+    /// removed it, or before it was produced).
+    pub async fn message(&self, station: &str, offset: u64) -> Result<Option<StoredMessage>, BrokerError> {
+        self.replica.barrier().await?;
+        self.message_now(station, offset)
+    }
+
+    /// [`Broker::message`] without the barrier, for a read that follows one.
+    pub(super) fn message_now(&self, station: &str, offset: u64) -> Result<Option<StoredMessage>, BrokerError> {
+        if self.read(|s| s.station_id(station)).is_none() {
+            return Err(CommandError::StationNotFound(station.into()).into());
+        }
+        self.replica.sm.read_message(station, offset).map_err(crate::replica::storage)
+    }
+
+    /// The key receipts are sealed with: the replicated one, or, before any node has needed
+    /// one, a fresh key proposed now (if several nodes propose at once, the first applied wins
+    /// and every proposer gets that one back).
+    pub async fn receipt_key(&self) -> Result<ReceiptKey, BrokerError> {
+        if let Some(key) = self.replica.receipt_key.get().copied().or_else(|| self.read(|s| s.receipt_key())) {
+            return Ok(*self.replica.receipt_key.get_or_init(|| key));
+        }
+        match self.replica.submit(Command::InitReceiptKey { key: ReceiptKey::generate() }).await?.outcome {
+            Outcome::ReceiptKey(key) => Ok(*self.replica.receipt_key.get_or_init(|| key)),
+            other => Err(unexpected("receipt key", other)),
+        }
+    }
+
+    /// Settles receipts that a fetch sealed, each handed in for `group` of `station`: answers
+    /// one result per receipt, in order. A receipt that does not open (sealed for another
+    /// station or group, made up, tampered with, not a receipt at all) answers `Unknown` and is
+    /// not proposed; one bound to an earlier incarnation of the station answers `Unknown` when
+    /// the command applies. Unknown station or group: `CommandError`, even if nothing opens.
+    pub async fn settle(
+        &self,
+        station: &str,
+        group: &str,
+        receipts: &[impl AsRef<[u8]>],
+        op: SettleOp,
+    ) -> Result<Vec<ReceiptResult>, BrokerError> {
+        let key = self.receipt_key().await?;
+        let opened: Vec<_> = receipts.iter().map(|r| receipt::open(&key, station, group, r.as_ref())).collect();
+        let bound: Vec<_> = opened.iter().flatten().copied().collect();
+        let mut answered = if bound.is_empty() {
+            self.group(station, group).await?;
+            Vec::new()
+        } else {
+            let command = Command::Settle { station: station.into(), group: group.into(), receipts: bound, op };
+            match self.replica.submit(command).await?.outcome {
+                Outcome::Receipts(results) => results,
+                other => return Err(unexpected("settle", other)),
+            }
+        }
+        .into_iter();
+        opened
+            .iter()
+            .map(|o| match o {
+                None => Ok(ReceiptResult::Unknown),
+                Some(_) => {
+                    answered.next().ok_or_else(|| BrokerError::Storage("settle: fewer results than receipts".into()))
+                }
+            })
+            .collect()
+    }
+
+    /// Fetches up to `max_messages`, waiting up to `wait` for at least one. Waiting costs no
+    /// Raft traffic: the fetch is proposed only once the state says something is ready. Each
+    /// delivery comes with its receipt sealed for this station incarnation and group.
+    pub async fn fetch(
+        &self,
+        station: &str,
+        group: &str,
+        max_messages: u32,
+        max_bytes: Option<u64>,
+        wait: Duration,
+    ) -> Result<Fetched, BrokerError> {
+        let deadline = Instant::now() + wait;
+        let mut changes = self.replica.sm.subscribe();
+        let mut draining = self.replica.draining.subscribe();
+        let mut synced = false;
+        loop {
+            let now = self.now();
+            let ready = match self.read(|s| s.ready(station, group, now)) {
+                Ok(ready) => ready,
+                // A follower may not have applied the station's creation yet.
+                Err(_) if self.replica.cluster.is_some() && !synced => {
+                    self.replica.barrier().await?;
+                    synced = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if ready {
+                // Before deliveries are taken, so that sealing them cannot fail.
+                let key = self.receipt_key().await?;
+                let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
+                let fetched = seal(&key, station, group, self.replica.submit(command).await?)?;
+                if !fetched.deliveries.is_empty() || Instant::now() >= deadline {
+                    return Ok(fetched);
+                }
+                // Another consumer took it first: wait for the next change rather than spin.
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() || *draining.borrow() {
+                return Ok(Fetched::default());
+            }
+            let next_ready = self.read(|s| s.next_ready_at(station, group));
+            let sleep = match next_ready {
+                Some(at) => remaining.min(Duration::from_millis(at.saturating_sub(now).max(1) as u64)),
+                None => remaining,
+            };
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = draining.changed() => {}
+            }
+        }
+    }
+}
+
+/// Seals the receipts of an applied `Fetch`.
+fn seal(key: &ReceiptKey, station: &str, group: &str, applied: Applied) -> Result<Fetched, BrokerError> {
+    let Outcome::Fetched(deliveries) = applied.outcome else {
+        return Err(unexpected("fetch", applied.outcome));
+    };
+    if deliveries.len() != applied.messages.len() {
+        return Err(BrokerError::Storage("fetch answered deliveries and messages of different lengths".into()));
+    }
+    let receipts = match applied.station_id {
+        Some(id) => deliveries.iter().map(|d| receipt::seal(key, id, station, group, d.receipt)).collect(),
+        None if deliveries.is_empty() => Vec::new(),
+        None => return Err(BrokerError::Storage("fetch: deliveries without a station".into())),
+    };
+    Ok(Fetched { deliveries, messages: applied.messages, receipts })
+}

@@ -1,0 +1,164 @@
+//! Joining a cluster at start: the incarnation check, bootstrap by the lowest id, and telling
+//! the leader this node's incarnation and API address.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use super::{membership::record_join, ClusterOptions, PROBE_TIMEOUT};
+use crate::error::BrokerError;
+use crate::net::rpc::{Call, NodeStatus, Reply};
+use crate::raft::{Member, NodeId};
+use crate::replica::{call_leader, unexpected, Replica, Routed};
+
+/// Asks each `(node, address)` for its status, in parallel, each bounded by [`PROBE_TIMEOUT`];
+/// the answers by node (`None`: no answer).
+pub(super) async fn probe(r: &Replica, targets: Vec<(NodeId, String)>) -> BTreeMap<NodeId, Option<NodeStatus>> {
+    let calls = targets.into_iter().map(|(id, addr)| async move {
+        match r.directory.peers.call(id, &addr, Call::Status, PROBE_TIMEOUT).await {
+            Ok(Reply::Status(s)) => (id, Some(*s)),
+            _ => (id, None),
+        }
+    });
+    join_all(calls).await.into_iter().collect()
+}
+
+/// The status of every configured peer that answered.
+async fn probe_peers(r: &Replica) -> Vec<NodeStatus> {
+    let me = r.node_id;
+    let targets = r.directory.configured().iter().filter(|(id, _)| **id != me).map(|(id, a)| (*id, a.clone()));
+    probe(r, targets.collect()).await.into_values().flatten().collect()
+}
+
+/// Refuses a node whose incarnation differs from the one a peer's membership records for its id:
+/// its data dir was wiped (or replaced) since it last took part. A node whose own log is empty
+/// waits until at least one peer answers (unless it may go active alone, `wait_for` 1), so it
+/// cannot slip in while they are merely slow.
+pub(super) async fn check_incarnation(r: &Replica, wait_for: usize, fresh: bool) -> Result<(), BrokerError> {
+    let me = r.node_id;
+    let others = r.directory.configured().keys().filter(|id| **id != me).count();
+    let mut waited = Instant::now();
+    loop {
+        let answers = probe_peers(r).await;
+        for s in &answers {
+            let Some(known) = s.membership.as_ref().and_then(|m| m.membership().get_node(&me).cloned()) else {
+                continue;
+            };
+            if !known.incarnation.is_empty() && known.incarnation != r.member.incarnation {
+                return Err(BrokerError::DataDir(format!(
+                    "node {me} of cluster {cluster}: this data dir ({dir}) is not the one the cluster knows as node \
+                     {me} (incarnation {mine}, the cluster recorded {known}). It was wiped or replaced, and a node \
+                     that lost its data may not rejoin under its old id: it could have acknowledged writes it no \
+                     longer holds. Remove it with DELETE /v1/cluster/nodes/{me}, then rejoin as a new node: start \
+                     with another --node-id and an empty data dir, and add it with POST /v1/cluster/nodes.",
+                    cluster = r.cluster_id,
+                    dir = r.data_dir.display(),
+                    mine = r.member.incarnation,
+                    known = known.incarnation,
+                )));
+            }
+        }
+        if !answers.is_empty() || others == 0 || !fresh || wait_for <= 1 {
+            return Ok(());
+        }
+        if waited.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(node = me, "new data dir: waiting for a peer to answer before joining");
+            waited = Instant::now();
+        }
+        if *r.shutdown.borrow() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The lowest configured id initializes the cluster, once `wait_for` peers answer and none of
+/// them is already part of an initialized cluster.
+pub(super) async fn bootstrap(r: &Replica, opts: &ClusterOptions) {
+    let me = r.node_id;
+    let configured = r.directory.configured().clone();
+    if configured.keys().next() != Some(&me) {
+        return;
+    }
+    let mut shutdown = r.shutdown.subscribe();
+    let mut logged = Instant::now() - Duration::from_secs(60);
+    loop {
+        match r.raft().is_initialized().await {
+            Ok(true) | Err(_) => return,
+            Ok(false) => {}
+        }
+        let answers = probe_peers(r).await;
+        if answers.iter().any(|s| s.initialized) {
+            return;
+        }
+        let up = answers.len() + 1;
+        if up >= opts.wait_for.max(1) {
+            // Each peer that answered is recorded with its incarnation from the start, so a
+            // wiped one is recognised however soon it is wiped.
+            let members: BTreeMap<NodeId, Member> = configured
+                .iter()
+                .map(|(id, addr)| {
+                    let member = if *id == me {
+                        r.member.clone()
+                    } else {
+                        let answered = answers.iter().find(|s| s.node_id == *id).map(|s| s.member.clone());
+                        Member { cluster_addr: addr.clone(), ..answered.unwrap_or_default() }
+                    };
+                    (*id, member)
+                })
+                .collect();
+            match r.raft().initialize(members).await {
+                Ok(()) => tracing::info!(node = me, members = configured.len(), "cluster initialized"),
+                Err(e) => tracing::info!(node = me, error = %e, "cluster not initialized here"),
+            }
+            return;
+        }
+        if logged.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(up, wait_for = opts.wait_for, "waiting for members before the cluster goes active");
+            logged = Instant::now();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Until the membership records this node's incarnation and API address, tells the leader.
+pub(super) async fn announce(r: &Replica) {
+    let me = r.node_id;
+    let mut shutdown = r.shutdown.subscribe();
+    loop {
+        let recorded = {
+            let m = r.raft().metrics();
+            let m = m.borrow();
+            m.membership_config.membership().get_node(&me).cloned()
+        };
+        match recorded {
+            Some(recorded) if recorded.records_join(&r.member) => return,
+            Some(_) => {
+                let join = || Call::Join(r.member.clone());
+                let result = match call_leader(r, join, Duration::from_secs(5), Duration::from_secs(5)).await {
+                    Ok(Routed::Here) => record_join(r, me, r.member.clone()).await,
+                    Ok(Routed::Answered(Reply::Done(r))) => r,
+                    Ok(Routed::Answered(other)) => Err(unexpected(other)),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Err(e @ BrokerError::DataDir(_)) => {
+                        tracing::error!(error = %e, "this node's data dir is not the one the cluster knows");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "join not recorded yet"),
+                    Ok(()) => {}
+                }
+            }
+            None => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
