@@ -17,10 +17,10 @@
 //! station name | group name), each name prefixed by its length as u32 BE.
 
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::station::{BoundReceipt, Receipt};
+pub use crate::station::types::ReceiptKey;
+use crate::station::types::{BoundReceipt, Receipt};
 
 /// Length of a sealed receipt in bytes.
 pub const SEALED_LEN: usize = 41;
@@ -32,24 +32,10 @@ const DOMAIN: &[u8] = b"depot-receipt-v1\0";
 /// A sealed receipt, as handed to consumers (the gateway encodes it as base64url).
 pub type SealedReceipt = [u8; SEALED_LEN];
 
-/// The cluster-wide secret receipts are sealed with: 32 random bytes, part of the replicated state.
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReceiptKey([u8; 32]);
-
 impl ReceiptKey {
-    /// A fresh key from the operating system's randomness (through the thread-local CSPRNG).
-    /// Only ever called outside apply: the leader proposes it in a command.
-    pub fn generate() -> ReceiptKey {
-        ReceiptKey(rand::random())
-    }
-
-    pub fn from_bytes(bytes: [u8; 32]) -> ReceiptKey {
-        ReceiptKey(bytes)
-    }
-
     fn mac(&self, body: &[u8; BODY_LEN], station: &str, group: &str) -> Hmac<Sha256> {
         // HMAC takes a key of any length; 32 bytes never fails.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.bytes()).unwrap_or_else(|_| unreachable!());
         mac.update(DOMAIN);
         mac.update(body);
         for name in [station, group] {
@@ -57,12 +43,6 @@ impl ReceiptKey {
             mac.update(name.as_bytes());
         }
         mac
-    }
-}
-
-impl std::fmt::Debug for ReceiptKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReceiptKey(..)")
     }
 }
 
@@ -105,7 +85,7 @@ pub fn open(key: &ReceiptKey, station: &str, group: &str, sealed: &[u8]) -> Opti
 mod tests {
     use super::*;
 
-    const KEY: ReceiptKey = ReceiptKey([7; 32]);
+    const KEY: ReceiptKey = ReceiptKey::from_bytes([7; 32]);
     const R: Receipt = Receipt { offset: 3, delivery: 9 };
 
     #[test]
@@ -114,7 +94,7 @@ mod tests {
         assert_eq!(open(&KEY, "rx", "g", &sealed), Some(BoundReceipt { station_id: 42, receipt: R }));
         assert_eq!(open(&KEY, "ry", "g", &sealed), None, "another station");
         assert_eq!(open(&KEY, "rx", "h", &sealed), None, "another group");
-        assert_eq!(open(&ReceiptKey([8; 32]), "rx", "g", &sealed), None, "another cluster's key");
+        assert_eq!(open(&ReceiptKey::from_bytes([8; 32]), "rx", "g", &sealed), None, "another cluster's key");
         // Names are length-prefixed: moving a character from the station to the group changes the MAC.
         assert_eq!(open(&KEY, "r", "xg", &sealed), None);
     }

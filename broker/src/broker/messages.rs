@@ -129,7 +129,7 @@ impl Broker {
             let ready = match self.read(|s| s.ready(station, group, now)) {
                 Ok(ready) => ready,
                 // A follower may not have applied the station's creation yet.
-                Err(_) if self.replica.cluster.is_some() && !synced => {
+                Err(_) if self.replica.clustered && !synced => {
                     self.replica.barrier().await?;
                     synced = true;
                     continue;

@@ -242,7 +242,7 @@ impl Broker {
             cluster_id: identity.cluster_id,
             member,
             directory,
-            cluster: cluster.clone(),
+            clustered: cluster.is_some(),
             leader_wait: opts.leader_wait,
             commit_timeout: opts.commit_timeout,
             data_dir: dir,

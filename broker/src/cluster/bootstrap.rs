@@ -4,32 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
-
-use super::{membership::record_join, ClusterOptions, PROBE_TIMEOUT};
+use super::membership::record_join;
+use super::probe::probe_peers;
+use super::ClusterOptions;
 use crate::error::BrokerError;
-use crate::net::rpc::{Call, NodeStatus, Reply};
+use crate::net::rpc::{Call, Reply};
 use crate::raft::{Member, NodeId};
 use crate::replica::{call_leader, unexpected, Replica, Routed};
-
-/// Asks each `(node, address)` for its status, in parallel, each bounded by [`PROBE_TIMEOUT`];
-/// the answers by node (`None`: no answer).
-pub(super) async fn probe(r: &Replica, targets: Vec<(NodeId, String)>) -> BTreeMap<NodeId, Option<NodeStatus>> {
-    let calls = targets.into_iter().map(|(id, addr)| async move {
-        match r.directory.peers.call(id, &addr, Call::Status, PROBE_TIMEOUT).await {
-            Ok(Reply::Status(s)) => (id, Some(*s)),
-            _ => (id, None),
-        }
-    });
-    join_all(calls).await.into_iter().collect()
-}
-
-/// The status of every configured peer that answered.
-async fn probe_peers(r: &Replica) -> Vec<NodeStatus> {
-    let me = r.node_id;
-    let targets = r.directory.configured().iter().filter(|(id, _)| **id != me).map(|(id, a)| (*id, a.clone()));
-    probe(r, targets.collect()).await.into_values().flatten().collect()
-}
 
 /// Refuses a node whose incarnation differs from the one a peer's membership records for its id:
 /// its data dir was wiped (or replaced) since it last took part. A node whose own log is empty

@@ -7,7 +7,7 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
-use super::bootstrap::probe;
+use super::probe::probe;
 use super::{ClusterView, NodeView, PROBE_TIMEOUT};
 use crate::error::BrokerError;
 use crate::net::rpc::{Call, Reply};
@@ -143,12 +143,12 @@ pub(crate) async fn remove_node(r: &Replica, id: NodeId) -> Result<(), BrokerErr
 }
 
 fn require_cluster(r: &Replica) -> Result<(), BrokerError> {
-    match r.cluster {
-        Some(_) => Ok(()),
-        None => Err(BrokerError::Membership(
-            "this node runs without a cluster port; start it with a cluster secret to add nodes".into(),
-        )),
+    if r.clustered {
+        return Ok(());
     }
+    Err(BrokerError::Membership(
+        "this node runs without a cluster port; start it with a cluster secret to add nodes".into(),
+    ))
 }
 
 /// The cluster as this node sees it; other members are probed (each bounded by

@@ -16,6 +16,7 @@
 
 mod bootstrap;
 pub(crate) mod membership;
+mod probe;
 mod serve;
 
 use std::sync::atomic::Ordering;

@@ -13,7 +13,6 @@ use openraft::Config;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::cluster::ClusterOptions;
 use crate::dir_lock::DirLock;
 use crate::disk::DiskWatch;
 use crate::error::BrokerError;
@@ -58,7 +57,8 @@ pub(crate) struct Replica {
     /// This node's own membership record.
     pub(crate) member: Member,
     pub(crate) directory: Arc<Directory>,
-    pub(crate) cluster: Option<ClusterOptions>,
+    /// This node serves a cluster port (it may have peers), so reads need the leader's word.
+    pub(crate) clustered: bool,
     pub(crate) leader_wait: Duration,
     pub(crate) commit_timeout: Duration,
     pub(crate) data_dir: PathBuf,

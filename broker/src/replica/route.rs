@@ -113,7 +113,7 @@ impl Replica {
                     None => unavailable("the state is being re-applied after a storage failure"),
                 })?;
         }
-        if self.cluster.is_none() {
+        if !self.clustered {
             return Ok(());
         }
         let deadline = Instant::now() + self.leader_wait;

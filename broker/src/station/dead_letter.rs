@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::after;
+use super::types::after;
 use super::types::{DeadLetterReason, DeadLetterRecord, Millis, Name, OutboxEntry};
 
 /// A message that one group gave up on; turned into a record by the station if enabled.

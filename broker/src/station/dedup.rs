@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::after;
+use super::types::after;
 use super::types::Millis;
 
 pub(crate) type PayloadDigest = [u8; 32];

@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::after;
 use super::dead_letter::Dead;
 use super::index::MessageIndex;
+use super::types::after;
 use super::types::{DeadLetterReason, Delivery, GroupConfig, Millis, Receipt, ReceiptResult, SettleOp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

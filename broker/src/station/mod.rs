@@ -22,7 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::receipt::ReceiptKey;
 use dead_letter::Outbox;
 use state::{Ctx, StationState};
 pub use types::*;
@@ -33,11 +32,6 @@ const MAX_NAME_CHARS: usize = 128;
 const MAX_FETCH_MESSAGES: u32 = 1000;
 /// Most backoff steps a group may configure.
 const MAX_BACKOFF_STEPS: usize = 100;
-
-/// `time + ms`, saturating instead of overflowing.
-pub(crate) fn after(time: Millis, ms: u64) -> Millis {
-    time.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
-}
 
 /// Checks a station or consumer-group name: 1-128 chars of `a-z 0-9 . _ -`, starting with a
 /// letter or digit.
@@ -89,17 +83,6 @@ fn validate_group_config(config: &GroupConfig) -> Result<(), String> {
         return Err(format!("backoff_ms may have at most {MAX_BACKOFF_STEPS} steps"));
     }
     Ok(())
-}
-
-/// What the storage layer must do to the station logs after an apply, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Effect {
-    /// Create an empty message log for the station, starting at offset 0.
-    StationCreated { id: u64, station: Name },
-    /// Retention: messages below `first_offset` are gone; storage may delete them.
-    PrefixRemoved { id: u64, first_offset: u64 },
-    /// The station was deleted: storage deletes its log.
-    StationDropped { id: u64 },
 }
 
 /// A receipt as a settling command carries it.

@@ -8,11 +8,11 @@ use super::dead_letter::{Dead, DeadLetters, Outbox};
 use super::dedup::{digest, Dedup, Lookup};
 use super::group::Group;
 use super::index::MessageIndex;
+use super::types::{after, Effect};
 use super::types::{
     CommandError, Delivery, GroupConfig, GroupView, ItemError, MessageMeta, Millis, Name, NewMessage, Produced,
     ReceiptResult, RedriveSelector, SeekTo, StartPosition, StationConfig, StationStats, StationView,
 };
-use super::{after, Effect};
 
 /// Longest idempotency key, in characters.
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;

@@ -6,8 +6,6 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::receipt::ReceiptKey;
-
 /// Unix time in milliseconds, as stamped by the leader.
 pub type Millis = i64;
 
@@ -420,4 +418,46 @@ pub struct MessageMeta {
     pub deliver_at: Millis,
     /// Payload bytes (what retention by bytes counts).
     pub size: u32,
+}
+
+/// The cluster-wide secret receipts are sealed with: 32 random bytes, part of the replicated state.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptKey([u8; 32]);
+
+impl ReceiptKey {
+    /// A fresh key from the operating system's randomness (through the thread-local CSPRNG).
+    /// Only ever called outside apply: the leader proposes it in a command.
+    pub fn generate() -> ReceiptKey {
+        ReceiptKey(rand::random())
+    }
+
+    pub const fn from_bytes(bytes: [u8; 32]) -> ReceiptKey {
+        ReceiptKey(bytes)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ReceiptKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReceiptKey(..)")
+    }
+}
+
+/// `time + ms`, saturating instead of overflowing.
+pub(crate) fn after(time: Millis, ms: u64) -> Millis {
+    time.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// What the storage layer must do to the station logs after an apply, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Create an empty message log for the station, starting at offset 0.
+    StationCreated { id: u64, station: Name },
+    /// Retention: messages below `first_offset` are gone; storage may delete them.
+    PrefixRemoved { id: u64, first_offset: u64 },
+    /// The station was deleted: storage deletes its log.
+    StationDropped { id: u64 },
 }
