@@ -6,7 +6,8 @@ use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
-fn fsync(dir: &Path) -> io::Result<()> {
+/// Makes the entries of `dir` durable (the one place the crate fsyncs a directory).
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io::Error::new(e.kind(), format!("syncing {}: {e}", dir.display())))
@@ -38,8 +39,8 @@ pub fn ensure_durable(dir: &Path) -> io::Result<()> {
             Err(e) => return Err(io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))),
         }
     }
-    fsync(dir)?;
-    match fsync(parent) {
+    fsync_dir(dir)?;
+    match fsync_dir(parent) {
         Err(e) if existed && e.kind() == io::ErrorKind::PermissionDenied => {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot fsync the parent of an existing directory; its entry may not survive a power cut if it is new");
             Ok(())

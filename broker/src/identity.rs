@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
-use crate::raft::meta::{self, MetaError};
+use crate::raft::durable_file::{self, FileError};
 use crate::raft::NodeId;
 
 /// The file in the data dir's root that holds the [`Identity`].
@@ -36,11 +36,11 @@ pub fn identity_path(data_dir: &Path) -> PathBuf {
 
 /// The identity stored in `data_dir`, if one was written; read-only. One written before
 /// incarnations existed reads with an empty incarnation.
-pub fn read(data_dir: &Path) -> Result<Option<Identity>, MetaError> {
+pub fn read(data_dir: &Path) -> Result<Option<Identity>, FileError> {
     let path = identity_path(data_dir);
-    match meta::read::<Identity>(&path) {
+    match durable_file::read::<Identity>(&path) {
         Ok(found) => Ok(found),
-        Err(e) => match meta::read::<IdentityV1>(&path) {
+        Err(e) => match durable_file::read::<IdentityV1>(&path) {
             Ok(Some(v1)) => {
                 Ok(Some(Identity { cluster_id: v1.cluster_id, node_id: v1.node_id, incarnation: String::new() }))
             }
@@ -74,7 +74,7 @@ pub fn establish(data_dir: &Path, node_id: NodeId, expected_cluster: Option<&str
     if let Some(expected) = expected_cluster {
         validate_cluster_id(expected).map_err(BrokerError::DataDir)?;
     }
-    let storage = |e: MetaError| BrokerError::Storage(e.to_string());
+    let storage = |e: FileError| BrokerError::Storage(e.to_string());
     if let Some(stored) = read(data_dir).map_err(storage)? {
         if let Some(expected) = expected_cluster.filter(|e| *e != stored.cluster_id) {
             return Err(BrokerError::DataDir(format!(
@@ -93,7 +93,7 @@ pub fn establish(data_dir: &Path, node_id: NodeId, expected_cluster: Option<&str
         }
         if stored.incarnation.is_empty() {
             let upgraded = Identity { incarnation: random_id("an incarnation")?, ..stored };
-            meta::write_atomic(&identity_path(data_dir), &upgraded).map_err(storage)?;
+            durable_file::write_atomic(&identity_path(data_dir), &upgraded).map_err(storage)?;
             return Ok(upgraded);
         }
         return Ok(stored);
@@ -107,6 +107,6 @@ pub fn establish(data_dir: &Path, node_id: NodeId, expected_cluster: Option<&str
         // Written by a version without identities: this node's data, adopted as it is.
         tracing::info!(dir = %data_dir.display(), cluster_id = %identity.cluster_id, "data dir had no cluster identity; recorded one");
     }
-    meta::write_atomic(&identity_path(data_dir), &identity).map_err(storage)?;
+    durable_file::write_atomic(&identity_path(data_dir), &identity).map_err(storage)?;
     Ok(identity)
 }

@@ -158,7 +158,7 @@ impl Broker {
         log.link_snapshot(sm.durable_snapshot());
         if clean {
             std::fs::remove_file(&marker).map_err(storage)?;
-            crate::raft::fsync_dir(&dir).map_err(storage)?;
+            crate::dirs::fsync_dir(&dir).map_err(storage)?;
         }
         let recover_to = log.last_index();
         let pristine = log.is_pristine();
@@ -379,7 +379,7 @@ impl Broker {
         let marker = self.replica.data_dir.join(CLEAN_MARKER);
         std::fs::write(&marker, b"").map_err(storage)?;
         std::fs::File::open(&marker).and_then(|f| f.sync_all()).map_err(storage)?;
-        crate::raft::fsync_dir(&self.replica.data_dir).map_err(storage)?;
+        crate::dirs::fsync_dir(&self.replica.data_dir).map_err(storage)?;
         // Everything is on disk: another process may open the dir now.
         drop(self.replica.dir_lock.lock().unwrap_or_else(|p| p.into_inner()).take());
         Ok(())

@@ -73,7 +73,7 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,7 +190,7 @@ impl std::fmt::Debug for SegmentedLog {
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    crate::dirs::fsync_dir(dir).map_err(io_err(dir))
 }
 
 /// Creates `dir` if missing and makes its entry durable in the parent.

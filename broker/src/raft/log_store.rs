@@ -25,7 +25,7 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_entry, encode_entry};
-use super::{meta, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
+use super::{durable_file, storage_err, Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::log::{last_record, GroupCommit, LogOptions, SegmentedLog, TailState};
 
 /// Recently appended entries kept decoded, so applying them does not read them back from disk.
@@ -103,7 +103,7 @@ impl LogStore {
         let logs = |e: crate::log::LogError| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let io = |e: std::io::Error| storage_err(ErrorSubject::Logs, ErrorVerb::Read, e);
         let meta_path = dir.join("raft-meta");
-        let meta: RaftMeta = meta::read(&meta_path)
+        let meta: RaftMeta = durable_file::read(&meta_path)
             .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Read, e))?
             .unwrap_or_default();
         let purged_next = meta.last_purged.map_or(0, |id| id.index + 1);
@@ -184,7 +184,7 @@ pub struct LogOnDisk {
 /// Reads the vote, the purge point and the last entry of the Raft log in `dir` (the directory
 /// [`LogStore::open`] takes) with read-only handles: no recovery, no truncation, no fsync.
 pub fn read_on_disk(dir: &Path) -> Result<LogOnDisk, Box<dyn std::error::Error + Send + Sync>> {
-    let meta: RaftMeta = meta::read(&dir.join("raft-meta"))?.unwrap_or_default();
+    let meta: RaftMeta = durable_file::read(&dir.join("raft-meta"))?.unwrap_or_default();
     let last = last_record(&dir.join("log"))?;
     let mut last_log_id = match &last.record {
         Some((index, bytes)) => {
@@ -290,7 +290,7 @@ impl Inner {
     }
 
     fn save_meta(&self) -> Result<(), StorageError> {
-        meta::write_atomic(&self.meta_path, &self.meta)
+        durable_file::write_atomic(&self.meta_path, &self.meta)
             .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 }

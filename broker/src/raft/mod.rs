@@ -8,9 +8,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod codec;
+pub(crate) mod durable_file;
 pub mod log_store;
-pub(crate) mod meta;
-pub(crate) use meta::fsync_dir;
 pub mod purged;
 pub mod snapshot;
 pub mod state_machine;

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeek, AsyncWrite, ReadBuf};
 
-use super::meta::{self, fsync_dir, MetaError};
+use super::durable_file::{self, fsync_dir, FileError};
 use super::SnapshotMeta;
 
 const MAGIC: &[u8; 8] = b"DEPOTSN1";
@@ -71,15 +71,15 @@ pub fn existing_file_path(dir: &Path, f: &SnapshotFile) -> PathBuf {
     }
 }
 
-pub fn read_manifest(dir: &Path) -> Result<Manifest, MetaError> {
+pub fn read_manifest(dir: &Path) -> Result<Manifest, FileError> {
     let path = manifest_path(dir);
-    meta::read(&path)?.ok_or_else(|| MetaError::Corrupt { path, detail: "missing".into() })
+    durable_file::read(&path)?.ok_or_else(|| FileError::Corrupt { path, detail: "missing".into() })
 }
 
 /// The meta of the state machine's current snapshot in `sm_dir` (the directory the state
 /// machine opens), read without modifying anything; `None` before the first snapshot.
-pub fn read_current_meta(sm_dir: &Path) -> Result<Option<SnapshotMeta>, MetaError> {
-    let Some(name) = meta::read::<String>(&sm_dir.join("current"))? else { return Ok(None) };
+pub fn read_current_meta(sm_dir: &Path) -> Result<Option<SnapshotMeta>, FileError> {
+    let Some(name) = durable_file::read::<String>(&sm_dir.join("current"))? else { return Ok(None) };
     Ok(Some(read_manifest(&sm_dir.join("snapshots").join(name))?.meta))
 }
 
@@ -126,10 +126,10 @@ pub struct ArchiveReader {
 }
 
 impl ArchiveReader {
-    pub fn open(dir: &Path) -> Result<ArchiveReader, MetaError> {
+    pub fn open(dir: &Path) -> Result<ArchiveReader, FileError> {
         let manifest = read_manifest(dir)?;
         let header = bincode::serialize(&manifest)
-            .map_err(|e| MetaError::Corrupt { path: manifest_path(dir), detail: e.to_string() })?;
+            .map_err(|e| FileError::Corrupt { path: manifest_path(dir), detail: e.to_string() })?;
         let mut head = Vec::with_capacity(16 + header.len());
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&(header.len() as u64).to_le_bytes());
@@ -239,8 +239,8 @@ impl AsyncWrite for SnapshotStream {
     }
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MetaError + '_ {
-    move |source| MetaError::Io { path: path.to_path_buf(), source }
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
+    move |source| FileError::Io { path: path.to_path_buf(), source }
 }
 
 /// Writes a snapshot directory at `dir` (which must not exist) from local parts: the state bytes
@@ -250,13 +250,13 @@ pub fn write_local(
     meta: SnapshotMeta,
     state: &[u8],
     segments: &[(SnapshotFile, PathBuf)],
-) -> Result<(), MetaError> {
+) -> Result<(), FileError> {
     let tmp = dir.with_extension("tmp");
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_at(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
-    meta::write_bytes_atomic(&state_path(&tmp), state)?;
+    durable_file::write_bytes_atomic(&state_path(&tmp), state)?;
     let mut files = Vec::with_capacity(segments.len());
     for (f, source) in segments {
         let target = file_path(&tmp, f);
@@ -265,15 +265,15 @@ pub fn write_local(
     }
     fsync_dir(&tmp)?;
     let manifest = Manifest { meta, state_len: state.len() as u64, state_crc: crc32c::crc32c(state), files };
-    meta::write_atomic(&manifest_path(&tmp), &manifest)?;
+    durable_file::write_atomic(&manifest_path(&tmp), &manifest)?;
     fs::rename(&tmp, dir).map_err(io_at(dir))?;
     fsync_dir(dir.parent().unwrap_or(Path::new(".")))
 }
 
 /// Unpacks an archive stream into a new snapshot directory at `dir`, fsynced.
-pub async fn unpack<R: AsyncRead + AsyncSeek + Unpin>(stream: &mut R, dir: &Path) -> Result<Manifest, MetaError> {
+pub async fn unpack<R: AsyncRead + AsyncSeek + Unpin>(stream: &mut R, dir: &Path) -> Result<Manifest, FileError> {
     use tokio::io::AsyncSeekExt;
-    let corrupt = |detail: String| MetaError::Corrupt { path: dir.to_path_buf(), detail };
+    let corrupt = |detail: String| FileError::Corrupt { path: dir.to_path_buf(), detail };
     stream.seek(SeekFrom::Start(0)).await.map_err(io_at(dir))?;
     let mut magic = [0u8; 8];
     stream.read_exact(&mut magic).await.map_err(io_at(dir))?;
@@ -302,18 +302,18 @@ pub async fn unpack<R: AsyncRead + AsyncSeek + Unpin>(stream: &mut R, dir: &Path
         }
         copy_exact(stream, &file_path(&tmp, f), f.len).await?;
     }
-    meta::write_atomic(&manifest_path(&tmp), &manifest)?;
+    durable_file::write_atomic(&manifest_path(&tmp), &manifest)?;
     fsync_dir(&tmp)?;
     fs::rename(&tmp, dir).map_err(io_at(dir))?;
     fsync_dir(dir.parent().unwrap_or(Path::new(".")))?;
     Ok(manifest)
 }
 
-async fn copy_exact<R: AsyncRead + Unpin>(stream: &mut R, path: &Path, len: u64) -> Result<(), MetaError> {
+async fn copy_exact<R: AsyncRead + Unpin>(stream: &mut R, path: &Path, len: u64) -> Result<(), FileError> {
     let mut out = tokio::fs::File::create(path).await.map_err(io_at(path))?;
     let copied = tokio::io::copy(&mut stream.take(len), &mut out).await.map_err(io_at(path))?;
     if copied != len {
-        return Err(MetaError::Corrupt {
+        return Err(FileError::Corrupt {
             path: path.to_path_buf(),
             detail: format!("snapshot archive ended after {copied} of {len} bytes"),
         });

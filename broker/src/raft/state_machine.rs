@@ -24,7 +24,7 @@ use super::codec::{decode_message, decode_meta, encode_message};
 use super::log_store::DurableSnapshot;
 use super::snapshot::{self, ArchiveReader, SnapshotFile, SnapshotStream};
 use super::{
-    meta, storage_err, Applied, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
+    durable_file, storage_err, Applied, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
     StoredMessage, TypeConfig,
 };
 use crate::log::{FileCache, FileCacheStats, LogOptions, SegmentedLog, Verify};
@@ -99,8 +99,8 @@ fn snap_err(e: impl std::error::Error + 'static) -> StorageError {
     storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> meta::MetaError + '_ {
-    move |source| meta::MetaError::Io { path: path.to_path_buf(), source }
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> durable_file::FileError + '_ {
+    move |source| durable_file::FileError::Io { path: path.to_path_buf(), source }
 }
 
 fn station_dir(root: &Path, id: u64) -> PathBuf {
@@ -205,7 +205,7 @@ fn load(opts: SmOptions) -> Result<Inner, StorageError> {
         crate::dirs::ensure_durable(&path).map_err(io_err(&path)).map_err(sm_err)?;
     }
     remove_trash(&root).map_err(sm_err)?;
-    let current: Option<String> = meta::read(&root.join("current")).map_err(sm_err)?;
+    let current: Option<String> = durable_file::read(&root.join("current")).map_err(sm_err)?;
     let mut inner = Inner {
         opts,
         state: BrokerState::default(),
@@ -311,11 +311,11 @@ impl StateMachine {
     }
 }
 
-fn load_snapshot(dir: &Path) -> Result<(snapshot::Manifest, BrokerState), meta::MetaError> {
+fn load_snapshot(dir: &Path) -> Result<(snapshot::Manifest, BrokerState), durable_file::FileError> {
     let manifest = snapshot::read_manifest(dir)?;
     let path = snapshot::state_path(dir);
     let bytes = fs::read(&path).map_err(io_err(&path))?;
-    let corrupt = |detail: String| meta::MetaError::Corrupt { path: path.clone(), detail };
+    let corrupt = |detail: String| durable_file::FileError::Corrupt { path: path.clone(), detail };
     if bytes.len() as u64 != manifest.state_len || crc32c::crc32c(&bytes) != manifest.state_crc {
         return Err(corrupt("state does not match the manifest's length and checksum".into()));
     }
@@ -327,7 +327,7 @@ fn load_snapshot(dir: &Path) -> Result<(snapshot::Manifest, BrokerState), meta::
 const TRASH_PREFIX: &str = "stations.trash-";
 
 /// Deletes the replaced `stations/` trees a cut left behind.
-fn remove_trash(root: &Path) -> Result<(), meta::MetaError> {
+fn remove_trash(root: &Path) -> Result<(), durable_file::FileError> {
     let mut removed = false;
     for entry in fs::read_dir(root).map_err(io_err(root))? {
         let entry = entry.map_err(io_err(root))?;
@@ -338,13 +338,13 @@ fn remove_trash(root: &Path) -> Result<(), meta::MetaError> {
         }
     }
     if removed {
-        meta::fsync_dir(root)?;
+        durable_file::fsync_dir(root)?;
     }
     Ok(())
 }
 
 /// Removes snapshot directories other than `keep`, and leftovers of interrupted writes.
-fn remove_stale(snapshots: &Path, keep: Option<&str>) -> Result<(), meta::MetaError> {
+fn remove_stale(snapshots: &Path, keep: Option<&str>) -> Result<(), durable_file::FileError> {
     let entries = fs::read_dir(snapshots).map_err(io_err(snapshots))?;
     for entry in entries {
         let entry = entry.map_err(io_err(snapshots))?;
@@ -355,7 +355,7 @@ fn remove_stale(snapshots: &Path, keep: Option<&str>) -> Result<(), meta::MetaEr
             removed.map_err(io_err(&path))?;
         }
     }
-    meta::fsync_dir(snapshots)
+    durable_file::fsync_dir(snapshots)
 }
 
 impl Inner {
@@ -396,7 +396,7 @@ impl Inner {
                 fs::remove_dir_all(&path).map_err(io_err(&path)).map_err(sm_err)?;
             }
         }
-        meta::fsync_dir(&stations_dir).map_err(sm_err)?;
+        durable_file::fsync_dir(&stations_dir).map_err(sm_err)?;
         self.logs.clear();
         // What the current snapshot recorded of each station's segments.
         let mut recorded: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
@@ -489,13 +489,13 @@ impl Inner {
                     .map_err(sm_err)?;
             }
         }
-        meta::fsync_dir(&fresh).map_err(sm_err)?;
+        durable_file::fsync_dir(&fresh).map_err(sm_err)?;
         let replaced = dir.exists();
         if replaced {
             fs::rename(&dir, &old).map_err(io_err(&dir)).map_err(sm_err)?;
         }
         fs::rename(&fresh, &dir).map_err(io_err(&dir)).map_err(sm_err)?;
-        meta::fsync_dir(&parent).map_err(sm_err)?;
+        durable_file::fsync_dir(&parent).map_err(sm_err)?;
         if replaced {
             fs::remove_dir_all(&old).map_err(io_err(&old)).map_err(sm_err)?;
         }
@@ -620,7 +620,7 @@ fn build_snapshot(shared: &Shared, generation: u64) -> Result<(), StorageError> 
     }
     let dir = root.join("snapshots").join(&meta.snapshot_id);
     snapshot::write_local(&dir, meta.clone(), &state, &files).map_err(snap_err)?;
-    meta::write_atomic(&root.join("current"), &meta.snapshot_id).map_err(snap_err)?;
+    durable_file::write_atomic(&root.join("current"), &meta.snapshot_id).map_err(snap_err)?;
     let mut inner = shared.write();
     let upto = meta.last_log_id.map_or(0, |id| id.index);
     inner.current = Some((meta.clone(), dir));
@@ -739,7 +739,7 @@ impl StateMachine {
             return Err(snap_err(std::io::Error::other("state machine closed")));
         }
         self.fenced()?;
-        meta::write_atomic(&root.join("current"), &name).map_err(snap_err)?;
+        durable_file::write_atomic(&root.join("current"), &name).map_err(snap_err)?;
         self.shared.durable.set(meta.last_log_id.map(|id| id.index));
         let trash = {
             let mut inner = self.shared.write();
@@ -761,11 +761,11 @@ impl StateMachine {
                 inner.relink_station(id)?;
             }
             inner.open_station_logs()?;
-            meta::fsync_dir(&root).map_err(snap_err)?;
+            durable_file::fsync_dir(&root).map_err(snap_err)?;
             trash
         };
         fs::remove_dir_all(&trash).map_err(io_err(&trash)).map_err(snap_err)?;
-        meta::fsync_dir(&root).map_err(snap_err)?;
+        durable_file::fsync_dir(&root).map_err(snap_err)?;
         remove_stale(&root.join("snapshots"), Some(&name)).map_err(snap_err)?;
         self.shared.applied.send_replace(meta.last_log_id.map_or(0, |id| id.index));
         Ok(())

@@ -183,8 +183,9 @@ fn command_bytes(command: &Command) -> usize {
     }
 }
 
-/// Group commit: while up to `in_flight` entries are being made durable, every command that
-/// arrives waits in the channel, and the next entry carries all of them.
+/// Batching proposals: while up to `in_flight` entries are being made durable, every command
+/// that arrives waits in the channel, and the next entry carries all of them. (The fsyncs of
+/// those entries are batched again below, by the Raft log's `log::group_commit`.)
 async fn run_proposer(replica: Arc<Replica>, mut rx: mpsc::Receiver<Pending>, in_flight: usize) {
     let permits = Arc::new(Semaphore::new(in_flight));
     loop {

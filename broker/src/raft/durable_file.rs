@@ -10,30 +10,30 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
-pub enum MetaError {
+pub enum FileError {
     #[error("I/O error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("corrupt file {path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> MetaError + '_ {
-    move |source| MetaError::Io { path: path.to_path_buf(), source }
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
+    move |source| FileError::Io { path: path.to_path_buf(), source }
 }
 
-pub fn fsync_dir(dir: &Path) -> Result<(), MetaError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+pub fn fsync_dir(dir: &Path) -> Result<(), FileError> {
+    crate::dirs::fsync_dir(dir).map_err(io_err(dir))
 }
 
-pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), MetaError> {
+pub fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), FileError> {
     let mut bytes = bincode::serialize(value)
-        .map_err(|e| MetaError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
+        .map_err(|e| FileError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
     let crc = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
     write_bytes_atomic(path, &bytes)
 }
 
-pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetaError> {
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
     f.write_all(bytes).map_err(io_err(&tmp))?;
@@ -42,13 +42,13 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), MetaError> {
     fsync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, MetaError> {
+pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, FileError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
-    let corrupt = |detail: String| MetaError::Corrupt { path: path.to_path_buf(), detail };
+    let corrupt = |detail: String| FileError::Corrupt { path: path.to_path_buf(), detail };
     if bytes.len() < 4 {
         return Err(corrupt("shorter than its checksum".into()));
     }
