@@ -7,14 +7,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use depot_broker::{Broker, BrokerOptions};
 
-use crate::auth::{self, Auth, Principal};
+use crate::auth::{self, Auth, AuthError, Principal};
 use crate::config::{self, Config, Loaded, Mode, Sources};
-use crate::error::ApiError;
 use crate::meta::postgres::PostgresStore;
 use crate::meta::{MetaError, MetadataStore, Role, SqliteStore};
 use crate::routes::auth::MAX_PASSWORD;
 use crate::routes::users::MIN_PASSWORD;
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn usage() -> String {
     "usage: depot <command> [options]\n\n\
@@ -44,7 +43,7 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
             Ok(())
         }
         Some("openapi") => {
-            emit(&crate::openapi_json());
+            emit(&crate::openapi::openapi_json());
             Ok(())
         }
         Some("-h" | "--help") | None => {
@@ -179,7 +178,7 @@ async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
     match auth.create_user("admin", &password, Role::Admin).await {
         Ok(_) => Ok(Admin::Created { generated }),
         // Another node of the cluster, starting at the same time, created it first.
-        Err(ApiError::Meta(MetaError::Conflict(_))) => Ok(Admin::Existing),
+        Err(AuthError::Meta(MetaError::Conflict(_))) => Ok(Admin::Existing),
         Err(e) => Err(anyhow::anyhow!("creating admin: {e}")),
     }
 }

@@ -13,8 +13,8 @@ use futures_util::future::LocalBoxFuture;
 use super::Principal;
 use crate::error::ApiError;
 use crate::meta::Action;
-use crate::ratelimit::RateKey;
-use crate::AppState;
+use crate::middleware::ratelimit::RateKey;
+use crate::state::AppState;
 
 /// A permission a handler requires.
 pub trait Need: 'static {

@@ -9,8 +9,8 @@ use crate::auth::extract::Person;
 use crate::auth::{self, scope, Authorized};
 use crate::error::{ApiError, Problem};
 use crate::meta::{Action, ApiKey, Scope};
+use crate::state::AppState;
 use crate::wire::{self, rfc3339};
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(create_key).service(list_keys).service(delete_key);

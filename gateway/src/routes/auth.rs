@@ -7,8 +7,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Issued;
 use crate::error::{ApiError, Problem};
+use crate::state::AppState;
 use crate::wire;
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token).service(refresh).service(revoke);
@@ -117,7 +117,7 @@ async fn token(
             let login = if username.len() > MAX_PASSWORD || password.len() > MAX_PASSWORD {
                 Err(ApiError::Unauthorized("wrong username or password".to_owned()))
             } else {
-                state.auth.login(&username, &password).await
+                state.auth.login(&username, &password).await.map_err(ApiError::from)
             };
             if let Err(e) = &login {
                 failed_login(&req, &state, &username, e);
@@ -143,7 +143,8 @@ fn failed_login(req: &HttpRequest, state: &AppState, username: &str, error: &Api
     crate::metrics::Metrics::add(counter, 1);
     let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let client_ip = state.limiter.client_ip(req.peer_addr(), xff);
-    let request_id = req.extensions().get::<crate::observe::RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+    let request_id =
+        req.extensions().get::<crate::middleware::observe::RequestId>().map(|id| id.0.clone()).unwrap_or_default();
     let username: String = username.chars().take(LOGGED_USERNAME).collect();
     tracing::warn!(%username, %client_ip, %request_id, "password login refused: {why}");
 }

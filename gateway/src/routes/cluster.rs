@@ -10,8 +10,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::auth::extract::Admin;
 use crate::auth::Authorized;
 use crate::error::{ApiError, Problem};
+use crate::state::AppState;
 use crate::wire;
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(get_cluster).service(add_node).service(remove_node);

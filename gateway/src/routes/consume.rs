@@ -12,8 +12,8 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use crate::auth::extract::Consume;
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
+use crate::state::AppState;
 use crate::wire::{self, rfc3339, RenderedPayload};
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(fetch).service(ack).service(nack).service(extend).service(dead_letter);

@@ -10,8 +10,8 @@ use crate::auth::extract::Manage;
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
+use crate::state::AppState;
 use crate::wire::{self, rfc3339, MessageBody};
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(list_dead_letters).service(redrive).service(delete_dead_letter);

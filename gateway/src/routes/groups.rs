@@ -13,8 +13,8 @@ use crate::auth::extract::{Manage, SeeStation};
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
+use crate::state::AppState;
 use crate::wire::{self, rfc3339};
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(put_group).service(list_groups).service(get_group).service(delete_group).service(seek);
@@ -129,7 +129,7 @@ pub(crate) fn document_backoff_bound(api: &mut utoipa::openapi::OpenApi) {
     if let Some(RefOr::T(Schema::Array(steps))) = input.properties.get_mut("backoff_ms") {
         if let ArrayItems::RefOrSchema(item) = &mut steps.items {
             if let RefOr::T(Schema::Object(step)) = item.as_mut() {
-                step.maximum = Some(utoipa::Number::UInt(crate::DEFAULT_MAX_DELAY_MS as usize));
+                step.maximum = Some(utoipa::Number::UInt(crate::state::DEFAULT_MAX_DELAY_MS as usize));
             }
         }
     }

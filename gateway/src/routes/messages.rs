@@ -14,8 +14,8 @@ use crate::auth::extract::Produce;
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
+use crate::state::AppState;
 use crate::wire::{self, rfc3339};
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(produce).service(produce_batch);

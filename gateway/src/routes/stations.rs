@@ -10,8 +10,8 @@ use crate::auth::extract::{Anyone, Manage, SeeStation};
 use crate::auth::Authorized;
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
+use crate::state::AppState;
 use crate::wire::{self, rfc3339};
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(put_station).service(list_stations).service(get_station).service(delete_station);

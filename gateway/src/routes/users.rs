@@ -10,8 +10,8 @@ use crate::auth::Authorized;
 use crate::error::{ApiError, Problem};
 use crate::meta::{Role, User};
 use crate::routes::auth::MAX_PASSWORD;
+use crate::state::AppState;
 use crate::wire::{self, rfc3339};
-use crate::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(create_user).service(list_users).service(delete_user);

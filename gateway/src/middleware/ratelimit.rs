@@ -22,7 +22,8 @@ use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::limited::Limited;
+use crate::state::AppState;
 
 /// Paths never limited: probes must keep working under load.
 pub const EXEMPT_PATHS: [&str; 2] = ["/livez", "/readyz"];
@@ -80,28 +81,6 @@ impl RateKey {
                 RateKey::Ip(IpAddr::V6(Ipv6Addr::from(masked)))
             }
         }
-    }
-}
-
-/// Why a request was refused, for the 429 headers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limited {
-    /// Which limit: `ip` or `credential`.
-    pub policy: &'static str,
-    /// Seconds until a request would pass, rounded up, at least 1.
-    pub retry_after: u64,
-    pub burst: u32,
-    /// Seconds for an empty bucket to refill completely, rounded up.
-    pub window: u64,
-}
-
-impl Limited {
-    pub fn policy_header(&self) -> String {
-        format!("\"{}\";q={};w={}", self.policy, self.burst, self.window)
-    }
-
-    pub fn ratelimit_header(&self) -> String {
-        format!("\"{}\";r=0;t={}", self.policy, self.retry_after)
     }
 }
 
