@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::error::ApiError;
 use crate::middleware::{http_limits, observe, ratelimit};
 use crate::state::AppState;
-use crate::{meta, routes, wire};
+use crate::{encoding, meta, routes};
 
 /// How long shutdown waits for in-flight requests; longer than the longest long poll.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
@@ -124,10 +124,10 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<actix_web::d
 pub const MAX_BODY: usize = {
     let (a, b) = (routes::messages::SINGLE_BODY_LIMIT, routes::messages::BATCH_BODY_LIMIT);
     let ab = if a > b { a } else { b };
-    if ab > wire::JSON_BODY_LIMIT {
+    if ab > encoding::JSON_BODY_LIMIT {
         ab
     } else {
-        wire::JSON_BODY_LIMIT
+        encoding::JSON_BODY_LIMIT
     }
 };
 
@@ -135,7 +135,7 @@ pub const MAX_BODY: usize = {
 /// declared body past [`MAX_BODY`] gets 413 instead (each route's own, smaller limit is checked
 /// by the route, before it reads the body).
 async fn expect_continue(req: actix_http::Request) -> Result<actix_http::Request, actix_web::Error> {
-    match wire::declared_length(&req.head().headers) {
+    match encoding::declared_length(&req.head().headers) {
         Some(length) if length > MAX_BODY as u64 => Err(ApiError::PayloadTooLarge(format!(
             "the body has {length} bytes; no request may have more than {MAX_BODY}"
         ))

@@ -156,15 +156,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// What the first start of an empty store did about the admin user.
-enum Admin {
+enum AdminAccount {
     Existing,
     Created { generated: Option<String> },
     Missing,
 }
 
-async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
+async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<AdminAccount> {
     if auth.store().user_count().await? > 0 {
-        return Ok(Admin::Existing);
+        return Ok(AdminAccount::Existing);
     }
     let (password, generated) = match std::env::var("DEPOT_ADMIN_PASSWORD") {
         Ok(p) if p.chars().count() >= MIN_PASSWORD && p.len() <= MAX_PASSWORD => (p, None),
@@ -173,12 +173,12 @@ async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
             let p = auth::generate_password();
             (p.clone(), Some(p))
         }
-        Err(_) => return Ok(Admin::Missing),
+        Err(_) => return Ok(AdminAccount::Missing),
     };
     match auth.create_user("admin", &password, Role::Admin).await {
-        Ok(_) => Ok(Admin::Created { generated }),
+        Ok(_) => Ok(AdminAccount::Created { generated }),
         // Another node of the cluster, starting at the same time, created it first.
-        Err(AuthError::Meta(MetaError::Conflict(_))) => Ok(Admin::Existing),
+        Err(AuthError::Meta(MetaError::Conflict(_))) => Ok(AdminAccount::Existing),
         Err(e) => Err(anyhow::anyhow!("creating admin: {e}")),
     }
 }
@@ -212,7 +212,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
             print_dev_banner(&auth, addr, config, &admin, admin_user.as_ref())?
         }
         Mode::Serve => {
-            if matches!(admin, Admin::Missing) {
+            if matches!(admin, AdminAccount::Missing) {
                 tracing::warn!("the metadata store has no users: set DEPOT_ADMIN_PASSWORD to create the user admin");
             }
             say(&format!("depot: listening on http://{addr} (data in {})", config.data_dir.display()));
@@ -227,7 +227,7 @@ fn print_dev_banner(
     auth: &Auth,
     addr: std::net::SocketAddr,
     config: &Config,
-    admin: &Admin,
+    admin: &AdminAccount,
     admin_user: Option<&crate::meta::User>,
 ) -> anyhow::Result<()> {
     let Some(admin_user) = admin_user else {
@@ -241,15 +241,15 @@ fn print_dev_banner(
     let minutes = config.access_token_ttl / 60;
     let mut text = format!("depot: listening on http://{addr} (data in {})\n", config.data_dir.display());
     match admin {
-        Admin::Created { generated: Some(password) } => {
+        AdminAccount::Created { generated: Some(password) } => {
             text.push_str(&format!(
                 "depot: created user admin with password {password} (kept in the metadata store)\n"
             ));
         }
-        Admin::Created { generated: None } => {
+        AdminAccount::Created { generated: None } => {
             text.push_str("depot: created user admin (password from DEPOT_ADMIN_PASSWORD)\n")
         }
-        Admin::Existing | Admin::Missing => {}
+        AdminAccount::Existing | AdminAccount::Missing => {}
     }
     text.push_str(&format!(
         "depot: access token for admin, valid {minutes} min (POST /v1/auth/token for more):\n\

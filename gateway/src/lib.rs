@@ -10,6 +10,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod encoding;
 pub mod error;
 pub mod limited;
 pub mod meta;
@@ -18,7 +19,6 @@ pub mod middleware;
 pub mod openapi;
 pub mod routes;
 pub mod state;
-pub mod wire;
 
 pub use app::{app, configure, run, MAX_BODY};
 pub use middleware::{http_limits, observe, ratelimit};

@@ -6,9 +6,9 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Issued;
+use crate::encoding;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
-use crate::wire;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token).service(refresh).service(revoke);
@@ -110,7 +110,7 @@ impl From<Issued> for TokenResponse {
 async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: wire::Json<TokenRequest>,
+    body: encoding::Json<TokenRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
     let principal = match body.into_inner() {
         TokenRequest { username: Some(username), password: Some(password), api_key: None } => {
@@ -165,7 +165,7 @@ fn failed_login(req: &HttpRequest, state: &AppState, username: &str, error: &Api
 #[post("/v1/auth/refresh")]
 async fn refresh(
     state: web::Data<AppState>,
-    body: wire::Json<RefreshRequest>,
+    body: encoding::Json<RefreshRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
     Ok(web::Json(state.auth.refresh(&body.refresh_token).await?.into()))
 }
@@ -183,7 +183,7 @@ async fn refresh(
     security(())
 )]
 #[post("/v1/auth/revoke")]
-async fn revoke(state: web::Data<AppState>, body: wire::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+async fn revoke(state: web::Data<AppState>, body: encoding::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
     state.auth.revoke(&body.refresh_token).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -8,10 +8,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::Manage;
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339, MessageBody};
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
 use crate::state::AppState;
-use crate::wire::{self, rfc3339, MessageBody};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(list_dead_letters).service(redrive).service(delete_dead_letter);
@@ -149,8 +149,8 @@ async fn list_dead_letters(
         check_name(g)?;
     }
     let reason = q.reason.as_deref().map(parse_reason).transpose()?;
-    let limit = wire::page_limit(q.limit)?;
-    let after = match wire::page_cursor(q.cursor.as_deref())? {
+    let limit = encoding::page_limit(q.limit)?;
+    let after = match encoding::page_cursor(q.cursor.as_deref())? {
         Some(c) => Some(
             c.parse::<u64>()
                 .map_err(|_| ApiError::InvalidRequest("cursor: not a cursor this server issued".to_owned()))?,
@@ -169,7 +169,7 @@ async fn list_dead_letters(
         .collect();
     let next_cursor = if page.len() > limit {
         page.truncate(limit);
-        page.last().map(|r| wire::encode_cursor(&r.id.to_string()))
+        page.last().map(|r| encoding::encode_cursor(&r.id.to_string()))
     } else {
         None
     };
@@ -177,7 +177,7 @@ async fn list_dead_letters(
     let mut dead_letters = Vec::with_capacity(page.len());
     for r in page {
         let message =
-            if include { state.broker.message(&station, r.offset)?.as_ref().map(wire::message_body) } else { None };
+            if include { state.broker.message(&station, r.offset)?.as_ref().map(encoding::message_body) } else { None };
         dead_letters.push(DeadLetter {
             id: r.id,
             offset: r.offset,
@@ -209,7 +209,7 @@ async fn redrive(
     auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: wire::Json<RedriveRequest>,
+    body: encoding::Json<RedriveRequest>,
 ) -> Result<web::Json<RedriveResult>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;

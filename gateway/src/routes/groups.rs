@@ -11,10 +11,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::{Manage, SeeStation};
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339};
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
 use crate::state::AppState;
-use crate::wire::{self, rfc3339};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(put_group).service(list_groups).service(get_group).service(delete_group).service(seek);
@@ -39,7 +39,7 @@ pub enum Start {
 }
 
 // Read by `StartVisitor`, not by an untagged derive: serde reads an untagged enum through a
-// buffer of its own, past `wire::from_json`'s rule that a whole-number float is an integer
+// buffer of its own, past `encoding::from_json`'s rule that a whole-number float is an integer
 // (`{"offset": 268435455.0}` was refused).
 impl<'de> Deserialize<'de> for Start {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Start, D::Error> {
@@ -138,14 +138,14 @@ pub(crate) fn document_backoff_bound(api: &mut utoipa::openapi::OpenApi) {
 impl GroupConfigInput {
     fn into_config(self, max_delay_ms: u64) -> Result<GroupConfig, ApiError> {
         for step in self.backoff_ms.iter().flatten() {
-            wire::check_delay("backoff_ms", *step, max_delay_ms)?;
+            encoding::check_delay("backoff_ms", *step, max_delay_ms)?;
         }
         let d = GroupConfig::default();
         let start = match self.start {
             None | Some(Start::Named(NamedStart::Earliest)) => StartPosition::Earliest,
             Some(Start::Named(NamedStart::Latest)) => StartPosition::Latest,
             Some(Start::Offset(o)) => StartPosition::Offset(o.offset),
-            Some(Start::Time(t)) => StartPosition::Time(wire::parse_rfc3339("start.time", &t.time)?),
+            Some(Start::Time(t)) => StartPosition::Time(encoding::parse_rfc3339("start.time", &t.time)?),
         };
         Ok(GroupConfig {
             start,
@@ -290,7 +290,7 @@ async fn put_group(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
-    let input: GroupConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
+    let input: GroupConfigInput = encoding::optional_json(&encoding::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config(state.max_delay_ms)?;
     match state.broker.submit(Command::PutGroup { station, group, config }).await?.outcome {
         Outcome::GroupPut { created: true, group } => Ok(HttpResponse::Created().json(Group::from(group))),
@@ -382,12 +382,12 @@ async fn seek(
     _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: wire::Json<SeekRequest>,
+    body: encoding::Json<SeekRequest>,
 ) -> Result<web::Json<Group>, ApiError> {
     let (station, group) = names(path)?;
     let to = match body.into_inner() {
         SeekRequest { offset: Some(offset), time: None } => SeekTo::Offset(offset),
-        SeekRequest { offset: None, time: Some(time) } => SeekTo::Time(wire::parse_rfc3339("time", &time)?),
+        SeekRequest { offset: None, time: Some(time) } => SeekTo::Time(encoding::parse_rfc3339("time", &time)?),
         SeekRequest { .. } => return Err(ApiError::InvalidBody("give exactly one of offset and time".to_owned())),
     };
     let view = group_outcome(state.broker.submit(Command::Seek { station, group, to }).await?.outcome)?;

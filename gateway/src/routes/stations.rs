@@ -8,10 +8,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::{Anyone, Manage, SeeStation};
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339};
 use crate::error::{check_name, ApiError, Problem};
 use crate::routes::unexpected;
 use crate::state::AppState;
-use crate::wire::{self, rfc3339};
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(put_station).service(list_stations).service(get_station).service(delete_station);
@@ -241,7 +241,8 @@ async fn put_station(
 ) -> Result<HttpResponse, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
-    let input: StationConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
+    let input: StationConfigInput =
+        encoding::optional_json(&encoding::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config(state.voters())?;
     let applied = state.broker.submit(Command::PutStation { station: station.clone(), config }).await?;
     let created = match applied.outcome {
@@ -269,8 +270,8 @@ async fn list_stations(
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<StationList>, ApiError> {
-    let limit = wire::page_limit(query.limit)?;
-    let after = wire::page_cursor(query.cursor.as_deref())?;
+    let limit = encoding::page_limit(query.limit)?;
+    let after = encoding::page_cursor(query.cursor.as_deref())?;
     state.broker.barrier().await?;
     let mut views = state.broker.stations();
     views.retain(|v| auth.principal.sees(&v.name));
@@ -279,7 +280,7 @@ async fn list_stations(
         views.into_iter().filter(|v| after.as_ref().is_none_or(|a| v.name > *a)).take(limit + 1).collect();
     let next_cursor = if page.len() > limit {
         page.truncate(limit);
-        page.last().map(|v| wire::encode_cursor(&v.name))
+        page.last().map(|v| encoding::encode_cursor(&v.name))
     } else {
         None
     };
