@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::receipt::ReceiptKey;
 use dead_letter::Outbox;
+pub use state::MAX_IDEMPOTENCY_KEY_CHARS;
 use state::{Ctx, StationState};
 pub use types::*;
 

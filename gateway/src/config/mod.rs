@@ -15,6 +15,7 @@ use depot_broker::disk::MinFree;
 use serde::Deserialize;
 
 use crate::auth::{AuthConfig, ExternalIssuer, MAX_LEEWAY_SECS};
+use crate::meta::postgres::PoolOptions;
 use crate::middleware::ratelimit::RateLimitConfig;
 use crate::state::GatewayConfig;
 
@@ -97,8 +98,14 @@ pub struct Config {
 pub const MAX_MAX_DELAY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 impl Config {
+    /// The defaults. Each comes from the module that owns the setting (the broker's options, the
+    /// Postgres pool, auth, the rate limiter), so it is defined once.
     pub fn defaults(mode: Mode) -> Config {
         let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        let broker = depot_broker::BrokerOptions::new("depot-data");
+        let pool = PoolOptions::default();
+        let auth = AuthConfig::with_secret(Vec::new());
+        let ip_limit = RateLimitConfig::default();
         Config {
             node_id: 1,
             listen: match mode {
@@ -110,28 +117,28 @@ impl Config {
                 Mode::Serve => any(6222),
             },
             peers: Vec::new(),
-            data_dir: PathBuf::from("depot-data"),
+            data_dir: broker.data_dir.clone(),
             disk_free_min: MinFree::Auto,
             max_open_files: depot_broker::open_files::DEFAULT_MAX_OPEN_FILES,
-            snapshot_every: 2_000,
-            segment_bytes: 64 << 20,
+            snapshot_every: broker.snapshot_every,
+            segment_bytes: broker.segment_bytes,
             metadata_url: None,
-            metadata_pool_size: 16,
-            metadata_timeout_ms: 5000,
+            metadata_pool_size: pool.max_size,
+            metadata_timeout_ms: pool.query_timeout.as_millis() as u64,
             cluster_secret: None,
             cluster_id: None,
             wait_for: None,
             jwt_secret: None,
-            jwt_issuer: "depot".to_owned(),
-            jwt_audience: "depot".to_owned(),
-            jwt_leeway: MAX_LEEWAY_SECS,
-            access_token_ttl: 15 * 60,
-            refresh_token_ttl: 30 * 24 * 3600,
-            credential_cache_ttl_ms: 30_000,
+            jwt_issuer: auth.issuer,
+            jwt_audience: auth.audience,
+            jwt_leeway: auth.leeway_secs,
+            access_token_ttl: auth.access_ttl.as_secs(),
+            refresh_token_ttl: auth.refresh_ttl.as_secs(),
+            credential_cache_ttl_ms: auth.cache_ttl.as_millis() as u64,
             external_issuers: Vec::new(),
             rate_limit: true,
-            rate_limit_ip_per_second: 1000,
-            rate_limit_ip_burst: 2000,
+            rate_limit_ip_per_second: ip_limit.requests,
+            rate_limit_ip_burst: ip_limit.burst,
             rate_limit_credential_per_second: 5000,
             rate_limit_credential_burst: 10000,
             trusted_proxies: Vec::new(),
@@ -391,9 +398,9 @@ impl Config {
     }
 
     /// The Postgres pool's settings.
-    pub fn pool_options(&self) -> crate::meta::postgres::PoolOptions {
+    pub fn pool_options(&self) -> PoolOptions {
         let timeout = Duration::from_millis(self.metadata_timeout_ms);
-        crate::meta::postgres::PoolOptions {
+        PoolOptions {
             max_size: self.metadata_pool_size,
             wait_timeout: timeout,
             create_timeout: timeout,

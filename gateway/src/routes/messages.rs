@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use depot_broker::station::MAX_IDEMPOTENCY_KEY_CHARS;
 use depot_broker::station::{Command, ItemError, Millis, NewMessage, Outcome, Produced};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,7 +26,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
 pub const SINGLE_BODY_LIMIT: usize = 16 << 20;
 pub const BATCH_BODY_LIMIT: usize = 16 << 20;
 pub const BATCH_MAX_MESSAGES: usize = 1000;
-const MAX_IDEMPOTENCY_KEY: usize = 256;
 const HEADER_PREFIX: &str = "depot-header-";
 
 /// Raw bytes, stored as they arrive.
@@ -44,8 +44,8 @@ pub struct ProduceResult {
 
 fn idempotency_key(key: Option<String>) -> Result<Option<String>, ApiError> {
     match key {
-        Some(k) if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY => {
-            Err(ApiError::InvalidRequest(format!("idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")))
+        Some(k) if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => {
+            Err(ApiError::InvalidRequest(format!("idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters")))
         }
         other => Ok(other),
     }

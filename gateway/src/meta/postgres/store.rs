@@ -13,11 +13,8 @@ use super::rows::{
 use super::PostgresStore;
 use crate::meta::{
     ApiKey, AuditEntry, AuditRecord, DeadLetterPointer, DeadLetterQuery, Digest, Invalidation, MetaError,
-    MetadataStore, Millis, Page, RefreshOutcome, RefreshToken, User,
+    MetadataStore, Millis, Page, RefreshOutcome, RefreshToken, User, MAX_PAGE,
 };
-
-/// Page sizes of [`MetadataStore::dead_letters`] and [`MetadataStore::audit_log`] are clamped here.
-const MAX_LIMIT: u32 = 1000;
 
 /// Revokes every token of `family`. The rows are locked first, in one order: that waits for a
 /// rotation in flight in the family to commit, so the UPDATE (a new statement, hence a new
@@ -280,7 +277,7 @@ impl MetadataStore for PostgresStore {
 
     /// `limit` is clamped to 1..=1000.
     async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>, MetaError> {
-        let limit = i64::from(limit.clamp(1, MAX_LIMIT));
+        let limit = i64::from(limit.clamp(1, MAX_PAGE));
         with_conn!(self, |c| {
             const COLUMNS: &str = "SELECT id, at, actor, action, target, detail FROM audit_log";
             let found = match before {
@@ -342,7 +339,7 @@ impl MetadataStore for PostgresStore {
 
     /// `limit` is clamped to 1..=1000.
     async fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Page<DeadLetterPointer>, MetaError> {
-        let limit = query.limit.clamp(1, MAX_LIMIT);
+        let limit = query.limit.clamp(1, MAX_PAGE);
         let after_id = match query.after {
             Some((_, id)) => to_i64(id, "dead-letter id")?,
             None => 0,

@@ -12,11 +12,8 @@ use super::rows::{
 use super::SqliteStore;
 use crate::meta::{
     ApiKey, AuditEntry, AuditRecord, DeadLetterPointer, DeadLetterQuery, Digest, MetaError, MetadataStore, Millis,
-    Page, RefreshOutcome, RefreshToken, User,
+    Page, RefreshOutcome, RefreshToken, User, MAX_PAGE,
 };
-
-/// Page sizes of [`MetadataStore::dead_letters`] and [`MetadataStore::audit_log`] are clamped here.
-const MAX_LIMIT: u32 = 1000;
 
 #[async_trait]
 impl MetadataStore for SqliteStore {
@@ -228,7 +225,7 @@ impl MetadataStore for SqliteStore {
 
     /// `limit` is clamped to 1..=1000.
     async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>, MetaError> {
-        let limit = limit.clamp(1, MAX_LIMIT);
+        let limit = limit.clamp(1, MAX_PAGE);
         self.with(move |c| {
             const COLUMNS: &str = "SELECT id, at, actor, action, target, detail FROM audit_log";
             let (sql, args) = match before {
@@ -281,7 +278,7 @@ impl MetadataStore for SqliteStore {
 
     /// `limit` is clamped to 1..=1000.
     async fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Page<DeadLetterPointer>, MetaError> {
-        let limit = query.limit.clamp(1, MAX_LIMIT);
+        let limit = query.limit.clamp(1, MAX_PAGE);
         let mut sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE station = ?");
         let mut args = vec![Value::Text(query.station.clone())];
         if let Some(group) = &query.group {
