@@ -4,11 +4,12 @@
 //! A deletion must take effect at once: [`CredentialCache::forget`] drops what it names, and bumps
 //! a generation, so a lookup that started before it does not cache its (possibly stale) answer.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use moka::sync::Cache;
 
 use super::AuthError;
 use crate::meta::{Digest, Invalidation, Millis, Role, Scope};
@@ -27,44 +28,38 @@ pub(super) struct KeyGrant {
 /// A user's name and role, or `None` when there is no such user.
 pub(super) type UserEntry = Option<(String, Role)>;
 
-struct Cached<T> {
-    value: T,
-    at: Instant,
-}
-
-impl<T: Clone> Cached<T> {
-    fn fresh(&self, ttl: Duration) -> Option<T> {
-        (self.at.elapsed() < ttl).then(|| self.value.clone())
-    }
-}
-
-#[derive(Default)]
-struct Tables {
-    keys_by_digest: HashMap<Digest, Cached<Option<KeyGrant>>>,
-    keys_by_id: HashMap<String, Cached<Option<KeyGrant>>>,
-    /// By user id.
-    users: HashMap<String, Cached<UserEntry>>,
-    /// Bumped by every invalidation. A lookup that started before a bump does not cache its
-    /// answer: it may describe what was just deleted.
-    generation: u64,
-}
-
-/// Most entries a table keeps; beyond it the table is cleared (a flood of random keys must not
-/// grow memory).
-const CACHE_MAX: usize = 100_000;
+/// Most entries each table keeps; past it the least useful ones are evicted (a flood of random
+/// keys must not grow memory, nor push out every live credential at once).
+const CACHE_MAX: u64 = 100_000;
 
 pub(super) struct CredentialCache {
     ttl: Duration,
-    tables: Mutex<Tables>,
+    keys_by_digest: Cache<Digest, Option<KeyGrant>>,
+    keys_by_id: Cache<String, Option<KeyGrant>>,
+    /// By user id.
+    users: Cache<String, UserEntry>,
+    /// Bumped by every invalidation. A lookup that started before a bump does not cache its
+    /// answer: it may describe what was just deleted. Held while an answer is stored and while
+    /// an invalidation runs, so none slips in between.
+    generation: Mutex<u64>,
 }
 
 impl CredentialCache {
     pub fn new(ttl: Duration) -> CredentialCache {
-        CredentialCache { ttl, tables: Mutex::new(Tables::default()) }
+        fn table<K: Hash + Eq + Send + Sync + 'static, V: Clone + Send + Sync + 'static>(ttl: Duration) -> Cache<K, V> {
+            Cache::builder().max_capacity(CACHE_MAX).time_to_live(ttl).support_invalidation_closures().build()
+        }
+        CredentialCache {
+            ttl,
+            keys_by_digest: table(ttl),
+            keys_by_id: table(ttl),
+            users: table(ttl),
+            generation: Mutex::new(0),
+        }
     }
 
-    fn tables(&self) -> MutexGuard<'_, Tables> {
-        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    fn generation(&self) -> MutexGuard<'_, u64> {
+        self.generation.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub async fn user(
@@ -72,7 +67,7 @@ impl CredentialCache {
         id: &str,
         load: impl Future<Output = Result<UserEntry, AuthError>>,
     ) -> Result<UserEntry, AuthError> {
-        self.cached(|t| &mut t.users, id.to_owned(), load).await
+        self.cached(&self.users, id.to_owned(), load).await
     }
 
     pub async fn key_by_digest(
@@ -80,7 +75,7 @@ impl CredentialCache {
         digest: &Digest,
         load: impl Future<Output = Result<Option<KeyGrant>, AuthError>>,
     ) -> Result<Option<KeyGrant>, AuthError> {
-        self.cached(|t| &mut t.keys_by_digest, *digest, load).await
+        self.cached(&self.keys_by_digest, *digest, load).await
     }
 
     pub async fn key_by_id(
@@ -88,53 +83,61 @@ impl CredentialCache {
         id: &str,
         load: impl Future<Output = Result<Option<KeyGrant>, AuthError>>,
     ) -> Result<Option<KeyGrant>, AuthError> {
-        self.cached(|t| &mut t.keys_by_id, id.to_owned(), load).await
+        self.cached(&self.keys_by_id, id.to_owned(), load).await
     }
 
-    /// `key`'s entry in the table `table` picks, or else what `load` answers, cached unless an
-    /// invalidation happened while it loaded (then it may describe what was just deleted).
-    async fn cached<K: Hash + Eq, V: Clone>(
+    /// `key`'s entry in `table`, or else what `load` answers, cached unless an invalidation
+    /// happened while it loaded (then it may describe what was just deleted).
+    async fn cached<K, V>(
         &self,
-        table: fn(&mut Tables) -> &mut HashMap<K, Cached<V>>,
+        table: &Cache<K, V>,
         key: K,
         load: impl Future<Output = Result<V, AuthError>>,
-    ) -> Result<V, AuthError> {
-        let generation = {
-            let mut tables = self.tables();
-            if let Some(hit) = table(&mut tables).get(&key).and_then(|c| c.fresh(self.ttl)) {
-                return Ok(hit);
-            }
-            tables.generation
-        };
+    ) -> Result<V, AuthError>
+    where
+        K: Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+    {
+        if let Some(hit) = table.get(&key) {
+            return Ok(hit);
+        }
+        let before = *self.generation();
         let value = load.await?;
-        let mut tables = self.tables();
-        if tables.generation == generation {
-            let entries = table(&mut tables);
-            if entries.len() >= CACHE_MAX {
-                entries.clear();
-            }
-            entries.insert(key, Cached { value: value.clone(), at: Instant::now() });
+        let generation = self.generation();
+        if *generation == before && !self.ttl.is_zero() {
+            table.insert(key, value.clone());
         }
         Ok(value)
     }
 
     /// Forgets what this node or another one changed, so a deletion takes effect at once.
     pub fn forget(&self, what: &Invalidation) {
-        let mut tables = self.tables();
-        tables.generation += 1;
+        let mut generation = self.generation();
+        *generation += 1;
         match what {
             Invalidation::User(_) => {
                 // Users are cached by id, and the notice names a username: drop them all (rare).
-                tables.users.clear();
+                self.users.invalidate_all();
                 // A deleted user's keys are gone too; drop every cached key rather than track owners.
-                tables.keys_by_digest.clear();
-                tables.keys_by_id.clear();
+                self.keys_by_digest.invalidate_all();
+                self.keys_by_id.invalidate_all();
             }
             Invalidation::ApiKey(id) => {
-                tables.keys_by_id.remove(id);
-                tables.keys_by_digest.retain(|_, c| c.value.as_ref().is_none_or(|g| g.id != *id));
+                self.keys_by_id.invalidate(id);
+                let id = id.clone();
+                let dropped = self
+                    .keys_by_digest
+                    .invalidate_entries_if(move |_, grant| grant.as_ref().is_some_and(|g| g.id == id));
+                if dropped.is_err() {
+                    // Only when closures are not enabled, which `new` does: fail safe anyway.
+                    self.keys_by_digest.invalidate_all();
+                }
             }
-            Invalidation::All => *tables = Tables { generation: tables.generation, ..Tables::default() },
+            Invalidation::All => {
+                self.users.invalidate_all();
+                self.keys_by_digest.invalidate_all();
+                self.keys_by_id.invalidate_all();
+            }
         }
     }
 }

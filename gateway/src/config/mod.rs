@@ -21,7 +21,7 @@ use crate::state::GatewayConfig;
 
 mod settings;
 
-pub use settings::{help, Setting, SETTINGS};
+pub use settings::{command as settings_command, help, Setting, SETTINGS};
 use settings::{setting, toml_text};
 
 /// Which command is starting: they differ only in defaults and in what they print.
@@ -31,6 +31,16 @@ pub enum Mode {
     Dev,
     /// A production node.
     Serve,
+}
+
+impl Mode {
+    /// The command that starts a node in this mode.
+    pub fn command(self) -> &'static str {
+        match self {
+            Mode::Dev => "dev",
+            Mode::Serve => "serve",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -148,7 +158,8 @@ impl Config {
     }
 }
 
-/// Where each layer comes from; tests pass their own environment.
+/// Where each layer comes from; tests pass their own environment. `args` is used by
+/// [`Config::load`] only.
 pub struct Sources<'a> {
     pub args: &'a [String],
     pub env: &'a dyn Fn(&str) -> Option<String>,
@@ -162,30 +173,27 @@ pub enum Loaded {
 }
 
 impl Config {
-    /// Layers defaults < file (`--config` or `DEPOT_CONFIG`) < env < flags, then validates.
+    /// Parses `sources.args` (a command's arguments, without the command) against the settings
+    /// table, then layers as [`Config::from_matches`] does.
     pub fn load(mode: Mode, sources: &Sources<'_>) -> Result<Loaded, String> {
-        let mut flags: Vec<(&'static Setting, String)> = Vec::new();
-        let mut file = (sources.env)("DEPOT_CONFIG").filter(|f| !f.is_empty());
-        let mut args = sources.args.iter();
-        while let Some(arg) = args.next() {
-            if arg == "-h" || arg == "--help" {
-                return Ok(Loaded::Help);
-            }
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_owned())),
-                None => (arg.as_str(), None),
-            };
-            let mut value = || inline.clone().or_else(|| args.next().cloned()).ok_or(format!("{name} needs a value"));
-            if name == "--config" {
-                file = Some(value()?);
-                continue;
-            }
-            let found = name
-                .strip_prefix("--")
-                .and_then(|n| setting(&n.replace('-', "_")))
-                .ok_or_else(|| format!("unknown argument {arg}; see --help"))?;
-            flags.push((found, value()?));
+        let command = settings::command(clap::Command::new(mode.command()).no_binary_name(true), mode);
+        match command.try_get_matches_from(sources.args) {
+            Ok(matches) => Config::from_matches(mode, &matches, sources).map(|c| Loaded::Config(Box::new(c))),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(Loaded::Help),
+            Err(e) => Err(e.to_string().trim_end().to_owned()),
         }
+    }
+
+    /// Layers defaults < file (`--config` or `DEPOT_CONFIG`) < env < flags, then validates.
+    /// `matches` are of a command built by [`settings::command`]; only the values given on the
+    /// command line are taken from it, the environment comes from `sources.env`.
+    pub fn from_matches(mode: Mode, matches: &clap::ArgMatches, sources: &Sources<'_>) -> Result<Config, String> {
+        let given = |id: &str| {
+            (matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+                .then(|| matches.get_one::<String>(id).cloned())
+                .flatten()
+        };
+        let file = given(settings::CONFIG_ARG).or_else(|| (sources.env)("DEPOT_CONFIG")).filter(|f| !f.is_empty());
         let mut config = Config::defaults(mode);
         if let Some(path) = file {
             let text = (sources.read_file)(&path)?;
@@ -196,11 +204,13 @@ impl Config {
                 (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.env()))?;
             }
         }
-        for (s, v) in flags {
-            (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.flag()))?;
+        for s in SETTINGS {
+            if let Some(v) = given(s.name) {
+                (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.flag()))?;
+            }
         }
         config.validate()?;
-        Ok(Loaded::Config(Box::new(config)))
+        Ok(config)
     }
 
     fn apply_toml(&mut self, text: &str) -> Result<(), String> {
@@ -500,7 +510,7 @@ mod tests {
         let c = load(Mode::Serve, &["--metadata-url", "postgres://u@127.0.0.1/depot"], &[], None).unwrap();
         assert!(c.uses_postgres());
         let e = load(Mode::Serve, &["--listen"], &[], None).unwrap_err();
-        assert!(e.contains("needs a value"), "{e}");
+        assert!(e.contains("--listen") && e.contains("value"), "{e}");
         let e = load(Mode::Serve, &["--rate-limit-ip-burst", "0"], &[], None).unwrap_err();
         assert!(e.contains("rate_limit_ip_burst"), "{e}");
         let e = load(Mode::Serve, &["--max-delay-ms", "9223372036854775807"], &[], None).unwrap_err();

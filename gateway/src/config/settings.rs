@@ -359,16 +359,42 @@ pub(super) fn toml_text(value: &toml::Value) -> Result<String, String> {
     }
 }
 
+/// The id of `--config FILE` among a command's arguments.
+pub(super) const CONFIG_ARG: &str = "config";
+
+const AFTER_HELP: &str = "Settings are layered: defaults < TOML file (--config or DEPOT_CONFIG) < DEPOT_* \
+environment < flags.
+DEPOT_ADMIN_PASSWORD (environment only) creates the user admin when the metadata store has no users.
+File only: [[external_issuers]] with algorithm = \"RS256\" or \"EdDSA\", public_key_pem, issuer, audience.";
+
+/// `command` with every setting as a flag (`--access-token-ttl VALUE`), documented with its
+/// environment variable and its default in `mode`, and `--config FILE`.
+pub fn command(command: clap::Command, mode: Mode) -> clap::Command {
+    use clap::{Arg, ArgAction};
+    let defaults = Config::defaults(mode);
+    let config = Arg::new(CONFIG_ARG)
+        .long("config")
+        .value_name("FILE")
+        .env("DEPOT_CONFIG")
+        .help("TOML file of settings (names as below, in snake_case); the environment and flags override it");
+    SETTINGS
+        .iter()
+        .fold(command.arg(config), |command, s| {
+            command.arg(
+                Arg::new(s.name)
+                    .long(s.name.replace('_', "-"))
+                    .value_name("VALUE")
+                    .env(s.env())
+                    .action(ArgAction::Set)
+                    .allow_hyphen_values(true)
+                    .help(format!("{}; default {}", s.help, (s.show)(&defaults))),
+            )
+        })
+        .args_override_self(true)
+        .after_help(AFTER_HELP)
+}
+
 /// `--help` of a command: every setting with its flag, env var and default.
 pub fn help(mode: Mode) -> String {
-    let defaults = Config::defaults(mode);
-    let mut out = String::from("settings (TOML file via --config FILE or DEPOT_CONFIG < DEPOT_* env < flags):\n");
-    for s in SETTINGS {
-        out.push_str(&format!("  {} ({})\n      {}; default {}\n", s.flag(), s.env(), s.help, (s.show)(&defaults)));
-    }
-    out.push_str(
-        "  DEPOT_ADMIN_PASSWORD (env only)\n      creates the user admin when the metadata store has no users\n\
-         file only: [[external_issuers]] algorithm = \"RS256\"|\"EdDSA\", public_key_pem, issuer, audience\n",
-    );
-    out
+    command(clap::Command::new(mode.command()), mode).render_help().to_string()
 }
