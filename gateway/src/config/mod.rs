@@ -307,8 +307,9 @@ impl Config {
         if !(60..=365 * 24 * 3600).contains(&self.refresh_token_ttl) {
             return Err("refresh_token_ttl must be 60 seconds to 365 days".to_owned());
         }
-        if self.credential_cache_ttl_ms > 300_000 {
-            return Err("credential_cache_ttl_ms must be at most 300000".to_owned());
+        let max_cache_ttl_ms = crate::auth::MAX_CACHE_TTL.as_millis();
+        if u128::from(self.credential_cache_ttl_ms) > max_cache_ttl_ms {
+            return Err(format!("credential_cache_ttl_ms must be at most {max_cache_ttl_ms}"));
         }
         let rates = [
             ("rate_limit_ip_per_second", self.rate_limit_ip_per_second),
