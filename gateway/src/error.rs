@@ -13,8 +13,8 @@ use depot_broker::BrokerError;
 use serde::Serialize;
 
 use crate::auth::AuthError;
-use crate::limited::Limited;
 use crate::meta::MetaError;
+use crate::rate_limit::Limited;
 use utoipa::ToSchema;
 
 /// Declares [`Code`] and its table from one row per code: the variant, its HTTP status, the

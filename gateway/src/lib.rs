@@ -12,11 +12,11 @@ pub mod cli;
 pub mod config;
 pub mod encoding;
 pub mod error;
-pub mod limited;
 pub mod meta;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod rate_limit;
 pub mod routes;
 pub mod state;
 

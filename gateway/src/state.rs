@@ -13,7 +13,7 @@ use depot_broker::Broker;
 use crate::auth::{self, Auth};
 use crate::meta;
 use crate::metrics::Metrics;
-use crate::middleware::ratelimit::{RateLimitConfig, RateLimiter};
+use crate::rate_limit::{RateLimitConfig, RateLimiter};
 
 /// The longest a message may be withheld (`Depot-Delay`, `Depot-Deliver-At`, `delay_ms`,
 /// `backoff_ms`) by default: 365 days, in milliseconds.
@@ -59,7 +59,7 @@ pub struct AppState {
     pub max_delay_ms: u64,
     /// A body still arriving after this long is answered 408.
     pub body_read_timeout: Duration,
-    /// The OpenAPI document as `/openapi.json` serves it; attached by [`crate::app::app`], which
+    /// The OpenAPI document as `/openapi.json` serves it; attached by the app builder, which
     /// builds the routes the document describes.
     pub(crate) openapi_json: web::Bytes,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.

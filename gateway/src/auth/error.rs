@@ -1,8 +1,8 @@
 //! What authentication and credential management fail with. Free of HTTP: the HTTP layer maps it
 //! to its problem+json answers (`From<AuthError> for ApiError` in `crate::error`).
 
-use crate::limited::Limited;
 use crate::meta::MetaError;
+use crate::rate_limit::Limited;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

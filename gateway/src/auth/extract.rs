@@ -13,7 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use super::Principal;
 use crate::error::ApiError;
 use crate::meta::Action;
-use crate::middleware::ratelimit::RateKey;
+use crate::rate_limit::RateKey;
 use crate::state::AppState;
 
 /// A permission a handler requires.

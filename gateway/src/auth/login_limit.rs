@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::limited::Limited;
 use crate::meta::Digest;
+use crate::rate_limit::Limited;
 
 /// Failed logins allowed per username and window, by default.
 pub const DEFAULT_MAX_FAILURES: u32 = 10;

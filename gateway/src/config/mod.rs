@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::auth::{AuthConfig, ExternalIssuer, MAX_LEEWAY_SECS};
 use crate::meta::postgres::PoolOptions;
-use crate::middleware::ratelimit::RateLimitConfig;
+use crate::rate_limit::RateLimitConfig;
 use crate::state::GatewayConfig;
 
 mod settings;
