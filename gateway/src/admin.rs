@@ -6,30 +6,11 @@ use depot_broker::inspect::{latest, InspectError};
 use depot_broker::{inspect, Inspection};
 use serde_json::{json, Value};
 
-pub const USAGE: &str = "usage: depot admin inspect [--json] DATA_DIR...";
-
-/// Runs `depot admin <args>`; the text to print on success.
-pub fn run(args: &[String]) -> anyhow::Result<String> {
-    match args.first().map(String::as_str) {
-        Some("inspect") => inspect_command(&args[1..]),
-        Some("-h" | "--help") | None => Ok(format!("{USAGE}\n")),
-        Some(other) => bail!("unknown admin command {other}\n{USAGE}"),
-    }
-}
-
-fn inspect_command(args: &[String]) -> anyhow::Result<String> {
-    let mut as_json = false;
-    let mut dirs = Vec::new();
-    for arg in args {
-        match arg.as_str() {
-            "--json" => as_json = true,
-            "-h" | "--help" => return Ok(format!("{USAGE}\n")),
-            flag if flag.starts_with("--") => bail!("unknown option {flag}\n{USAGE}"),
-            dir => dirs.push(dir),
-        }
-    }
+/// `depot admin inspect [--json] DATA_DIR...`: the report to print, a table or JSON. Fails only
+/// when no dir is readable.
+pub fn inspect_dirs(dirs: &[String], as_json: bool) -> anyhow::Result<String> {
     if dirs.is_empty() {
-        bail!("name at least one data dir\n{USAGE}");
+        bail!("name at least one data dir");
     }
     let results: Vec<(String, Result<Inspection, InspectError>)> =
         dirs.iter().map(|d| (d.to_string(), inspect(std::path::Path::new(d)))).collect();
@@ -196,8 +177,8 @@ mod tests {
 
     #[test]
     fn nothing_readable_is_an_error() {
-        let err = run(&["inspect".into(), "/nonexistent/depot-inspect-test".into()]).unwrap_err();
+        let err = inspect_dirs(&["/nonexistent/depot-inspect-test".into()], false).unwrap_err();
         assert!(err.to_string().contains("no readable data dir"), "{err}");
-        assert!(run(&["inspect".into()]).is_err());
+        assert!(inspect_dirs(&[], false).is_err());
     }
 }

@@ -1,84 +1,120 @@
-//! The commands of the `depot` binary: `dev`, `serve`, `migrate`, `admin`, `openapi`.
+//! The commands of the `depot` binary: `dev`, `serve`, `migrate`, `admin inspect`, `openapi`, and
+//! `--version`. The grammar is clap's; the node commands take their flags from the settings table
+//! (`crate::config`), so one table drives the file, the environment, the flags and `--help`.
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use depot_broker::{Broker, BrokerOptions};
 
-use crate::auth::{self, Auth, Principal};
-use crate::config::{self, Config, Loaded, Mode, Sources};
-use crate::error::ApiError;
+use crate::auth::{self, Auth, AuthError, Principal};
+use crate::config::{self, Config, Mode, Sources};
 use crate::meta::postgres::PostgresStore;
 use crate::meta::{MetaError, MetadataStore, Role, SqliteStore};
 use crate::routes::auth::MAX_PASSWORD;
 use crate::routes::users::MIN_PASSWORD;
-use crate::AppState;
+use crate::state::AppState;
 
-pub fn usage() -> String {
-    "usage: depot <command> [options]\n\n\
-     dev [--listen 127.0.0.1:4444] [--data-dir ./depot-data] [settings]\n    \
-         one node with embedded defaults; prints an admin token and a curl line to try\n\
-     serve [--config FILE] [settings]\n    \
-         a production node; `depot serve --help` lists every setting with its default\n\
-     migrate [--metadata-url postgres://...] [settings]\n    \
-         apply the metadata store's migrations and exit\n\
-     admin inspect [--json] DATA_DIR...\n    \
-         read data dirs offline (a running node's too): cluster id, node id, last log term and\n    \
-         index, clean or dirty; names the latest store\n\
-     openapi\n    \
-         print the OpenAPI document\n\n\
-     env: DEPOT_LOG (filter, default info,openraft=warn), DEPOT_LOG_FORMAT (json, the default, or text)\n"
-        .to_owned()
+/// The version and the commit it was built from, e.g. `0.1.0 (3f2a9c1)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DEPOT_GIT_COMMIT"), ")");
+
+const ENV_HELP: &str = "Environment: DEPOT_LOG (log filter, default info,openraft=warn), DEPOT_LOG_FORMAT (json, the \
+default, or text). `depot serve --help` lists every setting with its DEPOT_* variable and default.";
+
+/// The `depot` command line.
+#[derive(Debug, Parser)]
+#[command(name = "depot", version = VERSION, about = "Depot, an HTTP-first message broker", after_help = ENV_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One node with embedded defaults on loopback; prints an admin token and a curl line to try
+    Dev,
+    /// A production node
+    Serve,
+    /// Apply the metadata store's migrations and exit
+    Migrate,
+    /// Offline tools over data dirs
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Print the OpenAPI document
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Read data dirs without changing them (a running node's too): cluster id, node id, last
+    /// log term and index, clean or dirty; names the latest store
+    Inspect {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Data dirs to read
+        #[arg(value_name = "DATA_DIR", required = true)]
+        dirs: Vec<String>,
+    },
+}
+
+/// The command line's grammar: [`Cli`], with the settings table's flags on the node commands.
+fn grammar() -> clap::Command {
+    Cli::command()
+        .mut_subcommand("dev", |c| config::settings_command(c, Mode::Dev))
+        .mut_subcommand("serve", |c| config::settings_command(c, Mode::Serve))
+        .mut_subcommand("migrate", |c| config::settings_command(c, Mode::Serve))
 }
 
 /// Runs the command named by `args` (without the program name).
 pub async fn main(args: &[String]) -> anyhow::Result<()> {
-    match args.first().map(String::as_str) {
-        Some("dev") => start(Mode::Dev, &args[1..]).await,
-        Some("serve") => start(Mode::Serve, &args[1..]).await,
-        Some("migrate") => migrate(&args[1..]).await,
-        Some("admin") => {
-            emit(&crate::admin::run(&args[1..])?);
+    let matches = match grammar().no_binary_name(true).bin_name("depot").try_get_matches_from(args) {
+        Ok(matches) => matches,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            emit(&e.to_string());
+            return Ok(());
+        }
+        Err(e) => bail!("{}", e.to_string().trim_end().trim_start_matches("error: ")),
+    };
+    let cli = Cli::from_arg_matches(&matches)?;
+    let settings = |mode: Mode| -> anyhow::Result<Box<Config>> {
+        let sub = matches.subcommand().map(|(_, m)| m).context("a node command without its arguments")?;
+        load_config(mode, sub)
+    };
+    match cli.command {
+        Some(Command::Dev) => run_node(Mode::Dev, &*settings(Mode::Dev)?).await,
+        Some(Command::Serve) => run_node(Mode::Serve, &*settings(Mode::Serve)?).await,
+        Some(Command::Migrate) => migrate(&*settings(Mode::Serve)?).await,
+        Some(Command::Admin(AdminCommand::Inspect { json, dirs })) => {
+            emit(&crate::admin::inspect_dirs(&dirs, json)?);
             Ok(())
         }
-        Some("openapi") => {
-            emit(&crate::openapi_json());
+        Some(Command::Openapi) => {
+            emit(&crate::openapi::openapi_json());
             Ok(())
         }
-        Some("-h" | "--help") | None => {
-            emit(&usage());
+        None => {
+            emit(&grammar().bin_name("depot").render_help().to_string());
             Ok(())
         }
-        Some(other) => bail!("unknown command {other}\n{}", usage()),
     }
 }
 
-/// The settings from the file, env and flags; `None` when `--help` was asked (and printed).
-fn load_config(mode: Mode, args: &[String]) -> anyhow::Result<Option<Box<Config>>> {
+/// The settings from the file, env and flags.
+fn load_config(mode: Mode, matches: &clap::ArgMatches) -> anyhow::Result<Box<Config>> {
     let env = |name: &str| std::env::var(name).ok();
     let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"));
-    match Config::load(mode, &Sources { args, env: &env, read_file: &read }).map_err(anyhow::Error::msg)? {
-        Loaded::Config(c) => Ok(Some(c)),
-        Loaded::Help => {
-            emit(&format!("{}\n{}", usage(), config::help(mode)));
-            Ok(None)
-        }
-    }
-}
-
-async fn start(mode: Mode, args: &[String]) -> anyhow::Result<()> {
-    match load_config(mode, args)? {
-        Some(config) => run_node(mode, &config).await,
-        None => Ok(()),
-    }
+    let sources = Sources { args: &[], env: &env, read_file: &read };
+    Ok(Box::new(Config::from_matches(mode, matches, &sources).map_err(anyhow::Error::msg)?))
 }
 
 /// `depot migrate`: brings the configured store's schema up to date. Concurrent runs are safe:
 /// Postgres migrations take an advisory lock, so one applies and the others wait.
-async fn migrate(args: &[String]) -> anyhow::Result<()> {
-    let Some(config) = load_config(Mode::Serve, args)? else { return Ok(()) };
+async fn migrate(config: &Config) -> anyhow::Result<()> {
     if config.uses_postgres() {
         let url = config.metadata_url.as_deref().unwrap_or_default();
         let store = PostgresStore::connect(url, config.pool_options()).context("connecting to Postgres")?;
@@ -157,15 +193,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// What the first start of an empty store did about the admin user.
-enum Admin {
+enum AdminAccount {
     Existing,
     Created { generated: Option<String> },
     Missing,
 }
 
-async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
+async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<AdminAccount> {
     if auth.store().user_count().await? > 0 {
-        return Ok(Admin::Existing);
+        return Ok(AdminAccount::Existing);
     }
     let (password, generated) = match std::env::var("DEPOT_ADMIN_PASSWORD") {
         Ok(p) if p.chars().count() >= MIN_PASSWORD && p.len() <= MAX_PASSWORD => (p, None),
@@ -174,12 +210,12 @@ async fn ensure_admin(mode: Mode, auth: &Auth) -> anyhow::Result<Admin> {
             let p = auth::generate_password();
             (p.clone(), Some(p))
         }
-        Err(_) => return Ok(Admin::Missing),
+        Err(_) => return Ok(AdminAccount::Missing),
     };
     match auth.create_user("admin", &password, Role::Admin).await {
-        Ok(_) => Ok(Admin::Created { generated }),
+        Ok(_) => Ok(AdminAccount::Created { generated }),
         // Another node of the cluster, starting at the same time, created it first.
-        Err(ApiError::Meta(MetaError::Conflict(_))) => Ok(Admin::Existing),
+        Err(AuthError::Meta(MetaError::Conflict(_))) => Ok(AdminAccount::Existing),
         Err(e) => Err(anyhow::anyhow!("creating admin: {e}")),
     }
 }
@@ -215,7 +251,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
             print_dev_banner(&auth, addr, config, &admin, admin_user.as_ref())?
         }
         Mode::Serve => {
-            if matches!(admin, Admin::Missing) {
+            if matches!(admin, AdminAccount::Missing) {
                 tracing::warn!("the metadata store has no users: set DEPOT_ADMIN_PASSWORD to create the user admin");
             }
             say(&format!("depot: listening on http://{addr} (data in {})", config.data_dir.display()));
@@ -230,7 +266,7 @@ fn print_dev_banner(
     auth: &Auth,
     addr: std::net::SocketAddr,
     config: &Config,
-    admin: &Admin,
+    admin: &AdminAccount,
     admin_user: Option<&crate::meta::User>,
 ) -> anyhow::Result<()> {
     let Some(admin_user) = admin_user else {
@@ -244,15 +280,15 @@ fn print_dev_banner(
     let minutes = config.access_token_ttl / 60;
     let mut text = format!("depot: listening on http://{addr} (data in {})\n", config.data_dir.display());
     match admin {
-        Admin::Created { generated: Some(password) } => {
+        AdminAccount::Created { generated: Some(password) } => {
             text.push_str(&format!(
                 "depot: created user admin with password {password} (kept in the metadata store)\n"
             ));
         }
-        Admin::Created { generated: None } => {
+        AdminAccount::Created { generated: None } => {
             text.push_str("depot: created user admin (password from DEPOT_ADMIN_PASSWORD)\n")
         }
-        Admin::Existing | Admin::Missing => {}
+        AdminAccount::Existing | AdminAccount::Missing => {}
     }
     text.push_str(&format!(
         "depot: access token for admin, valid {minutes} min (POST /v1/auth/token for more):\n\
@@ -302,4 +338,25 @@ pub fn emit(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        grammar().debug_assert();
+    }
+
+    #[test]
+    fn settings_reach_the_node_commands() {
+        let matches = grammar()
+            .no_binary_name(true)
+            .try_get_matches_from(["serve", "--listen=127.0.0.1:0", "--rate-limit", "off"])
+            .map_err(|e| e.to_string());
+        let matches = matches.as_ref().map(|m| m.subcommand().map(|(name, _)| name));
+        assert_eq!(matches, Ok(Some("serve")));
+        assert!(VERSION.starts_with(env!("CARGO_PKG_VERSION")) && VERSION.ends_with(')'), "{VERSION}");
+    }
 }

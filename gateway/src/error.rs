@@ -1,7 +1,7 @@
 //! The gateway's one error type and its mapping to RFC 9457 problem+json.
 //!
-//! Every `code` has exactly one status, in [`Code::status`]; clients rely on `code`, so codes are
-//! only ever added, never renamed.
+//! Every `code` has exactly one status and title, in the one table below (`error_codes!`);
+//! clients rely on `code`, so codes are only ever added, never renamed.
 
 use std::time::Duration;
 
@@ -12,132 +12,76 @@ use depot_broker::station::CommandError;
 use depot_broker::BrokerError;
 use serde::Serialize;
 
+use crate::auth::AuthError;
 use crate::meta::MetaError;
-use crate::ratelimit::Limited;
+use crate::rate_limit::Limited;
 use utoipa::ToSchema;
 
-/// The stable error codes of the API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Code {
-    InvalidRequest,
-    InvalidName,
-    InvalidBody,
-    NotFound,
-    StationNotFound,
-    ConsumerGroupNotFound,
-    DeadLetterNotFound,
-    PayloadTooLarge,
-    RequestTimeout,
-    UriTooLong,
-    HeaderFieldsTooLarge,
-    UnsupportedMediaType,
-    MethodNotAllowed,
-    IdempotencyKeyReused,
-    RateLimited,
-    Unauthorized,
-    Forbidden,
-    UserNotFound,
-    ApiKeyNotFound,
-    AlreadyExists,
-    MembershipConflict,
-    MetadataUnavailable,
-    Overloaded,
-    NotLeaderUnavailable,
-    ShuttingDown,
-    StorageFull,
-    Internal,
+/// Declares [`Code`] and its table from one row per code: the variant, its HTTP status, the
+/// `code` string clients match on and the problem's title.
+macro_rules! error_codes {
+    ($($variant:ident => $status:ident, $code:literal, $title:literal;)*) => {
+        /// The stable error codes of the API.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The code's row: status, code string, title.
+            const fn row(self) -> (StatusCode, &'static str, &'static str) {
+                match self {
+                    $(Code::$variant => (StatusCode::$status, $code, $title),)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    InvalidRequest => BAD_REQUEST, "invalid_request", "Invalid request";
+    InvalidName => BAD_REQUEST, "invalid_name", "Invalid name";
+    InvalidBody => BAD_REQUEST, "invalid_body", "Invalid body";
+    NotFound => NOT_FOUND, "not_found", "Not found";
+    StationNotFound => NOT_FOUND, "station_not_found", "Station not found";
+    ConsumerGroupNotFound => NOT_FOUND, "consumer_group_not_found", "Consumer group not found";
+    DeadLetterNotFound => NOT_FOUND, "dead_letter_not_found", "Dead letter not found";
+    PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
+    RequestTimeout => REQUEST_TIMEOUT, "request_timeout", "Request timeout";
+    UriTooLong => URI_TOO_LONG, "uri_too_long", "URI too long";
+    HeaderFieldsTooLarge => REQUEST_HEADER_FIELDS_TOO_LARGE, "header_fields_too_large", "Request header fields too large";
+    UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type";
+    MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed";
+    IdempotencyKeyReused => UNPROCESSABLE_ENTITY, "idempotency_key_reused", "Idempotency key reused";
+    RateLimited => TOO_MANY_REQUESTS, "rate_limited", "Too many requests";
+    Unauthorized => UNAUTHORIZED, "unauthorized", "Unauthorized";
+    Forbidden => FORBIDDEN, "forbidden", "Forbidden";
+    UserNotFound => NOT_FOUND, "user_not_found", "User not found";
+    ApiKeyNotFound => NOT_FOUND, "api_key_not_found", "API key not found";
+    AlreadyExists => CONFLICT, "already_exists", "Already exists";
+    MembershipConflict => CONFLICT, "membership_conflict", "Membership change not possible";
+    MetadataUnavailable => SERVICE_UNAVAILABLE, "metadata_unavailable", "Metadata store unavailable";
+    Overloaded => SERVICE_UNAVAILABLE, "overloaded", "Overloaded";
+    NotLeaderUnavailable => SERVICE_UNAVAILABLE, "not_leader_unavailable", "Unavailable";
+    ShuttingDown => SERVICE_UNAVAILABLE, "shutting_down", "Shutting down";
+    StorageFull => INSUFFICIENT_STORAGE, "storage_full", "Storage full";
+    Internal => INTERNAL_SERVER_ERROR, "internal", "Internal error";
 }
 
 impl Code {
-    /// The table: each code with its status and title.
     pub fn status(self) -> StatusCode {
-        match self {
-            Code::InvalidRequest | Code::InvalidName | Code::InvalidBody => StatusCode::BAD_REQUEST,
-            Code::NotFound | Code::StationNotFound | Code::ConsumerGroupNotFound | Code::DeadLetterNotFound => {
-                StatusCode::NOT_FOUND
-            }
-            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Code::UriTooLong => StatusCode::URI_TOO_LONG,
-            Code::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Code::Unauthorized => StatusCode::UNAUTHORIZED,
-            Code::Forbidden => StatusCode::FORBIDDEN,
-            Code::UserNotFound | Code::ApiKeyNotFound => StatusCode::NOT_FOUND,
-            Code::AlreadyExists | Code::MembershipConflict => StatusCode::CONFLICT,
-            Code::NotLeaderUnavailable | Code::ShuttingDown | Code::MetadataUnavailable | Code::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            Code::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.row().0
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Code::InvalidRequest => "invalid_request",
-            Code::InvalidName => "invalid_name",
-            Code::InvalidBody => "invalid_body",
-            Code::NotFound => "not_found",
-            Code::StationNotFound => "station_not_found",
-            Code::ConsumerGroupNotFound => "consumer_group_not_found",
-            Code::DeadLetterNotFound => "dead_letter_not_found",
-            Code::PayloadTooLarge => "payload_too_large",
-            Code::RequestTimeout => "request_timeout",
-            Code::UriTooLong => "uri_too_long",
-            Code::HeaderFieldsTooLarge => "header_fields_too_large",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::IdempotencyKeyReused => "idempotency_key_reused",
-            Code::RateLimited => "rate_limited",
-            Code::Unauthorized => "unauthorized",
-            Code::Forbidden => "forbidden",
-            Code::UserNotFound => "user_not_found",
-            Code::ApiKeyNotFound => "api_key_not_found",
-            Code::AlreadyExists => "already_exists",
-            Code::MembershipConflict => "membership_conflict",
-            Code::MetadataUnavailable => "metadata_unavailable",
-            Code::Overloaded => "overloaded",
-            Code::NotLeaderUnavailable => "not_leader_unavailable",
-            Code::ShuttingDown => "shutting_down",
-            Code::StorageFull => "storage_full",
-            Code::Internal => "internal",
-        }
+        self.row().1
     }
 
-    fn title(self) -> &'static str {
-        match self {
-            Code::InvalidRequest => "Invalid request",
-            Code::InvalidName => "Invalid name",
-            Code::InvalidBody => "Invalid body",
-            Code::NotFound => "Not found",
-            Code::StationNotFound => "Station not found",
-            Code::ConsumerGroupNotFound => "Consumer group not found",
-            Code::DeadLetterNotFound => "Dead letter not found",
-            Code::PayloadTooLarge => "Payload too large",
-            Code::RequestTimeout => "Request timeout",
-            Code::UriTooLong => "URI too long",
-            Code::HeaderFieldsTooLarge => "Request header fields too large",
-            Code::UnsupportedMediaType => "Unsupported media type",
-            Code::MethodNotAllowed => "Method not allowed",
-            Code::IdempotencyKeyReused => "Idempotency key reused",
-            Code::RateLimited => "Too many requests",
-            Code::Unauthorized => "Unauthorized",
-            Code::Forbidden => "Forbidden",
-            Code::UserNotFound => "User not found",
-            Code::ApiKeyNotFound => "API key not found",
-            Code::AlreadyExists => "Already exists",
-            Code::MembershipConflict => "Membership change not possible",
-            Code::MetadataUnavailable => "Metadata store unavailable",
-            Code::Overloaded => "Overloaded",
-            Code::NotLeaderUnavailable => "Unavailable",
-            Code::ShuttingDown => "Shutting down",
-            Code::StorageFull => "Storage full",
-            Code::Internal => "Internal error",
-        }
+    pub fn title(self) -> &'static str {
+        self.row().2
     }
 }
 
@@ -269,6 +213,19 @@ impl ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Unauthorized(d) => ApiError::Unauthorized(d),
+            AuthError::RateLimited(l) => ApiError::RateLimited(l),
+            AuthError::Overloaded(d) => ApiError::Overloaded(d),
+            AuthError::InvalidScopes(d) => ApiError::InvalidRequest(d),
+            AuthError::Meta(e) => ApiError::Meta(e),
+            AuthError::Internal(d) => ApiError::Internal(d),
+        }
+    }
+}
+
 /// How long a client refused for a full disk should wait: freeing space takes an operator or a
 /// retention run, not a moment.
 const STORAGE_FULL_RETRY: Duration = Duration::from_secs(10);
@@ -340,4 +297,20 @@ impl ResponseError for ApiError {
 /// Validates a station or consumer-group name before it reaches the broker.
 pub fn check_name(name: &str) -> Result<(), ApiError> {
     depot_broker::station::validate_name(name).map_err(ApiError::InvalidName)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_code_string_is_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{s}");
+            assert!(!code.title().is_empty());
+        }
+    }
 }

@@ -46,11 +46,11 @@ fn install(filter: tracing_subscriber::EnvFilter, output: impl tracing_subscribe
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let output = output.with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-        !depot_gateway::http_limits::is_actix_connection_error(metadata)
+        !depot_gateway::middleware::http_limits::is_actix_connection_error(metadata)
     }));
     tracing_subscriber::registry()
         .with(filter)
         .with(output)
-        .with(depot_gateway::http_limits::ClientErrorsAtWarn)
+        .with(depot_gateway::middleware::http_limits::ClientErrorsAtWarn)
         .init();
 }

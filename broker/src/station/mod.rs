@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use dead_letter::Outbox;
+pub use state::MAX_IDEMPOTENCY_KEY_CHARS;
 use state::{Ctx, StationState};
 pub use types::*;
 

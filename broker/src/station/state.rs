@@ -15,7 +15,7 @@ use super::types::{
 };
 
 /// Longest idempotency key, in characters.
-const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
+pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
 
 /// What a mutating station operation needs besides the station itself.
 pub(crate) struct Ctx<'a> {

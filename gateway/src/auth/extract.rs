@@ -13,8 +13,8 @@ use futures_util::future::LocalBoxFuture;
 use super::Principal;
 use crate::error::ApiError;
 use crate::meta::Action;
-use crate::ratelimit::RateKey;
-use crate::AppState;
+use crate::rate_limit::RateKey;
+use crate::state::AppState;
 
 /// A permission a handler requires.
 pub trait Need: 'static {
@@ -44,7 +44,7 @@ pub struct Manage;
 pub struct SeeStation;
 /// An administrator acting in person (not through a scoped key).
 #[derive(Debug)]
-pub struct Admin;
+pub struct AdminInPerson;
 /// A Depot user in person: API keys cannot mint keys, and external identities own none.
 #[derive(Debug)]
 pub struct Person;
@@ -84,7 +84,7 @@ impl Need for SeeStation {
     }
 }
 
-impl Need for Admin {
+impl Need for AdminInPerson {
     fn check(p: &Principal, _: &HttpRequest) -> Result<(), ApiError> {
         if p.is_admin() {
             Ok(())

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::meta::Digest;
-use crate::ratelimit::Limited;
+use crate::rate_limit::Limited;
 
 /// Failed logins allowed per username and window, by default.
 pub const DEFAULT_MAX_FAILURES: u32 = 10;

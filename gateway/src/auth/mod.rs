@@ -12,28 +12,34 @@
 //! writers of the store. When the store is unreachable, a credential whose entry expired is
 //! refused (503), never let through: checks fail closed.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
-use crate::error::ApiError;
-use crate::meta::{Action, ApiKey, Digest, Invalidation, MetaError, MetadataStore, Millis, Role, Scope, User};
+use crate::meta::{ApiKey, Digest, Invalidation, MetaError, MetadataStore, Millis, Role, Scope, User};
 
+mod cache;
+mod error;
 pub mod extract;
 pub mod login_limit;
 pub mod password;
+mod principal;
 pub mod scope;
+mod secrets;
 mod token_error;
 
+pub use error::AuthError;
 pub use extract::{Authorized, Need};
+pub use principal::{Principal, PrincipalKind};
+pub use secrets::{
+    digest, generate_password, generate_secret, hash_password, new_api_key, new_refresh_token, new_user_id, now_millis,
+    API_KEY_PREFIX, REFRESH_PREFIX,
+};
+
+use cache::KeyGrant;
+use secrets::{b64, random_bytes, verify_password};
 
 /// How long a cached key or user is trusted without asking the store again, by default.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -41,8 +47,6 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 pub const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
 /// The most clock skew tolerated on `exp` and `nbf`.
 pub const MAX_LEEWAY_SECS: u64 = 5;
-pub const API_KEY_PREFIX: &str = "dk_";
-pub const REFRESH_PREFIX: &str = "drt_";
 
 /// A public key of an external issuer whose tokens we accept.
 #[derive(Clone, Debug)]
@@ -97,85 +101,6 @@ impl AuthConfig {
     }
 }
 
-/// Who made a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// A username, an API key id, or an external token's subject.
-    pub subject: String,
-    pub kind: PrincipalKind,
-    pub role: Role,
-    /// `None`: everything the role allows on stations. `Some`: only what the scopes grant.
-    pub scopes: Option<Arc<[Scope]>>,
-    /// The user behind it: the user themselves, or the owner of the API key (an external
-    /// subject for external tokens).
-    pub owner: String,
-    /// The immutable [`User::id`] of `owner`; `None` for external tokens, which name no Depot user.
-    pub owner_id: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrincipalKind {
-    User,
-    ApiKey,
-    External,
-}
-
-impl Principal {
-    /// A user acting in person, with everything their role allows.
-    pub fn user(user: &User) -> Principal {
-        Principal {
-            owner: user.username.clone(),
-            subject: user.username.clone(),
-            owner_id: Some(user.id.clone()),
-            kind: PrincipalKind::User,
-            role: user.role,
-            scopes: None,
-        }
-    }
-
-    /// Whether the principal may do `action` on `station`. Admins and members alike may act on
-    /// every station unless scopes narrow them; what only admins may do (users, every key, the
-    /// audit log) is checked by [`Principal::is_admin`].
-    pub fn allows(&self, action: Action, station: &str) -> bool {
-        match &self.scopes {
-            None => true,
-            Some(scopes) => scopes.iter().any(|s| s.actions.contains(&action) && scope::matches(&s.stations, station)),
-        }
-    }
-
-    /// Whether any action at all is allowed on `station` (to see it in lists).
-    pub fn sees(&self, station: &str) -> bool {
-        [Action::Produce, Action::Consume, Action::Manage].into_iter().any(|a| self.allows(a, station))
-    }
-
-    /// An administrator acting as a person, not through a scoped key.
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin && self.scopes.is_none()
-    }
-
-    /// Whether the principal may read `/metrics`, which names every station and group: an
-    /// administrator in person, an API key of an administrator whose scopes grant `metrics`, or
-    /// an external token whose scopes grant it (its issuer decides).
-    pub fn may_scrape_metrics(&self) -> bool {
-        let granted = || self.scopes.as_ref().is_some_and(|s| s.iter().any(|s| s.actions.contains(&Action::Metrics)));
-        self.is_admin()
-            || match self.kind {
-                PrincipalKind::External => granted(),
-                PrincipalKind::User | PrincipalKind::ApiKey => self.role == Role::Admin && granted(),
-            }
-    }
-
-    /// What the audit log records as the actor.
-    pub fn actor(&self) -> String {
-        match self.kind {
-            PrincipalKind::User => self.subject.clone(),
-            PrincipalKind::ApiKey => format!("api_key:{}", self.subject),
-            PrincipalKind::External => format!("external:{}", self.subject),
-        }
-    }
-}
-
 /// The claims of our access tokens. Never a password.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -213,97 +138,9 @@ pub struct Issued {
     pub refresh_token: String,
 }
 
-pub fn now_millis() -> Millis {
-    chrono::Utc::now().timestamp_millis()
+fn meta(e: MetaError) -> AuthError {
+    AuthError::from(e)
 }
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes
-}
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// SHA-256 of a secret: keys and refresh tokens are 256 random bits, so a fast hash suffices.
-pub fn digest(secret: &str) -> Digest {
-    Sha256::digest(secret.as_bytes()).into()
-}
-
-/// A new API key: the secret shown once, and the public id.
-pub fn new_api_key() -> (String, String) {
-    (format!("{API_KEY_PREFIX}{}", b64(&random_bytes::<32>())), format!("key_{}", b64(&random_bytes::<9>())))
-}
-
-pub fn new_refresh_token() -> String {
-    format!("{REFRESH_PREFIX}{}", b64(&random_bytes::<32>()))
-}
-
-/// A random password for `depot dev`'s first start: 24 URL-safe characters.
-pub fn generate_password() -> String {
-    b64(&random_bytes::<18>())
-}
-
-/// A random HS256 secret.
-pub fn generate_secret() -> Vec<u8> {
-    random_bytes::<32>().to_vec()
-}
-
-/// argon2id with the crate's defaults (19 MiB, 2 passes). CPU-heavy: call off the runtime.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let salt = SaltString::encode_b64(&random_bytes::<16>()).map_err(|e| ApiError::Internal(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
-}
-
-fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-}
-
-fn meta(e: MetaError) -> ApiError {
-    ApiError::from(e)
-}
-
-struct Cached<T> {
-    value: T,
-    at: Instant,
-}
-
-impl<T: Clone> Cached<T> {
-    fn fresh(&self, ttl: Duration) -> Option<T> {
-        (self.at.elapsed() < ttl).then(|| self.value.clone())
-    }
-}
-
-/// An API key as authentication needs it.
-#[derive(Clone)]
-struct KeyGrant {
-    id: String,
-    owner: String,
-    owner_id: String,
-    owner_role: Role,
-    scopes: Arc<[Scope]>,
-    expires_at: Option<Millis>,
-}
-
-#[derive(Default)]
-struct Caches {
-    keys_by_digest: HashMap<Digest, Cached<Option<KeyGrant>>>,
-    keys_by_id: HashMap<String, Cached<Option<KeyGrant>>>,
-    /// By user id: the user's name and role, or `None` when there is no such user.
-    users: HashMap<String, Cached<Option<(String, Role)>>>,
-    /// Bumped by every invalidation. A lookup that started before a bump does not cache its
-    /// answer: it may describe what was just deleted.
-    generation: u64,
-}
-
-/// Most entries a cache keeps; beyond it the cache is cleared (a flood of random keys must not
-/// grow memory).
-const CACHE_MAX: usize = 100_000;
 
 /// The authentication service: shared by every worker.
 pub struct Auth {
@@ -313,7 +150,7 @@ pub struct Auth {
     decoding: DecodingKey,
     validation: Validation,
     external: Vec<(ExternalIssuer, DecodingKey, Validation)>,
-    caches: Mutex<Caches>,
+    cache: cache::CredentialCache,
     /// A real argon2 hash, verified when the username is unknown so that the answer takes as
     /// long as for a wrong password.
     decoy_hash: String,
@@ -370,7 +207,7 @@ impl Auth {
             decoding: DecodingKey::from_secret(&config.jwt_secret),
             validation: validation(Algorithm::HS256, &config.issuer, &config.audience, config.leeway_secs),
             external,
-            caches: Mutex::new(Caches::default()),
+            cache: cache::CredentialCache::new(config.cache_ttl),
             decoy_hash,
             passwords: password::PasswordPool::new(config.password_workers, config.password_wait),
             login_limit: login_limit::LoginLimit::new(config.login_max_failures, config.login_failure_window),
@@ -392,18 +229,14 @@ impl Auth {
         &self.passwords
     }
 
-    fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
-        self.caches.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Signs an access token for `principal`.
-    pub fn access_token(&self, principal: &Principal) -> Result<String, ApiError> {
+    pub fn access_token(&self, principal: &Principal) -> Result<String, AuthError> {
         let now = u64::try_from(now_millis() / 1000).unwrap_or(0);
         let sub = match principal.kind {
             PrincipalKind::User => principal
                 .owner_id
                 .clone()
-                .ok_or_else(|| ApiError::Internal("a user principal without a user id".to_owned()))?,
+                .ok_or_else(|| AuthError::Internal("a user principal without a user id".to_owned()))?,
             PrincipalKind::ApiKey | PrincipalKind::External => principal.subject.clone(),
         };
         let claims = Claims {
@@ -419,11 +252,11 @@ impl Auth {
             jti: b64(&random_bytes::<12>()),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))
+            .map_err(|e| AuthError::Internal(format!("signing a token: {e}")))
     }
 
     /// Issues an access token and a refresh token of a new family.
-    pub async fn issue(&self, principal: &Principal) -> Result<Issued, ApiError> {
+    pub async fn issue(&self, principal: &Principal) -> Result<Issued, AuthError> {
         let refresh_token = new_refresh_token();
         let now = now_millis();
         let record = crate::meta::RefreshToken {
@@ -443,32 +276,32 @@ impl Auth {
 
     /// `POST /v1/auth/token` with a username and password: 401 when wrong, 429 when the
     /// username has used up its failures (known or not, the answers are the same).
-    pub async fn login(&self, username: &str, password: &str) -> Result<Principal, ApiError> {
+    pub async fn login(&self, username: &str, password: &str) -> Result<Principal, AuthError> {
         let who = digest(username);
-        self.login_limit.attempt(&who, Instant::now()).map_err(ApiError::RateLimited)?;
+        self.login_limit.attempt(&who, Instant::now()).map_err(AuthError::RateLimited)?;
         let checked = self.check_password(username, password).await;
         match &checked {
             Ok(_) => self.login_limit.succeeded(&who),
-            Err(ApiError::Unauthorized(_)) => {}
+            Err(AuthError::Unauthorized(_)) => {}
             Err(_) => self.login_limit.uncount(&who),
         }
         checked
     }
 
-    async fn check_password(&self, username: &str, password: &str) -> Result<Principal, ApiError> {
+    async fn check_password(&self, username: &str, password: &str) -> Result<Principal, AuthError> {
         let user = self.store.user(username).await.map_err(meta)?;
         let phc = user.as_ref().map_or_else(|| self.decoy_hash.clone(), |u| u.password_hash.clone());
         let password = password.to_owned();
         let ok = self.passwords.run(move || verify_password(&password, &phc)).await?;
         match user {
             Some(u) if ok => Ok(Principal::user(&u)),
-            _ => Err(ApiError::Unauthorized("wrong username or password".to_owned())),
+            _ => Err(AuthError::Unauthorized("wrong username or password".to_owned())),
         }
     }
 
     /// `POST /v1/auth/refresh`: rotates the token and answers a new pair in the same family.
-    pub async fn refresh(&self, presented: &str) -> Result<Issued, ApiError> {
-        let invalid = || ApiError::Unauthorized("the refresh token is invalid, expired or revoked".to_owned());
+    pub async fn refresh(&self, presented: &str) -> Result<Issued, AuthError> {
+        let invalid = || AuthError::Unauthorized("the refresh token is invalid, expired or revoked".to_owned());
         if !presented.starts_with(REFRESH_PREFIX) {
             return Err(invalid());
         }
@@ -502,7 +335,7 @@ impl Auth {
     /// Who a refresh family belongs to: the user or the API key its name binds it to (see
     /// [`refresh_family`]), if they still exist. A family of an older format names neither: it is
     /// refused, so its holder logs in again.
-    async fn principal_for_refresh(&self, owner: &str, family: &str) -> Result<Option<Principal>, ApiError> {
+    async fn principal_for_refresh(&self, owner: &str, family: &str) -> Result<Option<Principal>, AuthError> {
         if let Some((id, _)) = family.strip_prefix("api_key:").and_then(|rest| rest.rsplit_once(':')) {
             return Ok(self.key_by_id(id).await?.filter(|g| g.owner == owner).map(|g| key_principal(&g)));
         }
@@ -521,14 +354,14 @@ impl Auth {
         Ok(None)
     }
 
-    pub async fn revoke(&self, presented: &str) -> Result<(), ApiError> {
+    pub async fn revoke(&self, presented: &str) -> Result<(), AuthError> {
         self.store.revoke_refresh_family(&digest(presented)).await.map_err(meta)?;
         Ok(())
     }
 
     /// The principal of a bearer token, or 401.
-    pub async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
-        let unauthorized = |why: &str| ApiError::Unauthorized(why.to_owned());
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let unauthorized = |why: &str| AuthError::Unauthorized(why.to_owned());
         if token.starts_with(API_KEY_PREFIX) {
             let grant =
                 self.key_by_digest(&digest(token)).await?.ok_or_else(|| unauthorized("unknown or revoked API key"))?;
@@ -562,8 +395,8 @@ impl Auth {
     /// Our own token: its subject must still exist, so deleting a user or key ends its tokens.
     /// A user is found by the immutable id in `sub`, so a token of a deleted user never works
     /// again, even for a later user of the same name; the role comes from the store.
-    async fn check_claims(&self, c: Claims) -> Result<Principal, ApiError> {
-        let gone = || ApiError::Unauthorized("the token's subject no longer exists".to_owned());
+    async fn check_claims(&self, c: Claims) -> Result<Principal, AuthError> {
+        let gone = || AuthError::Unauthorized("the token's subject no longer exists".to_owned());
         match c.kind {
             PrincipalKind::User => {
                 let (username, role) = self.user_by_id(&c.sub).await?.ok_or_else(gone)?;
@@ -581,18 +414,18 @@ impl Auth {
                 let grant = self.key_by_id(&c.sub).await?.ok_or_else(gone)?;
                 Ok(key_principal(&grant))
             }
-            PrincipalKind::External => Err(ApiError::Unauthorized("invalid token".to_owned())),
+            PrincipalKind::External => Err(AuthError::Unauthorized("invalid token".to_owned())),
         }
     }
 
     /// The name and role of the user with this id, from the cache or the store.
-    async fn user_by_id(&self, id: &str) -> Result<Option<(String, Role)>, ApiError> {
+    async fn user_by_id(&self, id: &str) -> Result<Option<(String, Role)>, AuthError> {
         let load = async { Ok(self.store.user_by_id(id).await.map_err(meta)?.map(|u| (u.username, u.role))) };
-        self.cached(|c| &mut c.users, id.to_owned(), load).await
+        self.cache.user(id, load).await
     }
 
     /// A key grants its owner's role only while the owner is the very user who created it.
-    async fn grant(&self, key: Option<ApiKey>) -> Result<Option<KeyGrant>, ApiError> {
+    async fn grant(&self, key: Option<ApiKey>) -> Result<Option<KeyGrant>, AuthError> {
         let Some(key) = key else { return Ok(None) };
         let owner = self.user_by_id(&key.owner_id).await?;
         let Some((_, owner_role)) = owner.filter(|(name, _)| *name == key.owner) else { return Ok(None) };
@@ -610,45 +443,18 @@ impl Auth {
         grant.filter(|g| g.expires_at.is_none_or(|at| at > now_millis()))
     }
 
-    async fn key_by_digest(&self, d: &Digest) -> Result<Option<KeyGrant>, ApiError> {
+    async fn key_by_digest(&self, d: &Digest) -> Result<Option<KeyGrant>, AuthError> {
         let load = async { self.grant(self.store.api_key_by_digest(d).await.map_err(meta)?).await };
-        Ok(Self::live(self.cached(|c| &mut c.keys_by_digest, *d, load).await?))
+        Ok(Self::live(self.cache.key_by_digest(d, load).await?))
     }
 
-    async fn key_by_id(&self, id: &str) -> Result<Option<KeyGrant>, ApiError> {
+    async fn key_by_id(&self, id: &str) -> Result<Option<KeyGrant>, AuthError> {
         let load = async { self.grant(self.store.api_key(id).await.map_err(meta)?).await };
-        Ok(Self::live(self.cached(|c| &mut c.keys_by_id, id.to_owned(), load).await?))
-    }
-
-    /// `key`'s entry in the cache `table` picks, or else what `load` answers, cached unless an
-    /// invalidation happened while it loaded (then it may describe what was just deleted).
-    async fn cached<K: std::hash::Hash + Eq, V: Clone>(
-        &self,
-        table: fn(&mut Caches) -> &mut HashMap<K, Cached<V>>,
-        key: K,
-        load: impl std::future::Future<Output = Result<V, ApiError>>,
-    ) -> Result<V, ApiError> {
-        let generation = {
-            let mut caches = self.caches();
-            if let Some(hit) = table(&mut caches).get(&key).and_then(|c| c.fresh(self.config.cache_ttl)) {
-                return Ok(hit);
-            }
-            caches.generation
-        };
-        let value = load.await?;
-        let mut caches = self.caches();
-        if caches.generation == generation {
-            let entries = table(&mut caches);
-            if entries.len() >= CACHE_MAX {
-                entries.clear();
-            }
-            entries.insert(key, Cached { value: value.clone(), at: Instant::now() });
-        }
-        Ok(value)
+        Ok(Self::live(self.cache.key_by_id(id, load).await?))
     }
 
     /// Creates a user; `Conflict` when the name is taken.
-    pub async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, ApiError> {
+    pub async fn create_user(&self, username: &str, password: &str, role: Role) -> Result<User, AuthError> {
         let password = password.to_owned();
         let password_hash = self.passwords.run(move || hash_password(&password)).await??;
         let user =
@@ -659,14 +465,14 @@ impl Auth {
     }
 
     /// Deletes a user with their keys and refresh tokens; their tokens stop working at once.
-    pub async fn delete_user(&self, username: &str) -> Result<bool, ApiError> {
+    pub async fn delete_user(&self, username: &str) -> Result<bool, AuthError> {
         let deleted = self.store.delete_user(username).await.map_err(meta)?;
         self.forget(&Invalidation::User(username.to_owned()));
         Ok(deleted)
     }
 
     /// Deletes a key; it stops working at once.
-    pub async fn delete_api_key(&self, id: &str) -> Result<bool, ApiError> {
+    pub async fn delete_api_key(&self, id: &str) -> Result<bool, AuthError> {
         let deleted = self.store.delete_api_key(id).await.map_err(meta)?;
         self.forget(&Invalidation::ApiKey(id.to_owned()));
         Ok(deleted)
@@ -674,28 +480,13 @@ impl Auth {
 
     /// Forgets what this node or another one changed, so a deletion takes effect at once.
     pub fn forget(&self, what: &Invalidation) {
-        let mut caches = self.caches();
-        caches.generation += 1;
-        match what {
-            Invalidation::User(_) => {
-                // Users are cached by id, and the notice names a username: drop them all (rare).
-                caches.users.clear();
-                // A deleted user's keys are gone too; drop every cached key rather than track owners.
-                caches.keys_by_digest.clear();
-                caches.keys_by_id.clear();
-            }
-            Invalidation::ApiKey(id) => {
-                caches.keys_by_id.remove(id);
-                caches.keys_by_digest.retain(|_, c| c.value.as_ref().is_none_or(|g| g.id != *id));
-            }
-            Invalidation::All => *caches = Caches { generation: caches.generation, ..Caches::default() },
-        }
+        self.cache.forget(what);
     }
 
     /// The API key named by an `api_key` login, as a principal.
-    pub async fn login_with_key(&self, key: &str) -> Result<Principal, ApiError> {
+    pub async fn login_with_key(&self, key: &str) -> Result<Principal, AuthError> {
         if !key.starts_with(API_KEY_PREFIX) {
-            return Err(ApiError::Unauthorized("not an API key".to_owned()));
+            return Err(AuthError::Unauthorized("not an API key".to_owned()));
         }
         self.authenticate(key).await
     }
@@ -715,94 +506,17 @@ fn key_principal(grant: &KeyGrant) -> Principal {
 /// A new refresh family, named after what it is bound to: `user:{user id}:{random}` for a
 /// password login, `api_key:{key id}:{random}` for an API key login (a refresh answers that key's
 /// scopes, and nothing once it is deleted). A refresh checks that this user or key still exists.
-fn refresh_family(principal: &Principal) -> Result<String, ApiError> {
+fn refresh_family(principal: &Principal) -> Result<String, AuthError> {
     let id = b64(&random_bytes::<12>());
     match (principal.kind, &principal.owner_id) {
         (PrincipalKind::ApiKey, _) => Ok(format!("api_key:{}:{id}", principal.subject)),
         (PrincipalKind::User, Some(user_id)) => Ok(format!("user:{user_id}:{id}")),
         (PrincipalKind::User, None) | (PrincipalKind::External, _) => {
-            Err(ApiError::Internal("only Depot users and API keys get refresh tokens".to_owned()))
+            Err(AuthError::Internal("only Depot users and API keys get refresh tokens".to_owned()))
         }
     }
 }
 
-/// A new user id: random, so never one a deleted user had.
-pub fn new_user_id() -> String {
-    format!("usr_{}", b64(&random_bytes::<12>()))
-}
-
 fn millis(d: Duration) -> Millis {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_have_their_prefix_and_differ() {
-        let (a, id_a) = new_api_key();
-        let (b, id_b) = new_api_key();
-        assert!(a.starts_with("dk_") && id_a.starts_with("key_"));
-        assert_ne!(a, b);
-        assert_ne!(id_a, id_b);
-        assert!(new_refresh_token().starts_with("drt_"));
-        assert_ne!(digest(&a), digest(&b));
-    }
-
-    #[test]
-    fn passwords_verify_only_with_the_right_one() {
-        let h = hash_password("correct horse").unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse", &h));
-        assert!(!verify_password("wrong", &h));
-        assert!(!verify_password("correct horse", "not a hash"));
-    }
-
-    #[test]
-    fn scopes_narrow_a_principal() {
-        let p = Principal {
-            subject: "k".into(),
-            kind: PrincipalKind::ApiKey,
-            role: Role::Admin,
-            scopes: Some(vec![Scope { stations: "orders*".into(), actions: vec![Action::Produce] }].into()),
-            owner: "admin".into(),
-            owner_id: Some("usr_x".into()),
-        };
-        assert!(p.allows(Action::Produce, "orders-eu"));
-        assert!(!p.allows(Action::Consume, "orders-eu"));
-        assert!(!p.allows(Action::Produce, "billing"));
-        assert!(p.sees("orders"));
-        assert!(!p.sees("billing"));
-        assert!(!p.is_admin(), "a scoped key of an admin is not an admin");
-    }
-
-    #[test]
-    fn who_may_scrape_metrics() {
-        let metrics = || Some(vec![Scope { stations: "*".into(), actions: vec![Action::Metrics] }].into());
-        let everything = || {
-            Some(
-                vec![Scope { stations: "*".into(), actions: vec![Action::Produce, Action::Consume, Action::Manage] }]
-                    .into(),
-            )
-        };
-        let p = |kind, role, scopes| Principal {
-            subject: "s".into(),
-            kind,
-            role,
-            scopes,
-            owner: "o".into(),
-            owner_id: None,
-        };
-        assert!(p(PrincipalKind::User, Role::Admin, None).may_scrape_metrics());
-        assert!(!p(PrincipalKind::User, Role::Member, None).may_scrape_metrics());
-        assert!(p(PrincipalKind::ApiKey, Role::Admin, metrics()).may_scrape_metrics());
-        assert!(!p(PrincipalKind::ApiKey, Role::Admin, everything()).may_scrape_metrics());
-        assert!(!p(PrincipalKind::ApiKey, Role::Member, metrics()).may_scrape_metrics(), "never beyond the owner");
-        assert!(p(PrincipalKind::External, Role::Member, metrics()).may_scrape_metrics());
-        assert!(!p(PrincipalKind::External, Role::Admin, everything()).may_scrape_metrics());
-        let scraper = p(PrincipalKind::ApiKey, Role::Admin, metrics());
-        assert!(!scraper.sees("orders"), "metrics grants nothing on stations");
-    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
+use super::AuthError;
 
 /// How long a password check waits for a free worker by default before answering 503.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
@@ -63,14 +63,14 @@ impl PasswordPool {
 
     /// Runs `work` on the blocking pool once a worker is free, or answers 503 `overloaded` when
     /// none frees up within the wait bound.
-    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
         let permit = if self.wait.is_zero() {
             Arc::clone(&self.permits).try_acquire_owned().ok()
         } else {
             tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned()).await.ok().and_then(Result::ok)
         };
         let Some(permit) = permit else {
-            return Err(ApiError::Overloaded("too many password checks at once; retry shortly".to_owned()));
+            return Err(AuthError::Overloaded("too many password checks at once; retry shortly".to_owned()));
         };
         let (running, peak) = (Arc::clone(&self.running), Arc::clone(&self.peak));
         tokio::task::spawn_blocking(move || {
@@ -83,7 +83,7 @@ impl PasswordPool {
             out
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("password work: {e}")))
+        .map_err(|e| AuthError::Internal(format!("password work: {e}")))
     }
 }
 
@@ -154,7 +154,7 @@ mod tests {
         };
         until("the worker is busy", || pool.running() == 1).await;
         match pool.run(|| ()).await {
-            Err(ApiError::Overloaded(_)) => {}
+            Err(AuthError::Overloaded(_)) => {}
             other => panic!("a full pool past its wait bound must be Overloaded, got {other:?}"),
         }
         gate.open();

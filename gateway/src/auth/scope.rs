@@ -1,7 +1,7 @@
 //! Station patterns of API-key scopes: a station name where `*` matches any run of characters
 //! (`orders*`, `*-eu`, `*`). Nothing else is special.
 
-use crate::error::ApiError;
+use super::AuthError;
 use crate::meta::{Action, Scope};
 
 /// Most scopes on one key, and the longest pattern: bounds the work of every check.
@@ -34,23 +34,23 @@ pub fn matches(pattern: &str, station: &str) -> bool {
 
 /// Validates the scopes of a new key: each pattern is a station name with optional `*`, and
 /// names at least one action.
-pub fn validate(scopes: &[Scope]) -> Result<(), ApiError> {
+pub fn validate(scopes: &[Scope]) -> Result<(), AuthError> {
     if scopes.is_empty() || scopes.len() > MAX_SCOPES {
-        return Err(ApiError::InvalidRequest(format!("a key needs 1-{MAX_SCOPES} scopes")));
+        return Err(AuthError::InvalidScopes(format!("a key needs 1-{MAX_SCOPES} scopes")));
     }
     for scope in scopes {
         let p = &scope.stations;
         let valid_chars = p.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-*".contains(&c));
         if p.is_empty() || p.len() > MAX_PATTERN || !valid_chars {
-            return Err(ApiError::InvalidRequest(format!(
+            return Err(AuthError::InvalidScopes(format!(
                 "scope pattern {p:?}: 1-{MAX_PATTERN} characters of a-z 0-9 . _ - and * wildcards"
             )));
         }
         if scope.actions.is_empty() {
-            return Err(ApiError::InvalidRequest(format!("scope {p:?} grants no action")));
+            return Err(AuthError::InvalidScopes(format!("scope {p:?} grants no action")));
         }
         if scope.actions.contains(&Action::Metrics) && p != "*" {
-            return Err(ApiError::InvalidRequest(format!(
+            return Err(AuthError::InvalidScopes(format!(
                 "scope {p:?}: the metrics action shows every station, so its scope must be \"*\""
             )));
         }

@@ -189,8 +189,13 @@ pub struct DeadLetterQuery {
     pub until: Option<Millis>,
     /// Resume after this (dead_at, id), as returned in [`Page::next`].
     pub after: Option<(Millis, u64)>,
+    /// Clamped to 1..=[`MAX_PAGE`].
     pub limit: u32,
 }
+
+/// The most rows one page of [`MetadataStore::dead_letters`] or [`MetadataStore::audit_log`]
+/// holds; larger limits are clamped to it.
+pub const MAX_PAGE: u32 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T> {

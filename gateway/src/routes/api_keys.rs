@@ -7,10 +7,10 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::Person;
 use crate::auth::{self, scope, Authorized};
+use crate::encoding::{self, rfc3339};
 use crate::error::{ApiError, Problem};
 use crate::meta::{Action, ApiKey, Scope};
-use crate::wire::{self, rfc3339};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(create_key).service(list_keys).service(delete_key);
@@ -104,7 +104,7 @@ impl From<&ApiKey> for KeyBody {
 async fn create_key(
     auth: Authorized<Person>,
     state: web::Data<AppState>,
-    body: wire::Json<NewKeyBody>,
+    body: encoding::Json<NewKeyBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     if body.name.is_empty() || body.name.chars().count() > MAX_KEY_NAME || body.name.chars().any(char::is_control) {
@@ -122,7 +122,7 @@ async fn create_key(
         return Err(ApiError::Forbidden("only an administrator may grant the metrics action".to_owned()));
     }
     let now = auth::now_millis();
-    let expires_at = body.expires_at.as_deref().map(|t| wire::parse_rfc3339("expires_at", t)).transpose()?;
+    let expires_at = body.expires_at.as_deref().map(|t| encoding::parse_rfc3339("expires_at", t)).transpose()?;
     if expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::InvalidRequest("expires_at must be in the future".to_owned()));
     }

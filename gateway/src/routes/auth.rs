@@ -6,9 +6,9 @@ use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Issued;
+use crate::encoding;
 use crate::error::{ApiError, Problem};
-use crate::wire;
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token).service(refresh).service(revoke);
@@ -110,14 +110,14 @@ impl From<Issued> for TokenResponse {
 async fn token(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: wire::Json<TokenRequest>,
+    body: encoding::Json<TokenRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
     let principal = match body.into_inner() {
         TokenRequest { username: Some(username), password: Some(password), api_key: None } => {
             let login = if username.len() > MAX_PASSWORD || password.len() > MAX_PASSWORD {
                 Err(ApiError::Unauthorized("wrong username or password".to_owned()))
             } else {
-                state.auth.login(&username, &password).await
+                state.auth.login(&username, &password).await.map_err(ApiError::from)
             };
             if let Err(e) = &login {
                 failed_login(&req, &state, &username, e);
@@ -143,7 +143,8 @@ fn failed_login(req: &HttpRequest, state: &AppState, username: &str, error: &Api
     crate::metrics::Metrics::add(counter, 1);
     let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let client_ip = state.limiter.client_ip(req.peer_addr(), xff);
-    let request_id = req.extensions().get::<crate::observe::RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+    let request_id =
+        req.extensions().get::<crate::middleware::observe::RequestId>().map(|id| id.0.clone()).unwrap_or_default();
     let username: String = username.chars().take(LOGGED_USERNAME).collect();
     tracing::warn!(%username, %client_ip, %request_id, "password login refused: {why}");
 }
@@ -164,7 +165,7 @@ fn failed_login(req: &HttpRequest, state: &AppState, username: &str, error: &Api
 #[post("/v1/auth/refresh")]
 async fn refresh(
     state: web::Data<AppState>,
-    body: wire::Json<RefreshRequest>,
+    body: encoding::Json<RefreshRequest>,
 ) -> Result<web::Json<TokenResponse>, ApiError> {
     Ok(web::Json(state.auth.refresh(&body.refresh_token).await?.into()))
 }
@@ -182,7 +183,7 @@ async fn refresh(
     security(())
 )]
 #[post("/v1/auth/revoke")]
-async fn revoke(state: web::Data<AppState>, body: wire::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
+async fn revoke(state: web::Data<AppState>, body: encoding::Json<RefreshRequest>) -> Result<HttpResponse, ApiError> {
     state.auth.revoke(&body.refresh_token).await?;
     Ok(HttpResponse::NoContent().finish())
 }

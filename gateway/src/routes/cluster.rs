@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::auth::extract::Admin;
+use crate::auth::extract::AdminInPerson;
 use crate::auth::Authorized;
+use crate::encoding;
 use crate::error::{ApiError, Problem};
-use crate::wire;
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(get_cluster).service(add_node).service(remove_node);
@@ -113,7 +113,7 @@ fn check_addr(what: &str, addr: &str) -> Result<(), ApiError> {
 /// The cluster as the node asked sees it: leader, term, and each member with its role.
 #[utoipa::path(tag = "cluster", responses((status = 200, body = ClusterBody)))]
 #[get("/v1/cluster")]
-async fn get_cluster(_auth: Authorized<Admin>, state: web::Data<AppState>) -> web::Json<ClusterBody> {
+async fn get_cluster(_auth: Authorized<AdminInPerson>, state: web::Data<AppState>) -> web::Json<ClusterBody> {
     web::Json(state.broker.cluster_view().await.into())
 }
 
@@ -132,9 +132,9 @@ async fn get_cluster(_auth: Authorized<Admin>, state: web::Data<AppState>) -> we
 )]
 #[post("/v1/cluster/nodes")]
 async fn add_node(
-    auth: Authorized<Admin>,
+    auth: Authorized<AdminInPerson>,
     state: web::Data<AppState>,
-    body: wire::Json<NewNodeBody>,
+    body: encoding::Json<NewNodeBody>,
 ) -> Result<web::Json<ClusterBody>, ApiError> {
     let body = body.into_inner();
     if body.id == 0 {
@@ -162,7 +162,7 @@ async fn add_node(
 )]
 #[delete("/v1/cluster/nodes/{id}")]
 async fn remove_node(
-    auth: Authorized<Admin>,
+    auth: Authorized<AdminInPerson>,
     state: web::Data<AppState>,
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {

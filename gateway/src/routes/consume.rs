@@ -11,9 +11,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::Consume;
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339, RenderedPayload};
 use crate::error::{check_name, ApiError, Problem};
-use crate::wire::{self, rfc3339, RenderedPayload};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(fetch).service(ack).service(nack).service(extend).service(dead_letter);
@@ -137,7 +137,7 @@ async fn fetch(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: wire::Json<FetchRequest>,
+    body: encoding::Json<FetchRequest>,
 ) -> Result<web::Json<FetchResult>, ApiError> {
     let (station, group) = names(path)?;
     let req = body.into_inner();
@@ -157,11 +157,11 @@ async fn fetch(
         .zip(fetched.messages)
         .zip(fetched.receipts)
         .map(|((d, m), receipt)| Message {
-            receipt: wire::encode_receipt(&receipt),
+            receipt: encoding::encode_receipt(&receipt),
             offset: m.offset,
             attempt: d.attempt,
             produced_at: rfc3339(m.produced_at),
-            payload: wire::render_payload(&m.content_type, &m.payload),
+            payload: encoding::render_payload(&m.content_type, &m.payload),
             content_type: m.content_type,
             headers: m.headers.into_iter().collect(),
         })
@@ -182,7 +182,7 @@ async fn settle(
     if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {
         return Err(ApiError::InvalidRequest(format!("give 1-{MAX_RECEIPTS} receipts, not {}", receipts.len())));
     }
-    let sealed: Vec<Vec<u8>> = receipts.iter().map(|r| wire::decode_receipt(r).unwrap_or_default()).collect();
+    let sealed: Vec<Vec<u8>> = receipts.iter().map(|r| encoding::decode_receipt(r).unwrap_or_default()).collect();
     let answered = state.broker.settle(&station, &group, &sealed, op).await?;
     let results = answered
         .into_iter()
@@ -212,7 +212,7 @@ async fn ack(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: wire::Json<ReceiptsRequest>,
+    body: encoding::Json<ReceiptsRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let answered = settle(&state, station, group, body.into_inner().receipts, SettleOp::Ack).await?;
@@ -242,12 +242,12 @@ async fn nack(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: wire::Json<NackRequest>,
+    body: encoding::Json<NackRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let NackRequest { receipts, delay_ms } = body.into_inner();
     let delay_ms = delay_ms.unwrap_or(0);
-    wire::check_delay("delay_ms", delay_ms, state.max_delay_ms)?;
+    encoding::check_delay("delay_ms", delay_ms, state.max_delay_ms)?;
     settle(&state, station, group, receipts, SettleOp::Nack { delay_ms }).await
 }
 
@@ -268,7 +268,7 @@ async fn extend(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: wire::Json<ExtendRequest>,
+    body: encoding::Json<ExtendRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let ExtendRequest { receipts, ack_wait_ms } = body.into_inner();
@@ -295,7 +295,7 @@ async fn dead_letter(
     _auth: Authorized<Consume>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: wire::Json<DeadLetterRequest>,
+    body: encoding::Json<DeadLetterRequest>,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     let (station, group) = names(path)?;
     let DeadLetterRequest { receipts, reason } = body.into_inner();

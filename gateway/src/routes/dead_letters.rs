@@ -8,9 +8,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::Manage;
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339, MessageBody};
 use crate::error::{check_name, ApiError, Problem};
-use crate::wire::{self, rfc3339, MessageBody};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(list_dead_letters).service(redrive).service(delete_dead_letter);
@@ -148,8 +148,8 @@ async fn list_dead_letters(
         check_name(g)?;
     }
     let reason = q.reason.as_deref().map(parse_reason).transpose()?;
-    let limit = wire::page_limit(q.limit)?;
-    let after = match wire::page_cursor(q.cursor.as_deref())? {
+    let limit = encoding::page_limit(q.limit)?;
+    let after = match encoding::page_cursor(q.cursor.as_deref())? {
         Some(c) => Some(
             c.parse::<u64>()
                 .map_err(|_| ApiError::InvalidRequest("cursor: not a cursor this server issued".to_owned()))?,
@@ -160,12 +160,12 @@ async fn list_dead_letters(
     let keep = |r: &DeadLetterRecord| group.is_none_or(|g| r.group == g) && reason.is_none_or(|want| r.reason == want);
     let page = state.broker.dead_letters(&station, after, limit, keep).await?;
     let next_cursor =
-        if page.more { page.records.last().map(|r| wire::encode_cursor(&r.id.to_string())) } else { None };
+        if page.more { page.records.last().map(|r| encoding::encode_cursor(&r.id.to_string())) } else { None };
     let include = q.include_payload.unwrap_or(false);
     let mut dead_letters = Vec::with_capacity(page.records.len());
     for r in page.records {
         let message = if include {
-            state.broker.message(&station, r.offset).await?.as_ref().map(wire::message_body)
+            state.broker.message(&station, r.offset).await?.as_ref().map(encoding::message_body)
         } else {
             None
         };
@@ -200,7 +200,7 @@ async fn redrive(
     auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: wire::Json<RedriveRequest>,
+    body: encoding::Json<RedriveRequest>,
 ) -> Result<web::Json<RedriveResult>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;

@@ -11,9 +11,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::{Manage, SeeStation};
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339};
 use crate::error::{check_name, ApiError, Problem};
-use crate::wire::{self, rfc3339};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(put_group).service(list_groups).service(get_group).service(delete_group).service(seek);
@@ -38,7 +38,7 @@ pub enum Start {
 }
 
 // Read by `StartVisitor`, not by an untagged derive: serde reads an untagged enum through a
-// buffer of its own, past `wire::from_json`'s rule that a whole-number float is an integer
+// buffer of its own, past `encoding::from_json`'s rule that a whole-number float is an integer
 // (`{"offset": 268435455.0}` was refused).
 impl<'de> Deserialize<'de> for Start {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Start, D::Error> {
@@ -128,7 +128,7 @@ pub(crate) fn document_backoff_bound(api: &mut utoipa::openapi::OpenApi) {
     if let Some(RefOr::T(Schema::Array(steps))) = input.properties.get_mut("backoff_ms") {
         if let ArrayItems::RefOrSchema(item) = &mut steps.items {
             if let RefOr::T(Schema::Object(step)) = item.as_mut() {
-                step.maximum = Some(utoipa::Number::UInt(crate::DEFAULT_MAX_DELAY_MS as usize));
+                step.maximum = Some(utoipa::Number::UInt(crate::state::DEFAULT_MAX_DELAY_MS as usize));
             }
         }
     }
@@ -137,14 +137,14 @@ pub(crate) fn document_backoff_bound(api: &mut utoipa::openapi::OpenApi) {
 impl GroupConfigInput {
     fn into_config(self, max_delay_ms: u64) -> Result<GroupConfig, ApiError> {
         for step in self.backoff_ms.iter().flatten() {
-            wire::check_delay("backoff_ms", *step, max_delay_ms)?;
+            encoding::check_delay("backoff_ms", *step, max_delay_ms)?;
         }
         let d = GroupConfig::default();
         let start = match self.start {
             None | Some(Start::Named(NamedStart::Earliest)) => StartPosition::Earliest,
             Some(Start::Named(NamedStart::Latest)) => StartPosition::Latest,
             Some(Start::Offset(o)) => StartPosition::Offset(o.offset),
-            Some(Start::Time(t)) => StartPosition::Time(wire::parse_rfc3339("start.time", &t.time)?),
+            Some(Start::Time(t)) => StartPosition::Time(encoding::parse_rfc3339("start.time", &t.time)?),
         };
         Ok(GroupConfig {
             start,
@@ -282,7 +282,7 @@ async fn put_group(
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
-    let input: GroupConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
+    let input: GroupConfigInput = encoding::optional_json(&encoding::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config(state.max_delay_ms)?;
     let put = state.broker.put_group(&station, &group, config).await?;
     let view = Group::from(put.value);
@@ -370,12 +370,12 @@ async fn seek(
     _auth: Authorized<Manage>,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    body: wire::Json<SeekRequest>,
+    body: encoding::Json<SeekRequest>,
 ) -> Result<web::Json<Group>, ApiError> {
     let (station, group) = names(path)?;
     let to = match body.into_inner() {
         SeekRequest { offset: Some(offset), time: None } => SeekTo::Offset(offset),
-        SeekRequest { offset: None, time: Some(time) } => SeekTo::Time(wire::parse_rfc3339("time", &time)?),
+        SeekRequest { offset: None, time: Some(time) } => SeekTo::Time(encoding::parse_rfc3339("time", &time)?),
         SeekRequest { .. } => return Err(ApiError::InvalidBody("give exactly one of offset and time".to_owned())),
     };
     Ok(web::Json(state.broker.seek(&station, &group, to).await?.into()))

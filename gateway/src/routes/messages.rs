@@ -5,16 +5,16 @@ use std::collections::BTreeMap;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use depot_broker::station::{ItemError, Millis, NewMessage};
+use depot_broker::station::{ItemError, Millis, NewMessage, MAX_IDEMPOTENCY_KEY_CHARS};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::Produce;
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339};
 use crate::error::{check_name, ApiError, Problem};
-use crate::wire::{self, rfc3339};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(produce).service(produce_batch);
@@ -24,7 +24,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
 pub const SINGLE_BODY_LIMIT: usize = 16 << 20;
 pub const BATCH_BODY_LIMIT: usize = 16 << 20;
 pub const BATCH_MAX_MESSAGES: usize = 1000;
-const MAX_IDEMPOTENCY_KEY: usize = 256;
 const HEADER_PREFIX: &str = "depot-header-";
 
 /// Raw bytes, stored as they arrive.
@@ -43,8 +42,8 @@ pub struct ProduceResult {
 
 fn idempotency_key(key: Option<String>) -> Result<Option<String>, ApiError> {
     match key {
-        Some(k) if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY => {
-            Err(ApiError::InvalidRequest(format!("idempotency key must be 1-{MAX_IDEMPOTENCY_KEY} characters")))
+        Some(k) if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => {
+            Err(ApiError::InvalidRequest(format!("idempotency key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} characters")))
         }
         other => Ok(other),
     }
@@ -110,13 +109,13 @@ async fn produce(
                 .trim()
                 .parse::<u64>()
                 .map_err(|_| ApiError::InvalidRequest("Depot-Delay must be a number of milliseconds".to_owned()))?;
-            wire::delay_until("Depot-Delay", now, ms, state.max_delay_ms)
+            encoding::delay_until("Depot-Delay", now, ms, state.max_delay_ms)
         })
         .transpose()?;
     let at = header_str(h, "depot-deliver-at")?
         .map(|at| {
-            let at = wire::parse_rfc3339("Depot-Deliver-At", at)?;
-            wire::check_deliver_at("Depot-Deliver-At", now, at, state.max_delay_ms)
+            let at = encoding::parse_rfc3339("Depot-Deliver-At", at)?;
+            encoding::check_deliver_at("Depot-Deliver-At", now, at, state.max_delay_ms)
         })
         .transpose()?;
     let deliver_at = delay.max(at);
@@ -131,7 +130,7 @@ async fn produce(
             headers.push((stored.to_owned(), value.to_owned()));
         }
     }
-    let payload = wire::read_body(&req, body, SINGLE_BODY_LIMIT).await?;
+    let payload = encoding::read_body(&req, body, SINGLE_BODY_LIMIT).await?;
     let message = NewMessage { content_type, headers, payload, idempotency_key: key, deliver_at };
     let result = state
         .broker
@@ -210,7 +209,7 @@ fn batch_item(m: BatchMessage, now: Millis, max_delay_ms: u64) -> Result<NewMess
         ),
         (None, Some(b64)) => (
             Bytes::from(
-                wire::decode_base64(&b64)
+                encoding::decode_base64(&b64)
                     .ok_or_else(|| ApiError::InvalidRequest("payload_base64 is not base64".to_owned()))?,
             ),
             "application/octet-stream",
@@ -223,7 +222,7 @@ fn batch_item(m: BatchMessage, now: Millis, max_delay_ms: u64) -> Result<NewMess
         headers,
         payload,
         idempotency_key: idempotency_key(m.idempotency_key)?,
-        deliver_at: m.delay_ms.map(|d| wire::delay_until("delay_ms", now, d, max_delay_ms)).transpose()?,
+        deliver_at: m.delay_ms.map(|d| encoding::delay_until("delay_ms", now, d, max_delay_ms)).transpose()?,
     })
 }
 
@@ -246,7 +245,7 @@ async fn produce_batch(
     _auth: Authorized<Produce>,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: wire::Json<BatchRequest>,
+    body: encoding::Json<BatchRequest>,
 ) -> Result<web::Json<BatchResult>, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;

@@ -7,7 +7,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::ScrapeMetrics;
 use crate::auth::Authorized;
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(livez).service(readyz).service(metrics).service(openapi_json);

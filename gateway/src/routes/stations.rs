@@ -8,9 +8,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::{Anyone, Manage, SeeStation};
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339};
 use crate::error::{check_name, ApiError, Problem};
-use crate::wire::{self, rfc3339};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(put_station).service(list_stations).service(get_station).service(delete_station);
@@ -240,7 +240,8 @@ async fn put_station(
 ) -> Result<HttpResponse, ApiError> {
     let station = path.into_inner();
     check_name(&station)?;
-    let input: StationConfigInput = wire::optional_json(&wire::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
+    let input: StationConfigInput =
+        encoding::optional_json(&encoding::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
     let config = input.into_config(state.voters())?;
     let put = state.broker.put_station(&station, config).await?;
     let view = Station::from(put.value);
@@ -262,8 +263,8 @@ async fn list_stations(
     state: web::Data<AppState>,
     query: web::Query<PageQuery>,
 ) -> Result<web::Json<StationList>, ApiError> {
-    let limit = wire::page_limit(query.limit)?;
-    let after = wire::page_cursor(query.cursor.as_deref())?;
+    let limit = encoding::page_limit(query.limit)?;
+    let after = encoding::page_cursor(query.cursor.as_deref())?;
     let mut views = state.broker.stations().await?;
     views.retain(|v| auth.principal.sees(&v.name));
     views.sort_by(|a, b| a.name.cmp(&b.name));
@@ -271,7 +272,7 @@ async fn list_stations(
         views.into_iter().filter(|v| after.as_ref().is_none_or(|a| v.name > *a)).take(limit + 1).collect();
     let next_cursor = if page.len() > limit {
         page.truncate(limit);
-        page.last().map(|v| wire::encode_cursor(&v.name))
+        page.last().map(|v| encoding::encode_cursor(&v.name))
     } else {
         None
     };

@@ -5,13 +5,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::auth::extract::Admin;
+use crate::auth::extract::AdminInPerson;
 use crate::auth::Authorized;
+use crate::encoding::{self, rfc3339};
 use crate::error::{ApiError, Problem};
 use crate::meta::{Role, User};
 use crate::routes::auth::MAX_PASSWORD;
-use crate::wire::{self, rfc3339};
-use crate::AppState;
+use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(create_user).service(list_users).service(delete_user);
@@ -77,9 +77,9 @@ pub fn check_username(name: &str) -> Result<(), ApiError> {
 )]
 #[post("/v1/users")]
 async fn create_user(
-    auth: Authorized<Admin>,
+    auth: Authorized<AdminInPerson>,
     state: web::Data<AppState>,
-    body: wire::Json<NewUserBody>,
+    body: encoding::Json<NewUserBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     check_username(&body.username)?;
@@ -96,7 +96,10 @@ async fn create_user(
 /// List users by name.
 #[utoipa::path(tag = "users", responses((status = 200, body = UserList)))]
 #[get("/v1/users")]
-async fn list_users(_auth: Authorized<Admin>, state: web::Data<AppState>) -> Result<web::Json<UserList>, ApiError> {
+async fn list_users(
+    _auth: Authorized<AdminInPerson>,
+    state: web::Data<AppState>,
+) -> Result<web::Json<UserList>, ApiError> {
     let users = state.auth.store().users().await?;
     Ok(web::Json(UserList { users: users.iter().map(UserBody::from).collect() }))
 }
@@ -113,7 +116,7 @@ async fn list_users(_auth: Authorized<Admin>, state: web::Data<AppState>) -> Res
 )]
 #[delete("/v1/users/{username}")]
 async fn delete_user(
-    auth: Authorized<Admin>,
+    auth: Authorized<AdminInPerson>,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {

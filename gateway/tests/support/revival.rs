@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
+use depot_gateway::auth::AuthError;
 use depot_gateway::auth::{self, Auth, AuthConfig};
-use depot_gateway::error::ApiError;
 use depot_gateway::meta::{Action, ApiKey, MetadataStore, Role, Scope};
 
-fn refused<T: std::fmt::Debug>(what: &str, outcome: Result<T, ApiError>) {
+fn refused<T: std::fmt::Debug>(what: &str, outcome: Result<T, AuthError>) {
     match outcome {
-        Err(ApiError::Unauthorized(_)) => {}
+        Err(AuthError::Unauthorized(_)) => {}
         other => panic!("{what} must be refused with 401 after carol was deleted and re-created, got {other:?}"),
     }
 }

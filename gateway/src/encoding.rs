@@ -209,7 +209,8 @@ pub fn declared_length(headers: &actix_web::http::header::HeaderMap) -> Option<u
 }
 
 fn body_read_timeout(req: &HttpRequest) -> Duration {
-    req.app_data::<web::Data<crate::AppState>>().map_or(crate::DEFAULT_BODY_READ_TIMEOUT, |s| s.body_read_timeout)
+    req.app_data::<web::Data<crate::state::AppState>>()
+        .map_or(crate::state::DEFAULT_BODY_READ_TIMEOUT, |s| s.body_read_timeout)
 }
 
 async fn read_stream<S>(payload: S, limit: usize, timeout: Duration) -> Result<Bytes, ApiError>

@@ -15,8 +15,14 @@ use depot_broker::disk::MinFree;
 use serde::Deserialize;
 
 use crate::auth::{AuthConfig, ExternalIssuer, MAX_LEEWAY_SECS};
-use crate::ratelimit::RateLimitConfig;
-use crate::GatewayConfig;
+use crate::meta::postgres::PoolOptions;
+use crate::rate_limit::RateLimitConfig;
+use crate::state::GatewayConfig;
+
+mod settings;
+
+pub use settings::{command as settings_command, help, Setting, SETTINGS};
+use settings::{setting, toml_text};
 
 /// Which command is starting: they differ only in defaults and in what they print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +31,16 @@ pub enum Mode {
     Dev,
     /// A production node.
     Serve,
+}
+
+impl Mode {
+    /// The command that starts a node in this mode.
+    pub fn command(self) -> &'static str {
+        match self {
+            Mode::Dev => "dev",
+            Mode::Serve => "serve",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -92,8 +108,14 @@ pub struct Config {
 pub const MAX_MAX_DELAY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 impl Config {
+    /// The defaults. Each comes from the module that owns the setting (the broker's options, the
+    /// Postgres pool, auth, the rate limiter), so it is defined once.
     pub fn defaults(mode: Mode) -> Config {
         let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        let broker = depot_broker::BrokerOptions::new("depot-data");
+        let pool = PoolOptions::default();
+        let auth = AuthConfig::with_secret(Vec::new());
+        let ip_limit = RateLimitConfig::default();
         Config {
             node_id: 1,
             listen: match mode {
@@ -105,389 +127,39 @@ impl Config {
                 Mode::Serve => any(6222),
             },
             peers: Vec::new(),
-            data_dir: PathBuf::from("depot-data"),
+            data_dir: broker.data_dir.clone(),
             disk_free_min: MinFree::Auto,
             max_open_files: depot_broker::open_files::DEFAULT_MAX_OPEN_FILES,
-            snapshot_every: 2_000,
-            segment_bytes: 64 << 20,
+            snapshot_every: broker.snapshot_every,
+            segment_bytes: broker.segment_bytes,
             metadata_url: None,
-            metadata_pool_size: 16,
-            metadata_timeout_ms: 5000,
+            metadata_pool_size: pool.max_size,
+            metadata_timeout_ms: pool.query_timeout.as_millis() as u64,
             cluster_secret: None,
             cluster_id: None,
             wait_for: None,
             jwt_secret: None,
-            jwt_issuer: "depot".to_owned(),
-            jwt_audience: "depot".to_owned(),
-            jwt_leeway: MAX_LEEWAY_SECS,
-            access_token_ttl: 15 * 60,
-            refresh_token_ttl: 30 * 24 * 3600,
-            credential_cache_ttl_ms: 30_000,
+            jwt_issuer: auth.issuer,
+            jwt_audience: auth.audience,
+            jwt_leeway: auth.leeway_secs,
+            access_token_ttl: auth.access_ttl.as_secs(),
+            refresh_token_ttl: auth.refresh_ttl.as_secs(),
+            credential_cache_ttl_ms: auth.cache_ttl.as_millis() as u64,
             external_issuers: Vec::new(),
             rate_limit: true,
-            rate_limit_ip_per_second: 1000,
-            rate_limit_ip_burst: 2000,
+            rate_limit_ip_per_second: ip_limit.requests,
+            rate_limit_ip_burst: ip_limit.burst,
             rate_limit_credential_per_second: 5000,
             rate_limit_credential_burst: 10000,
             trusted_proxies: Vec::new(),
-            max_delay_ms: crate::DEFAULT_MAX_DELAY_MS,
-            body_read_timeout_ms: crate::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
+            max_delay_ms: crate::state::DEFAULT_MAX_DELAY_MS,
+            body_read_timeout_ms: crate::state::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
         }
     }
 }
 
-/// One setting: its name, its help, how to show its value and how to set it from text.
-pub struct Setting {
-    pub name: &'static str,
-    pub help: &'static str,
-    show: fn(&Config) -> String,
-    set: fn(&mut Config, &str) -> Result<(), String>,
-}
-
-impl Setting {
-    pub fn flag(&self) -> String {
-        format!("--{}", self.name.replace('_', "-"))
-    }
-
-    pub fn env(&self) -> String {
-        format!("DEPOT_{}", self.name.to_uppercase())
-    }
-}
-
-fn parse<T: std::str::FromStr>(v: &str, what: &str) -> Result<T, String> {
-    v.trim().parse().map_err(|_| format!("{v:?} is not {what}"))
-}
-
-fn parse_bool(v: &str) -> Result<bool, String> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "on" | "1" | "yes" => Ok(true),
-        "false" | "off" | "0" | "no" => Ok(false),
-        _ => Err(format!("{v:?} is not on/off")),
-    }
-}
-
-fn non_empty(v: &str) -> Option<String> {
-    let v = v.trim();
-    (!v.is_empty()).then(|| v.to_owned())
-}
-
-fn parse_peers(v: &str) -> Result<Vec<(u64, String)>, String> {
-    let mut peers = Vec::new();
-    for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addr) = part.split_once('=').ok_or_else(|| format!("peer {part:?} is not id=host:port"))?;
-        let id: u64 = parse(id, "a node id")?;
-        if !addr.contains(':') {
-            return Err(format!("peer {part:?}: the address needs a port"));
-        }
-        peers.push((id, addr.trim().to_owned()));
-    }
-    Ok(peers)
-}
-
-fn show_opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "(unset)".to_owned(), ToString::to_string)
-}
-
-/// Every setting but the file-only `external_issuers`.
-pub const SETTINGS: &[Setting] = &[
-    Setting {
-        name: "node_id",
-        help: "Raft node id of this node",
-        show: |c| c.node_id.to_string(),
-        set: |c, v| {
-            c.node_id = parse(v, "a node id")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "listen",
-        help: "address of the public HTTP API",
-        show: |c| c.listen.to_string(),
-        set: |c, v| {
-            c.listen = parse(v, "an address like 0.0.0.0:4444")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "cluster_listen",
-        help: "address of Raft traffic between nodes (never the public API)",
-        show: |c| c.cluster_listen.to_string(),
-        set: |c, v| {
-            c.cluster_listen = parse(v, "an address like 0.0.0.0:6222")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "peers",
-        help: "every node of the cluster as id=host:port,...; unset: this node alone",
-        show: |c| c.peers.iter().map(|(id, a)| format!("{id}={a}")).collect::<Vec<_>>().join(","),
-        set: |c, v| {
-            c.peers = parse_peers(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "data_dir",
-        help: "directory of the logs, snapshots and embedded metadata",
-        show: |c| c.data_dir.display().to_string(),
-        set: |c, v| {
-            c.data_dir = PathBuf::from(v);
-            Ok(())
-        },
-    },
-    Setting {
-        name: "disk_free_min",
-        help: "free space the data dir's file system keeps: produce answers 507 storage_full below it (acks, deletes and snapshots still write) and /readyz 503; auto = 5%, at least 64 MiB, at most 1 GiB; or N%, a size such as 512MiB, or off",
-        show: |c| c.disk_free_min.to_string(),
-        set: |c, v| {
-            c.disk_free_min = MinFree::parse(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "max_open_files",
-        help: "station-log files (segments and directories) kept open at once across all stations; the least recently used are closed and reopened when needed; at most half the process's open-file limit is used",
-        show: |c| c.max_open_files.to_string(),
-        set: |c, v| {
-            c.max_open_files = parse(v, "a file count")?;
-            if c.max_open_files == 0 {
-                return Err("max_open_files must be at least 1".into());
-            }
-            Ok(())
-        },
-    },
-    Setting {
-        name: "snapshot_every",
-        help: "Raft entries between snapshots; each snapshot lets the Raft log be purged (1-10000000)",
-        show: |c| c.snapshot_every.to_string(),
-        set: |c, v| {
-            c.snapshot_every = parse(v, "a number of entries")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "segment_bytes",
-        help: "size of each segment file of the Raft log and the station logs, in bytes (65536-1073741824)",
-        show: |c| c.segment_bytes.to_string(),
-        set: |c, v| {
-            c.segment_bytes = parse(v, "a number of bytes")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "metadata_url",
-        help: "metadata store: postgres://... or sqlite:PATH; unset: <data_dir>/metadata.sqlite",
-        show: |c| show_opt(&c.metadata_url),
-        set: |c, v| {
-            c.metadata_url = non_empty(v);
-            Ok(())
-        },
-    },
-    Setting {
-        name: "metadata_pool_size",
-        help: "Postgres connections per node",
-        show: |c| c.metadata_pool_size.to_string(),
-        set: |c, v| {
-            c.metadata_pool_size = parse(v, "a connection count")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "metadata_timeout_ms",
-        help: "longest wait on Postgres for a connection or a query, in milliseconds",
-        show: |c| c.metadata_timeout_ms.to_string(),
-        set: |c, v| {
-            c.metadata_timeout_ms = parse(v, "milliseconds")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "cluster_secret",
-        help: "shared secret authenticating cluster traffic",
-        show: |c| c.cluster_secret.as_ref().map_or("(unset)", |_| "(set)").to_owned(),
-        set: |c, v| {
-            c.cluster_secret = non_empty(v);
-            Ok(())
-        },
-    },
-    Setting {
-        name: "cluster_id",
-        help: "the cluster this node belongs to: a data dir of another cluster is refused; unset: the data dir's own (random when new)",
-        show: |c| show_opt(&c.cluster_id),
-        set: |c, v| {
-            c.cluster_id = non_empty(v);
-            Ok(())
-        },
-    },
-    Setting {
-        name: "wait_for",
-        help: "the cluster goes active once this many members are up; unset: all peers",
-        show: |c| show_opt(&c.wait_for),
-        set: |c, v| {
-            c.wait_for = Some(parse(v, "a member count")?);
-            Ok(())
-        },
-    },
-    Setting {
-        name: "jwt_secret",
-        help: "HS256 secret of access tokens, at least 32 bytes; unset: derived from the cluster secret in a cluster, else generated into <data_dir>/jwt-secret",
-        show: |c| c.jwt_secret.as_ref().map_or("(generated)", |_| "(set)").to_owned(),
-        set: |c, v| {
-            c.jwt_secret = non_empty(v);
-            Ok(())
-        },
-    },
-    Setting {
-        name: "jwt_issuer",
-        help: "`iss` of access tokens",
-        show: |c| c.jwt_issuer.clone(),
-        set: |c, v| {
-            c.jwt_issuer = v.trim().to_owned();
-            Ok(())
-        },
-    },
-    Setting {
-        name: "jwt_audience",
-        help: "`aud` of access tokens",
-        show: |c| c.jwt_audience.clone(),
-        set: |c, v| {
-            c.jwt_audience = v.trim().to_owned();
-            Ok(())
-        },
-    },
-    Setting {
-        name: "jwt_leeway",
-        help: "seconds of clock skew tolerated on exp and nbf, at most 5",
-        show: |c| c.jwt_leeway.to_string(),
-        set: |c, v| {
-            c.jwt_leeway = parse(v, "seconds")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "access_token_ttl",
-        help: "seconds an access token lives",
-        show: |c| c.access_token_ttl.to_string(),
-        set: |c, v| {
-            c.access_token_ttl = parse(v, "seconds")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "refresh_token_ttl",
-        help: "seconds a refresh token lives",
-        show: |c| c.refresh_token_ttl.to_string(),
-        set: |c, v| {
-            c.refresh_token_ttl = parse(v, "seconds")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "credential_cache_ttl_ms",
-        help:
-            "milliseconds users and API keys are cached; when the metadata store is down, checks fail closed after it",
-        show: |c| c.credential_cache_ttl_ms.to_string(),
-        set: |c, v| {
-            c.credential_cache_ttl_ms = parse(v, "milliseconds")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "rate_limit",
-        help: "rate limiting on or off",
-        show: |c| if c.rate_limit { "on" } else { "off" }.to_owned(),
-        set: |c, v| {
-            c.rate_limit = parse_bool(v)?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "rate_limit_ip_per_second",
-        help: "requests per second per client IP, before authentication",
-        show: |c| c.rate_limit_ip_per_second.to_string(),
-        set: |c, v| {
-            c.rate_limit_ip_per_second = parse(v, "a rate")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "rate_limit_ip_burst",
-        help: "requests at once per client IP",
-        show: |c| c.rate_limit_ip_burst.to_string(),
-        set: |c, v| {
-            c.rate_limit_ip_burst = parse(v, "a count")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "rate_limit_credential_per_second",
-        help: "requests per second per credential (user, API key), after authentication",
-        show: |c| c.rate_limit_credential_per_second.to_string(),
-        set: |c, v| {
-            c.rate_limit_credential_per_second = parse(v, "a rate")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "rate_limit_credential_burst",
-        help: "requests at once per credential",
-        show: |c| c.rate_limit_credential_burst.to_string(),
-        set: |c, v| {
-            c.rate_limit_credential_burst = parse(v, "a count")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "trusted_proxies",
-        help: "comma-separated proxy IPs whose X-Forwarded-For is believed",
-        show: |c| c.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-        set: |c, v| {
-            c.trusted_proxies = v
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| parse(p, "an IP address"))
-                .collect::<Result<_, _>>()?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "max_delay_ms",
-        help: "the longest a message may be withheld (Depot-Delay, Depot-Deliver-At, delay_ms, backoff_ms), in milliseconds; longer is refused with 400",
-        show: |c| c.max_delay_ms.to_string(),
-        set: |c, v| {
-            c.max_delay_ms = parse(v, "milliseconds")?;
-            Ok(())
-        },
-    },
-    Setting {
-        name: "body_read_timeout_ms",
-        help: "milliseconds a request body may take to arrive; a slower one is answered 408",
-        show: |c| c.body_read_timeout_ms.to_string(),
-        set: |c, v| {
-            c.body_read_timeout_ms = parse(v, "milliseconds")?;
-            Ok(())
-        },
-    },
-];
-
-fn setting(name: &str) -> Option<&'static Setting> {
-    SETTINGS.iter().find(|s| s.name == name)
-}
-
-/// A TOML value as the text a flag would carry.
-fn toml_text(value: &toml::Value) -> Result<String, String> {
-    match value {
-        toml::Value::String(s) => Ok(s.clone()),
-        toml::Value::Integer(i) => Ok(i.to_string()),
-        toml::Value::Float(f) => Ok(f.to_string()),
-        toml::Value::Boolean(b) => Ok(b.to_string()),
-        toml::Value::Array(items) => items.iter().map(toml_text).collect::<Result<Vec<_>, _>>().map(|v| v.join(",")),
-        other => Err(format!("{} is not a value this setting takes", other.type_str())),
-    }
-}
-
-/// Where each layer comes from; tests pass their own environment.
+/// Where each layer comes from; tests pass their own environment. `args` is used by
+/// [`Config::load`] only.
 pub struct Sources<'a> {
     pub args: &'a [String],
     pub env: &'a dyn Fn(&str) -> Option<String>,
@@ -501,30 +173,27 @@ pub enum Loaded {
 }
 
 impl Config {
-    /// Layers defaults < file (`--config` or `DEPOT_CONFIG`) < env < flags, then validates.
+    /// Parses `sources.args` (a command's arguments, without the command) against the settings
+    /// table, then layers as [`Config::from_matches`] does.
     pub fn load(mode: Mode, sources: &Sources<'_>) -> Result<Loaded, String> {
-        let mut flags: Vec<(&'static Setting, String)> = Vec::new();
-        let mut file = (sources.env)("DEPOT_CONFIG").filter(|f| !f.is_empty());
-        let mut args = sources.args.iter();
-        while let Some(arg) = args.next() {
-            if arg == "-h" || arg == "--help" {
-                return Ok(Loaded::Help);
-            }
-            let (name, inline) = match arg.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_owned())),
-                None => (arg.as_str(), None),
-            };
-            let mut value = || inline.clone().or_else(|| args.next().cloned()).ok_or(format!("{name} needs a value"));
-            if name == "--config" {
-                file = Some(value()?);
-                continue;
-            }
-            let found = name
-                .strip_prefix("--")
-                .and_then(|n| setting(&n.replace('-', "_")))
-                .ok_or_else(|| format!("unknown argument {arg}; see --help"))?;
-            flags.push((found, value()?));
+        let command = settings::command(clap::Command::new(mode.command()).no_binary_name(true), mode);
+        match command.try_get_matches_from(sources.args) {
+            Ok(matches) => Config::from_matches(mode, &matches, sources).map(|c| Loaded::Config(Box::new(c))),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => Ok(Loaded::Help),
+            Err(e) => Err(e.to_string().trim_end().to_owned()),
         }
+    }
+
+    /// Layers defaults < file (`--config` or `DEPOT_CONFIG`) < env < flags, then validates.
+    /// `matches` are of a command built by [`settings::command`]; only the values given on the
+    /// command line are taken from it, the environment comes from `sources.env`.
+    pub fn from_matches(mode: Mode, matches: &clap::ArgMatches, sources: &Sources<'_>) -> Result<Config, String> {
+        let given = |id: &str| {
+            (matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+                .then(|| matches.get_one::<String>(id).cloned())
+                .flatten()
+        };
+        let file = given(settings::CONFIG_ARG).or_else(|| (sources.env)("DEPOT_CONFIG")).filter(|f| !f.is_empty());
         let mut config = Config::defaults(mode);
         if let Some(path) = file {
             let text = (sources.read_file)(&path)?;
@@ -535,11 +204,13 @@ impl Config {
                 (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.env()))?;
             }
         }
-        for (s, v) in flags {
-            (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.flag()))?;
+        for s in SETTINGS {
+            if let Some(v) = given(s.name) {
+                (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.flag()))?;
+            }
         }
         config.validate()?;
-        Ok(Loaded::Config(Box::new(config)))
+        Ok(config)
     }
 
     fn apply_toml(&mut self, text: &str) -> Result<(), String> {
@@ -636,8 +307,9 @@ impl Config {
         if !(60..=365 * 24 * 3600).contains(&self.refresh_token_ttl) {
             return Err("refresh_token_ttl must be 60 seconds to 365 days".to_owned());
         }
-        if self.credential_cache_ttl_ms > 300_000 {
-            return Err("credential_cache_ttl_ms must be at most 300000".to_owned());
+        let max_cache_ttl_ms = crate::auth::MAX_CACHE_TTL.as_millis();
+        if u128::from(self.credential_cache_ttl_ms) > max_cache_ttl_ms {
+            return Err(format!("credential_cache_ttl_ms must be at most {max_cache_ttl_ms}"));
         }
         let rates = [
             ("rate_limit_ip_per_second", self.rate_limit_ip_per_second),
@@ -747,9 +419,9 @@ impl Config {
     }
 
     /// The Postgres pool's settings.
-    pub fn pool_options(&self) -> crate::meta::postgres::PoolOptions {
+    pub fn pool_options(&self) -> PoolOptions {
         let timeout = Duration::from_millis(self.metadata_timeout_ms);
-        crate::meta::postgres::PoolOptions {
+        PoolOptions {
             max_size: self.metadata_pool_size,
             wait_timeout: timeout,
             create_timeout: timeout,
@@ -765,20 +437,6 @@ impl Config {
             None => self.data_dir.join("metadata.sqlite"),
         }
     }
-}
-
-/// `--help` of a command: every setting with its flag, env var and default.
-pub fn help(mode: Mode) -> String {
-    let defaults = Config::defaults(mode);
-    let mut out = String::from("settings (TOML file via --config FILE or DEPOT_CONFIG < DEPOT_* env < flags):\n");
-    for s in SETTINGS {
-        out.push_str(&format!("  {} ({})\n      {}; default {}\n", s.flag(), s.env(), s.help, (s.show)(&defaults)));
-    }
-    out.push_str(
-        "  DEPOT_ADMIN_PASSWORD (env only)\n      creates the user admin when the metadata store has no users\n\
-         file only: [[external_issuers]] algorithm = \"RS256\"|\"EdDSA\", public_key_pem, issuer, audience\n",
-    );
-    out
 }
 
 #[cfg(test)]
@@ -863,7 +521,7 @@ mod tests {
         let c = load(Mode::Serve, &["--metadata-url", "postgres://u@127.0.0.1/depot"], &[], None).unwrap();
         assert!(c.uses_postgres());
         let e = load(Mode::Serve, &["--listen"], &[], None).unwrap_err();
-        assert!(e.contains("needs a value"), "{e}");
+        assert!(e.contains("--listen") && e.contains("value"), "{e}");
         let e = load(Mode::Serve, &["--rate-limit-ip-burst", "0"], &[], None).unwrap_err();
         assert!(e.contains("rate_limit_ip_burst"), "{e}");
         let e = load(Mode::Serve, &["--max-delay-ms", "9223372036854775807"], &[], None).unwrap_err();

@@ -12,7 +12,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 use tracing::Instrument;
 
-use crate::AppState;
+use crate::state::AppState;
 
 pub const REQUEST_ID: &str = "x-request-id";
 

@@ -1,31 +1,40 @@
-//! Rate limiting: our own actix middleware over `governor` (actix-governor is GPL).
+//! Rate limits, free of HTTP: the keyed limiter over `governor` ([`RateLimiter`]) and a refusal
+//! by any limit ([`Limited`]: per client IP, per credential, per username at login), which the
+//! HTTP error renders as 429. A leaf: the middleware, auth, the state and the HTTP error all use
+//! it without importing one another.
 //!
 //! Requests are keyed by client IP (the TCP peer; `X-Forwarded-For` only when the peer is a
 //! configured trusted proxy), IPv6 by /64 so rotating addresses within one allocation shares a
-//! bucket. One limiter lives in [`crate::AppState`] and is shared by every worker. Its table is
-//! pruned by [`RateLimiter::prune`], which [`crate::run`] calls periodically, so memory stays
-//! bounded when keys rotate.
-//!
-//! Over quota: 429 `rate_limited` with `Retry-After` (whole seconds, rounded up) and the IETF
-//! draft (draft-ietf-httpapi-ratelimit-headers) structured fields
-//! `RateLimit-Policy: "ip";q=<burst>;w=<window secs>` and `RateLimit: "ip";r=0;t=<secs>`.
+//! bucket; after authentication, by credential.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::web;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::error::ApiError;
-use crate::AppState;
+/// Why a request was refused by a rate limit, for the 429 headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limited {
+    /// Which limit: `ip`, `credential` or `login`.
+    pub policy: &'static str,
+    /// Seconds until a request would pass, rounded up, at least 1.
+    pub retry_after: u64,
+    pub burst: u32,
+    /// Seconds for an empty bucket to refill completely, rounded up.
+    pub window: u64,
+}
 
-/// Paths never limited: probes must keep working under load.
-pub const EXEMPT_PATHS: [&str; 2] = ["/livez", "/readyz"];
+impl Limited {
+    pub fn policy_header(&self) -> String {
+        format!("\"{}\";q={};w={}", self.policy, self.burst, self.window)
+    }
+
+    pub fn ratelimit_header(&self) -> String {
+        format!("\"{}\";r=0;t={}", self.policy, self.retry_after)
+    }
+}
 
 /// The quota and how clients are identified.
 #[derive(Clone, Debug)]
@@ -80,28 +89,6 @@ impl RateKey {
                 RateKey::Ip(IpAddr::V6(Ipv6Addr::from(masked)))
             }
         }
-    }
-}
-
-/// Why a request was refused, for the 429 headers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limited {
-    /// Which limit: `ip` or `credential`.
-    pub policy: &'static str,
-    /// Seconds until a request would pass, rounded up, at least 1.
-    pub retry_after: u64,
-    pub burst: u32,
-    /// Seconds for an empty bucket to refill completely, rounded up.
-    pub window: u64,
-}
-
-impl Limited {
-    pub fn policy_header(&self) -> String {
-        format!("\"{}\";q={};w={}", self.policy, self.burst, self.window)
-    }
-
-    pub fn ratelimit_header(&self) -> String {
-        format!("\"{}\";r=0;t={}", self.policy, self.retry_after)
     }
 }
 
@@ -195,27 +182,4 @@ impl RateLimiter {
         self.limiter.shrink_to_fit();
         self.limiter.len()
     }
-}
-
-/// How often [`crate::run`] prunes the limiter.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(30);
-
-/// The middleware: answers 429 over quota, passes everything else on.
-pub async fn limit(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let limited = match req.app_data::<web::Data<AppState>>() {
-        Some(state) if !EXEMPT_PATHS.contains(&req.path()) => {
-            let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-            let key = state.limiter.key_for(req.peer_addr(), xff);
-            state.limiter.check(&key).err()
-        }
-        _ => None,
-    };
-    let Some(limited) = limited else {
-        return next.call(req).await.map(ServiceResponse::map_into_boxed_body);
-    };
-    let response = actix_web::ResponseError::error_response(&ApiError::RateLimited(limited));
-    Ok(req.into_response(response))
 }

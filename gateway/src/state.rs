@@ -1,0 +1,129 @@
+//! What every handler shares ([`AppState`]) and the gateway's own settings ([`GatewayConfig`]).
+//!
+//! This module sits below the routes, the middleware and the extractors, which all read the
+//! state; it imports none of them back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use depot_broker::Broker;
+
+use crate::auth::{self, Auth};
+use crate::meta;
+use crate::metrics::Metrics;
+use crate::rate_limit::{RateLimitConfig, RateLimiter};
+
+/// The longest a message may be withheld (`Depot-Delay`, `Depot-Deliver-At`, `delay_ms`,
+/// `backoff_ms`) by default: 365 days, in milliseconds.
+pub const DEFAULT_MAX_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// How long a request body may take to arrive, by default.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The gateway's own settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Per client IP, before authentication.
+    pub rate_limit: RateLimitConfig,
+    /// Per credential (user, API key, external subject), after authentication.
+    pub credential_rate_limit: RateLimitConfig,
+    /// Longer delays are refused (400), in milliseconds.
+    pub max_delay_ms: u64,
+    /// A body still arriving after this long is answered 408.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            rate_limit: RateLimitConfig::default(),
+            credential_rate_limit: RateLimitConfig::default(),
+            max_delay_ms: DEFAULT_MAX_DELAY_MS,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
+}
+
+/// What every handler shares. Cheap to clone; clones share the limiter and the metrics.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Broker,
+    pub auth: Arc<Auth>,
+    /// One limiter for every worker: building one per worker would multiply the quota.
+    pub limiter: Arc<RateLimiter>,
+    pub credential_limiter: Arc<RateLimiter>,
+    pub metrics: Arc<Metrics>,
+    /// Longer delays are refused (400), in milliseconds.
+    pub max_delay_ms: u64,
+    /// A body still arriving after this long is answered 408.
+    pub body_read_timeout: Duration,
+    /// The OpenAPI document as `/openapi.json` serves it; attached by the app builder, which
+    /// builds the routes the document describes.
+    pub(crate) openapi_json: web::Bytes,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub(crate) shutting_down: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(broker: Broker, auth: Arc<Auth>) -> AppState {
+        AppState::with_config(broker, auth, GatewayConfig::default())
+    }
+
+    pub fn with_config(broker: Broker, auth: Arc<Auth>, config: GatewayConfig) -> AppState {
+        AppState {
+            broker,
+            auth,
+            limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+            credential_limiter: Arc::new(RateLimiter::named("credential", config.credential_rate_limit)),
+            metrics: Arc::new(Metrics::default()),
+            max_delay_ms: config.max_delay_ms,
+            body_read_timeout: config.body_read_timeout,
+            openapi_json: web::Bytes::new(),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Records an admin action. A failure is logged, not answered: the action itself is done.
+    pub async fn audit(&self, actor: &auth::Principal, action: &str, target: &str, detail: serde_json::Value) {
+        let entry = meta::AuditEntry {
+            at: auth::now_millis(),
+            actor: actor.actor(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail,
+        };
+        if let Err(e) = self.auth.store().append_audit(&entry).await {
+            tracing::error!(error = %e, action, target, "audit log: entry not recorded");
+        }
+    }
+
+    /// Voting members of the cluster.
+    pub fn voters(&self) -> u8 {
+        self.broker.voters().min(u8::MAX as usize) as u8
+    }
+
+    /// `None` when the node can serve; otherwise why not.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Some("shutting down".to_owned());
+        }
+        if let Some(fault) = self.broker.storage_fault() {
+            return Some(format!("storage failure, rebuilding the Raft core from disk: {fault}"));
+        }
+        if !self.broker.has_leader() {
+            return Some("no Raft leader".to_owned());
+        }
+        if let Ok(space) = self.broker.disk_space() {
+            if space.low() {
+                return Some(format!(
+                    "storage full: {} bytes free in the data dir, below the watermark of {} bytes; new messages \
+                     are refused",
+                    space.free, space.min_free
+                ));
+            }
+        }
+        None
+    }
+}
