@@ -103,7 +103,7 @@ pub fn secret_proof(secret: &str) -> [u8; 32] {
 
 /// Equality whose running time does not depend on where the inputs differ.
 pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(&a[..], &b[..]).into()
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, BrokerError> {
