@@ -1,0 +1,212 @@
+//! Three brokers in one process, talking over the cluster transport on loopback: forwarding to
+//! the leader, a node that was away catching up from a snapshot after the leader purged its log,
+//! and the handshake refusing a wrong secret or another cluster.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use depot_broker::cluster::transport::{CallError, Credentials, Peers};
+use depot_broker::cluster::wire::{secret_proof, Call};
+use depot_broker::cluster::ClusterOptions;
+use depot_broker::station::{Command, GroupConfig, NewMessage, Outcome, ReceiptResult, SettleOp, StationConfig};
+use depot_broker::{Broker, BrokerOptions};
+
+const SECRET: &str = "cluster-test-secret-0123";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], depot_tests::ports::free_loopback_port()))
+}
+
+struct Layout {
+    addrs: Vec<SocketAddr>,
+}
+
+impl Layout {
+    fn new(n: usize) -> Layout {
+        Layout { addrs: (0..n).map(|_| free_addr()).collect() }
+    }
+
+    fn options(&self, dir: &Path, id: u64, snapshot_every: u64) -> BrokerOptions {
+        let mut opts = BrokerOptions::new(dir);
+        opts.node_id = id;
+        opts.cluster_id = Some("in-process".into());
+        opts.snapshot_every = snapshot_every;
+        opts.log_kept_after_snapshot = 0;
+        opts.cluster = Some(ClusterOptions {
+            listen: self.addrs[id as usize - 1],
+            secret: SECRET.into(),
+            peers: self.addrs.iter().enumerate().map(|(i, a)| (i as u64 + 1, a.to_string())).collect(),
+            api_addr: format!("api-{id}:1"),
+            wait_for: self.addrs.len(),
+        });
+        opts
+    }
+}
+
+async fn until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn message(i: usize) -> NewMessage {
+    NewMessage {
+        content_type: "text/plain".into(),
+        headers: Vec::new(),
+        payload: Bytes::from(format!("m{i}")),
+        idempotency_key: Some(format!("k{i}")),
+        deliver_at: None,
+    }
+}
+
+async fn open_all(layout: &Layout, dirs: &[tempfile::TempDir], snapshot_every: u64) -> Vec<Broker> {
+    let opens =
+        dirs.iter().enumerate().map(|(i, d)| Broker::open(layout.options(d.path(), i as u64 + 1, snapshot_every)));
+    futures_util::future::join_all(opens).await.into_iter().map(|b| b.unwrap()).collect()
+}
+
+async fn leader(brokers: &[Broker]) -> u64 {
+    until("a leader all nodes agree on", || {
+        let views: Vec<_> = brokers.iter().map(|b| b.has_leader()).collect();
+        views.iter().all(|v| *v).then_some(())
+    })
+    .await;
+    brokers[0].cluster_view().await.leader_id.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_forward_and_a_returning_node_catches_up_from_a_snapshot() {
+    let layout = Layout::new(3);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut brokers = open_all(&layout, &dirs, 20).await;
+    let leader_id = leader(&brokers).await;
+    let follower = brokers.iter().find(|b| b.node_id() != leader_id).unwrap().clone();
+    assert_eq!(follower.voters(), 3);
+
+    // Commands given to a follower run on the leader.
+    follower.submit(Command::PutStation { station: "s".into(), config: StationConfig::default() }).await.unwrap();
+    let applied = follower.submit(Command::Produce { station: "s".into(), messages: vec![message(0)] }).await.unwrap();
+    assert!(matches!(applied.outcome, Outcome::Produced(_)));
+
+    // Stop one follower, write enough for several snapshots (the leader purges its log), bring
+    // it back: it must install a snapshot and then see every message.
+    let away_index = brokers.iter().position(|b| b.node_id() != leader_id).unwrap();
+    let away = brokers.remove(away_index);
+    let away_id = away.node_id();
+    away.shutdown().await.unwrap();
+    drop(away);
+    let writer = brokers.iter().find(|b| b.node_id() != away_id).unwrap().clone();
+    for i in 1..200 {
+        writer.submit(Command::Produce { station: "s".into(), messages: vec![message(i)] }).await.unwrap();
+    }
+    let back = Broker::open(layout.options(dirs[away_index].path(), away_id, 20)).await.unwrap();
+    back.barrier().await.unwrap();
+    let snapshots = dirs[away_index].path().join("sm").join("snapshots");
+    let installed = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("installed-"));
+    assert!(installed, "the returning node caught up without installing a snapshot");
+    let view = back.station("s").unwrap();
+    assert_eq!(view.stats.next_offset, 200, "{view:?}");
+    for offset in [0u64, 57, 199] {
+        let m = back.message("s", offset).unwrap().unwrap();
+        assert_eq!(m.payload, Bytes::from(format!("m{offset}")));
+    }
+    // An idempotent retry through the returned node finds the original offset.
+    let again = back.submit(Command::Produce { station: "s".into(), messages: vec![message(57)] }).await.unwrap();
+    match again.outcome {
+        Outcome::Produced(r) => {
+            let r = r[0].as_ref().unwrap();
+            assert_eq!((r.offset, r.duplicate), (57, true));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    back.shutdown().await.unwrap();
+    for b in brokers {
+        b.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_handshake_refuses_a_wrong_secret_another_cluster_and_a_wrong_node() {
+    let layout = Layout::new(3);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let brokers = open_all(&layout, &dirs, 1000).await;
+    leader(&brokers).await;
+    let addr = layout.addrs[0].to_string();
+    let call = |credentials: Credentials, to: u64| {
+        let addr = addr.clone();
+        async move { Peers::new(credentials).call(to, &addr, Call::Status, Duration::from_secs(2)).await }
+    };
+    let me = |cluster: &str, secret: &str| Credentials {
+        cluster_id: cluster.into(),
+        node_id: 9,
+        proof: secret_proof(secret),
+    };
+    let e = call(me("in-process", "not-the-secret-at-all"), 1).await.unwrap_err();
+    assert!(matches!(&e, CallError::Unreachable(..)) && e.to_string().contains("wrong cluster secret"), "{e}");
+    let e = call(me("other-cluster", SECRET), 1).await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("other-cluster") && text.contains("in-process"), "both ids named: {text}");
+    let e = call(me("in-process", SECRET), 2).await.unwrap_err();
+    assert!(e.to_string().contains("this is node 1, not node 2"), "{e}");
+    assert!(call(me("in-process", SECRET), 1).await.is_ok());
+    for b in brokers {
+        b.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_sealed_on_one_node_settles_on_any_other_after_a_failover() {
+    let layout = Layout::new(3);
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut brokers = open_all(&layout, &dirs, 1000).await;
+    let leader_id = leader(&brokers).await;
+    let follower = brokers.iter().find(|b| b.node_id() != leader_id).unwrap().clone();
+    follower.submit(Command::PutStation { station: "s".into(), config: StationConfig::default() }).await.unwrap();
+    let group = Command::PutGroup { station: "s".into(), group: "g".into(), config: GroupConfig::default() };
+    follower.submit(group).await.unwrap();
+    let produce = Command::Produce { station: "s".into(), messages: vec![message(0), message(1), message(2)] };
+    follower.submit(produce).await.unwrap();
+
+    // Sealed on a follower (the key proposed through it), settled on the leader.
+    // (A long poll: the follower may not have applied the produce yet.)
+    let fetched = follower.fetch("s", "g", 3, None, WAIT).await.unwrap();
+    assert_eq!(fetched.receipts.len(), 3);
+    let key = follower.receipt_key().await.unwrap();
+    until("every node holding the one receipt key", || {
+        brokers.iter().all(|b| b.read(|s| s.receipt_key()) == Some(key)).then_some(())
+    })
+    .await;
+    let on_leader = brokers.iter().find(|b| b.node_id() == leader_id).unwrap().clone();
+    let results = on_leader.settle("s", "g", &fetched.receipts[..1], SettleOp::Ack).await.unwrap();
+    assert_eq!(results, vec![ReceiptResult::Ok]);
+
+    // The leader goes away; the node that neither sealed nor led settles the rest.
+    let old = brokers.remove(brokers.iter().position(|b| b.node_id() == leader_id).unwrap());
+    old.shutdown().await.unwrap();
+    drop(old);
+    let third = brokers.iter().find(|b| b.node_id() != follower.node_id()).unwrap().clone();
+    let deadline = Instant::now() + WAIT;
+    while third.cluster_view().await.leader_id.is_none_or(|id| id == leader_id) {
+        assert!(Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let results = third.settle("s", "g", &fetched.receipts[1..], SettleOp::Ack).await.unwrap();
+    assert_eq!(results, vec![ReceiptResult::Ok; 2]);
+    let results = third.settle("s", "g", &fetched.receipts[..1], SettleOp::Ack).await.unwrap();
+    assert_eq!(results, vec![ReceiptResult::Stale]);
+    for b in brokers {
+        b.shutdown().await.unwrap();
+    }
+}
