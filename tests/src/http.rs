@@ -60,8 +60,15 @@ impl From<std::io::Error> for Error {
 ///
 /// `Host: depot`; `Authorization: Bearer TOKEN` when a token is given; then `headers`.
 pub fn encode(method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut r = Vec::with_capacity(160 + path.len() + body.len());
-    let _ = write!(r, "{method} {path} HTTP/1.1\r\nHost: depot\r\nContent-Length: {}\r\n", body.len());
+    let mut r = head(method, path, token, headers, body.len());
+    r.extend_from_slice(body);
+    r
+}
+
+/// The head of a request whose body of `length` bytes is sent after it.
+fn head(method: &str, path: &str, token: Option<&str>, headers: &[(&str, &str)], length: usize) -> Vec<u8> {
+    let mut r = Vec::with_capacity(160 + path.len() + length);
+    let _ = write!(r, "{method} {path} HTTP/1.1\r\nHost: depot\r\nContent-Length: {length}\r\n");
     if let Some(token) = token {
         let _ = write!(r, "Authorization: Bearer {token}\r\n");
     }
@@ -69,7 +76,6 @@ pub fn encode(method: &str, path: &str, token: Option<&str>, headers: &[(&str, &
         let _ = write!(r, "{name}: {value}\r\n");
     }
     r.extend_from_slice(b"\r\n");
-    r.extend_from_slice(body);
     r
 }
 
@@ -277,8 +283,8 @@ pub fn request(
     let mut all = Vec::with_capacity(headers.len() + 1);
     all.push(("Connection", "close"));
     all.extend_from_slice(headers);
-    let bytes = encode(method, path, token, &all, &[]);
-    exchange(addr, &bytes, body, timeout).map_err(|e| match e {
+    let head = head(method, path, token, &all, body.len());
+    exchange(addr, &head, body, timeout).map_err(|e| match e {
         Error::Timeout => format!("{method} {path} on {addr}: no complete answer within {timeout:?}"),
         Error::Closed => format!("{method} {path} on {addr}: connection closed without an answer"),
         e => format!("{method} {path} on {addr}: {e}"),
@@ -467,5 +473,7 @@ mod tests {
             "POST /x HTTP/1.1\r\nHost: depot\r\nContent-Length: 2\r\nAuthorization: Bearer t\r\nContent-Type: a/b\r\n\r\nhi"
         );
         assert_eq!(count(b"\"ok\",\"ok\"", b"\"ok\""), 2);
+        let h = head("PUT", "/y", None, &[], 7);
+        assert_eq!(String::from_utf8(h).unwrap(), "PUT /y HTTP/1.1\r\nHost: depot\r\nContent-Length: 7\r\n\r\n");
     }
 }

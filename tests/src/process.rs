@@ -151,6 +151,21 @@ impl Server {
         Err(format!("{} did not stop within {within:?} of SIGTERM", self.name))
     }
 
+    /// Waits up to `within` for the process to end by itself: how it ended, `None` if it still
+    /// runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no drain, no clean-shutdown marker.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

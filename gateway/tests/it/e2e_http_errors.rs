@@ -4,58 +4,31 @@
 //! and none of it is logged at ERROR, only at WARN.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use depot_tests::process::dev_command;
 use serde_json::Value;
+
+use crate::e2e::{depot, Server};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Dev {
-    child: Child,
-    addr: SocketAddr,
+    server: Server,
     stderr: std::path::PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `depot dev` with its default log filter, JSON logs to a file.
 fn dev() -> Dev {
     let dir = tempfile::tempdir().unwrap();
     let stderr = dir.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_depot"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env_remove("DEPOT_LOG")
-        .env("DEPOT_LOG_FORMAT", "json")
-        .env("DEPOT_ADMIN_PASSWORD", "http-errors-password")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + DEADLINE;
-    let addr = loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("no address printed");
-        if let Some(rest) = line.strip_prefix("depot: listening on http://") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    Dev { child, addr, stderr, _dir: dir }
+    let mut command = dev_command(depot(), &[], &dir.path().join("data"), "http-errors-password");
+    command.env_remove("DEPOT_LOG").env("DEPOT_LOG_FORMAT", "json").stderr(std::fs::File::create(&stderr).unwrap());
+    let server = Server::start("depot dev", command, DEADLINE).unwrap_or_else(|e| panic!("{e}"));
+    Dev { server, stderr, _dir: dir }
 }
 
 /// Sends raw bytes and reads the answer until the server closes or the body is complete.
@@ -104,18 +77,18 @@ fn assert_problem((status, head, body): &(u16, String, Value), want: u16, code: 
 fn refused_heads_get_problems_and_are_logged_below_error() {
     let dev = dev();
     let long_uri = format!("GET /v1/stations?cursor={} HTTP/1.1\r\nHost: d\r\n\r\n", "a".repeat(10 * 1024));
-    assert_problem(&raw(dev.addr, long_uri.as_bytes()), 414, "uri_too_long");
+    assert_problem(&raw(dev.server.addr, long_uri.as_bytes()), 414, "uri_too_long");
     let big_headers: String = (0..40).map(|i| format!("X-Filler-{i}: {}\r\n", "b".repeat(2000))).collect();
     let request = format!("GET /v1/stations HTTP/1.1\r\nHost: d\r\n{big_headers}\r\n");
-    assert_problem(&raw(dev.addr, request.as_bytes()), 431, "header_fields_too_large");
+    assert_problem(&raw(dev.server.addr, request.as_bytes()), 431, "header_fields_too_large");
     // Below both limits: on to the route (401 without a token).
-    assert_problem(&raw(dev.addr, b"GET /v1/stations HTTP/1.1\r\nHost: d\r\n\r\n"), 401, "unauthorized");
+    assert_problem(&raw(dev.server.addr, b"GET /v1/stations HTTP/1.1\r\nHost: d\r\n\r\n"), 401, "unauthorized");
 
     // What actix refuses before any application code: its own status, no body to give.
-    let (status, head, _) = raw(dev.addr, b"NOT A REQUEST LINE\r\n\r\n");
+    let (status, head, _) = raw(dev.server.addr, b"NOT A REQUEST LINE\r\n\r\n");
     assert_eq!(status, 400, "{head}");
     let huge: String = (0..90).map(|i| format!("X-Filler-{i}: {}\r\n", "c".repeat(1600))).collect();
-    let (status, head, _) = raw(dev.addr, format!("GET / HTTP/1.1\r\nHost: d\r\n{huge}\r\n").as_bytes());
+    let (status, head, _) = raw(dev.server.addr, format!("GET / HTTP/1.1\r\nHost: d\r\n{huge}\r\n").as_bytes());
     assert_eq!(status, 431, "{head}");
 
     // Logged at WARN under depot::http, never at ERROR. Poll the log file until the WARN line

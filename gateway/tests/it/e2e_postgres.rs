@@ -8,29 +8,18 @@
 
 use depot_pgtest as pg;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::e2e::{eventually, send, Response};
+use crate::e2e::{depot, eventually, send, Response, Server};
 use serde_json::{json, Value};
 
 const PASSWORD: &str = "pg-admin-password";
 
+/// `depot serve`, with the admin's token once logged in.
 struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    token: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    server: Server,
 }
 
 /// Starts `depot serve` and logs in as admin.
@@ -38,60 +27,37 @@ fn serve(data_dir: &Path, url: &str, env: &[(&str, &str)]) -> Serve {
     let mut server = spawn(data_dir, url, env);
     let login = server.call(None, "POST", "/v1/auth/token", Some(json!({"username": "admin", "password": PASSWORD})));
     assert_eq!(login.status, 200, "{login:?}");
-    server.token = login.body["access_token"].as_str().unwrap().to_owned();
+    server.server.token = login.body["access_token"].as_str().unwrap().to_owned();
     server
 }
 
 /// Starts `depot serve` and waits for its address.
 fn spawn(data_dir: &Path, url: &str, env: &[(&str, &str)]) -> Serve {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_depot"));
+    let mut command = Command::new(depot());
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--metadata-url", url, "--data-dir"])
         .arg(data_dir)
         .env("DEPOT_LOG", "warn")
         .env("DEPOT_ADMIN_PASSWORD", PASSWORD)
         .env("DEPOT_RATE_LIMIT", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut server = Serve { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), token: String::new() };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("no address within 60 s");
-        if let Some(rest) = line.strip_prefix("depot: listening on http://") {
-            server.addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return server;
-        }
-    }
+        .stderr(Stdio::null())
+        .envs(env.iter().copied());
+    Serve { server: Server::start("depot serve", command, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}")) }
 }
 
 impl Serve {
     fn call(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> Response {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        send(self.addr, token, method, path, &[("Content-Type", "application/json")], &bytes)
+        send(self.server.addr, token, method, path, &[("Content-Type", "application/json")], &bytes)
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Response {
-        self.call(Some(&self.token), method, path, body)
+        self.call(Some(&self.server.token), method, path, body)
     }
 
     /// Waits for the process to end on its own (an aborting failpoint).
     fn wait_for_exit(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "depot did not stop at the failpoint");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(self.server.wait_exit(Duration::from_secs(30)).is_some(), "depot did not stop at the failpoint");
     }
 
     /// Produces `n` messages on a new station and dead-letters them all for group `g`.
@@ -192,7 +158,7 @@ fn postgres_down_keeps_the_data_path_and_fails_credentials_closed() {
     assert_eq!(depot.call(Some(&key), "PUT", "/v1/stations/load", None).status, 201);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producer = {
-        let (addr, key, stop) = (depot.addr, key.clone(), stop.clone());
+        let (addr, key, stop) = (depot.server.addr, key.clone(), stop.clone());
         std::thread::spawn(move || {
             let (mut acked, mut refused) = (0u64, 0u64);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
