@@ -28,8 +28,10 @@ use serde_json::json;
 
 mod cluster;
 mod http;
+mod load;
 mod meta;
 mod peers;
+mod sys;
 
 const KIB: usize = 1024;
 

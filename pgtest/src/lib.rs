@@ -15,7 +15,6 @@
 //! Missing binaries fail the test, naming the package to install; nothing is skipped.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
@@ -151,7 +150,7 @@ impl PgServer {
         // try a few.
         let mut last = String::new();
         for _ in 0..5 {
-            server.port = free_port()?;
+            server.port = depot_tests::ports::free_loopback_port();
             match server.start_again() {
                 Ok(()) => return Ok(server),
                 Err(e) => last = e,
@@ -356,39 +355,4 @@ fn id(args: &[&str]) -> Result<u32, String> {
         return Err(format!("id {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("id {args:?}: {e}"))
-}
-
-fn free_port() -> Result<u16, String> {
-    Ok(free_loopback_port())
-}
-
-/// A loopback port free right now, for a server a test starts (and may restart) on it.
-///
-/// Picked at random below the kernel's ephemeral range where it can, checked by binding, and
-/// never handed out twice by this process: a port from binding `127.0.0.1:0` lies in the
-/// ephemeral range, where the test's own outgoing connections can take it between the check
-/// and the server's bind.
-pub fn free_loopback_port() -> u16 {
-    static TAKEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
-        .unwrap_or(32768);
-    if low > 12_000 {
-        for _ in 0..1000 {
-            let port = 10_000 + rand::random::<u16>() % (low - 10_000);
-            if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-                taken.insert(port);
-                return port;
-            }
-        }
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
-        .port();
-    taken.insert(port);
-    port
 }

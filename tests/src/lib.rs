@@ -1,21 +1,28 @@
-//! Helpers shared by the cross-process tests.
+//! Depot's test kit, shared by the integration tests of every crate and by `depot-bench`:
+//!
+//! - [`ports`]: loopback ports for servers started on a known port;
+//! - [`process`]: servers as child processes (`depot dev` and others): started, awaited until
+//!   they print where they listen, signalled, killed on drop; polling with a deadline;
+//! - [`disk`]: a tmpfs of a chosen size, ballast, free space;
+//! - [`http`]: the HTTP/1.1 client (one-shot, blocking keep-alive and tokio keep-alive);
+//! - [`cluster`]: clusters of `depot serve` processes with a fault proxy on every link, a
+//!   randomized workload and a Jepsen-style checker of its history;
+//! - [`serial`]: heavy tests one at a time in a test binary;
+//! - [`crash`]: what the crash writer (`src/bin/crash-writer.rs`) produces.
+//!
+//! The kit starts the `depot` binary it is given and never links the gateway, so the gateway's
+//! own tests can use it without building the gateway twice. In-process helpers that need the
+//! gateway's types live with the gateway's tests.
 
-/// The payload the crash writer produces for message `id`: long enough to span several disk
-/// blocks sometimes, and derived from the id so a reader can check every byte.
-pub fn crash_payload(id: &str) -> Vec<u8> {
-    let seed = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    let len = 16 + (seed % 3000) as usize;
-    let mut out = Vec::with_capacity(len + id.len() + 1);
-    out.extend_from_slice(id.as_bytes());
-    out.push(b':');
-    let mut x = seed;
-    for _ in 0..len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.push(x as u8);
-    }
-    out
-}
+// A failed unwrap here fails the test (or benchmark) that called in, with its message.
+#![allow(clippy::unwrap_used)]
 
-pub const CRASH_STATION: &str = "crash";
+pub mod cluster;
+pub mod crash;
+pub mod disk;
+pub mod http;
+pub mod ports;
+pub mod process;
+pub mod serial;
+
+pub use crash::{crash_payload, CRASH_STATION};

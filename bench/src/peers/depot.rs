@@ -1,4 +1,4 @@
-//! Depot over HTTP/1.1: the release `depot dev` and the keep-alive client of [`crate::http`].
+//! Depot over HTTP/1.1: the release `depot dev` and the keep-alive client of [`crate::load`].
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,10 +9,11 @@ use anyhow::{bail, Context};
 use serde_json::json;
 
 use depot_pgtest::{Durability, PgServer};
+use depot_tests::http::{find, AsyncConn as Conn};
+use depot_tests::process::Server;
 
 use super::{e2e_us, epoch, Cfg, Pacer, Sample, Target, BATCH, KIB, W6};
-use crate::cluster::Cluster;
-use crate::http::{self, expect, find, load, load_until, request, Conn, Outcome, Server, Work};
+use crate::load::{self, batch_body, expect, expect_at, load, load_until, request, token, Outcome, Work};
 
 fn sample(o: Outcome) -> Sample {
     let mut s = Sample::new(o.messages, o.seconds, o.latencies_us);
@@ -25,11 +26,10 @@ fn sample(o: Outcome) -> Sample {
 
 pub(crate) fn run(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path) -> anyhow::Result<Target> {
     std::fs::create_dir_all(dir)?;
-    let server = http::start_depot(rt, dir)?;
-    let version = format!("this tree, commit {}", super::output("git", &["rev-parse", "--short", "HEAD"]));
+    let server = load::start_depot(rt, dir)?;
+    let version = format!("this tree, commit {}", crate::sys::output("git", &["rev-parse", "--short", "HEAD"]));
     let mut t = Target::new("Depot", version, "Depot", "fsync before ack");
-    let tok = server.token.clone();
-    let tok = tok.as_deref();
+    let tok = token(&server);
     rt.block_on(async {
         let short = json!({"retention": {"max_bytes": 512u64 << 20}});
         for station in ["w1", "w2", "w3"] {
@@ -40,11 +40,12 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path) -> anyhow
         }
         expect(&server, "PUT", "/v1/stations/w5/consumer-groups/g", json!({"start": "earliest"}), &[200, 201]).await
     })?;
-    t.record(0, load(rt, &server, single(tok, "w1"), 1, cfg.warmup, cfg.duration).map(sample));
-    w2_w3(rt, &server, cfg, &mut t, 1, (cfg.warmup, cfg.duration));
+    let at = load::Target::of(&server);
+    t.record(0, load(rt, at, single(tok, "w1"), 1, cfg.warmup, cfg.duration).map(sample));
+    w2_w3(rt, at, tok, cfg, &mut t, 1, (cfg.warmup, cfg.duration));
     t.record(3, drain(rt, &server, cfg, &batch(tok, "w4")));
     t.record(4, e2e(rt, &server, cfg));
-    server.stop()?;
+    load::stop(server, &dir.join("depot.log"))?;
     Ok(t)
 }
 
@@ -57,20 +58,21 @@ fn single(tok: Option<&str>, station: &str) -> Work {
 
 /// A batch of 100 × 1 KiB (base64) to `station`.
 fn batch(tok: Option<&str>, station: &str) -> Arc<Vec<u8>> {
-    let body = http::batch_body("base64");
+    let body = batch_body("base64");
     Arc::new(request("POST", &format!("/v1/stations/{station}/messages/batch"), tok, "application/json", &body))
 }
 
-/// W2 (stations `w2`) and W3 (`w3`) against `server`, recorded as workloads `at` and `at + 1`.
+/// W2 (stations `w2`) and W3 (`w3`) against `server` as `tok`, recorded as workloads `at` and
+/// `at + 1`.
 fn w2_w3(
     rt: &tokio::runtime::Runtime,
-    server: &Server,
+    server: load::Target,
+    tok: Option<&str>,
     cfg: &Cfg,
     t: &mut Target,
     at: usize,
     time: (Duration, Duration),
 ) {
-    let tok = server.token.as_deref();
     t.record(at, load(rt, server, single(tok, "w2"), cfg.single_conns, time.0, time.1).map(sample));
     let w3 = Work::Fixed { request: batch(tok, "w3"), ok: 200, items: BATCH as u64, offsets: true };
     t.record(at + 1, load(rt, server, w3, cfg.batch_conns, time.0, time.1).map(sample));
@@ -82,23 +84,25 @@ pub(crate) fn cluster(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path, t: &m
     let pg = PgServer::try_start_with(Durability::Full).map_err(|e| anyhow::anyhow!(e))?;
     let metadata_url = rt.block_on(pg.database());
     std::fs::create_dir_all(dir)?;
-    let mut cluster = Cluster::new(dir, metadata_url)?;
-    let outcome = cluster.start(rt).and_then(|()| {
-        let leader = cluster.wait_leader(rt, Duration::from_secs(30))?;
-        let server = cluster.server(leader)?;
+    let mut cluster = crate::cluster::start(dir, metadata_url)?;
+    let outcome = (|| {
+        let leader = crate::cluster::wait_leader(&cluster, Duration::from_secs(30))?;
+        let server = crate::cluster::target(&cluster, leader)?;
+        let tok = Some(cluster.token());
         eprintln!("  leader: node {leader} ({})", server.addr);
         let station = json!({"replicas": 3, "retention": {"max_bytes": 512u64 << 20}});
         rt.block_on(async {
             for name in ["w2", "w3"] {
-                expect(server, "PUT", &format!("/v1/stations/{name}"), station.clone(), &[200, 201]).await?;
+                expect_at(server.addr, tok, "PUT", &format!("/v1/stations/{name}"), station.clone(), &[200, 201])
+                    .await?;
             }
             Ok::<_, anyhow::Error>(())
         })?;
-        w2_w3(rt, server, cfg, t, W6, (cfg.cluster_warmup, cfg.cluster_duration));
+        w2_w3(rt, server, tok, cfg, t, W6, (cfg.cluster_warmup, cfg.cluster_duration));
         Ok(())
-    });
+    })();
     // The nodes first (their drop kills any left), then Postgres (its drop removes its dir).
-    cluster.stop();
+    crate::cluster::stop(&mut cluster);
     drop(cluster);
     drop(pg);
     outcome
@@ -106,12 +110,12 @@ pub(crate) fn cluster(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path, t: &m
 
 /// W4: fill `w4`, let the fill reach the disk, then drain it with 16 consumers of fetch 100 + ack.
 fn drain(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg, fill: &Arc<Vec<u8>>) -> anyhow::Result<Sample> {
-    let filled = load_until(rt, server, fill, 16, cfg.drain)?;
+    let filled = load_until(rt, load::Target::of(server), fill, 16, cfg.drain)?;
     eprintln!("    filled w4 with {filled} messages");
     let _ = std::process::Command::new("sync").status();
     let group = "/v1/stations/w4/consumer-groups/g";
     rt.block_on(expect(server, "PUT", group, json!({"start": "earliest"}), &[200, 201]))?;
-    let tok = server.token.as_deref();
+    let tok = token(server);
     let work = Work::FetchAck {
         fetch: Arc::new(request(
             "POST",
@@ -121,9 +125,9 @@ fn drain(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg, fill: &Arc<Ve
             br#"{"max_messages":100}"#,
         )),
         ack_path: Arc::new(format!("{group}/ack")),
-        token: server.token.clone().map(Arc::new),
+        token: tok.map(|t| Arc::new(t.to_owned())),
     };
-    let mut s = sample(load(rt, server, work, 16, Duration::ZERO, Duration::from_secs(300))?);
+    let mut s = sample(load(rt, load::Target::of(server), work, 16, Duration::ZERO, Duration::from_secs(300))?);
     if s.messages < filled {
         s.note = Some(format!("drained {} of {filled}", s.messages));
     }
@@ -137,7 +141,7 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
     const PRODUCERS: usize = 64;
     const CONSUMERS: usize = 2;
     let addr = server.addr;
-    let token = server.token.clone();
+    let token = token(server).map(str::to_owned);
     rt.block_on(async {
         let sent = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));

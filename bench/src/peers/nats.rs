@@ -56,7 +56,7 @@ impl Op for Batch {
 
 fn binary() -> anyhow::Result<(std::path::PathBuf, String)> {
     let bin = super::program("DEPOT_BENCH_NATS_SERVER", &["/var/tmp/depot-peers/venv/bin/nats-server", "nats-server"])?;
-    let version = super::output(&bin.display().to_string(), &["--version"]);
+    let version = crate::sys::output(&bin.display().to_string(), &["--version"]);
     Ok((bin, version))
 }
 
@@ -166,7 +166,7 @@ pub(crate) fn cluster(
     t: &mut Target,
 ) -> anyhow::Result<()> {
     let (bin, _) = binary()?;
-    let routes: Vec<u16> = (0..3).map(|_| super::free_port()).collect::<anyhow::Result<_>>()?;
+    let routes: Vec<u16> = (0..3).map(|_| depot_tests::ports::free_loopback_port()).collect();
     let mut servers = Vec::new();
     let mut urls = Vec::new();
     // Started one after the other: each waits only for its own readiness, not for the routes.

@@ -108,12 +108,12 @@ impl Home {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("enabled_plugins"), "[].\n")?;
         let cookie = dir.join(".erlang.cookie");
-        std::fs::write(&cookie, format!("DEPOTBENCH{:016X}", crate::http::random_u64()))?;
+        std::fs::write(&cookie, format!("DEPOTBENCH{:016X}", crate::sys::random_u64()))?;
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))?;
         }
-        Ok(Home { dir: dir.to_owned(), epmd: super::free_port()? })
+        Ok(Home { dir: dir.to_owned(), epmd: depot_tests::ports::free_loopback_port() })
     }
 
     /// Starts node `name` in `dir` (under this home) with AMQP on `amqp` and `conf` appended to
@@ -129,7 +129,7 @@ impl Home {
             .env("RABBITMQ_NODENAME", name)
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_NODE_PORT", amqp.to_string())
-            .env("RABBITMQ_DIST_PORT", super::free_port()?.to_string())
+            .env("RABBITMQ_DIST_PORT", depot_tests::ports::free_loopback_port().to_string())
             .env("ERL_EPMD_PORT", self.epmd.to_string())
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
@@ -181,12 +181,12 @@ fn binary() -> anyhow::Result<std::path::PathBuf> {
 pub(crate) fn run(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path) -> anyhow::Result<Vec<Target>> {
     let bin = binary()?;
     let version = {
-        let v = super::output("dpkg-query", &["-W", "-f", "${Version}", "rabbitmq-server"]);
-        let erl = super::output("dpkg-query", &["-W", "-f", "${Version}", "erlang-base"]);
+        let v = crate::sys::output("dpkg-query", &["-W", "-f", "${Version}", "rabbitmq-server"]);
+        let erl = crate::sys::output("dpkg-query", &["-W", "-f", "${Version}", "erlang-base"]);
         format!("{} (Debian), Erlang {}", v.lines().next().unwrap_or("?"), erl.lines().next().unwrap_or("?"))
     };
     let home = Home::new(dir)?;
-    let amqp = super::free_port()?;
+    let amqp = depot_tests::ports::free_loopback_port();
     let node = format!("depotbench{}@localhost", std::process::id());
     let mut server = home.node(&bin, &node, dir, amqp, "")?;
     server.on_stop = Some(home.stop_epmd());
@@ -290,7 +290,7 @@ pub(crate) fn cluster(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path, t: &m
     let mut nodes = Vec::new();
     let mut ports = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let amqp = super::free_port()?;
+        let amqp = depot_tests::ports::free_loopback_port();
         match home.node(&bin, name, &dir.join(format!("n{}", i + 1)), amqp, &discovery) {
             Ok(p) => nodes.push(p),
             Err(e) => {
@@ -338,7 +338,7 @@ pub(crate) fn cluster(rt: &tokio::runtime::Runtime, cfg: &Cfg, dir: &Path, t: &m
             let _ = conn.close(200, "done".into()).await;
             r
         })?;
-        let members = super::output(
+        let members = crate::sys::output(
             "env",
             &[
                 &format!("HOME={}", home.dir.display()),

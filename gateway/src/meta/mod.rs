@@ -3,7 +3,8 @@
 //!
 //! [`MetadataStore`] is the small trait every backend implements: [`sqlite::SqliteStore`] (one
 //! file in the data dir, the single-node default) and [`postgres::PostgresStore`] (shared by the
-//! nodes of a cluster). Both must pass [`conformance::run`]. The store holds no secrets in clear:
+//! nodes of a cluster). Both must pass the conformance suite of the gateway's integration tests
+//! (`tests/it/meta/conformance.rs`). The store holds no secrets in clear:
 //! API keys and refresh tokens are stored as SHA-256 digests (they are 256-bit random strings, so a
 //! fast hash is enough), and passwords as argon2 PHC strings computed by the caller.
 //!
@@ -12,7 +13,6 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub mod conformance;
 pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
@@ -214,7 +214,8 @@ pub enum Invalidation {
     All,
 }
 
-/// Every backend implements this; [`conformance::run`] checks the contract.
+/// Every backend implements this; the conformance suite (`tests/it/meta/conformance.rs`) checks
+/// the contract.
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Cheap round trip to the backend (for /readyz).

@@ -2,7 +2,6 @@
 
 use utoipa_actix_web::service_config::ServiceConfig;
 
-
 pub mod api_keys;
 pub mod auth;
 pub mod cluster;

@@ -1,0 +1,37 @@
+//! The gateway's integration tests, one binary: one module per scenario (named as the file),
+//! and the harnesses they share, compiled once. In-process tests build the app from the
+//! library (`common`); end-to-end ones run the `depot` binary through the test kit
+//! (`depot-tests`: `e2e`, `cluster`). Heavy tests hold `depot_tests::serial::Heavy`, so at most
+//! one of them runs at a time beside the light ones.
+
+#![allow(clippy::unwrap_used)]
+
+mod cluster;
+mod common;
+mod e2e;
+mod meta;
+
+mod auth;
+mod cluster_failover;
+mod cluster_jepsen;
+mod cluster_power_cut;
+mod consume;
+mod dev_binary;
+mod disk_full;
+mod e2e_auth;
+mod e2e_delivery;
+mod e2e_http_errors;
+mod e2e_inspect;
+mod e2e_postgres;
+mod http_wire;
+mod many_stations;
+mod messages;
+mod meta_postgres;
+mod meta_sqlite;
+mod observability;
+mod open_files;
+mod openapi;
+mod outbox;
+mod power_cut;
+mod stations;
+mod token_errors;

@@ -1,0 +1,211 @@
+//! Rate limits, /metrics and request ids.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::common::*;
+use actix_web::test;
+use depot_gateway::ratelimit::{RateKey, RateLimitConfig, RateLimiter};
+use depot_gateway::{app, GatewayConfig};
+use serde_json::json;
+
+fn peer(ip: &str) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), 40000)
+}
+
+/// Two requests per hour, so nothing refills during a test.
+fn tiny(trusted: &[&str]) -> GatewayConfig {
+    GatewayConfig {
+        rate_limit: RateLimitConfig {
+            enabled: true,
+            requests: 1,
+            period: Duration::from_secs(3600),
+            burst: 2,
+            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+        },
+        ..GatewayConfig::default()
+    }
+}
+
+#[actix_web::test]
+async fn over_the_burst_is_429_with_headers() {
+    let n = node().await;
+    let app = test::init_service(app(n.state_with(tiny(&[])))).await;
+    for _ in 0..2 {
+        send(&app, get("/v1/stations").peer_addr(peer("10.0.0.1"))).await.ok(200);
+    }
+    let r = send(&app, get("/v1/stations").peer_addr(peer("10.0.0.1"))).await;
+    r.problem(429, "rate_limited");
+    let retry: u64 = r.headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((3000..=3600).contains(&retry), "{retry}");
+    assert_eq!(r.headers.get("ratelimit-policy").unwrap(), "\"ip\";q=2;w=7200");
+    assert_eq!(r.headers.get("ratelimit").unwrap().to_str().unwrap(), format!("\"ip\";r=0;t={retry}"));
+    assert!(r.headers.get("x-request-id").is_some());
+
+    // Probes are exempt.
+    for _ in 0..5 {
+        send(&app, get("/livez").peer_addr(peer("10.0.0.1"))).await.ok(200);
+    }
+    // Another client has its own bucket.
+    send(&app, get("/v1/stations").peer_addr(peer("10.0.0.2"))).await.ok(200);
+    // The 429 is counted.
+    let m = send(&app, get("/metrics").peer_addr(peer("10.0.0.3"))).await;
+    let text = std::str::from_utf8(&m.raw).unwrap();
+    assert!(text.contains("depot_rate_limited_total 1\n"), "{text}");
+    assert!(
+        text.contains("depot_http_requests_total{route=\"/v1/stations\",method=\"GET\",status=\"4xx\"} 1\n"),
+        "{text}"
+    );
+}
+
+#[actix_web::test]
+async fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
+    let n = node().await;
+    let app = test::init_service(app(n.state_with(tiny(&[])))).await;
+    for i in 0..2 {
+        let req =
+            get("/v1/stations").peer_addr(peer("10.0.0.1")).insert_header(("x-forwarded-for", format!("1.2.3.{i}")));
+        send(&app, req).await.ok(200);
+    }
+    let req = get("/v1/stations").peer_addr(peer("10.0.0.1")).insert_header(("x-forwarded-for", "9.9.9.9"));
+    send(&app, req).await.problem(429, "rate_limited");
+}
+
+#[actix_web::test]
+async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
+    let n = node().await;
+    let app = test::init_service(app(n.state_with(tiny(&["10.9.9.9"])))).await;
+    for client in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
+        // The leftmost hop is client-controlled; the rightmost untrusted one counts.
+        let req = get("/v1/stations")
+            .peer_addr(peer("10.9.9.9"))
+            .insert_header(("x-forwarded-for", format!("6.6.6.6, {client}")));
+        send(&app, req).await.ok(200);
+    }
+}
+
+#[test]
+async fn keys_ipv6_by_64_and_ignores_untrusted_headers() {
+    let limiter = RateLimiter::new(RateLimitConfig::default());
+    let a = limiter.key_for(Some(peer("2001:db8:1:2:aaaa::1")), None);
+    let b = limiter.key_for(Some(peer("2001:db8:1:2:bbbb::9")), Some("5.5.5.5"));
+    let c = limiter.key_for(Some(peer("2001:db8:1:3::1")), None);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_eq!(a, RateKey::Ip("2001:db8:1:2::".parse::<IpAddr>().unwrap()));
+    assert_eq!(
+        limiter.key_for(Some(peer("::ffff:10.0.0.1")), None),
+        RateKey::Ip("10.0.0.1".parse::<IpAddr>().unwrap())
+    );
+}
+
+#[test]
+async fn pruning_bounds_the_limiter() {
+    // Buckets refill in 1 µs, so every key but the newest is prunable right away.
+    let limiter = RateLimiter::new(RateLimitConfig::per_second(1_000_000, 1));
+    for i in 0..10_000u32 {
+        let ip = IpAddr::from(i.to_be_bytes());
+        limiter.check(&RateKey::ip(ip)).unwrap();
+    }
+    assert_eq!(limiter.len(), 10_000);
+    let left = limiter.prune();
+    assert!(left < 100, "{left} keys left after pruning");
+    assert_eq!(left, limiter.len());
+}
+
+#[actix_web::test]
+async fn metrics_count_routes_produce_and_lag() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/orders", json!({}))).await.ok(201);
+    send(&app, put_json("/v1/stations/orders/consumer-groups/billing", json!({}))).await;
+    for i in 0..3 {
+        send(&app, post_json("/v1/stations/orders/messages", json!({"n": i}))).await.ok(201);
+    }
+    send(&app, get("/v1/stations/nope")).await.problem(404, "station_not_found");
+    let r = send(&app, get("/metrics")).await;
+    assert_eq!(r.status.as_u16(), 200);
+    assert_eq!(r.headers.get("content-type").unwrap(), "text/plain; version=0.0.4; charset=utf-8");
+    let text = std::str::from_utf8(&r.raw).unwrap();
+    for line in [
+        "depot_http_requests_total{route=\"/v1/stations/{station}/messages\",method=\"POST\",status=\"2xx\"} 3\n",
+        "depot_http_requests_total{route=\"/v1/stations/{station}\",method=\"GET\",status=\"4xx\"} 1\n",
+        "depot_http_request_duration_seconds_count{route=\"/v1/stations/{station}/messages\",method=\"POST\"} 3\n",
+        "depot_http_request_duration_seconds_bucket{route=\"/v1/stations/{station}/messages\",method=\"POST\",le=\"+Inf\"} 3\n",
+        "depot_messages_produced_total 3\n",
+        "depot_consumer_group_lag{station=\"orders\",group=\"billing\"} 3\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    // Raw paths never become labels.
+    assert!(!text.contains("/v1/stations/orders"), "{text}");
+}
+
+#[actix_web::test]
+async fn request_ids_are_echoed_or_generated() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    let r = send(&app, get("/livez").insert_header(("x-request-id", "abc-123_X"))).await;
+    assert_eq!(r.headers.get("x-request-id").unwrap(), "abc-123_X");
+
+    let a = send(&app, get("/livez")).await.headers.get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    let b = send(&app, get("/v1/nope")).await.headers.get("x-request-id").unwrap().to_str().unwrap().to_owned();
+    assert_ne!(a, b);
+    for id in [&a, &b] {
+        assert!(depot_gateway::observe::valid_request_id(id), "{id}");
+    }
+    for bad in ["has space", "semi;colon", &"x".repeat(65)] {
+        let r = send(&app, get("/livez").insert_header(("x-request-id", bad))).await;
+        let got = r.headers.get("x-request-id").unwrap().to_str().unwrap();
+        assert_ne!(got, bad);
+        assert!(depot_gateway::observe::valid_request_id(got), "{got}");
+    }
+}
+
+/// Issue 12, item 10: `/metrics` names every station and group, so it needs an administrator or
+/// an administrator's key with the `metrics` action; the probes stay open.
+#[actix_web::test]
+async fn metrics_need_an_admin_or_a_metrics_key() {
+    let n = node().await;
+    let app = test::init_service(app(n.state())).await;
+    send(&app, put_json("/v1/stations/secret-customer", json!({}))).await.ok(201);
+
+    let r = send(&app, anonymous(get("/metrics"))).await;
+    r.problem(401, "unauthorized");
+    assert!(r.headers.get("www-authenticate").is_some(), "{r:?}");
+    assert!(!String::from_utf8_lossy(&r.raw).contains("secret-customer"));
+    send(&app, anonymous(get("/livez"))).await.ok(200);
+    assert_ne!(send(&app, anonymous(get("/readyz"))).await.status.as_u16(), 401, "readiness needs no token");
+
+    let key = |scopes: serde_json::Value| post_json("/v1/api-keys", json!({"name": "prometheus", "scopes": scopes}));
+    let metrics_only = json!([{"stations": "*", "actions": ["metrics"]}]);
+    let created = send(&app, key(metrics_only.clone())).await;
+    let scraper = created.ok(201)["key"].as_str().unwrap().to_owned();
+    let r = send(&app, bearer(get("/metrics"), &scraper)).await;
+    assert_eq!(r.status.as_u16(), 200, "{r:?}");
+    assert!(String::from_utf8_lossy(&r.raw).contains("depot_http_requests_total"));
+    // The metrics action grants nothing on stations.
+    let listed = send(&app, bearer(get("/v1/stations"), &scraper)).await;
+    assert_eq!(listed.ok(200)["stations"], json!([]));
+    let produce = post_json("/v1/stations/secret-customer/messages", json!({}));
+    send(&app, bearer(produce, &scraper)).await.problem(403, "forbidden");
+    // A token exchanged for the key keeps its scope.
+    let exchanged = send(&app, anonymous(post_json("/v1/auth/token", json!({"api_key": scraper})))).await;
+    let exchanged = exchanged.ok(200)["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(send(&app, bearer(get("/metrics"), &exchanged)).await.status.as_u16(), 200);
+
+    // Other keys and members: 403; a metrics scope narrower than every station: 400.
+    let producer = send(&app, key(json!([{"stations": "*", "actions": ["produce", "consume", "manage"]}]))).await;
+    let producer = producer.ok(201)["key"].as_str().unwrap().to_owned();
+    send(&app, bearer(get("/metrics"), &producer)).await.problem(403, "forbidden");
+    send(&app, key(json!([{"stations": "orders*", "actions": ["metrics"]}]))).await.problem(400, "invalid_request");
+    let member = json!({"username": "mia", "password": "mia-password", "role": "member"});
+    send(&app, post_json("/v1/users", member)).await.ok(201);
+    let login = json!({"username": "mia", "password": "mia-password"});
+    let mia = send(&app, anonymous(post_json("/v1/auth/token", login))).await;
+    let mia = mia.ok(200)["access_token"].as_str().unwrap().to_owned();
+    send(&app, bearer(get("/metrics"), &mia)).await.problem(403, "forbidden");
+    send(&app, bearer(key(metrics_only), &mia)).await.problem(403, "forbidden");
+}

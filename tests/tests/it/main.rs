@@ -1,0 +1,3 @@
+//! The kit's own integration tests, one binary: one module per scenario.
+
+mod crash;
