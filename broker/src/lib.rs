@@ -1,7 +1,7 @@
 //! Depot's broker: durable stations and consumer groups, replicated with openraft.
 //!
 //! ```text
-//!  Broker (facade)  submit(Command) -> Applied; reads; long-poll waits; outbox pump
+//!  Broker (facade)  submit(Command) -> Applied; reads; long-poll waits
 //!     | proposer: coalesces concurrent commands into one Raft entry (group commit)
 //!  openraft  (a cluster of one on a single node; same path as three nodes)
 //!     | LogStore: Raft log in a SegmentedLog, fsynced by a GroupCommit thread before ack
@@ -33,7 +33,7 @@ pub mod receipt;
 mod replica;
 pub mod station;
 
-pub use broker::{Broker, BrokerOptions, DeadLetterPage, Fetched, OutboxSink, ProduceResults, Put};
+pub use broker::{Broker, BrokerOptions, DeadLetterPage, Fetched, ProduceResults, Put};
 pub use error::BrokerError;
 pub use inspect::{inspect, Inspection};
 pub use raft::{Applied, StoredMessage};

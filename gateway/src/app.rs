@@ -14,7 +14,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::error::ApiError;
 use crate::middleware::{http_limits, observe, ratelimit};
 use crate::state::AppState;
-use crate::{encoding, meta, routes};
+use crate::{encoding, routes};
 
 /// How long shutdown waits for in-flight requests; longer than the longest long poll.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
@@ -145,11 +145,9 @@ async fn expect_continue(req: actix_http::Request) -> Result<actix_http::Request
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
-/// requests (long polls included) finish, and shuts the broker down. Dead-letter pointers flow
-/// from the broker's outbox into the metadata store meanwhile.
+/// requests (long polls included) finish, and shuts the broker down.
 pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let broker = state.broker.clone();
-    broker.spawn_outbox(meta::outbox::StoreSink::new(state.auth.store().clone()));
     let listener_task = match state.auth.store().invalidations().await {
         Ok(Some(mut heard)) => {
             let auth = state.auth.clone();

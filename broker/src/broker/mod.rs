@@ -2,8 +2,7 @@
 //! one validates what it can, proposes its command through the replica or reads with a read
 //! barrier first, and answers domain types; nobody outside this module sees a `Command`'s
 //! `Outcome`. Opening, the accessors and shutdown are here; the operations are in `messages`
-//! (produce, fetch, settle, browse), `manage` (stations, groups, seek, dead letters) and
-//! `outbox`.
+//! (produce, fetch, settle, browse) and `manage` (stations, groups, seek, dead letters).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,11 +31,9 @@ use crate::station::{BrokerState, Command, Millis};
 
 mod manage;
 mod messages;
-mod outbox;
 
 pub use manage::{DeadLetterPage, Put};
 pub use messages::{Fetched, ProduceResults};
-pub use outbox::OutboxSink;
 
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 /// How long shutdown waits for the background tasks before aborting those still running.

@@ -1,4 +1,5 @@
-//! Dead-letter records of a station and the global outbox that hands them to the metadata store.
+//! Dead-letter records of a station (the one place they are kept and listed from), and the
+//! retired outbox that once copied them to the metadata store: still read from older states.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -26,7 +27,7 @@ pub(crate) struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub(crate) fn add(&mut self, station: &str, group: &str, dead: Dead, now: Millis) -> DeadLetterRecord {
+    pub(crate) fn add(&mut self, station: &str, group: &str, dead: Dead, now: Millis) {
         self.last_id += 1;
         let record = DeadLetterRecord {
             id: self.last_id,
@@ -38,8 +39,7 @@ impl DeadLetters {
             last_error: dead.last_error,
             dead_at: now,
         };
-        self.records.insert(record.id, record.clone());
-        record
+        self.records.insert(record.id, record);
     }
 
     pub(crate) fn expire(&mut self, now: Millis, retention_ms: u64) {
@@ -74,11 +74,6 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn push(&mut self, record: DeadLetterRecord) {
-        self.last_seq += 1;
-        self.entries.push_back(OutboxEntry { seq: self.last_seq, record });
-    }
-
     pub(crate) fn advance(&mut self, upto: u64) {
         while self.entries.front().is_some_and(|entry| entry.seq <= upto) {
             self.entries.pop_front();

@@ -235,7 +235,7 @@ impl BrokerState {
 
     fn station_mut(&mut self, name: &str) -> Result<(&mut StationState, Ctx<'_>), CommandError> {
         let station = self.stations.get_mut(name).ok_or_else(|| CommandError::StationNotFound(name.to_owned()))?;
-        Ok((station, Ctx { now: self.clock, outbox: &mut self.outbox, effects: &mut self.effects }))
+        Ok((station, Ctx { now: self.clock, effects: &mut self.effects }))
     }
 
     fn station(&self, name: &str) -> Result<&StationState, CommandError> {
@@ -303,7 +303,7 @@ impl BrokerState {
             Command::Tick => {
                 // A station that is not due has nothing to do: its tick would change nothing.
                 for name in self.deadlines.due(now) {
-                    let mut ctx = Ctx { now, outbox: &mut self.outbox, effects: &mut self.effects };
+                    let mut ctx = Ctx { now, effects: &mut self.effects };
                     if let Some(state) = self.stations.get_mut(&name) {
                         state.tick(&mut ctx);
                     }
@@ -439,7 +439,8 @@ impl BrokerState {
         Ok((page, more))
     }
 
-    /// Up to `limit` outbox entries not yet advanced past, oldest first.
+    /// Up to `limit` entries of the retired dead-letter outbox, oldest first: only a state
+    /// written before dead letters were listed from the state itself has any.
     pub fn outbox(&self, limit: usize) -> Vec<OutboxEntry> {
         self.outbox.entries.iter().take(limit).cloned().collect()
     }

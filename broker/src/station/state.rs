@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::dead_letter::{Dead, DeadLetters, Outbox};
+use super::dead_letter::{Dead, DeadLetters};
 use super::dedup::{digest, Dedup, Lookup};
 use super::group::Group;
 use super::index::MessageIndex;
@@ -20,7 +20,6 @@ pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
 /// What a mutating station operation needs besides the station itself.
 pub(crate) struct Ctx<'a> {
     pub(crate) now: Millis,
-    pub(crate) outbox: &'a mut Outbox,
     pub(crate) effects: &'a mut Vec<Effect>,
 }
 
@@ -211,8 +210,8 @@ impl StationState {
         Ok(results)
     }
 
-    /// Turns what `group` gave up on into dead-letter records and outbox entries, if the
-    /// station keeps dead letters; otherwise the messages are simply done for the group.
+    /// Turns what `group` gave up on into dead-letter records, if the station keeps dead
+    /// letters; otherwise the messages are simply done for the group.
     fn bury(&mut self, group: &str, dead: Vec<Dead>, ctx: &mut Ctx) {
         if !self.config.dead_letter.enabled || dead.is_empty() {
             return;
@@ -220,8 +219,7 @@ impl StationState {
         let Some(state) = self.groups.get_mut(group) else { return };
         for one in dead {
             state.dead_lettered += 1;
-            let record = self.dead.add(&self.name, group, one, ctx.now);
-            ctx.outbox.push(record);
+            self.dead.add(&self.name, group, one, ctx.now);
         }
     }
 

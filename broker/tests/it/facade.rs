@@ -4,15 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use depot_broker::station::{
-    Command, CommandError, Delivery, GroupConfig, ItemError, NewMessage, OutboxEntry, Outcome, Receipt, ReceiptResult,
-    Retention, SettleOp, StationConfig,
+    Command, CommandError, Delivery, GroupConfig, ItemError, NewMessage, Outcome, Receipt, ReceiptResult, Retention,
+    SettleOp, StationConfig,
 };
-use depot_broker::{Broker, BrokerError, BrokerOptions, Fetched, OutboxSink};
+use depot_broker::{Broker, BrokerError, BrokerOptions, Fetched};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -245,51 +244,49 @@ async fn retention_deletes_segments_once_a_snapshot_covers_it() {
     broker.shutdown().await.unwrap();
 }
 
-#[derive(Clone, Default)]
-struct RecordingSink {
-    seen: Arc<Mutex<Vec<OutboxEntry>>>,
-}
-
-impl OutboxSink for RecordingSink {
-    async fn deliver(&self, entries: &[OutboxEntry]) -> Result<(), String> {
-        self.seen.lock().unwrap().extend_from_slice(entries);
-        Ok(())
-    }
-}
-
 #[tokio::test]
-async fn outbox_hands_each_dead_letter_over_once() {
+async fn dead_letters_page_by_id_from_the_one_copy_the_state_keeps() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(opts(dir.path())).await.unwrap();
     station(&broker, "s", StationConfig::default()).await;
     group(&broker, "s", "g", GroupConfig::default()).await;
+    group(&broker, "s", "h", GroupConfig::default()).await;
     produce(&broker, "s", (0..5).map(|i| msg(&format!("{i}"))).collect()).await;
-    let d = deliveries(&broker.fetch("s", "g", 5, None, Duration::ZERO).await.unwrap());
-    let receipts = d.iter().map(|d| d.receipt).collect();
-    broker
-        .submit(Command::DeadLetter {
-            station: "s".into(),
-            group: "g".into(),
-            receipts,
-            reason: Some("bad input".into()),
-        })
-        .await
-        .unwrap();
-    let sink = RecordingSink::default();
-    broker.spawn_outbox(sink.clone());
-    let deadline = Instant::now() + WAIT;
-    while broker.read(|s| !s.outbox(10).is_empty()) {
-        assert!(Instant::now() < deadline, "outbox not drained within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for g in ["g", "h"] {
+        let d = deliveries(&broker.fetch("s", g, 5, None, Duration::ZERO).await.unwrap());
+        let receipts = d.iter().map(|d| d.receipt).collect();
+        let reason = Some(format!("bad input for {g}"));
+        broker.submit(Command::DeadLetter { station: "s".into(), group: g.into(), receipts, reason }).await.unwrap();
     }
-    let seen = sink.seen.lock().unwrap().clone();
-    assert_eq!(seen.iter().map(|e| e.record.offset).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
-    assert!(seen.iter().all(|e| e.record.last_error.as_deref() == Some("bad input")));
+    // Pages of two, all groups: ids 1-10 in order, each once.
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = broker.dead_letters("s", after, 2, |_| true).await.unwrap();
+        assert!(page.records.len() <= 2);
+        ids.extend(page.records.iter().map(|r| r.id));
+        after = page.records.last().map(|r| r.id);
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(ids, (1..=10).collect::<Vec<_>>());
+    // A filtered page skips what it does not keep and still says whether more follow.
+    let h = broker.dead_letters("s", None, 3, |r| r.group == "h").await.unwrap();
+    assert_eq!(h.records.iter().map(|r| (r.id, r.offset)).collect::<Vec<_>>(), vec![(6, 0), (7, 1), (8, 2)]);
+    assert!(h.more);
+    assert!(h.records.iter().all(|r| r.last_error.as_deref() == Some("bad input for h")));
+    assert!(broker.read(|s| s.outbox(10).is_empty()), "no second copy is queued for the metadata store");
     broker.shutdown().await.unwrap();
 
-    // After a restart the cursor is past them: a new sink receives nothing old.
+    // After a restart the same records page the same way; a deleted station takes them along.
     let broker = Broker::open(opts(dir.path())).await.unwrap();
-    assert!(broker.read(|s| s.outbox(10).is_empty()));
+    let all = broker.dead_letters("s", Some(8), 10, |_| true).await.unwrap();
+    assert_eq!(all.records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![9, 10]);
+    assert!(!all.more);
+    broker.delete_station("s").await.unwrap();
+    station(&broker, "s", StationConfig::default()).await;
+    assert!(broker.dead_letters("s", None, 10, |_| true).await.unwrap().records.is_empty());
     broker.shutdown().await.unwrap();
 }
 

@@ -1,5 +1,5 @@
-//! The metadata store: users, API keys, refresh tokens, the audit log of admin actions and the
-//! dead-letter pointers fed from the broker's outbox.
+//! The metadata store: users, API keys, refresh tokens and the audit log of admin actions.
+//! (Dead letters are kept, and listed, in the broker's replicated state only.)
 //!
 //! [`MetadataStore`] is the small trait every backend implements: [`sqlite::SqliteStore`] (one
 //! file in the data dir, the single-node default) and [`postgres::PostgresStore`] (shared by the
@@ -13,7 +13,6 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 
@@ -161,40 +160,8 @@ pub struct AuditRecord {
     pub entry: AuditEntry,
 }
 
-/// Where a dead letter lives in the broker; the message itself stays in the station log.
-/// Unique on (station, group, offset).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetterPointer {
-    /// The broker's dead-letter id.
-    pub id: u64,
-    pub station: String,
-    pub group: String,
-    pub offset: u64,
-    /// `max_deliveries`, `explicit` or `expired`.
-    pub reason: String,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub dead_at: Millis,
-}
-
-/// A page query over dead-letter pointers, newest `dead_at` last, ordered by (dead_at, id).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DeadLetterQuery {
-    pub station: String,
-    pub group: Option<String>,
-    pub reason: Option<String>,
-    /// Inclusive lower bound on `dead_at`.
-    pub since: Option<Millis>,
-    /// Exclusive upper bound on `dead_at`.
-    pub until: Option<Millis>,
-    /// Resume after this (dead_at, id), as returned in [`Page::next`].
-    pub after: Option<(Millis, u64)>,
-    /// Clamped to 1..=[`MAX_PAGE`].
-    pub limit: u32,
-}
-
-/// The most rows one page of [`MetadataStore::dead_letters`] or [`MetadataStore::audit_log`]
-/// holds; larger limits are clamped to it.
+/// The most rows one page of [`MetadataStore::audit_log`] holds; larger limits are clamped to
+/// it.
 pub const MAX_PAGE: u32 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,12 +230,4 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<(), MetaError>;
     /// Newest first; `before`: only ids below it.
     async fn audit_log(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRecord>, MetaError>;
-
-    /// Idempotent on (station, group, offset): a pointer handed over again replaces the old one.
-    async fn upsert_dead_letters(&self, pointers: &[DeadLetterPointer]) -> Result<(), MetaError>;
-    async fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Page<DeadLetterPointer>, MetaError>;
-    /// `false` when there was no such pointer.
-    async fn delete_dead_letter(&self, station: &str, id: u64) -> Result<bool, MetaError>;
-    /// Drops every pointer of a station (the station was deleted). Returns how many.
-    async fn delete_station_dead_letters(&self, station: &str) -> Result<u64, MetaError>;
 }

@@ -320,9 +320,6 @@ async fn delete_station(
     let station = path.into_inner();
     check_name(&station)?;
     state.broker.delete_station(&station).await?;
-    if let Err(e) = state.auth.store().delete_station_dead_letters(&station).await {
-        tracing::warn!(error = %e, station, "dead-letter pointers of a deleted station not dropped");
-    }
     state.audit(&auth.principal, "station.delete", &station, serde_json::json!({})).await;
     Ok(HttpResponse::NoContent().finish())
 }

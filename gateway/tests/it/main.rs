@@ -31,7 +31,6 @@ mod meta_sqlite;
 mod observability;
 mod open_files;
 mod openapi;
-mod outbox;
 mod power_cut;
 mod stations;
 mod token_errors;

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::meta::conformance;
-use depot_gateway::meta::postgres::{dead_letters_sql, MIGRATIONS, MIGRATION_LOCK, SCHEMA_VERSION};
+use depot_gateway::meta::postgres::{MIGRATIONS, MIGRATION_LOCK, SCHEMA_VERSION};
 use depot_gateway::meta::{
-    Action, ApiKey, AuditEntry, DeadLetterPointer, DeadLetterQuery, MetaError, MetadataStore, PoolOptions,
-    PostgresStore, RefreshOutcome, RefreshToken, Role, Scope, User,
+    Action, ApiKey, AuditEntry, MetaError, MetadataStore, PoolOptions, PostgresStore, RefreshOutcome, RefreshToken,
+    Role, Scope, User,
 };
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
@@ -52,23 +52,6 @@ fn key(id: &str, owner: &str, digest: u8) -> ApiKey {
         created_at: 2,
         expires_at: None,
     }
-}
-
-fn pointer(station: &str, i: u64) -> DeadLetterPointer {
-    DeadLetterPointer {
-        id: i,
-        station: station.to_owned(),
-        group: format!("g{}", i % 4),
-        offset: i,
-        reason: ["max_deliveries", "explicit", "expired"][(i % 3) as usize].to_owned(),
-        attempts: 1,
-        last_error: None,
-        dead_at: 1_700_000_000_000 + (i / 2) as i64,
-    }
-}
-
-fn q(station: &str, limit: u32) -> DeadLetterQuery {
-    DeadLetterQuery { station: station.to_owned(), limit, ..DeadLetterQuery::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -186,7 +169,6 @@ async fn undecodable_rows_are_corrupt() {
     let store = store(&url).await;
     store.create_user(&user("alice")).await.unwrap();
     store.create_api_key(&key("key_1", "alice", 7)).await.unwrap();
-    store.upsert_dead_letters(&[pointer("s", 1)]).await.unwrap();
     store
         .append_audit(&AuditEntry {
             at: 1,
@@ -200,22 +182,16 @@ async fn undecodable_rows_are_corrupt() {
     let c = raw(&url).await;
     c.batch_execute(
         "UPDATE users SET role = 'root'; UPDATE api_keys SET scopes = 'not json'; \
-         UPDATE dead_letters SET attempts = 5000000000; UPDATE audit_log SET detail = '{'",
+         UPDATE audit_log SET detail = '{'",
     )
     .await
     .unwrap();
     assert!(matches!(store.user("alice").await, Err(MetaError::Corrupt(_))));
     assert!(matches!(store.users().await, Err(MetaError::Corrupt(_))));
     assert!(matches!(store.api_key("key_1").await, Err(MetaError::Corrupt(_))));
-    assert!(matches!(store.dead_letters(&q("s", 10)).await, Err(MetaError::Corrupt(_))), "attempts above u32");
     assert!(matches!(store.audit_log(None, 10).await, Err(MetaError::Corrupt(_))));
-    c.batch_execute(
-        "UPDATE api_keys SET scopes = '[]', digest = '\\x0102'; UPDATE dead_letters SET attempts = 1, id = -1",
-    )
-    .await
-    .unwrap();
+    c.batch_execute("UPDATE api_keys SET scopes = '[]', digest = '\\x0102'").await.unwrap();
     assert!(matches!(store.api_key("key_1").await, Err(MetaError::Corrupt(_))), "a digest of the wrong length");
-    assert!(matches!(store.dead_letters(&q("s", 10)).await, Err(MetaError::Corrupt(_))), "a negative id");
 }
 
 #[tokio::test]
@@ -246,147 +222,8 @@ async fn integrity_and_limits() {
         RefreshOutcome::Rotated { username: "alice".into(), family: "f".into() },
         "a failed rotation changes nothing"
     );
-
-    let flat = |i: u64| DeadLetterPointer { dead_at: 5, group: "g".into(), ..pointer("s", i) };
-    let too_big = DeadLetterPointer { id: u64::MAX, ..flat(1) };
-    assert!(matches!(store.upsert_dead_letters(&[flat(0), too_big]).await, Err(MetaError::Corrupt(_))));
-    assert!(store.dead_letters(&q("s", 10)).await.unwrap().items.is_empty(), "a refused batch stores nothing");
-    let far = DeadLetterQuery { after: Some((5, u64::MAX)), ..q("s", 10) };
-    assert!(matches!(store.dead_letters(&far).await, Err(MetaError::Corrupt(_))), "an `after` id above i64");
-
-    store.upsert_dead_letters(&(0..1005).map(flat).collect::<Vec<_>>()).await.unwrap();
-    let one = store.dead_letters(&q("s", 0)).await.unwrap();
-    assert_eq!((one.items.len(), one.next), (1, Some((5, 0))), "limit 0 is clamped to 1");
-    let most = store.dead_letters(&q("s", u32::MAX)).await.unwrap();
-    assert_eq!((most.items.len(), most.next), (1000, Some((5, 999))), "limit is clamped to 1000");
-
-    // One batch naming a (station, group, offset) twice: the later one wins, as if sent one by one.
-    let first = DeadLetterPointer { reason: "explicit".into(), ..flat(2000) };
-    let second = DeadLetterPointer { id: 2001, reason: "expired".into(), ..flat(2000) };
-    store.upsert_dead_letters(&[first, second.clone()]).await.unwrap();
-    let after = DeadLetterQuery { after: Some((5, 1004)), ..q("s", 10) };
-    assert_eq!(store.dead_letters(&after).await.unwrap().items, [second]);
 }
 
-/// Rows of `EXPLAIN (FORMAT JSON)` flattened to (node type, index name) pairs.
-fn plan_nodes(plan: &Value, out: &mut Vec<(String, Option<String>)>) {
-    if let Some(node_type) = plan.get("Node Type").and_then(Value::as_str) {
-        let index = plan.get("Index Name").and_then(Value::as_str).map(str::to_owned);
-        out.push((node_type.to_owned(), index));
-    }
-    for child in plan.get("Plans").and_then(Value::as_array).into_iter().flatten() {
-        plan_nodes(child, out);
-    }
-}
-
-/// A literal of the test's own making (no quotes in it to escape).
-fn lit(s: &str) -> String {
-    assert!(!s.contains('\''));
-    format!("'{s}'")
-}
-
-/// Explains `sql` as a prepared statement executed with `args`, under `plan_cache_mode`.
-async fn explain(c: &Client, sql: &str, args: &[String], plan_cache_mode: &str) -> Value {
-    let name = format!("q{:x}", rand::random::<u32>());
-    c.batch_execute(&format!("SET plan_cache_mode = {plan_cache_mode}; PREPARE {name} AS {sql}")).await.unwrap();
-    let messages = c.simple_query(&format!("EXPLAIN (FORMAT JSON) EXECUTE {name}({})", args.join(", "))).await.unwrap();
-    c.batch_execute(&format!("DEALLOCATE {name}")).await.unwrap();
-    let text = messages
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        })
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-#[tokio::test]
-async fn list_queries_are_index_scans() {
-    const STATIONS: u64 = 4;
-    const PER_STATION: u64 = 1500;
-    let url = pg::database().await;
-    let store = store(&url).await;
-    let pointers: Vec<_> =
-        (0..STATIONS * PER_STATION).map(|i| pointer(&format!("station-{}", i % STATIONS), i)).collect();
-    store.upsert_dead_letters(&pointers).await.unwrap();
-    let c = raw(&url).await;
-    c.batch_execute("ANALYZE dead_letters").await.unwrap();
-
-    let station = "station-7";
-    let after = Some((1_700_000_000_000 + 1000, 2007));
-    let shapes: Vec<(&str, DeadLetterQuery)> = vec![
-        ("station", q(station, 100)),
-        ("station + group", DeadLetterQuery { group: Some("g3".into()), ..q(station, 100) }),
-        ("station + reason", DeadLetterQuery { reason: Some("expired".into()), ..q(station, 100) }),
-        ("station + after", DeadLetterQuery { after, ..q(station, 100) }),
-        ("station + group + after", DeadLetterQuery { group: Some("g3".into()), after, ..q(station, 100) }),
-        ("station + reason + after", DeadLetterQuery { reason: Some("expired".into()), after, ..q(station, 100) }),
-        (
-            "station + since + until",
-            DeadLetterQuery { since: Some(1_700_000_000_100), until: Some(1_700_000_002_000), ..q(station, 100) },
-        ),
-        (
-            "station + group + reason",
-            DeadLetterQuery { group: Some("g1".into()), reason: Some("explicit".into()), ..q(station, 100) },
-        ),
-    ];
-    for (what, query) in shapes {
-        let sql = dead_letters_sql(&query);
-        // The parameters in the store's documented order.
-        let mut args = vec![lit(&query.station)];
-        args.extend(query.group.as_deref().map(lit));
-        args.extend(query.reason.as_deref().map(lit));
-        args.extend(query.since.map(|v| v.to_string()));
-        args.extend(query.until.map(|v| v.to_string()));
-        if let Some((dead_at, id)) = query.after {
-            args.extend([dead_at.to_string(), id.to_string()]);
-        }
-        args.push((query.limit + 1).to_string());
-        // The store's statements are prepared: Postgres may plan them for the values given or
-        // generically after a few runs. Both plans must use the indexes.
-        for mode in ["force_custom_plan", "force_generic_plan"] {
-            let plan = explain(&c, &sql, &args, mode).await;
-            let mut nodes = Vec::new();
-            plan_nodes(&plan[0]["Plan"], &mut nodes);
-            assert!(
-                !nodes.iter().any(|(t, _)| t == "Seq Scan"),
-                "{what} ({mode}) must not scan dead_letters sequentially:\n{sql}\n{plan:#}"
-            );
-            let index = nodes.iter().find_map(|(t, index)| {
-                matches!(t.as_str(), "Index Scan" | "Index Only Scan" | "Bitmap Index Scan")
-                    .then_some(index.as_deref())
-                    .flatten()
-                    .filter(|i| i.starts_with("dead_letters_by_"))
-            });
-            assert!(index.is_some(), "{what} ({mode}) must be served by a dead_letters_by_* index:\n{sql}\n{plan:#}");
-            assert!(
-                !nodes.iter().any(|(t, _)| t.contains("Sort")),
-                "{what} ({mode}) must read pages in (dead_at, id) order off the index, not sort:\n{sql}\n{plan:#}"
-            );
-            eprintln!("{what} ({mode}): {:?}", nodes);
-        }
-        // And what the store returns for that shape is right.
-        let page = store.dead_letters(&query).await.unwrap();
-        let mut want: Vec<_> = pointers
-            .iter()
-            .filter(|p| p.station == query.station)
-            .filter(|p| query.group.as_ref().is_none_or(|g| &p.group == g))
-            .filter(|p| query.reason.as_ref().is_none_or(|r| &p.reason == r))
-            .filter(|p| query.since.is_none_or(|s| p.dead_at >= s))
-            .filter(|p| query.until.is_none_or(|u| p.dead_at < u))
-            .filter(|p| query.after.is_none_or(|a| (p.dead_at, p.id) > a))
-            .cloned()
-            .collect();
-        want.sort_by_key(|p| (p.dead_at, p.id));
-        want.truncate(100);
-        assert_eq!(page.items, want, "{what}: the store's page");
-    }
-}
-
-/// Hostile strings in every string field the conformance suite leaves out: key ids, refresh-token
-/// families and usernames, audit actors, stations of deletes, LIKE wildcards; checked in the tables
-/// themselves, not only through the store.
 #[tokio::test]
 async fn hostile_strings_are_stored_verbatim_and_inert() {
     const PAYLOADS: [&str; 8] = [
@@ -432,33 +269,17 @@ async fn hostile_strings_are_stored_verbatim_and_inert() {
         };
         store.append_audit(&e).await.unwrap();
         assert_eq!(store.audit_log(None, 1).await.unwrap()[0].entry, e, "a hostile actor round-trips");
-
-        let p = DeadLetterPointer {
-            station: payload.to_string(),
-            group: payload.to_string(),
-            reason: payload.to_string(),
-            last_error: Some(payload.to_string()),
-            ..pointer("", i as u64)
-        };
-        store.upsert_dead_letters(std::slice::from_ref(&p)).await.unwrap();
-        let by_all = DeadLetterQuery {
-            group: Some(payload.to_string()),
-            reason: Some(payload.to_string()),
-            after: Some((0, 0)),
-            ..q(payload, 10)
-        };
-        assert_eq!(store.dead_letters(&by_all).await.unwrap().items, [p], "hostile filters match literally");
     }
     // Wildcards are not patterns: "%" and "_" match only themselves.
     for wildcard in ["%", "_"] {
-        assert_eq!(store.dead_letters(&q(wildcard, 100)).await.unwrap().items.len(), 1);
+        assert_eq!(store.api_keys(Some(&format!("u{wildcard}"))).await.unwrap().len(), 0);
         assert_eq!(store.user(&format!("u{wildcard}")).await.unwrap(), None);
     }
     // Everything is still there, verbatim, in the tables themselves.
     let c = raw(&url).await;
     let stored: Vec<String> =
-        c.query("SELECT station FROM dead_letters ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-    assert_eq!(stored, PAYLOADS, "stations are stored verbatim");
+        c.query("SELECT actor FROM audit_log ORDER BY id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(stored, PAYLOADS, "audit actors are stored verbatim");
     let families: Vec<String> = c
         .query("SELECT DISTINCT family FROM refresh_tokens ORDER BY family", &[])
         .await
@@ -475,8 +296,6 @@ async fn hostile_strings_are_stored_verbatim_and_inert() {
     for (i, payload) in PAYLOADS.iter().enumerate() {
         assert!(store.revoke_refresh_family(&[100 + i as u8; 32]).await.unwrap());
         assert!(store.delete_api_key(&format!("key_{payload}")).await.unwrap());
-        assert!(!store.delete_dead_letter(payload, 9999).await.unwrap());
-        assert_eq!(store.delete_station_dead_letters(payload).await.unwrap(), 1, "one pointer per hostile station");
         assert!(store.delete_user(&format!("u{i}{payload}")).await.unwrap());
     }
     assert_eq!(store.user_count().await.unwrap(), 0);
@@ -493,12 +312,6 @@ async fn hostile_strings_are_stored_verbatim_and_inert() {
     // Postgres text cannot hold U+0000: such a string is refused, not truncated, and stores nothing.
     assert!(store.create_user(&user("nul\0byte")).await.is_err());
     assert_eq!(store.user_count().await.unwrap(), 0);
-    // Except in a dead letter's free-form last_error, where it becomes U+FFFD rather than stall the
-    // outbox forever.
-    let nul = DeadLetterPointer { last_error: Some("bad\0byte".into()), ..pointer("nul", 1) };
-    store.upsert_dead_letters(std::slice::from_ref(&nul)).await.unwrap();
-    let stored = DeadLetterPointer { last_error: Some("bad\u{FFFD}byte".into()), ..nul };
-    assert_eq!(store.dead_letters(&q("nul", 10)).await.unwrap().items, [stored]);
 }
 
 /// Postgres stopped: calls fail fast as `Unavailable`; restarted: they work again.

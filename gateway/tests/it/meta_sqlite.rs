@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use crate::meta::conformance;
 use depot_gateway::meta::sqlite::{MIGRATIONS, SCHEMA_VERSION};
-use depot_gateway::meta::{
-    Action, ApiKey, DeadLetterPointer, DeadLetterQuery, MetaError, MetadataStore, Role, Scope, SqliteStore, User,
-};
+use depot_gateway::meta::{Action, ApiKey, MetaError, MetadataStore, Role, Scope, SqliteStore, User};
 
 fn user(name: &str) -> User {
     User {
@@ -115,30 +113,7 @@ async fn integrity_and_limits() {
         "digests are unique"
     );
 
-    let pointer = |i: u64| DeadLetterPointer {
-        id: i,
-        station: "s".to_owned(),
-        group: "g".to_owned(),
-        offset: i,
-        reason: "explicit".to_owned(),
-        attempts: 1,
-        last_error: None,
-        dead_at: 5,
-    };
-    let too_big = DeadLetterPointer { id: u64::MAX, ..pointer(1) };
-    assert!(matches!(store.upsert_dead_letters(&[pointer(0), too_big]).await, Err(MetaError::Corrupt(_))));
-    assert!(store.dead_letters(&q(10)).await.unwrap().items.is_empty(), "a refused batch stores nothing");
-
-    store.upsert_dead_letters(&(0..1005).map(pointer).collect::<Vec<_>>()).await.unwrap();
-    let one = store.dead_letters(&q(0)).await.unwrap();
-    assert_eq!((one.items.len(), one.next), (1, Some((5, 0))), "limit 0 is clamped to 1");
-    let most = store.dead_letters(&q(u32::MAX)).await.unwrap();
-    assert_eq!((most.items.len(), most.next), (1000, Some((5, 999))), "limit is clamped to 1000");
     assert_eq!(store.audit_log(None, 0).await.unwrap().len(), 0);
-}
-
-fn q(limit: u32) -> DeadLetterQuery {
-    DeadLetterQuery { station: "s".to_owned(), limit, ..DeadLetterQuery::default() }
 }
 
 use crate::meta::revival;

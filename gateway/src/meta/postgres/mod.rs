@@ -22,12 +22,11 @@
 //! use the "C" collation so orderings are bytewise as in SQLite; `u64` ids and offsets are stored as
 //! BIGINT and one above `i64::MAX` is refused as `Corrupt`, never wrapped; unique violations (SQLSTATE
 //! 23505) are [`MetaError::Conflict`], undecodable rows `Corrupt`, anything else (connection, pool,
-//! timeouts, other database errors) `Unavailable`. All values reach SQL as bound parameters; the only
-//! SQL assembled at run time is the choice among fixed filter clauses in [`dead_letters_sql`].
+//! timeouts, other database errors) `Unavailable`. All values reach SQL as bound parameters; no SQL
+//! is assembled at run time.
 //!
 //! Text: Postgres cannot store U+0000. A string holding one is refused ([`MetaError::Unavailable`],
-//! as the trait has no "invalid input" kind) and nothing is stored, except in a dead-letter
-//! pointer's free-form `last_error`, where it is replaced by U+FFFD so the outbox never stalls.
+//! as the trait has no "invalid input" kind) and nothing is stored.
 //!
 //! Refresh-token rotation runs in one READ COMMITTED transaction that locks the presented row with
 //! `SELECT ... FOR UPDATE`: concurrent presentations of one token queue on that lock, the first
@@ -42,7 +41,6 @@ use super::MetaError;
 
 pub use listen::NOTIFY_CHANNEL;
 pub use migrate::{MIGRATIONS, MIGRATION_LOCK, SCHEMA_VERSION};
-pub use rows::dead_letters_sql;
 use rows::describe;
 
 /// Pool size and timeouts.

@@ -3,17 +3,12 @@
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use tokio_postgres::types::ToSql;
-
 use super::listen::{listen, NOTIFY_CHANNEL};
-use super::rows::{
-    audit_row, corrupt, dead_letter_row, dead_letters_statement, from_i64, key_row, last_of_each, rows, to_i64,
-    user_row, Pg, DEAD_LETTER_COLUMNS, KEY_COLUMNS, USER_COLUMNS,
-};
+use super::rows::{audit_row, corrupt, from_i64, key_row, rows, user_row, Pg, KEY_COLUMNS, USER_COLUMNS};
 use super::PostgresStore;
 use crate::meta::{
-    ApiKey, AuditEntry, AuditRecord, DeadLetterPointer, DeadLetterQuery, Digest, Invalidation, MetaError,
-    MetadataStore, Millis, Page, RefreshOutcome, RefreshToken, User, MAX_PAGE,
+    ApiKey, AuditEntry, AuditRecord, Digest, Invalidation, MetaError, MetadataStore, Millis, RefreshOutcome,
+    RefreshToken, User, MAX_PAGE,
 };
 
 /// Revokes every token of `family`. The rows are locked first, in one order: that waits for a
@@ -292,82 +287,6 @@ impl MetadataStore for PostgresStore {
                 }
             };
             rows(&found, audit_row)
-        })
-    }
-
-    /// One statement per batch: the pointers go in as arrays and are unnested server-side.
-    async fn upsert_dead_letters(&self, pointers: &[DeadLetterPointer]) -> Result<(), MetaError> {
-        let pointers = last_of_each(pointers);
-        let n = pointers.len();
-        let (mut stations, mut groups, mut offsets, mut ids) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut reasons, mut attempts, mut errors, mut dead_ats) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for p in pointers {
-            ids.push(to_i64(p.id, "dead-letter id")?);
-            offsets.push(to_i64(p.offset, "dead-letter offset")?);
-            stations.push(p.station.as_str());
-            groups.push(p.group.as_str());
-            reasons.push(p.reason.as_str());
-            attempts.push(i64::from(p.attempts));
-            // Postgres text cannot hold U+0000, and a pointer that can never be stored would stall
-            // the outbox: a NUL in a consumer's free-form error becomes U+FFFD.
-            errors.push(p.last_error.as_ref().map(|e| e.replace('\0', "\u{FFFD}")));
-            dead_ats.push(p.dead_at);
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        with_conn!(self, |c| {
-            let stmt = c
-                .prepare_cached(&format!(
-                    "INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) \
-                     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[], \
-                                          $7::text[], $8::int8[]) \
-                     ON CONFLICT (station, grp, \"offset\") DO UPDATE SET id = excluded.id, \
-                     reason = excluded.reason, attempts = excluded.attempts, \
-                     last_error = excluded.last_error, dead_at = excluded.dead_at"
-                ))
-                .await
-                .meta()?;
-            c.execute(&stmt, &[&ids, &stations, &groups, &offsets, &reasons, &attempts, &errors, &dead_ats])
-                .await
-                .meta()
-                .map(drop)
-        })
-    }
-
-    /// `limit` is clamped to 1..=1000.
-    async fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Page<DeadLetterPointer>, MetaError> {
-        let limit = query.limit.clamp(1, MAX_PAGE);
-        let after_id = match query.after {
-            Some((_, id)) => to_i64(id, "dead-letter id")?,
-            None => 0,
-        };
-        let (sql, args) = dead_letters_statement(query, after_id, i64::from(limit) + 1);
-        with_conn!(self, |c| {
-            let stmt = c.prepare_cached(&sql).await.meta()?;
-            let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect();
-            let mut items = rows(&c.query(&stmt, &params).await.meta()?, dead_letter_row)?;
-            let more = items.len() > limit as usize;
-            items.truncate(limit as usize);
-            let next = if more { items.last().map(|p| (p.dead_at, p.id)) } else { None };
-            Ok(Page { items, next })
-        })
-    }
-
-    async fn delete_dead_letter(&self, station: &str, id: u64) -> Result<bool, MetaError> {
-        let id = to_i64(id, "dead-letter id")?;
-        with_conn!(self, |c| {
-            let stmt = c.prepare_cached("DELETE FROM dead_letters WHERE station = $1 AND id = $2").await.meta()?;
-            Ok(c.execute(&stmt, &[&station, &id]).await.meta()? > 0)
-        })
-    }
-
-    async fn delete_station_dead_letters(&self, station: &str) -> Result<u64, MetaError> {
-        with_conn!(self, |c| {
-            let stmt = c.prepare_cached("DELETE FROM dead_letters WHERE station = $1").await.meta()?;
-            c.execute(&stmt, &[&station]).await.meta()
         })
     }
 }

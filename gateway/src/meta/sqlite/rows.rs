@@ -2,7 +2,7 @@
 
 use rusqlite::{ErrorCode, Row};
 
-use crate::meta::{ApiKey, AuditEntry, AuditRecord, DeadLetterPointer, Digest, MetaError, Role, User};
+use crate::meta::{ApiKey, AuditEntry, AuditRecord, Digest, MetaError, Role, User};
 
 pub(super) fn corrupt(msg: String) -> MetaError {
     MetaError::Corrupt(msg)
@@ -46,10 +46,6 @@ pub(super) fn classify(e: rusqlite::Error) -> MetaError {
         | E::Utf8Error(..) => MetaError::Corrupt(e.to_string()),
         _ => MetaError::Unavailable(e.to_string()),
     }
-}
-
-pub(super) fn to_i64(v: u64, what: &str) -> Result<i64, MetaError> {
-    i64::try_from(v).map_err(|_| corrupt(format!("{what} {v} does not fit in a signed 64-bit integer")))
 }
 
 pub(super) fn from_i64<T: TryFrom<i64>>(v: i64, what: &str) -> Result<T, MetaError> {
@@ -98,19 +94,4 @@ pub(super) fn audit_row(row: &Row<'_>) -> Decoded<AuditRecord> {
     Ok(serde_json::from_str(&detail)
         .map(|detail| AuditRecord { id, entry: AuditEntry { at, actor, action, target, detail } })
         .map_err(|e| corrupt(format!("detail of audit record {id}: {e}"))))
-}
-
-pub(super) const DEAD_LETTER_COLUMNS: &str = r#"id, station, grp, "offset", reason, attempts, last_error, dead_at"#;
-
-pub(super) fn dead_letter_row(row: &Row<'_>) -> Decoded<DeadLetterPointer> {
-    let (id, offset, attempts): (i64, i64, i64) = (row.get(0)?, row.get(3)?, row.get(5)?);
-    let (station, group, reason, last_error, dead_at) =
-        (row.get(1)?, row.get(2)?, row.get(4)?, row.get(6)?, row.get(7)?);
-    let ints = (from_i64(id, "dead-letter id"), from_i64(offset, "dead-letter offset"), from_i64(attempts, "attempts"));
-    Ok(match ints {
-        (Ok(id), Ok(offset), Ok(attempts)) => {
-            Ok(DeadLetterPointer { id, station, group, offset, reason, attempts, last_error, dead_at })
-        }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
-    })
 }

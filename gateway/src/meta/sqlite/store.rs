@@ -2,17 +2,13 @@
 //! blocking pool.
 
 use async_trait::async_trait;
-use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 
-use super::rows::{
-    audit_row, collect, corrupt, dead_letter_row, from_i64, key_row, to_i64, user_row, Sql, DEAD_LETTER_COLUMNS,
-    KEY_COLUMNS, USER_COLUMNS,
-};
+use super::rows::{audit_row, collect, corrupt, from_i64, key_row, user_row, Sql, KEY_COLUMNS, USER_COLUMNS};
 use super::SqliteStore;
 use crate::meta::{
-    ApiKey, AuditEntry, AuditRecord, DeadLetterPointer, DeadLetterQuery, Digest, MetaError, MetadataStore, Millis,
-    Page, RefreshOutcome, RefreshToken, User, MAX_PAGE,
+    ApiKey, AuditEntry, AuditRecord, Digest, MetaError, MetadataStore, Millis, RefreshOutcome, RefreshToken, User,
+    MAX_PAGE,
 };
 
 #[async_trait]
@@ -237,97 +233,6 @@ impl MetadataStore for SqliteStore {
             let mut stmt = c.prepare_cached(&sql).meta()?;
             let rows = stmt.query_map(params_from_iter(args), audit_row).meta()?;
             collect(rows)
-        })
-        .await
-    }
-
-    async fn upsert_dead_letters(&self, pointers: &[DeadLetterPointer]) -> Result<(), MetaError> {
-        let rows = pointers
-            .iter()
-            .map(|p| Ok((to_i64(p.id, "dead-letter id")?, to_i64(p.offset, "dead-letter offset")?, p.clone())))
-            .collect::<Result<Vec<_>, MetaError>>()?;
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).meta()?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(&format!(
-                        "INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                         ON CONFLICT (station, grp, \"offset\") DO UPDATE SET id = excluded.id, \
-                         reason = excluded.reason, attempts = excluded.attempts, \
-                         last_error = excluded.last_error, dead_at = excluded.dead_at"
-                    ))
-                    .meta()?;
-                for (id, offset, p) in &rows {
-                    stmt.execute(params![
-                        id,
-                        p.station,
-                        p.group,
-                        offset,
-                        p.reason,
-                        p.attempts,
-                        p.last_error,
-                        p.dead_at
-                    ])
-                    .meta()?;
-                }
-            }
-            tx.commit().meta()
-        })
-        .await
-    }
-
-    /// `limit` is clamped to 1..=1000.
-    async fn dead_letters(&self, query: &DeadLetterQuery) -> Result<Page<DeadLetterPointer>, MetaError> {
-        let limit = query.limit.clamp(1, MAX_PAGE);
-        let mut sql = format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE station = ?");
-        let mut args = vec![Value::Text(query.station.clone())];
-        if let Some(group) = &query.group {
-            sql.push_str(" AND grp = ?");
-            args.push(Value::Text(group.clone()));
-        }
-        if let Some(reason) = &query.reason {
-            sql.push_str(" AND reason = ?");
-            args.push(Value::Text(reason.clone()));
-        }
-        if let Some(since) = query.since {
-            sql.push_str(" AND dead_at >= ?");
-            args.push(Value::Integer(since));
-        }
-        if let Some(until) = query.until {
-            sql.push_str(" AND dead_at < ?");
-            args.push(Value::Integer(until));
-        }
-        if let Some((dead_at, id)) = query.after {
-            sql.push_str(" AND (dead_at, id) > (?, ?)");
-            args.extend([Value::Integer(dead_at), Value::Integer(to_i64(id, "dead-letter id")?)]);
-        }
-        sql.push_str(" ORDER BY dead_at, id LIMIT ?");
-        args.push(Value::Integer(i64::from(limit) + 1));
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(&sql).meta()?;
-            let rows = stmt.query_map(params_from_iter(args), dead_letter_row).meta()?;
-            let mut items = collect(rows)?;
-            let more = items.len() > limit as usize;
-            items.truncate(limit as usize);
-            let next = if more { items.last().map(|p| (p.dead_at, p.id)) } else { None };
-            Ok(Page { items, next })
-        })
-        .await
-    }
-
-    async fn delete_dead_letter(&self, station: &str, id: u64) -> Result<bool, MetaError> {
-        let (station, id) = (station.to_owned(), to_i64(id, "dead-letter id")?);
-        self.with(move |c| {
-            Ok(c.execute("DELETE FROM dead_letters WHERE station = ?1 AND id = ?2", params![station, id]).meta()? > 0)
-        })
-        .await
-    }
-
-    async fn delete_station_dead_letters(&self, station: &str) -> Result<u64, MetaError> {
-        let station = station.to_owned();
-        self.with(move |c| {
-            let n = c.execute("DELETE FROM dead_letters WHERE station = ?1", [station]).meta()?;
-            Ok(n as u64)
         })
         .await
     }

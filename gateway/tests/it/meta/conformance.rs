@@ -21,8 +21,8 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use depot_gateway::meta::{
-    Action, ApiKey, AuditEntry, DeadLetterPointer, DeadLetterQuery, Digest, MetaError, MetadataStore, Millis,
-    RefreshOutcome, RefreshToken, Role, Scope, User,
+    Action, ApiKey, AuditEntry, Digest, MetaError, MetadataStore, Millis, RefreshOutcome, RefreshToken, Role, Scope,
+    User,
 };
 
 /// The suite's clock: 2023-11-14T22:13:20Z.
@@ -39,8 +39,6 @@ pub async fn run(store: Arc<dyn MetadataStore>) {
     refresh_tokens(s, &run).await;
     concurrent_rotation(&store, &run).await;
     audit_log(s, &run).await;
-    dead_letter_upsert(s, &run).await;
-    dead_letter_queries(s, &run).await;
     hostile_strings(s, &run).await;
 }
 
@@ -408,136 +406,6 @@ async fn audit_log(s: &dyn MetadataStore, run: &str) {
     assert!(below.iter().all(|r| r.id < oldest && r.entry.actor != actor), "`before` must exclude ids >= it");
 }
 
-fn pointer(station: &str, i: u64) -> DeadLetterPointer {
-    const REASONS: [&str; 3] = ["max_deliveries", "explicit", "expired"];
-    DeadLetterPointer {
-        id: 1000 + i,
-        station: station.to_owned(),
-        group: format!("g{}", i % 2),
-        offset: i,
-        reason: REASONS[(i % 3) as usize].to_owned(),
-        attempts: (i % 7) as u32,
-        last_error: (!i.is_multiple_of(4)).then(|| format!("boom {i}")),
-        // Three pointers share each instant, so ties are broken by id.
-        dead_at: T0 + (i / 3) as Millis,
-    }
-}
-
-fn query(station: &str, limit: u32) -> DeadLetterQuery {
-    DeadLetterQuery { station: station.to_owned(), limit, ..DeadLetterQuery::default() }
-}
-
-/// Follows `next` to the end, checking every page on the way.
-async fn all_pages(s: &dyn MetadataStore, q: &DeadLetterQuery) -> (Vec<DeadLetterPointer>, usize) {
-    let (mut q, mut items, mut pages) = (q.clone(), Vec::new(), 0);
-    loop {
-        let page = s.dead_letters(&q).await.expect("dead_letters");
-        pages += 1;
-        assert!(page.items.len() <= q.limit as usize, "a page must hold at most `limit` items");
-        match page.next {
-            Some(next) => {
-                let last = page.items.last().expect("a page with `next` must not be empty");
-                assert_eq!(next, (last.dead_at, last.id), "`next` must be the last item's (dead_at, id)");
-                assert_eq!(page.items.len(), q.limit as usize, "only a full page may have `next`");
-                items.extend(page.items);
-                q.after = Some(next);
-            }
-            None => {
-                items.extend(page.items);
-                return (items, pages);
-            }
-        }
-        assert!(pages <= 1000, "pagination must end");
-    }
-}
-
-async fn dead_letter_upsert(s: &dyn MetadataStore, run: &str) {
-    let station = format!("{run}-upsert");
-    let first = pointer(&station, 7);
-    let again = DeadLetterPointer {
-        id: 77,
-        reason: "explicit".to_owned(),
-        attempts: 9,
-        last_error: None,
-        dead_at: T0 + 500,
-        ..first.clone()
-    };
-    s.upsert_dead_letters(std::slice::from_ref(&first)).await.expect("upsert_dead_letters");
-    s.upsert_dead_letters(std::slice::from_ref(&first)).await.expect("upsert_dead_letters");
-    assert_eq!(s.dead_letters(&query(&station, 10)).await.expect("dead_letters").items, [first]);
-    s.upsert_dead_letters(std::slice::from_ref(&again)).await.expect("upsert_dead_letters");
-    assert_eq!(
-        s.dead_letters(&query(&station, 10)).await.expect("dead_letters").items,
-        [again],
-        "upserting (station, group, offset) again must replace the pointer, not add one"
-    );
-    s.upsert_dead_letters(&[]).await.expect("upserting nothing must succeed");
-}
-
-/// Which of the expected pointers a filtered query must return.
-type Keep = Box<dyn Fn(&DeadLetterPointer) -> bool>;
-
-async fn dead_letter_queries(s: &dyn MetadataStore, run: &str) {
-    const N: u64 = 250;
-    let (station, other) = (format!("{run}-orders"), format!("{run}-other"));
-    let mut expected: Vec<_> = (0..N).map(|i| pointer(&station, i)).collect();
-    for batch in expected.rchunks(60) {
-        s.upsert_dead_letters(batch).await.expect("upsert_dead_letters");
-    }
-    s.upsert_dead_letters(&[pointer(&other, 0)]).await.expect("upsert_dead_letters");
-    expected.sort_by_key(|p| (p.dead_at, p.id));
-
-    let (items, pages) = all_pages(s, &query(&station, 100)).await;
-    assert_eq!(pages, 3, "250 pointers at limit 100 must take 3 pages");
-    assert_eq!(items, expected, "pages must cover the station exactly once, ordered by (dead_at, id)");
-    let whole = s.dead_letters(&query(&station, N as u32)).await.expect("dead_letters");
-    assert_eq!((whole.items.len(), whole.next), (N as usize, None), "a page ending at the last row has no next");
-
-    let filters: Vec<(&str, DeadLetterQuery, Keep)> = vec![
-        ("group", DeadLetterQuery { group: Some("g1".into()), ..query(&station, 7) }, Box::new(|p| p.group == "g1")),
-        (
-            "reason",
-            DeadLetterQuery { reason: Some("explicit".into()), ..query(&station, 7) },
-            Box::new(|p| p.reason == "explicit"),
-        ),
-        ("since", DeadLetterQuery { since: Some(T0 + 10), ..query(&station, 7) }, Box::new(|p| p.dead_at >= T0 + 10)),
-        ("until", DeadLetterQuery { until: Some(T0 + 20), ..query(&station, 7) }, Box::new(|p| p.dead_at < T0 + 20)),
-        (
-            "group, reason, since and until",
-            DeadLetterQuery {
-                group: Some("g0".into()),
-                reason: Some("expired".into()),
-                since: Some(T0 + 10),
-                until: Some(T0 + 60),
-                ..query(&station, 4)
-            },
-            Box::new(|p| p.group == "g0" && p.reason == "expired" && (T0 + 10..T0 + 60).contains(&p.dead_at)),
-        ),
-        ("an unknown group", DeadLetterQuery { group: Some("nope".into()), ..query(&station, 7) }, Box::new(|_| false)),
-    ];
-    for (what, q, keep) in filters {
-        let want: Vec<_> = expected.iter().filter(|p| keep(p)).cloned().collect();
-        assert_eq!(all_pages(s, &q).await.0, want, "filtering by {what} must return exactly the matching pointers");
-    }
-    let after = DeadLetterQuery { after: Some((T0 + 10, 1031)), ..query(&station, 1000) };
-    let want: Vec<_> = expected.iter().filter(|p| (p.dead_at, p.id) > (T0 + 10, 1031)).cloned().collect();
-    assert_eq!(s.dead_letters(&after).await.expect("dead_letters").items, want, "`after` is exclusive");
-
-    let gone = expected[10].clone();
-    assert!(!s.delete_dead_letter(&other, gone.id).await.expect("delete_dead_letter"), "wrong station: false");
-    assert!(s.delete_dead_letter(&station, gone.id).await.expect("delete_dead_letter"), "existing pointer: true");
-    assert!(!s.delete_dead_letter(&station, gone.id).await.expect("delete_dead_letter"), "deleted pointer: false");
-    let left = all_pages(s, &query(&station, 1000)).await.0;
-    assert_eq!(left.len(), N as usize - 1, "delete_dead_letter must delete one pointer");
-    assert!(!left.contains(&gone), "the deleted pointer must be gone");
-
-    let dropped = s.delete_station_dead_letters(&station).await.expect("delete_station_dead_letters");
-    assert_eq!(dropped, N - 1, "delete_station_dead_letters must return how many it dropped");
-    assert_eq!(s.dead_letters(&query(&station, 10)).await.expect("dead_letters").items, []);
-    assert_eq!(s.dead_letters(&query(&other, 10)).await.expect("dead_letters").items.len(), 1, "other stations stay");
-    assert_eq!(s.delete_station_dead_letters(&station).await.expect("delete_station_dead_letters"), 0);
-}
-
 /// Strings that break naively built SQL, or encodings, must be stored verbatim and stay inert.
 async fn hostile_strings(s: &dyn MetadataStore, run: &str) {
     const PAYLOADS: [&str; 7] = [
@@ -575,21 +443,6 @@ async fn hostile_strings(s: &dyn MetadataStore, run: &str) {
         s.append_audit(&e).await.expect("append_audit with hostile strings");
         let newest = s.audit_log(None, 1).await.expect("audit_log");
         assert_eq!(newest.first().map(|r| &r.entry), Some(&e), "hostile audit fields must round-trip");
-
-        let station = format!("{run}-evil{i}-{payload}");
-        let p = DeadLetterPointer {
-            group: payload.to_string(),
-            reason: payload.to_string(),
-            last_error: Some(payload.to_string()),
-            ..pointer(&station, 1)
-        };
-        s.upsert_dead_letters(&[p.clone(), pointer(&station, 2)]).await.expect("upsert_dead_letters");
-        let q = DeadLetterQuery {
-            group: Some(payload.to_string()),
-            reason: Some(payload.to_string()),
-            ..query(&station, 10)
-        };
-        assert_eq!(s.dead_letters(&q).await.expect("dead_letters").items, [p], "hostile filters must match literally");
     }
     assert_eq!(s.user(&format!("{run}-evil3-x' OR '1'='2")).await.expect("user"), None, "lookups must be literal");
     assert_eq!(s.user("' OR '1'='1").await.expect("user"), None, "lookups must be literal");
