@@ -117,7 +117,9 @@ async fn snapshot_gives_a_known_committed_index() {
     produce_and_stop(opts, 40).await;
     let store = inspect(dir.path()).unwrap();
     let committed = store.committed_index.expect("a snapshot was built");
-    assert!(committed >= 10 && committed <= store.last.unwrap().index, "{store:?}");
+    // The first snapshot is due once 10 entries are applied: indexes 0 to 9 (the log starts with
+    // the initial membership at 0). It is often built a little later, at a higher index.
+    assert!(committed >= 9 && committed <= store.last.unwrap().index, "{store:?}");
 }
 
 #[tokio::test]
