@@ -1,10 +1,10 @@
 //! Keeps the Raft core running: openraft's core quits for good on a storage error, and this
 //! rebuilds it from disk in-process (see [`supervise_raft`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::sync::watch;
 
 use super::{storage, Replica};
@@ -27,7 +27,13 @@ const REBUILD_STABLE: Duration = Duration::from_secs(30);
 pub(crate) async fn supervise_raft(replica: Arc<Replica>) {
     let inner = &*replica;
     let mut shutdown = inner.shutdown.subscribe();
-    let mut backoff = REBUILD_BACKOFF_MIN;
+    // Waits between rebuilds: doubling from the least to the most, with jitter.
+    let policy = ExponentialBuilder::new()
+        .with_min_delay(REBUILD_BACKOFF_MIN)
+        .with_max_delay(REBUILD_BACKOFF_MAX)
+        .with_jitter()
+        .without_max_times();
+    let mut delays = policy.build();
     let mut rebuilt_at: Option<Instant> = None;
     loop {
         let mut metrics = inner.raft().metrics();
@@ -51,25 +57,24 @@ pub(crate) async fn supervise_raft(replica: Arc<Replica>) {
         // A core that fails again soon after a rebuild (the disk is still full) is rebuilt
         // after a growing pause, not in a tight loop of reloads.
         if rebuilt_at.is_some_and(|at| at.elapsed() < REBUILD_STABLE) {
-            if pause(&mut shutdown, backoff).await {
+            if pause(&mut shutdown, next_delay(&mut delays)).await {
                 return;
             }
-            backoff = (backoff * 2).min(REBUILD_BACKOFF_MAX);
         } else {
-            backoff = REBUILD_BACKOFF_MIN;
+            delays = policy.build();
         }
         loop {
             match rebuild_raft(inner).await {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "rebuilding the Raft core failed");
+                    let retry_in = next_delay(&mut delays);
+                    tracing::warn!(error = %e, ?retry_in, "rebuilding the Raft core failed");
                     *inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                    if pause(&mut shutdown, retry_in).await {
+                        return;
+                    }
                 }
             }
-            if pause(&mut shutdown, backoff).await {
-                return;
-            }
-            backoff = (backoff * 2).min(REBUILD_BACKOFF_MAX);
         }
         *inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = None;
         rebuilt_at = Some(Instant::now());
@@ -87,6 +92,11 @@ async fn rebuild_raft(inner: &Replica) -> Result<(), BrokerError> {
     let raft = Raft::new(inner.node_id, inner.core.config.clone(), network, log, sm).await.map_err(storage)?;
     *inner.raft.write().unwrap_or_else(|p| p.into_inner()) = raft;
     Ok(())
+}
+
+/// The next wait between rebuilds (the policy never runs out; the most, should it).
+fn next_delay(delays: &mut ExponentialBackoff) -> Duration {
+    delays.next().unwrap_or(REBUILD_BACKOFF_MAX)
 }
 
 /// Waits `pause`, or less if the broker shuts down meanwhile; true when it does.
