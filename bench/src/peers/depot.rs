@@ -192,22 +192,7 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
                     if status != 200 {
                         bail!("fetch: {status} {}", String::from_utf8_lossy(conn.body()));
                     }
-                    receipts.clear();
-                    receipts.extend_from_slice(b"{\"receipts\":[");
-                    let mut n = 0;
-                    let mut rest = conn.body();
-                    while let Some(i) = find(rest, b"\"receipt\":\"") {
-                        rest = &rest[i + 11..];
-                        let len = rest.iter().position(|&b| b == b'"').context("unterminated receipt")?;
-                        if n > 0 {
-                            receipts.push(b',');
-                        }
-                        receipts.extend_from_slice(b"\"");
-                        receipts.extend_from_slice(&rest[..len]);
-                        receipts.push(b'"');
-                        n += 1;
-                    }
-                    receipts.extend_from_slice(b"]}");
+                    let n = load::ack_body(conn.body(), &mut receipts)?;
                     let mut rest = conn.body();
                     while let Some(i) = find(rest, b"\"payload\":\"") {
                         rest = &rest[i + 11..];

@@ -4,6 +4,7 @@
 use super::messages::unexpected;
 use super::Broker;
 use crate::error::BrokerError;
+use crate::raft::StoredMessage;
 use crate::station::{
     Command, CommandError, DeadLetterRecord, GroupConfig, GroupView, Outcome, RedriveSelector, SeekTo, StationConfig,
     StationView,
@@ -20,6 +21,9 @@ pub struct Put<T> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeadLetterPage {
     pub records: Vec<DeadLetterRecord>,
+    /// With `with_messages`: each record's message, aligned with `records` (`None` once
+    /// retention removed it); otherwise empty.
+    pub messages: Vec<Option<StoredMessage>>,
     /// More records pass the filter after the last one of this page.
     pub more: bool,
 }
@@ -88,17 +92,24 @@ impl Broker {
         }
     }
 
-    /// A page of `station`'s dead letters with ids after `after`, those `filter` keeps.
+    /// A page of `station`'s dead letters with ids after `after`, those `filter` keeps, and
+    /// with `with_messages` their messages, all read after one read barrier.
     pub async fn dead_letters(
         &self,
         station: &str,
         after: Option<u64>,
         limit: usize,
+        with_messages: bool,
         filter: impl Fn(&DeadLetterRecord) -> bool,
     ) -> Result<DeadLetterPage, BrokerError> {
         self.replica.barrier().await?;
         let (records, more) = self.read(|s| s.dead_letter_page(station, after, limit, filter))?;
-        Ok(DeadLetterPage { records, more })
+        let messages = if with_messages {
+            records.iter().map(|r| self.message_now(station, r.offset)).collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(DeadLetterPage { records, messages, more })
     }
 
     /// Sends the selected dead letters back to their own groups; answers how many went.

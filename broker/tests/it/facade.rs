@@ -262,7 +262,7 @@ async fn dead_letters_page_by_id_from_the_one_copy_the_state_keeps() {
     let mut ids = Vec::new();
     let mut after = None;
     loop {
-        let page = broker.dead_letters("s", after, 2, |_| true).await.unwrap();
+        let page = broker.dead_letters("s", after, 2, false, |_| true).await.unwrap();
         assert!(page.records.len() <= 2);
         ids.extend(page.records.iter().map(|r| r.id));
         after = page.records.last().map(|r| r.id);
@@ -272,21 +272,24 @@ async fn dead_letters_page_by_id_from_the_one_copy_the_state_keeps() {
     }
     assert_eq!(ids, (1..=10).collect::<Vec<_>>());
     // A filtered page skips what it does not keep and still says whether more follow.
-    let h = broker.dead_letters("s", None, 3, |r| r.group == "h").await.unwrap();
+    let h = broker.dead_letters("s", None, 3, true, |r| r.group == "h").await.unwrap();
     assert_eq!(h.records.iter().map(|r| (r.id, r.offset)).collect::<Vec<_>>(), vec![(6, 0), (7, 1), (8, 2)]);
     assert!(h.more);
+    let payloads: Vec<_> = h.messages.iter().map(|m| m.as_ref().map(|m| m.payload.clone())).collect();
+    assert_eq!(payloads, ["0", "1", "2"].map(|p| Some(bytes::Bytes::from(p))), "messages aligned with records");
     assert!(h.records.iter().all(|r| r.last_error.as_deref() == Some("bad input for h")));
     assert!(broker.read(|s| s.outbox(10).is_empty()), "no second copy is queued for the metadata store");
     broker.shutdown().await.unwrap();
 
     // After a restart the same records page the same way; a deleted station takes them along.
     let broker = Broker::open(opts(dir.path())).await.unwrap();
-    let all = broker.dead_letters("s", Some(8), 10, |_| true).await.unwrap();
+    let all = broker.dead_letters("s", Some(8), 10, false, |_| true).await.unwrap();
     assert_eq!(all.records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![9, 10]);
     assert!(!all.more);
+    assert!(all.messages.is_empty(), "no messages unless asked for");
     broker.delete_station("s").await.unwrap();
     station(&broker, "s", StationConfig::default()).await;
-    assert!(broker.dead_letters("s", None, 10, |_| true).await.unwrap().records.is_empty());
+    assert!(broker.dead_letters("s", None, 10, false, |_| true).await.unwrap().records.is_empty());
     broker.shutdown().await.unwrap();
 }
 

@@ -158,17 +158,14 @@ async fn list_dead_letters(
     };
     let group = q.consumer_group.as_deref();
     let keep = |r: &DeadLetterRecord| group.is_none_or(|g| r.group == g) && reason.is_none_or(|want| r.reason == want);
-    let page = state.broker.dead_letters(&station, after, limit, keep).await?;
+    let include = q.include_payload.unwrap_or(false);
+    let page = state.broker.dead_letters(&station, after, limit, include, keep).await?;
     let next_cursor =
         if page.more { page.records.last().map(|r| encoding::encode_cursor(&r.id.to_string())) } else { None };
-    let include = q.include_payload.unwrap_or(false);
+    let mut messages = page.messages.into_iter();
     let mut dead_letters = Vec::with_capacity(page.records.len());
     for r in page.records {
-        let message = if include {
-            state.broker.message(&station, r.offset).await?.as_ref().map(encoding::message_body)
-        } else {
-            None
-        };
+        let message = messages.next().flatten().as_ref().map(encoding::message_body);
         dead_letters.push(DeadLetter {
             id: r.id,
             offset: r.offset,
