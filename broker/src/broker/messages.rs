@@ -120,6 +120,25 @@ impl Broker {
         max_bytes: Option<u64>,
         wait: Duration,
     ) -> Result<Fetched, BrokerError> {
+        self.when_ready(station, group, wait, async || {
+            // Before deliveries are taken, so that sealing them cannot fail.
+            let key = self.receipt_key().await?;
+            let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
+            seal(&key, station, group, self.replica.submit(command).await?)
+        })
+        .await
+    }
+
+    /// Runs `take` once the state says `group` has something ready, waiting up to `wait`;
+    /// again after a change if another consumer took it first. Answers the first non-empty
+    /// take, or an empty one once `wait` is over or the node drains.
+    pub(super) async fn when_ready(
+        &self,
+        station: &str,
+        group: &str,
+        wait: Duration,
+        mut take: impl AsyncFnMut() -> Result<Fetched, BrokerError>,
+    ) -> Result<Fetched, BrokerError> {
         let deadline = Instant::now() + wait;
         let mut changes = self.replica.sm.subscribe();
         let mut draining = self.replica.draining.subscribe();
@@ -137,10 +156,7 @@ impl Broker {
                 Err(e) => return Err(e.into()),
             };
             if ready {
-                // Before deliveries are taken, so that sealing them cannot fail.
-                let key = self.receipt_key().await?;
-                let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
-                let fetched = seal(&key, station, group, self.replica.submit(command).await?)?;
+                let fetched = take().await?;
                 if !fetched.deliveries.is_empty() || Instant::now() >= deadline {
                     return Ok(fetched);
                 }

@@ -31,6 +31,7 @@ use crate::station::{BrokerState, Command, Millis};
 
 mod manage;
 mod messages;
+mod push;
 
 pub use manage::{DeadLetterPage, Put};
 pub use messages::{Fetched, ProduceResults};

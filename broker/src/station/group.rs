@@ -293,13 +293,56 @@ impl Group {
     }
 
     pub(crate) fn nack(&mut self, receipt: Receipt, now: Millis, delay_ms: u64, dead: &mut Vec<Dead>) -> ReceiptResult {
+        self.fail(receipt, now, |_| delay_ms, None, dead)
+    }
+
+    /// A push attempt failed with `error`: redelivery after the backoff step (the ack wait when
+    /// the group has none), no sooner than `not_before_ms`; the dead-letter station once max
+    /// deliveries is reached.
+    pub(crate) fn push_failed(
+        &mut self,
+        receipt: Receipt,
+        now: Millis,
+        error: &str,
+        not_before_ms: u64,
+        dead: &mut Vec<Dead>,
+    ) -> ReceiptResult {
+        let wait = self.config.ack_wait_ms;
+        let has_backoff = !self.config.backoff_ms.is_empty();
+        let delay = |backoff: u64| if has_backoff { backoff } else { wait }.max(not_before_ms);
+        self.fail(receipt, now, delay, Some(error.to_owned()), dead)
+    }
+
+    /// Hands a delivery back without counting its attempt: deliverable again at once.
+    pub(crate) fn release(&mut self, receipt: Receipt) -> ReceiptResult {
+        let result = self.check(receipt);
+        if result == ReceiptResult::Ok {
+            if let Some(entry) = self.entries.get_mut(&receipt.offset) {
+                entry.attempts = entry.attempts.saturating_sub(1);
+            }
+            self.set_status(receipt.offset, Status::Ready);
+        }
+        result
+    }
+
+    /// Ends a delivery that failed: `delay(backoff step)` until the next attempt, or the
+    /// dead-letter station with `last_error` once max deliveries is reached.
+    fn fail(
+        &mut self,
+        receipt: Receipt,
+        now: Millis,
+        delay: impl Fn(u64) -> u64,
+        last_error: Option<String>,
+        dead: &mut Vec<Dead>,
+    ) -> ReceiptResult {
         let result = self.check(receipt);
         if result == ReceiptResult::Ok {
             let attempts = self.entries.get(&receipt.offset).map_or(0, |entry| entry.attempts);
             if attempts >= self.config.max_deliveries {
-                self.give_up(receipt.offset, DeadLetterReason::MaxDeliveries, None, dead);
+                self.give_up(receipt.offset, DeadLetterReason::MaxDeliveries, last_error, dead);
             } else {
-                self.set_status(receipt.offset, Status::Scheduled { due: after(now, delay_ms) });
+                let due = after(now, delay(self.backoff_ms(attempts)));
+                self.set_status(receipt.offset, Status::Scheduled { due });
             }
         }
         result

@@ -104,10 +104,71 @@ impl Settled for BoundReceipt {
     }
 }
 
-/// Starts a serialized [`BrokerState`] that has the receipt key. A state serialized before
-/// has no marker and starts with its clock (i64 LE), which would have to be some 10^8 years
-/// ahead to read as these bytes.
-const STATE_MARKER: &[u8; 8] = b"DEPOTST2";
+/// Starts a serialized [`BrokerState`] that has push groups. A state serialized before has
+/// [`STATE_V2_MARKER`], or, before the receipt key, no marker: it starts with its clock (i64
+/// LE), which would have to be some 10^8 years ahead to read as these bytes.
+const STATE_MARKER: &[u8; 8] = b"DEPOTST3";
+/// Starts a state serialized with the receipt key but before push groups.
+const STATE_V2_MARKER: &[u8; 8] = b"DEPOTST2";
+
+/// Longest push URL, in bytes.
+pub const MAX_PUSH_URL_BYTES: usize = 2048;
+/// Most extra headers a push group may send.
+const MAX_PUSH_HEADERS: usize = 32;
+/// Most signing secrets a push group keeps (the newest and those still valid after rotations).
+const MAX_PUSH_SECRETS: usize = 8;
+
+/// The state as serialized before push groups, field for field.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StateV2 {
+    clock: Millis,
+    last_station_id: u64,
+    stations: BTreeMap<Name, StationState>,
+    names: BTreeMap<u64, Name>,
+    outbox: Outbox,
+    receipt_key: Option<ReceiptKey>,
+}
+
+impl From<StateV2> for BrokerState {
+    fn from(v2: StateV2) -> BrokerState {
+        let StateV2 { clock, last_station_id, stations, names, outbox, receipt_key } = v2;
+        BrokerState {
+            clock,
+            last_station_id,
+            stations,
+            names,
+            outbox,
+            receipt_key,
+            push: BTreeMap::new(),
+            effects: Vec::new(),
+            deadlines: Deadlines::default(),
+        }
+    }
+}
+
+fn validate_push(push: &PushConfig) -> Result<(), String> {
+    if push.url.is_empty() || push.url.len() > MAX_PUSH_URL_BYTES {
+        return Err(format!("push.url must be 1-{MAX_PUSH_URL_BYTES} bytes"));
+    }
+    if !(1000..=60_000).contains(&push.timeout_ms) {
+        return Err("push.timeout_ms must be 1000-60000".to_owned());
+    }
+    if !(1..=1000).contains(&push.max_in_flight) {
+        return Err("push.max_in_flight must be 1-1000".to_owned());
+    }
+    if push.rate_per_s == Some(0) {
+        return Err("push.rate_per_s must be positive when set".to_owned());
+    }
+    if push.headers.len() > MAX_PUSH_HEADERS {
+        return Err(format!("push.headers may have at most {MAX_PUSH_HEADERS} entries"));
+    }
+    Ok(())
+}
+
+fn wrong_delivery(station: &str, group: &str, push: bool) -> CommandError {
+    CommandError::WrongDelivery { station: station.to_owned(), group: group.to_owned(), push }
+}
 
 /// The state as serialized before it held a receipt key, field for field.
 #[derive(Deserialize)]
@@ -130,6 +191,7 @@ impl From<StateV1> for BrokerState {
             names,
             outbox,
             receipt_key: None,
+            push: BTreeMap::new(),
             effects: Vec::new(),
             deadlines: Deadlines::default(),
         };
@@ -184,6 +246,8 @@ pub struct BrokerState {
     outbox: Outbox,
     /// What receipts are sealed with; set once, by the first `InitReceiptKey` applied.
     receipt_key: Option<ReceiptKey>,
+    /// The push side of push groups, by (station, group).
+    push: BTreeMap<(Name, Name), PushGroup>,
     /// Not replicated: each replica's storage layer drains them after every apply.
     #[serde(skip)]
     effects: Vec<Effect>,
@@ -199,12 +263,15 @@ impl BrokerState {
         Ok(out)
     }
 
-    /// Reads [`BrokerState::to_bytes`], or a state serialized before the receipt key existed
-    /// (it then has none, and the first fetch proposes one).
+    /// Reads [`BrokerState::to_bytes`], or a state serialized before push groups existed, or
+    /// before the receipt key existed (it then has none, and the first fetch proposes one).
     pub fn from_bytes(bytes: &[u8]) -> Result<BrokerState, bincode::Error> {
-        let mut state: BrokerState = match bytes.strip_prefix(STATE_MARKER) {
-            Some(rest) => bincode::deserialize(rest)?,
-            None => bincode::deserialize::<StateV1>(bytes).map(BrokerState::from)?,
+        let mut state: BrokerState = if let Some(rest) = bytes.strip_prefix(STATE_MARKER) {
+            bincode::deserialize(rest)?
+        } else if let Some(rest) = bytes.strip_prefix(STATE_V2_MARKER) {
+            bincode::deserialize::<StateV2>(rest).map(BrokerState::from)?
+        } else {
+            bincode::deserialize::<StateV1>(bytes).map(BrokerState::from)?
         };
         state.index_deadlines();
         Ok(state)
@@ -251,6 +318,7 @@ impl BrokerState {
                     self.stations.remove(station).ok_or_else(|| CommandError::StationNotFound(station.clone()))?;
                 self.names.remove(&state.id);
                 self.effects.push(Effect::StationDropped { id: state.id });
+                self.push.retain(|(s, _), _| s != station);
                 Ok(Outcome::Deleted)
             }
             Command::PutGroup { station, group, config } => {
@@ -258,22 +326,58 @@ impl BrokerState {
                 validate_group_config(config).map_err(CommandError::Invalid)?;
                 let (state, mut ctx) = self.station_mut(station)?;
                 let (created, view) = state.put_group(group, config.clone(), &mut ctx)?;
+                // A plain PUT makes the group a pull group.
+                self.push.remove(&(station.clone(), group.clone()));
                 Ok(Outcome::GroupPut { created, group: view })
             }
+            Command::PutPushGroup { station, group, config, push, secret } => {
+                self.put_push_group(station, group, config, push, secret)
+            }
+            Command::SetPushState { station, group, state, reason } => {
+                let push = self.push_mut(station, group)?;
+                push.state = *state;
+                push.disabled_reason = if *state == PushState::Disabled { reason.clone() } else { None };
+                Ok(Outcome::Group(self.group_view(station, group)?))
+            }
+            Command::RotatePushSecret { station, group, secret, old_valid_ms } => {
+                let push = self.push_mut(station, group)?;
+                let expires_at = after(now, *old_valid_ms);
+                for old in &mut push.secrets {
+                    old.expires_at = Some(old.expires_at.map_or(expires_at, |at| at.min(expires_at)));
+                }
+                push.secrets.retain(|s| s.expires_at.is_none_or(|at| at > now));
+                push.secrets.insert(0, PushSecret { secret: secret.clone(), expires_at: None });
+                push.secrets.truncate(MAX_PUSH_SECRETS);
+                Ok(Outcome::Group(self.group_view(station, group)?))
+            }
+            Command::PushFetch { station, group, max_messages } => {
+                if !(1..=MAX_FETCH_MESSAGES).contains(max_messages) {
+                    return Err(CommandError::Invalid(format!("max_messages must be 1-{MAX_FETCH_MESSAGES}")));
+                }
+                if self.push_mut(station, group)?.state != PushState::Active {
+                    return Ok(Outcome::Fetched(Vec::new()));
+                }
+                let (state, mut ctx) = self.station_mut(station)?;
+                Ok(Outcome::Fetched(state.fetch(group, *max_messages, None, &mut ctx)?))
+            }
+            Command::PushSettle { station, group, results } => self.push_settle(station, group, results),
             Command::DeleteGroup { station, group } => {
                 let (state, mut ctx) = self.station_mut(station)?;
                 state.delete_group(group, &mut ctx)?;
+                self.push.remove(&(station.clone(), group.clone()));
                 Ok(Outcome::Deleted)
             }
             Command::Seek { station, group, to } => {
                 let (state, mut ctx) = self.station_mut(station)?;
-                Ok(Outcome::Group(state.seek(group, *to, &mut ctx)?))
+                let view = state.seek(group, *to, &mut ctx)?;
+                Ok(Outcome::Group(self.with_push(station, view)))
             }
             Command::Produce { station, messages } => {
                 let (state, mut ctx) = self.station_mut(station)?;
                 Ok(Outcome::Produced(state.produce(messages, &mut ctx)))
             }
             Command::Fetch { station, group, max_messages, max_bytes } => {
+                self.refuse_push(station, group)?;
                 if !(1..=MAX_FETCH_MESSAGES).contains(max_messages) {
                     return Err(CommandError::Invalid(format!("max_messages must be 1-{MAX_FETCH_MESSAGES}")));
                 }
@@ -290,7 +394,10 @@ impl BrokerState {
             Command::DeadLetter { station, group, receipts, reason } => {
                 self.settle(station, group, receipts, &SettleOp::DeadLetter { reason: reason.clone() })
             }
-            Command::Settle { station, group, receipts, op } => self.settle(station, group, receipts, op),
+            Command::Settle { station, group, receipts, op } => {
+                self.refuse_push(station, group)?;
+                self.settle(station, group, receipts, op)
+            }
             Command::Redrive { station, selector } => {
                 let (state, mut ctx) = self.station_mut(station)?;
                 Ok(Outcome::Redriven(state.redrive(selector, &mut ctx)))
@@ -336,6 +443,88 @@ impl BrokerState {
             None => ReceiptResult::Unknown,
         })?;
         Ok(Outcome::Receipts(results))
+    }
+
+    /// Pull consumers' fetch and settle do not apply to push groups.
+    fn refuse_push(&self, station: &str, group: &str) -> Result<(), CommandError> {
+        match self.push.contains_key(&(station.to_owned(), group.to_owned())) {
+            true => Err(wrong_delivery(station, group, true)),
+            false => Ok(()),
+        }
+    }
+
+    fn push_mut(&mut self, station: &str, group: &str) -> Result<&mut PushGroup, CommandError> {
+        self.station(station)?.group(group)?;
+        self.push.get_mut(&(station.to_owned(), group.to_owned())).ok_or_else(|| wrong_delivery(station, group, false))
+    }
+
+    fn put_push_group(
+        &mut self,
+        station: &str,
+        group: &str,
+        config: &GroupConfig,
+        push: &PushConfig,
+        secret: &SecretChoice,
+    ) -> Result<Outcome, CommandError> {
+        validate_name(group).map_err(CommandError::Invalid)?;
+        validate_group_config(config).map_err(CommandError::Invalid)?;
+        validate_push(push).map_err(CommandError::Invalid)?;
+        let (state, mut ctx) = self.station_mut(station)?;
+        let (created, view) = state.put_group(group, config.clone(), &mut ctx)?;
+        let key = (station.to_owned(), group.to_owned());
+        let fresh = |secret: &str| vec![PushSecret { secret: secret.to_owned(), expires_at: None }];
+        match (self.push.get_mut(&key), secret) {
+            (Some(existing), SecretChoice::Generated(_)) => existing.config = push.clone(),
+            (Some(existing), SecretChoice::Given(given)) => {
+                existing.config = push.clone();
+                existing.secrets = fresh(given);
+            }
+            (None, SecretChoice::Given(s) | SecretChoice::Generated(s)) => {
+                let value = PushGroup { config: push.clone(), secrets: fresh(s), state: PushState::Active, disabled_reason: None };
+                self.push.insert(key, value);
+            }
+        }
+        Ok(Outcome::GroupPut { created, group: self.with_push(station, view) })
+    }
+
+    fn push_settle(
+        &mut self,
+        station: &str,
+        group: &str,
+        results: &[(Receipt, PushResult)],
+    ) -> Result<Outcome, CommandError> {
+        let now = self.clock;
+        let push = self.push_mut(station, group)?;
+        if results.iter().any(|(_, r)| *r == PushResult::Gone) {
+            push.state = PushState::Disabled;
+            push.disabled_reason = Some("the endpoint answered 410 Gone".to_owned());
+        }
+        let (state, mut ctx) = self.station_mut(station)?;
+        let items: Vec<&(Receipt, PushResult)> = results.iter().collect();
+        let results = state.on_receipts(group, &items, &mut ctx, |g, (receipt, result), dead| match result {
+            PushResult::Delivered => g.ack(*receipt),
+            PushResult::Failed { error, retry_after_ms } => {
+                g.push_failed(*receipt, now, error, retry_after_ms.unwrap_or(0), dead)
+            }
+            PushResult::Gone => g.release(*receipt),
+        })?;
+        Ok(Outcome::Receipts(results))
+    }
+
+    /// `view` with its push side, if it is a push group of `station`.
+    fn with_push(&self, station: &str, mut view: GroupView) -> GroupView {
+        view.push = self.push.get(&(station.to_owned(), view.name.clone())).cloned();
+        view
+    }
+
+    /// Every push group as (station, group, push side), by station and group.
+    pub fn push_groups(&self) -> Vec<(Name, Name, PushGroup)> {
+        self.push.iter().map(|((s, g), p)| (s.clone(), g.clone(), p.clone())).collect()
+    }
+
+    /// The push side of one group, if it is a push group.
+    pub fn push_group(&self, station: &str, group: &str) -> Option<&PushGroup> {
+        self.push.get(&(station.to_owned(), group.to_owned()))
     }
 
     fn put_station(&mut self, name: &str, config: &StationConfig) -> Result<Outcome, CommandError> {
@@ -391,16 +580,22 @@ impl BrokerState {
     }
 
     pub fn station_view(&self, station: &str) -> Option<StationView> {
-        self.stations.get(station).map(StationState::view)
+        self.stations.get(station).map(|state| self.view_of(state))
+    }
+
+    fn view_of(&self, state: &StationState) -> StationView {
+        let mut view = state.view();
+        view.groups = view.groups.into_iter().map(|g| self.with_push(&state.name, g)).collect();
+        view
     }
 
     /// Every station, sorted by name.
     pub fn list_stations(&self) -> Vec<StationView> {
-        self.stations.values().map(StationState::view).collect()
+        self.stations.values().map(|state| self.view_of(state)).collect()
     }
 
     pub fn group_view(&self, station: &str, group: &str) -> Result<GroupView, CommandError> {
-        self.station(station)?.group_view(group)
+        Ok(self.with_push(station, self.station(station)?.group_view(group)?))
     }
 
     /// What an ack of `receipt` would answer now, without changing anything.

@@ -85,6 +85,7 @@ impl StationState {
             delivered_offset: group.cursor(),
             acked_floor: group.acked_floor(),
             dead_lettered: group.dead_lettered,
+            push: None,
         }
     }
 

@@ -335,7 +335,7 @@ impl Inner {
                     }
                 }
             }
-            (Command::Fetch { station, .. }, Outcome::Fetched(_)) => {
+            (Command::Fetch { station, .. } | Command::PushFetch { station, .. }, Outcome::Fetched(_)) => {
                 // The messages are read by the node that proposed the fetch, after the apply
                 // (`read_fetched`): every other replica would read them for nothing.
                 station_id = self.state.station_id(station);
