@@ -18,6 +18,13 @@ pub struct Fetched {
     pub receipts: Vec<SealedReceipt>,
 }
 
+/// Which fetch [`Broker::when_ready`] proposes.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Take {
+    Pull { max_messages: u32, max_bytes: Option<u64> },
+    Push { max_messages: u32 },
+}
+
 /// One answer per message of a produce, in order: where it was stored (or that it repeats an
 /// earlier one with the same idempotency key), or why it alone was refused.
 pub type ProduceResults = Vec<Result<Produced, ItemError>>;
@@ -84,6 +91,7 @@ impl Broker {
         receipts: &[impl AsRef<[u8]>],
         op: SettleOp,
     ) -> Result<Vec<ReceiptResult>, BrokerError> {
+        self.refuse_push(station, group)?;
         let key = self.receipt_key().await?;
         let opened: Vec<_> = receipts.iter().map(|r| receipt::open(&key, station, group, r.as_ref())).collect();
         let bound: Vec<_> = opened.iter().flatten().copied().collect();
@@ -120,16 +128,45 @@ impl Broker {
         max_bytes: Option<u64>,
         wait: Duration,
     ) -> Result<Fetched, BrokerError> {
-        self.when_ready(station, group, wait, async || {
-            // Before deliveries are taken, so that sealing them cannot fail.
-            let key = self.receipt_key().await?;
-            let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
-            seal(&key, station, group, self.replica.submit(command).await?)
-        })
-        .await
+        self.refuse_push(station, group)?;
+        self.when_ready(station, group, wait, Take::Pull { max_messages, max_bytes }).await
     }
 
-    /// Runs `take` once the state says `group` has something ready, waiting up to `wait`;
+    /// A push group as this node knows it answers pull operations `WrongDelivery` at once
+    /// (apply refuses them too, for a group that became one meanwhile).
+    fn refuse_push(&self, station: &str, group: &str) -> Result<(), BrokerError> {
+        match self.read(|s| s.push_group(station, group).is_some()) {
+            true => {
+                Err(CommandError::WrongDelivery { station: station.into(), group: group.into(), push: true }.into())
+            }
+            false => Ok(()),
+        }
+    }
+
+    /// Proposes one fetch of `group`: a pull consumer's, with receipts sealed, or a push
+    /// group's delivering node's, with raw receipts.
+    async fn take(&self, station: &str, group: &str, take: Take) -> Result<Fetched, BrokerError> {
+        match take {
+            Take::Pull { max_messages, max_bytes } => {
+                // Before deliveries are taken, so that sealing them cannot fail.
+                let key = self.receipt_key().await?;
+                let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
+                seal(&key, station, group, self.replica.submit(command).await?)
+            }
+            Take::Push { max_messages } => {
+                let command = Command::PushFetch { station: station.into(), group: group.into(), max_messages };
+                let applied = self.replica.submit(command).await?;
+                match applied.outcome {
+                    Outcome::Fetched(deliveries) if deliveries.len() == applied.messages.len() => {
+                        Ok(Fetched { deliveries, messages: applied.messages, receipts: Vec::new() })
+                    }
+                    other => Err(unexpected("push fetch", other)),
+                }
+            }
+        }
+    }
+
+    /// Proposes `take` once the state says `group` has something ready, waiting up to `wait`;
     /// again after a change if another consumer took it first. Answers the first non-empty
     /// take, or an empty one once `wait` is over or the node drains.
     pub(super) async fn when_ready(
@@ -137,7 +174,7 @@ impl Broker {
         station: &str,
         group: &str,
         wait: Duration,
-        mut take: impl AsyncFnMut() -> Result<Fetched, BrokerError>,
+        take: Take,
     ) -> Result<Fetched, BrokerError> {
         let deadline = Instant::now() + wait;
         let mut changes = self.replica.sm.subscribe();
@@ -156,7 +193,7 @@ impl Broker {
                 Err(e) => return Err(e.into()),
             };
             if ready {
-                let fetched = take().await?;
+                let fetched = self.take(station, group, take).await?;
                 if !fetched.deliveries.is_empty() || Instant::now() >= deadline {
                     return Ok(fetched);
                 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::messages::{unexpected, Fetched};
+use super::messages::{unexpected, Fetched, Take};
 use super::{Broker, Put};
 use crate::error::BrokerError;
 use crate::station::{
@@ -70,17 +70,7 @@ impl Broker {
         max_messages: u32,
         wait: Duration,
     ) -> Result<Fetched, BrokerError> {
-        self.when_ready(station, group, wait, async || {
-            let command = Command::PushFetch { station: station.into(), group: group.into(), max_messages };
-            let applied = self.replica.submit(command).await?;
-            match applied.outcome {
-                Outcome::Fetched(deliveries) if deliveries.len() == applied.messages.len() => {
-                    Ok(Fetched { deliveries, messages: applied.messages, receipts: Vec::new() })
-                }
-                other => Err(unexpected("push fetch", other)),
-            }
-        })
-        .await
+        self.when_ready(station, group, wait, Take::Push { max_messages }).await
     }
 
     /// Records how deliveries ended, in one command; answers one result per delivery.

@@ -480,7 +480,12 @@ impl BrokerState {
                 existing.secrets = fresh(given);
             }
             (None, SecretChoice::Given(s) | SecretChoice::Generated(s)) => {
-                let value = PushGroup { config: push.clone(), secrets: fresh(s), state: PushState::Active, disabled_reason: None };
+                let value = PushGroup {
+                    config: push.clone(),
+                    secrets: fresh(s),
+                    state: PushState::Active,
+                    disabled_reason: None,
+                };
                 self.push.insert(key, value);
             }
         }

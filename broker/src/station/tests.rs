@@ -985,3 +985,185 @@ fn a_state_serialized_before_receipt_keys_still_reads() {
     assert_eq!(read.to_bytes().expect("serialize"), h.s.to_bytes().expect("serialize"));
     assert!(BrokerState::from_bytes(&legacy[..legacy.len() - 1]).is_err(), "a truncated state is refused");
 }
+
+fn push_config(url: &str) -> PushConfig {
+    PushConfig {
+        url: url.to_owned(),
+        headers: Vec::new(),
+        timeout_ms: 15_000,
+        max_in_flight: 16,
+        rate_per_s: None,
+        body: PushBody::Raw,
+        hook_created_at: None,
+    }
+}
+
+impl H {
+    fn push_group(&mut self, group: &str, config: GroupConfig, secret: SecretChoice) -> GroupView {
+        let command = Command::PutPushGroup {
+            station: ST.into(),
+            group: group.into(),
+            config,
+            push: push_config("https://example.com/hook"),
+            secret,
+        };
+        match self.run(command) {
+            Outcome::GroupPut { group, .. } => group,
+            other => panic!("put push group: {other:?}"),
+        }
+    }
+
+    fn push_fetch(&mut self, group: &str, max: u32) -> Vec<Delivery> {
+        match self.run(Command::PushFetch { station: ST.into(), group: group.into(), max_messages: max }) {
+            Outcome::Fetched(d) => d,
+            other => panic!("push fetch: {other:?}"),
+        }
+    }
+
+    fn push_settle(&mut self, group: &str, results: Vec<(Receipt, PushResult)>) -> Vec<ReceiptResult> {
+        match self.run(Command::PushSettle { station: ST.into(), group: group.into(), results }) {
+            Outcome::Receipts(r) => r,
+            other => panic!("push settle: {other:?}"),
+        }
+    }
+}
+
+fn failed(error: &str, retry_after_ms: Option<u64>) -> PushResult {
+    PushResult::Failed { error: error.to_owned(), retry_after_ms }
+}
+
+#[test]
+fn a_push_group_refuses_pull_operations_and_a_pull_group_push_ones() {
+    let mut h = H::new();
+    h.push_group("p", GroupConfig::default(), SecretChoice::Generated("whsec_a".into()));
+    h.group("q", GroupConfig::default());
+    h.produce(1);
+    let refused = |push| Outcome::Error(CommandError::WrongDelivery { station: ST.into(), group: "p".into(), push });
+    let fetch = Command::Fetch { station: ST.into(), group: "p".into(), max_messages: 1, max_bytes: None };
+    assert_eq!(h.run(fetch), refused(true));
+    let settle = Command::Settle { station: ST.into(), group: "p".into(), receipts: Vec::new(), op: SettleOp::Ack };
+    assert_eq!(h.run(settle), refused(true));
+    let pull = Command::PushFetch { station: ST.into(), group: "q".into(), max_messages: 1 };
+    assert_eq!(
+        h.run(pull),
+        Outcome::Error(CommandError::WrongDelivery { station: ST.into(), group: "q".into(), push: false })
+    );
+    // Both groups see the message, each its own way.
+    assert_eq!(h.push_fetch("p", 10).len(), 1);
+    assert_eq!(h.fetch("q", 10).len(), 1);
+    // A plain PUT turns the push group into a pull group.
+    h.group("p", GroupConfig::default());
+    assert_eq!(h.s.push_group(ST, "p"), None);
+}
+
+#[test]
+fn push_results_ack_retry_with_backoff_or_retry_after_and_dead_letter_with_the_last_error() {
+    let mut h = H::new();
+    let config =
+        GroupConfig { backoff_ms: vec![100], max_deliveries: 2, ack_wait_ms: 30_000, ..GroupConfig::default() };
+    h.push_group("p", config, SecretChoice::Generated("whsec_a".into()));
+    h.produce(2);
+    let d = h.push_fetch("p", 10);
+    assert_eq!(d.len(), 2);
+    let results = h
+        .push_settle("p", vec![(d[0].receipt, PushResult::Delivered), (d[1].receipt, failed("HTTP 429", Some(2_000)))]);
+    assert_eq!(results, vec![ReceiptResult::Ok, ReceiptResult::Ok]);
+    // Retry-After (2 s) wins over the 100 ms backoff step.
+    h.at(1_000 + 1_999);
+    assert!(h.push_fetch("p", 10).is_empty());
+    h.at(1_000 + 2_000);
+    let again = h.push_fetch("p", 10);
+    assert_eq!((again.len(), again[0].attempt), (1, 2));
+    h.push_settle("p", vec![(again[0].receipt, failed("HTTP 500", None))]);
+    let dead = h.s.dead_letters(ST).expect("station");
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].reason, dead[0].attempts), (DeadLetterReason::MaxDeliveries, 2));
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+    let view = h.s.group_view(ST, "p").expect("group");
+    assert_eq!((view.lag, view.pending), (0, 0));
+}
+
+#[test]
+fn without_backoff_a_failed_push_waits_the_ack_wait() {
+    let mut h = H::new();
+    h.push_group("p", group_config(5_000, 5), SecretChoice::Generated("whsec_a".into()));
+    h.produce(1);
+    let d = h.push_fetch("p", 1);
+    h.push_settle("p", vec![(d[0].receipt, failed("timeout", None))]);
+    h.at(1_000 + 4_999);
+    assert!(h.push_fetch("p", 1).is_empty());
+    h.at(1_000 + 5_000);
+    assert_eq!(h.push_fetch("p", 1).len(), 1);
+}
+
+#[test]
+fn gone_disables_the_group_and_hands_the_message_back_uncounted_and_resume_carries_on() {
+    let mut h = H::new();
+    h.push_group("p", group_config(30_000, 1), SecretChoice::Generated("whsec_a".into()));
+    h.produce(1);
+    let d = h.push_fetch("p", 1);
+    h.push_settle("p", vec![(d[0].receipt, PushResult::Gone)]);
+    let push = h.s.push_group(ST, "p").cloned().expect("push");
+    assert_eq!(push.state, PushState::Disabled);
+    assert!(push.disabled_reason.is_some());
+    assert!(h.push_fetch("p", 1).is_empty(), "a disabled group hands out nothing");
+    assert!(h.s.dead_letters(ST).expect("station").is_empty(), "the 410'd attempt does not count");
+    let resume =
+        Command::SetPushState { station: ST.into(), group: "p".into(), state: PushState::Active, reason: None };
+    assert!(matches!(h.run(resume), Outcome::Group(_)));
+    let again = h.push_fetch("p", 1);
+    assert_eq!((again.len(), again[0].attempt), (1, 1));
+}
+
+#[test]
+fn secrets_keep_on_update_unless_given_and_rotation_keeps_the_old_one_for_a_while() {
+    let mut h = H::new();
+    let view = h.push_group("p", GroupConfig::default(), SecretChoice::Generated("whsec_first".into()));
+    assert_eq!(view.push.expect("push").secrets[0].secret, "whsec_first");
+    h.push_group("p", GroupConfig::default(), SecretChoice::Generated("whsec_ignored".into()));
+    let push = h.s.push_group(ST, "p").cloned().expect("push");
+    assert_eq!(push.signing_secrets(h.now).collect::<Vec<_>>(), ["whsec_first"]);
+    let rotate = Command::RotatePushSecret {
+        station: ST.into(),
+        group: "p".into(),
+        secret: "whsec_second".into(),
+        old_valid_ms: 1_000,
+    };
+    h.run(rotate);
+    let push = h.s.push_group(ST, "p").cloned().expect("push");
+    assert_eq!(push.signing_secrets(h.now + 999).collect::<Vec<_>>(), ["whsec_second", "whsec_first"]);
+    assert_eq!(push.signing_secrets(h.now + 1_000).collect::<Vec<_>>(), ["whsec_second"]);
+    h.push_group("p", GroupConfig::default(), SecretChoice::Given("whsec_given".into()));
+    let push = h.s.push_group(ST, "p").cloned().expect("push");
+    assert_eq!(push.signing_secrets(h.now).collect::<Vec<_>>(), ["whsec_given"]);
+    // Deleting the group or the station forgets its push side.
+    h.run(Command::DeleteGroup { station: ST.into(), group: "p".into() });
+    assert!(h.s.push_groups().is_empty());
+}
+
+#[test]
+fn a_state_with_push_groups_round_trips_and_one_serialized_before_them_still_reads() {
+    let mut h = H::new();
+    h.push_group("p", GroupConfig::default(), SecretChoice::Generated("whsec_a".into()));
+    h.produce(2);
+    h.run(Command::InitReceiptKey { key: ReceiptKey::from_bytes([5; 32]) });
+    let bytes = h.s.to_bytes().expect("serialize");
+    let copy = BrokerState::from_bytes(&bytes).expect("deserialize");
+    assert_eq!(copy.push_groups(), h.s.push_groups());
+
+    // What the previous version wrote: the ST2 marker and these fields.
+    let s = &h.s;
+    let v2 = StateV2 {
+        clock: s.clock,
+        last_station_id: s.last_station_id,
+        stations: s.stations.clone(),
+        names: s.names.clone(),
+        outbox: s.outbox.clone(),
+        receipt_key: s.receipt_key,
+    };
+    let mut legacy = STATE_V2_MARKER.to_vec();
+    legacy.extend(bincode::serialize(&v2).expect("serialize"));
+    let read = BrokerState::from_bytes(&legacy).expect("an ST2 state reads");
+    assert_eq!(read.receipt_key(), Some(ReceiptKey::from_bytes([5; 32])));
+    assert!(read.push_groups().is_empty());
+}
