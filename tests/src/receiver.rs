@@ -51,10 +51,7 @@ pub struct Recorded {
 impl Recorded {
     /// The first value of header `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -97,11 +94,7 @@ impl Receiver {
     /// Starts a receiver answering with `behaviour`.
     pub fn start(behaviour: Behaviour) -> Receiver {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                behaviour,
-                since_set: 0,
-                requests: Vec::new(),
-            }),
+            state: Mutex::new(State { behaviour, since_set: 0, requests: Vec::new() }),
             changed: Condvar::new(),
             notify: tokio::sync::Notify::new(),
             connections: AtomicUsize::new(0),
@@ -136,12 +129,7 @@ impl Receiver {
             })
             .unwrap();
         let handle = rx.recv().unwrap();
-        Receiver {
-            shared,
-            addr,
-            handle,
-            thread: Some(thread),
-        }
+        Receiver { shared, addr, handle, thread: Some(thread) }
     }
 
     /// Answers with `behaviour` from now on.
@@ -232,17 +220,9 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared
                 (s, Vec::new(), Vec::new(), false)
             }
             Behaviour::Hang => (0, Vec::new(), Vec::new(), true),
-            Behaviour::Redirect(to) => (
-                302,
-                vec![("location".to_owned(), to.clone())],
-                Vec::new(),
-                false,
-            ),
+            Behaviour::Redirect(to) => (302, vec![("location".to_owned(), to.clone())], Vec::new(), false),
         };
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
+        let path = req.uri().path_and_query().map_or_else(|| req.path().to_owned(), |pq| pq.as_str().to_owned());
         state.requests.push(Recorded {
             at: Instant::now(),
             method: req.method().as_str().to_owned(),
@@ -250,12 +230,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared
             headers: req
                 .headers()
                 .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
+                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect(),
             body: body.to_vec(),
             status_sent: status,
@@ -267,8 +242,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared
     if hang {
         return std::future::pending().await;
     }
-    let mut response =
-        HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let mut response = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
     for (name, value) in headers {
         response.insert_header((name, value));
     }

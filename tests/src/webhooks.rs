@@ -48,10 +48,7 @@ print(f"verified {len(job['deliveries'])}")
 /// `secret` with the reference library, in one python process. Err names each delivery that
 /// fails. The library also checks that the timestamp is within 5 minutes of now, so this is
 /// for freshly signed deliveries.
-pub fn verify_standard_webhooks(
-    secret: &str,
-    deliveries: &[(String, String, String, Vec<u8>)],
-) -> anyhow::Result<()> {
+pub fn verify_standard_webhooks(secret: &str, deliveries: &[(String, String, String, Vec<u8>)]) -> anyhow::Result<()> {
     let python = python();
     let hint = format!(
         "run .ci/run, which installs standardwebhooks into /var/tmp/depot-py/venv and exports \
@@ -86,10 +83,6 @@ pub fn verify_standard_webhooks(
     match out.status.code() {
         Some(0) => Ok(()),
         Some(MISSING) => bail!("{}: {hint}", stderr.trim()),
-        _ => bail!(
-            "standardwebhooks refused the signatures ({}):\n{}",
-            out.status,
-            stderr.trim()
-        ),
+        _ => bail!("standardwebhooks refused the signatures ({}):\n{}", out.status, stderr.trim()),
     }
 }

@@ -50,13 +50,7 @@ pub struct Attempt {
 
 impl Attempt {
     fn failed(started: Instant, error: String) -> Attempt {
-        Attempt {
-            status: None,
-            latency: started.elapsed(),
-            error: Some(error),
-            retry_after: None,
-            excerpt: None,
-        }
+        Attempt { status: None, latency: started.elapsed(), error: Some(error), retry_after: None, excerpt: None }
     }
 }
 
@@ -69,9 +63,7 @@ pub struct PushClient {
 
 impl std::fmt::Debug for PushClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushClient")
-            .field("allow_private", &self.guard.allow_private())
-            .finish_non_exhaustive()
+        f.debug_struct("PushClient").field("allow_private", &self.guard.allow_private()).finish_non_exhaustive()
     }
 }
 
@@ -94,13 +86,7 @@ impl PushClient {
     /// POSTs `body` with `headers` to `url`, all of it (connect, answer, body read) within
     /// `timeout`. When the answer's status came but its body did not finish in time, the
     /// attempt is judged by the status (the excerpt holds what arrived).
-    pub async fn post(
-        &self,
-        url: &Url,
-        headers: &[(String, String)],
-        body: Bytes,
-        timeout: Duration,
-    ) -> Attempt {
+    pub async fn post(&self, url: &Url, headers: &[(String, String)], body: Bytes, timeout: Duration) -> Attempt {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         if is_ip_literal_blocked(url, self.guard.allow_private()) {
@@ -123,11 +109,7 @@ impl PushClient {
             Ok(Ok(response)) => response,
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
 
         let mut head = Vec::new();
         let mut read = 0usize;
@@ -149,13 +131,7 @@ impl PushClient {
             300..=399 => Some(format!("redirect (HTTP {status}) not followed")),
             _ => Some(format!("HTTP {status}")),
         };
-        Attempt {
-            status: Some(status),
-            latency: started.elapsed(),
-            error,
-            retry_after,
-            excerpt: excerpt(&head),
-        }
+        Attempt { status: Some(status), latency: started.elapsed(), error, retry_after, excerpt: excerpt(&head) }
     }
 }
 
@@ -268,10 +244,7 @@ mod tests {
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after(""), None);
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         let later = SystemTime::now() + Duration::from_secs(3600);
         let delay = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
         assert!(delay > Duration::from_secs(3500) && delay <= Duration::from_secs(3600));

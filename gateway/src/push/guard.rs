@@ -55,9 +55,7 @@ fn is_blocked_v6(ip: Ipv6Addr) -> bool {
     match s {
         // IPv4-mapped ::ffff:a.b.c.d and IPv4-compatible ::a.b.c.d (deprecated, but a stack may
         // still route it to the IPv4 address).
-        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] => {
-            return is_blocked_v4(embedded(hi, lo))
-        }
+        [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo] => return is_blocked_v4(embedded(hi, lo)),
         // IPv4-translated ::ffff:0:a.b.c.d (SIIT).
         [0, 0, 0, 0, 0xffff, 0, hi, lo] => return is_blocked_v4(embedded(hi, lo)),
         // NAT64 well-known prefix 64:ff9b::/96.
@@ -120,10 +118,7 @@ pub struct Guard {
 
 impl Guard {
     pub fn new(allow_private: bool, resolver: Arc<dyn Resolver>) -> Guard {
-        Guard {
-            allow_private,
-            resolver,
-        }
+        Guard { allow_private, resolver }
     }
 
     /// A guard on the system's resolver.
@@ -149,10 +144,7 @@ impl Guard {
         }
         let parsed = Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!(
-                "the scheme must be http or https, not {}",
-                parsed.scheme()
-            ));
+            return Err(format!("the scheme must be http or https, not {}", parsed.scheme()));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err("the URL must not contain a user name or password".to_owned());
@@ -163,11 +155,8 @@ impl Guard {
             Some(Host::Ipv4(ip)) => self.check_literal(IpAddr::V4(ip)).map(|()| parsed.clone()),
             Some(Host::Ipv6(ip)) => self.check_literal(IpAddr::V6(ip)).map(|()| parsed.clone()),
             Some(Host::Domain(name)) => {
-                let addrs = self
-                    .resolver
-                    .resolve(name, port)
-                    .await
-                    .map_err(|_| format!("host {name} does not resolve"))?;
+                let addrs =
+                    self.resolver.resolve(name, port).await.map_err(|_| format!("host {name} does not resolve"))?;
                 if addrs.is_empty() {
                     return Err(format!("host {name} does not resolve"));
                 }
@@ -184,9 +173,7 @@ impl Guard {
 
     fn check_literal(&self, ip: IpAddr) -> Result<(), String> {
         if self.blocks(ip) {
-            Err(format!(
-                "{ip} is a loopback, private, link-local or other internal address"
-            ))
+            Err(format!("{ip} is a loopback, private, link-local or other internal address"))
         } else {
             Ok(())
         }
@@ -194,27 +181,16 @@ impl Guard {
 
     /// The addresses a delivery may connect to: the name's addresses less the blocked ones.
     /// Err when none is left, and also when the name does not resolve (nothing to connect to).
-    pub async fn resolve_allowed(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> Result<Vec<SocketAddr>, BlockedAddress> {
+    pub async fn resolve_allowed(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, BlockedAddress> {
         self.resolve_filtered(host, port).await.map_err(|_| BlockedAddress)
     }
 
     /// [`Guard::resolve_allowed`] telling a name that does not resolve from one that resolves
     /// only to blocked addresses (the client reports the first as a connection error).
-    pub(crate) async fn resolve_filtered(
-        &self,
-        host: &str,
-        port: u16,
-    ) -> Result<Vec<SocketAddr>, ResolveError> {
+    pub(crate) async fn resolve_filtered(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
         let addrs = self.resolver.resolve(host, port).await?;
         if addrs.is_empty() {
-            return Err(ResolveError::Io(io::Error::new(
-                io::ErrorKind::NotFound,
-                "no address",
-            )));
+            return Err(ResolveError::Io(io::Error::new(io::ErrorKind::NotFound, "no address")));
         }
         let allowed: Vec<SocketAddr> = addrs.into_iter().filter(|a| !self.blocks(a.ip())).collect();
         if allowed.is_empty() {
@@ -396,11 +372,7 @@ mod tests {
             let err = g.check_url(url).await.unwrap_err();
             assert!(!err.is_empty(), "{url}");
         }
-        assert!(g
-            .check_url("http://unknown.test/")
-            .await
-            .unwrap_err()
-            .contains("does not resolve"));
+        assert!(g.check_url("http://unknown.test/").await.unwrap_err().contains("does not resolve"));
     }
 
     #[tokio::test]
@@ -431,12 +403,7 @@ mod tests {
         ] {
             g.check_url(url).await.unwrap();
         }
-        for url in [
-            "http://user@127.0.0.1/",
-            "ftp://127.0.0.1/",
-            "file:///etc/passwd",
-            "http://unknown.test/",
-        ] {
+        for url in ["http://user@127.0.0.1/", "ftp://127.0.0.1/", "file:///etc/passwd", "http://unknown.test/"] {
             g.check_url(url).await.unwrap_err();
         }
     }
@@ -448,14 +415,8 @@ mod tests {
         assert_eq!(mixed, vec!["93.184.216.34:443".parse().unwrap()]);
         assert!(g.resolve_allowed("internal.test", 80).await.is_err());
         assert!(g.resolve_allowed("unknown.test", 80).await.is_err());
-        assert!(matches!(
-            g.resolve_filtered("unknown.test", 80).await,
-            Err(ResolveError::Io(_))
-        ));
-        assert!(matches!(
-            g.resolve_filtered("metadata.test", 80).await,
-            Err(ResolveError::Blocked(_))
-        ));
+        assert!(matches!(g.resolve_filtered("unknown.test", 80).await, Err(ResolveError::Io(_))));
+        assert!(matches!(g.resolve_filtered("metadata.test", 80).await, Err(ResolveError::Blocked(_))));
         let open = guard(true);
         assert_eq!(open.resolve_allowed("internal.test", 80).await.unwrap().len(), 2);
     }

@@ -30,14 +30,10 @@ pub fn parse_secret(s: &str) -> Result<Vec<u8>, String> {
     let Some(encoded) = s.strip_prefix(SECRET_PREFIX) else {
         return Err(format!("the secret must start with `{SECRET_PREFIX}`"));
     };
-    let key = STANDARD
-        .decode(encoded)
-        .map_err(|_| format!("the secret after `{SECRET_PREFIX}` must be standard base64"))?;
+    let key =
+        STANDARD.decode(encoded).map_err(|_| format!("the secret after `{SECRET_PREFIX}` must be standard base64"))?;
     if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
-        return Err(format!(
-            "the secret must encode {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes, not {}",
-            key.len()
-        ));
+        return Err(format!("the secret must encode {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes, not {}", key.len()));
     }
     Ok(key)
 }
@@ -46,10 +42,8 @@ pub fn parse_secret(s: &str) -> Result<Vec<u8>, String> {
 /// of `keys` (the current secret first, by convention). `timestamp` is Unix seconds, the value
 /// sent as `webhook-timestamp`.
 pub fn signature_header(id: &str, timestamp: i64, body: &[u8], keys: &[&[u8]]) -> String {
-    let signatures: Vec<String> = keys
-        .iter()
-        .map(|key| format!("v1,{}", STANDARD.encode(sign(key, id, timestamp, body))))
-        .collect();
+    let signatures: Vec<String> =
+        keys.iter().map(|key| format!("v1,{}", STANDARD.encode(sign(key, id, timestamp, body)))).collect();
     signatures.join(" ")
 }
 
@@ -84,12 +78,7 @@ mod tests {
     #[test]
     fn reproduces_the_standard_webhooks_test_vector() {
         let key = parse_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let header = signature_header(
-            "msg_p5jXN8AQM9LWM0D4loKWxJek",
-            1614265330,
-            br#"{"test": 2432232314}"#,
-            &[&key],
-        );
+        let header = signature_header("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#, &[&key]);
         assert_eq!(header, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 

@@ -32,11 +32,8 @@ struct Rebinding(AtomicUsize);
 
 impl Resolver for Rebinding {
     fn resolve(&self, _host: &str, port: u16) -> ResolveFuture {
-        let ip: IpAddr = if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
-            [93, 184, 216, 34].into()
-        } else {
-            [127, 0, 0, 1].into()
-        };
+        let ip: IpAddr =
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 { [93, 184, 216, 34].into() } else { [127, 0, 0, 1].into() };
         Box::pin(async move { Ok::<_, io::Error>(vec![SocketAddr::new(ip, port)]) })
     }
 }
@@ -48,9 +45,7 @@ fn local_client() -> PushClient {
 async fn post(client: &PushClient, url: &str, timeout: Duration) -> Attempt {
     let url = Url::parse(url).unwrap();
     let headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    client
-        .post(&url, &headers, Bytes::from_static(b"{\"n\":1}"), timeout)
-        .await
+    client.post(&url, &headers, Bytes::from_static(b"{\"n\":1}"), timeout).await
 }
 
 #[tokio::test]
@@ -58,13 +53,9 @@ async fn a_2xx_is_a_success_and_the_request_arrives_whole() {
     let rx = Receiver::start(Behaviour::StatusWithBody(204, Vec::new()));
     let client = local_client();
     let url = Url::parse(&rx.url()).unwrap();
-    let headers = vec![
-        ("content-type".to_owned(), "application/json".to_owned()),
-        ("webhook-id".to_owned(), "msg_1".to_owned()),
-    ];
-    let a = client
-        .post(&url, &headers, Bytes::from_static(b"{\"n\":1}"), TIMEOUT)
-        .await;
+    let headers =
+        vec![("content-type".to_owned(), "application/json".to_owned()), ("webhook-id".to_owned(), "msg_1".to_owned())];
+    let a = client.post(&url, &headers, Bytes::from_static(b"{\"n\":1}"), TIMEOUT).await;
     assert_eq!(a.status, Some(204));
     assert_eq!(a.error, None);
     assert_eq!(a.excerpt, None);
@@ -110,10 +101,7 @@ async fn redirects_are_never_followed() {
 
 #[tokio::test]
 async fn retry_after_is_read() {
-    let rx = Receiver::start(Behaviour::StatusWithHeaders(
-        429,
-        vec![("Retry-After".to_owned(), "2".to_owned())],
-    ));
+    let rx = Receiver::start(Behaviour::StatusWithHeaders(429, vec![("Retry-After".to_owned(), "2".to_owned())]));
     let a = post(&local_client(), &rx.url(), TIMEOUT).await;
     assert_eq!(a.status, Some(429));
     assert_eq!(a.error.as_deref(), Some("HTTP 429"));
@@ -170,11 +158,7 @@ async fn blocked_addresses_are_never_connected_to() {
     let port = rx.addr().port();
     // A literal loopback address.
     let strict = PushClient::new(Guard::system(false)).unwrap();
-    for url in [
-        rx.url(),
-        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
-        format!("http://2130706433:{port}/hook"),
-    ] {
+    for url in [rx.url(), format!("http://[::ffff:127.0.0.1]:{port}/hook"), format!("http://2130706433:{port}/hook")] {
         let a = post(&strict, &url, TIMEOUT).await;
         assert_eq!((a.status, a.error.as_deref()), (None, Some("blocked_address")), "{url}");
     }

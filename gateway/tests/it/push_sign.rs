@@ -35,11 +35,8 @@ fn bodies() -> Vec<Vec<u8>> {
 fn one_secret_verifies() {
     let secret = generate_secret();
     let key = parse_secret(&secret).unwrap();
-    let deliveries: Vec<Delivery> = bodies()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| signed(&format!("msg_{i}"), b, &[&key]))
-        .collect();
+    let deliveries: Vec<Delivery> =
+        bodies().iter().enumerate().map(|(i, b)| signed(&format!("msg_{i}"), b, &[&key])).collect();
     verify_standard_webhooks(&secret, &deliveries).unwrap();
 }
 
@@ -49,11 +46,8 @@ fn during_a_rotation_either_secret_verifies_alone() {
     let old = generate_secret();
     let keys = [parse_secret(&new).unwrap(), parse_secret(&old).unwrap()];
     let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let deliveries: Vec<Delivery> = bodies()
-        .iter()
-        .enumerate()
-        .map(|(i, b)| signed(&format!("msg_{i}"), b, &key_refs))
-        .collect();
+    let deliveries: Vec<Delivery> =
+        bodies().iter().enumerate().map(|(i, b)| signed(&format!("msg_{i}"), b, &key_refs)).collect();
     assert!(deliveries[0].2.contains(' '));
     verify_standard_webhooks(&new, &deliveries).unwrap();
     verify_standard_webhooks(&old, &deliveries).unwrap();
@@ -96,17 +90,10 @@ async fn a_delivery_verifies_as_the_receiver_got_it() {
     ];
     let client = PushClient::new(Guard::system(true)).unwrap();
     let url = url::Url::parse(&rx.url()).unwrap();
-    let a = client
-        .post(&url, &headers, Bytes::from_static(body), Duration::from_secs(10))
-        .await;
+    let a = client.post(&url, &headers, Bytes::from_static(body), Duration::from_secs(10)).await;
     assert_eq!(a.error, None);
     let got = &rx.requests()[0];
     let header = |n: &str| got.header(n).unwrap().to_owned();
-    let delivery = (
-        header("webhook-id"),
-        header("webhook-timestamp"),
-        header("webhook-signature"),
-        got.body.clone(),
-    );
+    let delivery = (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"), got.body.clone());
     verify_standard_webhooks(&secret, &[delivery]).unwrap();
 }
