@@ -16,6 +16,7 @@ pub mod meta;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod push;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;

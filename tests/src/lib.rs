@@ -8,7 +8,9 @@
 //! - [`cluster`]: clusters of `depot serve` processes with a fault proxy on every link, a
 //!   randomized workload and a Jepsen-style checker of its history;
 //! - [`serial`]: heavy tests one at a time in a test binary;
-//! - [`crash`]: what the crash writer (`src/bin/crash-writer.rs`) produces.
+//! - [`crash`]: what the crash writer (`src/bin/crash-writer.rs`) produces;
+//! - [`receiver`]: a webhook receiver (real HTTP/1.1 on a loopback port) for push delivery;
+//! - [`webhooks`]: Standard Webhooks signatures checked by the reference Python library.
 //!
 //! The kit starts the `depot` binary it is given and never links the gateway, so the gateway's
 //! own tests can use it without building the gateway twice. In-process helpers that need the
@@ -23,6 +25,8 @@ pub mod disk;
 pub mod http;
 pub mod ports;
 pub mod process;
+pub mod receiver;
 pub mod serial;
+pub mod webhooks;
 
 pub use crash::{crash_payload, CRASH_STATION};

@@ -32,5 +32,7 @@ mod observability;
 mod open_files;
 mod openapi;
 mod power_cut;
+mod push_client;
+mod push_sign;
 mod stations;
 mod token_errors;
