@@ -177,6 +177,9 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
             }
         }
     });
+    // Push groups are delivered from here on, while this node leads.
+    let pusher = state.pusher.clone();
+    pusher.start();
     let server = serve(listener, state)?;
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
@@ -186,6 +189,8 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
             shutting_down.store(true, Ordering::Release);
             // Long polls answer now instead of holding the drain for up to 20 s.
             broker.begin_drain();
+            // No new push attempt starts; those under way finish and are settled.
+            pusher.stop();
             tracing::info!("shutting down: draining in-flight requests");
             let (r, ()) = tokio::join!(&mut server, handle.stop(true));
             r

@@ -299,6 +299,12 @@ fn print_dev_banner(
          curl -X PUT http://{addr}/v1/stations/orders/consumer-groups/billing -H \"Authorization: Bearer $DEPOT_TOKEN\"\n  \
          curl -X POST http://{addr}/v1/stations/orders/consumer-groups/billing/fetch -H \"Authorization: Bearer $DEPOT_TOKEN\" -d '{{\"wait_ms\": 1000}}'"
     ));
+    if config.push_allow_private_networks {
+        text.push_str(
+            "\ndepot: push delivery may reach private networks and localhost here (push_allow_private_networks; \
+             depot serve refuses them unless configured)",
+        );
+    }
     say(&text);
     Ok(())
 }

@@ -49,6 +49,10 @@ error_codes! {
     StationNotFound => NOT_FOUND, "station_not_found", "Station not found";
     ConsumerGroupNotFound => NOT_FOUND, "consumer_group_not_found", "Consumer group not found";
     DeadLetterNotFound => NOT_FOUND, "dead_letter_not_found", "Dead letter not found";
+    HookNotFound => NOT_FOUND, "hook_not_found", "Hook not found";
+    InvalidPushUrl => BAD_REQUEST, "invalid_push_url", "Invalid push URL";
+    ConsumerGroupIsPush => CONFLICT, "consumer_group_is_push", "Consumer group is a push group";
+    ConsumerGroupNotPush => CONFLICT, "consumer_group_not_push", "Consumer group is not a push group";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
     RequestTimeout => REQUEST_TIMEOUT, "request_timeout", "Request timeout";
     UriTooLong => URI_TOO_LONG, "uri_too_long", "URI too long";
@@ -107,6 +111,10 @@ pub enum ApiError {
     HeaderFieldsTooLarge(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
+    #[error("{0}")]
+    InvalidPushUrl(String),
+    #[error("hook {0} not found")]
+    HookNotFound(String),
     /// The path names a resource, but not for this method; `allow` lists the methods it has.
     #[error("{method} is not allowed here; use {allow}")]
     MethodNotAllowed { method: String, allow: String },
@@ -168,6 +176,8 @@ impl ApiError {
             ApiError::Unauthorized(d) => (Code::Unauthorized, d.clone(), None),
             ApiError::Forbidden(d) => (Code::Forbidden, d.clone(), None),
             ApiError::UserNotFound(_) => (Code::UserNotFound, self.to_string(), None),
+            ApiError::HookNotFound(_) => (Code::HookNotFound, self.to_string(), None),
+            ApiError::InvalidPushUrl(_) => (Code::InvalidPushUrl, self.to_string(), None),
             ApiError::ApiKeyNotFound(_) => (Code::ApiKeyNotFound, self.to_string(), None),
             ApiError::Meta(e) => match e {
                 MetaError::Conflict(what) => (Code::AlreadyExists, format!("{what} already exists"), None),
@@ -185,6 +195,10 @@ impl ApiError {
                     CommandError::GroupNotFound { .. } => (Code::ConsumerGroupNotFound, c.to_string(), None),
                     CommandError::Invalid(d) => (Code::InvalidRequest, d.clone(), None),
                     CommandError::DeadLetterNotFound(_) => (Code::DeadLetterNotFound, c.to_string(), None),
+                    CommandError::WrongDelivery { push: true, .. } => (Code::ConsumerGroupIsPush, c.to_string(), None),
+                    CommandError::WrongDelivery { push: false, .. } => {
+                        (Code::ConsumerGroupNotPush, c.to_string(), None)
+                    }
                 },
                 BrokerError::Unavailable { reason, retry_after } => {
                     (Code::NotLeaderUnavailable, format!("unavailable: {reason}"), Some(*retry_after))

@@ -24,6 +24,8 @@ use crate::routes;
         (name = "consumer-groups", description = "Consumer groups"),
         (name = "consume", description = "Pull consumption and settlement"),
         (name = "dead-letters", description = "Dead letters"),
+        (name = "push", description = "Push groups: webhooks out, signed as Standard Webhooks specifies"),
+        (name = "hooks", description = "REST hooks: subscribe a URL to a station's new messages"),
         (name = "cluster", description = "Cluster membership"),
         (name = "operations", description = "Health, metrics and documents"),
     )

@@ -13,6 +13,8 @@ use depot_broker::Broker;
 use crate::auth::{self, Auth};
 use crate::meta;
 use crate::metrics::Metrics;
+use crate::push::engine::Pusher;
+use crate::push::guard::{Guard, Resolver, SystemResolver};
 use crate::rate_limit::{RateLimitConfig, RateLimiter};
 
 /// The longest a message may be withheld (`Depot-Delay`, `Depot-Deliver-At`, `delay_ms`,
@@ -33,6 +35,16 @@ pub struct GatewayConfig {
     pub max_delay_ms: u64,
     /// A body still arriving after this long is answered 408.
     pub body_read_timeout: Duration,
+    /// Push delivery may go to loopback, private and link-local addresses.
+    pub push_allow_private_networks: bool,
+    /// Resolves push hosts; `None`: the system resolver. Tests inject their own.
+    pub push_resolver: Option<Arc<dyn Resolver>>,
+}
+
+impl std::fmt::Debug for dyn Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
 }
 
 impl Default for GatewayConfig {
@@ -42,6 +54,8 @@ impl Default for GatewayConfig {
             credential_rate_limit: RateLimitConfig::default(),
             max_delay_ms: DEFAULT_MAX_DELAY_MS,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            push_allow_private_networks: false,
+            push_resolver: None,
         }
     }
 }
@@ -55,6 +69,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub credential_limiter: Arc<RateLimiter>,
     pub metrics: Arc<Metrics>,
+    /// Delivers push groups while this node leads (started by the server, see `Pusher::start`).
+    pub pusher: Pusher,
     /// Longer delays are refused (400), in milliseconds.
     pub max_delay_ms: u64,
     /// A body still arriving after this long is answered 408.
@@ -72,7 +88,12 @@ impl AppState {
     }
 
     pub fn with_config(broker: Broker, auth: Arc<Auth>, config: GatewayConfig) -> AppState {
+        let resolver = config.push_resolver.clone().unwrap_or_else(|| Arc::new(SystemResolver));
+        let guard = Guard::new(config.push_allow_private_networks, resolver);
+        // Building the client fails only if TLS cannot start at all, which nothing can serve.
+        let pusher = Pusher::new(broker.clone(), guard).unwrap_or_else(|e| panic!("the push HTTP client: {e}"));
         AppState {
+            pusher,
             broker,
             auth,
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),

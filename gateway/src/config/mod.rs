@@ -102,6 +102,8 @@ pub struct Config {
     pub max_delay_ms: u64,
     /// Milliseconds a request body may take to arrive before the request is answered 408.
     pub body_read_timeout_ms: u64,
+    /// Push delivery may go to loopback, private and link-local addresses.
+    pub push_allow_private_networks: bool,
 }
 
 /// The largest `max_delay_ms`: 100 years, so that now plus a delay is a time that renders.
@@ -154,6 +156,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             max_delay_ms: crate::state::DEFAULT_MAX_DELAY_MS,
             body_read_timeout_ms: crate::state::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
+            push_allow_private_networks: mode == Mode::Dev,
         }
     }
 }
@@ -346,6 +349,8 @@ impl Config {
             credential_rate_limit: limit(self.rate_limit_credential_per_second, self.rate_limit_credential_burst),
             max_delay_ms: self.max_delay_ms,
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            push_allow_private_networks: self.push_allow_private_networks,
+            push_resolver: None,
         }
     }
 

@@ -333,6 +333,15 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "push_allow_private_networks",
+        help: "push delivery (webhooks out) may go to loopback, private (RFC 1918), shared, link-local and unique-local addresses; off by default for depot serve (a guard against SSRF), on for depot dev",
+        show: |c| c.push_allow_private_networks.to_string(),
+        set: |c, v| {
+            c.push_allow_private_networks = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Setting {
         name: "body_read_timeout_ms",
         help: "milliseconds a request body may take to arrive; a slower one is answered 408",
         show: |c| c.body_read_timeout_ms.to_string(),

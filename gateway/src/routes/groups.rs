@@ -1,7 +1,11 @@
 //! Consumer groups: create or update, read, list, delete, seek.
 
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
-use depot_broker::station::{GroupConfig, GroupView, SeekTo, StartPosition};
+use depot_broker::station::{
+    GroupConfig, GroupView, PushBody, PushConfig, PushGroup, PushState, SecretChoice, SeekTo, StartPosition,
+};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -13,6 +17,10 @@ use crate::auth::extract::{Manage, SeeStation};
 use crate::auth::Authorized;
 use crate::encoding::{self, rfc3339};
 use crate::error::{check_name, ApiError, Problem};
+use crate::push::engine::reserved_header;
+use crate::push::guard::Guard;
+use crate::push::live::Live;
+use crate::push::sign;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -114,6 +122,83 @@ pub struct GroupConfigInput {
     /// Most deliveries in flight at once (default 10000).
     #[schema(minimum = 1)]
     pub max_pending: Option<u32>,
+    /// Makes this a push group: the server delivers each message to `push.url` (a webhook)
+    /// instead of consumers fetching it. Absent: a pull group.
+    pub push: Option<PushInput>,
+}
+
+/// Where and how a push group delivers.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushInput {
+    /// `http` or `https`; its host must not be (or resolve only to) a loopback, private,
+    /// shared, link-local, unique-local, multicast or unspecified address unless the server
+    /// allows private networks (400 `invalid_push_url`).
+    #[schema(max_length = 2048)]
+    pub url: String,
+    /// `whsec_` + base64 of 24-64 bytes. Absent: one is generated on create (and an update
+    /// keeps the current one). Shown once, in this PUT's answer.
+    pub secret: Option<String>,
+    /// Extra request headers sent with every delivery (at most 32; not `webhook-*`,
+    /// `depot-*`, `content-type` or hop-by-hop headers).
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Per attempt, 1000-60000 (default 15000).
+    #[schema(minimum = 1000, maximum = 60000)]
+    pub timeout_ms: Option<u64>,
+    /// Attempts under way at once, 1-1000 (default 16).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_in_flight: Option<u32>,
+    /// Attempts started per second at most (default: no limit).
+    #[schema(minimum = 1)]
+    pub rate_per_s: Option<u32>,
+}
+
+pub const DEFAULT_PUSH_TIMEOUT_MS: u64 = 15_000;
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
+const MAX_PUSH_HEADER_BYTES: usize = 8 * 1024;
+
+/// A push request checked against the contract: the config, and the secret to propose.
+pub(crate) struct CheckedPush {
+    pub config: PushConfig,
+    pub secret: SecretChoice,
+}
+
+impl PushInput {
+    pub(crate) async fn check(self, guard: &Guard, body: PushBody) -> Result<CheckedPush, ApiError> {
+        let url = guard.check_url(&self.url).await.map_err(ApiError::InvalidPushUrl)?;
+        let mut headers = Vec::new();
+        for (name, value) in self.headers.unwrap_or_default() {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ApiError::InvalidRequest(format!("push.headers: {name:?} is not a header name")));
+            }
+            if reserved_header(&name) {
+                return Err(ApiError::InvalidRequest(format!("push.headers: {name:?} is set by the server")));
+            }
+            if HeaderValue::from_str(&value).is_err() || value.len() > MAX_PUSH_HEADER_BYTES {
+                return Err(ApiError::InvalidRequest(format!(
+                    "push.headers: the value of {name:?} must be visible ASCII, at most {MAX_PUSH_HEADER_BYTES} bytes"
+                )));
+            }
+            headers.push((name.to_ascii_lowercase(), value));
+        }
+        let secret = match self.secret {
+            Some(given) => {
+                sign::parse_secret(&given).map_err(|e| ApiError::InvalidRequest(format!("push.secret: {e}")))?;
+                SecretChoice::Given(given)
+            }
+            None => SecretChoice::Generated(sign::generate_secret()),
+        };
+        let config = PushConfig {
+            url: url.to_string(),
+            headers,
+            timeout_ms: self.timeout_ms.unwrap_or(DEFAULT_PUSH_TIMEOUT_MS),
+            max_in_flight: self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            rate_per_s: self.rate_per_s,
+            body,
+            hook_created_at: None,
+        };
+        Ok(CheckedPush { config, secret })
+    }
 }
 
 /// Documents the bound of each `backoff_ms` step (utoipa has no attribute for an item's bound).
@@ -135,7 +220,7 @@ pub(crate) fn document_backoff_bound(api: &mut utoipa::openapi::OpenApi) {
 }
 
 impl GroupConfigInput {
-    fn into_config(self, max_delay_ms: u64) -> Result<GroupConfig, ApiError> {
+    fn into_config(self, max_delay_ms: u64) -> Result<(GroupConfig, Option<PushInput>), ApiError> {
         for step in self.backoff_ms.iter().flatten() {
             encoding::check_delay("backoff_ms", *step, max_delay_ms)?;
         }
@@ -146,13 +231,14 @@ impl GroupConfigInput {
             Some(Start::Offset(o)) => StartPosition::Offset(o.offset),
             Some(Start::Time(t)) => StartPosition::Time(encoding::parse_rfc3339("start.time", &t.time)?),
         };
-        Ok(GroupConfig {
+        let config = GroupConfig {
             start,
             ack_wait_ms: self.ack_wait_ms.unwrap_or(d.ack_wait_ms),
             max_deliveries: self.max_deliveries.unwrap_or(d.max_deliveries),
             backoff_ms: self.backoff_ms.unwrap_or(d.backoff_ms),
             max_pending: self.max_pending.unwrap_or(d.max_pending),
-        })
+        };
+        Ok((config, self.push))
     }
 }
 
@@ -163,6 +249,76 @@ pub struct GroupConfigBody {
     pub max_deliveries: u32,
     pub backoff_ms: Vec<u64>,
     pub max_pending: u32,
+    /// A push group's delivery settings (without its secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushConfigBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushConfigBody {
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    pub max_in_flight: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PushStateBody {
+    Active,
+    Paused,
+    Disabled,
+}
+
+/// A push group's delivery state. Counters and times are the delivering node's (the Raft
+/// leader's) since it began delivering; other nodes show what they delivered themselves.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PushStatus {
+    pub url: String,
+    pub state: PushStateBody,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    pub in_flight: u64,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
+    /// RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub delivered_total: u64,
+    pub failed_total: u64,
+    /// The last 4 characters of the signing secret.
+    pub secret_hint: String,
+    /// The signing secret: only in the answer of the PUT (or hook creation) that set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl PushStatus {
+    pub(crate) fn new(station: &str, group: &str, push: &PushGroup, live: &Live) -> PushStatus {
+        let figures = live.get(station, group).map(|g| g.view()).unwrap_or_default();
+        PushStatus {
+            url: push.config.url.clone(),
+            state: match push.state {
+                PushState::Active => PushStateBody::Active,
+                PushState::Paused => PushStateBody::Paused,
+                PushState::Disabled => PushStateBody::Disabled,
+            },
+            disabled_reason: push.disabled_reason.clone(),
+            in_flight: figures.in_flight,
+            last_attempt_at: figures.last_attempt_at.map(rfc3339),
+            last_success_at: figures.last_success_at.map(rfc3339),
+            last_error: figures.last_error,
+            delivered_total: figures.delivered_total,
+            failed_total: figures.failed_total,
+            secret_hint: push.secrets.first().map(|s| sign::secret_hint(&s.secret)).unwrap_or_default(),
+            secret: None,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -178,10 +334,22 @@ pub struct Group {
     /// Every offset below this one is acked or dead-lettered.
     pub acked_floor: u64,
     pub dead_lettered: u64,
+    /// Set for a push group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushStatus>,
 }
 
-impl From<GroupView> for Group {
-    fn from(v: GroupView) -> Self {
+impl Group {
+    /// The group as the API shows it, with a push group's live figures from `live`.
+    pub fn new(station: &str, v: GroupView, live: &Live) -> Group {
+        let push = v.push.as_ref().map(|p| PushStatus::new(station, &v.name, p, live));
+        let push_config = v.push.as_ref().map(|p| PushConfigBody {
+            url: p.config.url.clone(),
+            headers: p.config.headers.iter().cloned().collect(),
+            timeout_ms: p.config.timeout_ms,
+            max_in_flight: p.config.max_in_flight,
+            rate_per_s: p.config.rate_per_s,
+        });
         let c = v.config;
         let start = match c.start {
             StartPosition::Earliest => Start::Named(NamedStart::Earliest),
@@ -197,12 +365,14 @@ impl From<GroupView> for Group {
                 max_deliveries: c.max_deliveries,
                 backoff_ms: c.backoff_ms,
                 max_pending: c.max_pending,
+                push: push_config,
             },
             lag: v.lag,
             pending: v.pending,
             delivered_offset: v.delivered_offset,
             acked_floor: v.acked_floor,
             dead_lettered: v.dead_lettered,
+            push,
         }
     }
 }
@@ -252,7 +422,23 @@ pub struct SeekTimeDoc {
     time: String,
 }
 
-fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError> {
+/// The secret a push PUT proposed, if the group now signs with it (a generated one is not
+/// used when the group already had a secret).
+pub(crate) fn secret_in_force(view: &GroupView, proposed: Option<SecretChoice>) -> Option<String> {
+    let secret = match proposed? {
+        SecretChoice::Given(s) | SecretChoice::Generated(s) => s,
+    };
+    (view.push.as_ref()?.secrets.first()?.secret == secret).then_some(secret)
+}
+
+/// Puts the signing secret into a push group's answer, the one time it is shown.
+pub(crate) fn show_secret(view: &mut Group, secret: Option<String>) {
+    if let Some(push) = view.push.as_mut() {
+        push.secret = secret;
+    }
+}
+
+pub(crate) fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError> {
     let (station, group) = path.into_inner();
     check_name(&station)?;
     check_name(&group)?;
@@ -283,9 +469,18 @@ async fn put_group(
 ) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
     let input: GroupConfigInput = encoding::optional_json(&encoding::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
-    let config = input.into_config(state.max_delay_ms)?;
-    let put = state.broker.put_group(&station, &group, config).await?;
-    let view = Group::from(put.value);
+    let (config, push) = input.into_config(state.max_delay_ms)?;
+    let (put, shown) = match push {
+        None => (state.broker.put_group(&station, &group, config).await?, None),
+        Some(push) => {
+            let CheckedPush { config: push, secret } = push.check(state.pusher.guard(), PushBody::Raw).await?;
+            let put = state.broker.put_push_group(&station, &group, config, push, secret.clone()).await?;
+            (put, Some(secret))
+        }
+    };
+    let secret = secret_in_force(&put.value, shown);
+    let mut view = Group::new(&station, put.value, state.pusher.live());
+    show_secret(&mut view, secret);
     Ok(if put.created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }
 
@@ -308,7 +503,10 @@ async fn list_groups(
     let station = path.into_inner();
     check_name(&station)?;
     let view = state.broker.station(&station).await?;
-    Ok(web::Json(GroupList { consumer_groups: view.groups.into_iter().map(Group::from).collect() }))
+    let live = state.pusher.live();
+    Ok(web::Json(GroupList {
+        consumer_groups: view.groups.into_iter().map(|g| Group::new(&station, g, live)).collect(),
+    }))
 }
 
 /// Read one consumer group.
@@ -328,7 +526,7 @@ async fn get_group(
     path: web::Path<(String, String)>,
 ) -> Result<web::Json<Group>, ApiError> {
     let (station, group) = names(path)?;
-    Ok(web::Json(state.broker.group(&station, &group).await?.into()))
+    Ok(web::Json(Group::new(&station, state.broker.group(&station, &group).await?, state.pusher.live())))
 }
 
 /// Delete a consumer group and its deliveries.
@@ -378,5 +576,5 @@ async fn seek(
         SeekRequest { offset: None, time: Some(time) } => SeekTo::Time(encoding::parse_rfc3339("time", &time)?),
         SeekRequest { .. } => return Err(ApiError::InvalidBody("give exactly one of offset and time".to_owned())),
     };
-    Ok(web::Json(state.broker.seek(&station, &group, to).await?.into()))
+    Ok(web::Json(Group::new(&station, state.broker.seek(&station, &group, to).await?, state.pusher.live())))
 }

@@ -8,8 +8,10 @@ pub mod cluster;
 pub mod consume;
 pub mod dead_letters;
 pub mod groups;
+pub mod hooks;
 pub mod messages;
 pub mod ops;
+pub mod push;
 pub mod stations;
 pub mod users;
 
@@ -19,6 +21,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
     cfg.configure(messages::configure)
         .configure(consume::configure)
         .configure(groups::configure)
+        .configure(push::configure)
+        .configure(hooks::configure)
         .configure(stations::configure)
         .configure(dead_letters::configure)
         .configure(auth::configure)

@@ -85,6 +85,9 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 )]
 #[get("/metrics")]
 async fn metrics(_auth: Authorized<ScrapeMetrics>, state: web::Data<AppState>) -> HttpResponse {
-    let text = state.metrics.render(&state.broker.stations_now(), state.broker.open_files());
+    let mut text = state.metrics.render(&state.broker.stations_now(), state.broker.open_files());
+    let states: Vec<(String, String, &'static str)> =
+        state.broker.push_groups_now().into_iter().map(|(s, g, p)| (s, g, p.state.as_str())).collect();
+    state.pusher.live().render(&mut text, &states);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
 }
