@@ -485,6 +485,7 @@ impl BrokerState {
                     secrets: fresh(s),
                     state: PushState::Active,
                     disabled_reason: None,
+                    stats: PushStats::default(),
                 };
                 self.push.insert(key, value);
             }
@@ -500,6 +501,24 @@ impl BrokerState {
     ) -> Result<Outcome, CommandError> {
         let now = self.clock;
         let push = self.push_mut(station, group)?;
+        let stats = &mut push.stats;
+        for (_, result) in results {
+            stats.last_attempt_at = Some(now);
+            match result {
+                PushResult::Delivered => {
+                    stats.delivered_total += 1;
+                    stats.last_success_at = Some(now);
+                }
+                PushResult::Failed { error, .. } => {
+                    stats.failed_total += 1;
+                    stats.last_error = Some(error.clone());
+                }
+                PushResult::Gone => {
+                    stats.failed_total += 1;
+                    stats.last_error = Some("HTTP 410".to_owned());
+                }
+            }
+        }
         if results.iter().any(|(_, r)| *r == PushResult::Gone) {
             push.state = PushState::Disabled;
             push.disabled_reason = Some("the endpoint answered 410 Gone".to_owned());

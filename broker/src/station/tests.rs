@@ -1081,6 +1081,10 @@ fn push_results_ack_retry_with_backoff_or_retry_after_and_dead_letter_with_the_l
     assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
     let view = h.s.group_view(ST, "p").expect("group");
     assert_eq!((view.lag, view.pending), (0, 0));
+    let stats = view.push.expect("push").stats;
+    assert_eq!((stats.delivered_total, stats.failed_total), (1, 2));
+    assert_eq!(stats.last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!((stats.last_attempt_at, stats.last_success_at), (Some(h.now), Some(1_000)));
 }
 
 #[test]

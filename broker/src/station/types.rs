@@ -148,7 +148,18 @@ impl std::fmt::Debug for PushSecret {
     }
 }
 
-/// The replicated side of a push group: its configuration, secrets and state.
+/// What a push group's attempts came to, as settled through Raft: the same on every node and
+/// across leader changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushStats {
+    pub delivered_total: u64,
+    pub failed_total: u64,
+    pub last_attempt_at: Option<Millis>,
+    pub last_success_at: Option<Millis>,
+    pub last_error: Option<String>,
+}
+
+/// The replicated side of a push group: its configuration, secrets, state and totals.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushGroup {
     pub config: PushConfig,
@@ -156,6 +167,7 @@ pub struct PushGroup {
     pub secrets: Vec<PushSecret>,
     pub state: PushState,
     pub disabled_reason: Option<String>,
+    pub stats: PushStats,
 }
 
 impl PushGroup {

@@ -1,10 +1,11 @@
-//! What the delivering node knows of each push group and Raft does not keep: counters, the
-//! latency histogram, the last attempts. Diagnostics, not state: a leader change starts them
-//! afresh on the new leader.
+//! What the delivering node knows of each push group and Raft does not keep: attempts in
+//! flight, counts by outcome, the latency histogram and the last attempts. Diagnostics, not
+//! state: a leader change starts them afresh on the new leader. (The group's totals, last
+//! times and last error are settled through Raft: see `PushStats`.)
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,11 +72,6 @@ pub struct AttemptRecord {
 #[derive(Default)]
 pub struct GroupLive {
     pub in_flight: AtomicU64,
-    delivered_total: AtomicU64,
-    failed_total: AtomicU64,
-    /// Unix ms; 0: never.
-    last_attempt_at: AtomicI64,
-    last_success_at: AtomicI64,
     by_outcome: [AtomicU64; Outcome::ALL.len()],
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
@@ -86,27 +82,12 @@ pub struct GroupLive {
 #[derive(Default)]
 struct Log {
     next_seq: u64,
-    last_error: Option<String>,
     attempts: VecDeque<AttemptRecord>,
-}
-
-/// A snapshot of [`GroupLive`] for the group's view.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LiveView {
-    pub in_flight: u64,
-    pub delivered_total: u64,
-    pub failed_total: u64,
-    pub last_attempt_at: Option<Millis>,
-    pub last_success_at: Option<Millis>,
-    pub last_error: Option<String>,
 }
 
 impl GroupLive {
     /// Counts one attempt and logs it (the oldest beyond [`ATTEMPTS_KEPT`] is dropped).
     pub fn record(&self, outcome: Outcome, mut record: AttemptRecord) {
-        let delivered = outcome == Outcome::Delivered;
-        let total = if delivered { &self.delivered_total } else { &self.failed_total };
-        total.fetch_add(1, Ordering::Relaxed);
         self.by_outcome[Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0)].fetch_add(1, Ordering::Relaxed);
         let seconds = record.latency.as_secs_f64();
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
@@ -117,30 +98,16 @@ impl GroupLive {
         self.latency_count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(record.latency.as_nanos()).unwrap_or(u64::MAX);
         self.latency_sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.last_attempt_at.fetch_max(record.at, Ordering::Relaxed);
-        if delivered {
-            self.last_success_at.fetch_max(record.at, Ordering::Relaxed);
-        }
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if !delivered {
-            log.last_error.clone_from(&record.error);
-        }
         record.seq = log.next_seq;
         log.next_seq += 1;
         log.attempts.push_front(record);
         log.attempts.truncate(ATTEMPTS_KEPT);
     }
 
-    pub fn view(&self) -> LiveView {
-        let at = |a: &AtomicI64| Some(a.load(Ordering::Relaxed)).filter(|ms| *ms > 0);
-        LiveView {
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            delivered_total: self.delivered_total.load(Ordering::Relaxed),
-            failed_total: self.failed_total.load(Ordering::Relaxed),
-            last_attempt_at: at(&self.last_attempt_at),
-            last_success_at: at(&self.last_success_at),
-            last_error: self.log.lock().unwrap_or_else(|p| p.into_inner()).last_error.clone(),
-        }
+    /// Attempts awaiting an answer now.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Up to `limit` attempts older than `before` (a `seq`; `None`: from the newest), newest
@@ -271,7 +238,6 @@ mod tests {
         assert!(!more);
         assert_eq!(second.len(), ATTEMPTS_KEPT - 600);
         assert_eq!(second.last().map(|a| a.offset), Some(500));
-        assert_eq!(live.view().failed_total, 1500);
-        assert_eq!(live.view().last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(live.by_outcome[1].load(Ordering::Relaxed), 1500);
     }
 }

@@ -272,8 +272,9 @@ pub enum PushStateBody {
     Disabled,
 }
 
-/// A push group's delivery state. Counters and times are the delivering node's (the Raft
-/// leader's) since it began delivering; other nodes show what they delivered themselves.
+/// A push group's delivery state. Totals, times and the last error are settled through Raft
+/// (every node shows the same); `in_flight` is the delivering node's (the Raft leader's), and
+/// the group's `pending` on any node.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PushStatus {
     pub url: String,
@@ -300,7 +301,8 @@ pub struct PushStatus {
 
 impl PushStatus {
     pub(crate) fn new(station: &str, group: &str, push: &PushGroup, live: &Live) -> PushStatus {
-        let figures = live.get(station, group).map(|g| g.view()).unwrap_or_default();
+        let in_flight = live.get(station, group).map_or(0, |g| g.in_flight());
+        let stats = &push.stats;
         PushStatus {
             url: push.config.url.clone(),
             state: match push.state {
@@ -309,12 +311,12 @@ impl PushStatus {
                 PushState::Disabled => PushStateBody::Disabled,
             },
             disabled_reason: push.disabled_reason.clone(),
-            in_flight: figures.in_flight,
-            last_attempt_at: figures.last_attempt_at.map(rfc3339),
-            last_success_at: figures.last_success_at.map(rfc3339),
-            last_error: figures.last_error,
-            delivered_total: figures.delivered_total,
-            failed_total: figures.failed_total,
+            in_flight,
+            last_attempt_at: stats.last_attempt_at.map(rfc3339),
+            last_success_at: stats.last_success_at.map(rfc3339),
+            last_error: stats.last_error.clone(),
+            delivered_total: stats.delivered_total,
+            failed_total: stats.failed_total,
             secret_hint: push.secrets.first().map(|s| sign::secret_hint(&s.secret)).unwrap_or_default(),
             secret: None,
         }
