@@ -33,6 +33,10 @@ const FETCH_WAIT: Duration = Duration::from_millis(500);
 const FETCH_RETRY: Duration = Duration::from_millis(200);
 /// Most results one `PushSettle` carries.
 const SETTLE_BATCH: usize = 1000;
+/// Marks a read forwarded to the leader, which answers it itself.
+pub const FORWARDED: &str = "depot-forwarded";
+/// How long a forwarded read may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Retry-After` is honoured up to this long.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -83,6 +87,8 @@ impl std::fmt::Debug for Pusher {
 struct Inner {
     broker: Broker,
     client: PushClient,
+    /// For reads forwarded to the leader's API inside the cluster (never to push targets).
+    internal: reqwest::Client,
     guard: Guard,
     live: Live,
     stop: watch::Sender<bool>,
@@ -92,9 +98,16 @@ struct Inner {
 impl Pusher {
     pub fn new(broker: Broker, guard: Guard) -> Result<Pusher, String> {
         let client = PushClient::new(guard.clone())?;
+        let internal = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(FORWARD_TIMEOUT)
+            .build()
+            .map_err(|e| format!("building the internal HTTP client: {e}"))?;
         let inner = Inner {
             broker,
             client,
+            internal,
             guard,
             live: Live::default(),
             stop: watch::Sender::new(false),
@@ -121,6 +134,39 @@ impl Pusher {
 
     pub fn live(&self) -> &Live {
         &self.inner.live
+    }
+
+    /// Asks the leader's API for `path_and_query` (a GET) with the caller's `authorization`:
+    /// the attempts log lives on the node that delivers. `None` when this node leads, there is
+    /// no leader, or the leader does not answer; then the caller answers from this node.
+    pub async fn from_leader(&self, path_and_query: &str, authorization: Option<&str>) -> Option<(u16, String, Bytes)> {
+        let broker = &self.inner.broker;
+        if broker.is_leader() {
+            return None;
+        }
+        let view = broker.cluster_view().await;
+        let leader = view.leader_id.filter(|id| *id != view.node_id)?;
+        let api = &view.nodes.iter().find(|n| n.id == leader)?.api_addr;
+        let mut request = self.inner.internal.get(format!("http://{api}{path_and_query}")).header(FORWARDED, "1");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!(error = %e, leader, "the leader did not answer a forwarded read");
+                return None;
+            }
+        };
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        let body = response.bytes().await.ok()?;
+        Some((status, content_type, body))
     }
 
     /// Sends one signed test event to `push`'s URL now; nothing is stored or counted.

@@ -1,7 +1,8 @@
 //! Push groups' own operations: pause, resume, rotate the signing secret, send a test event,
 //! read the attempts log.
 
-use actix_web::{get, post, web, HttpRequest};
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use depot_broker::station::{PushGroup, PushState};
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use crate::auth::extract::{Manage, SeeStation};
 use crate::auth::Authorized;
 use crate::encoding::{self, rfc3339};
 use crate::error::{ApiError, Problem};
+use crate::push::engine::FORWARDED;
 use crate::push::live::AttemptRecord;
 use crate::push::sign;
 use crate::routes::groups::{names, Group};
@@ -252,7 +254,8 @@ pub struct AttemptList {
 }
 
 /// A push group's delivery attempts, newest first: the last 1000 made by the node that
-/// delivers the group (the Raft leader); another node lists those it made itself.
+/// delivers the group (the Raft leader). Another node asks the leader; if the leader cannot be
+/// reached, it lists those it made itself.
 #[utoipa::path(
     tag = "push",
     params(crate::routes::GroupPath, AttemptsQuery),
@@ -269,9 +272,18 @@ async fn attempts(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     query: web::Query<AttemptsQuery>,
-) -> Result<web::Json<AttemptList>, ApiError> {
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
     let query = query.into_inner();
+    if !req.headers().contains_key(FORWARDED) {
+        let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        let path_and_query = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
+        if let Some((status, content_type, body)) = state.pusher.from_leader(path_and_query, authorization).await {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return Ok(HttpResponse::build(status).content_type(content_type).body(body));
+        }
+    }
     let limit = encoding::page_limit(query.limit)?;
     let before = match encoding::page_cursor(query.cursor.as_deref())? {
         Some(c) => Some(c.parse::<u64>().map_err(|_| ApiError::InvalidRequest("cursor is not valid".to_owned()))?),
@@ -286,5 +298,6 @@ async fn attempts(
         (true, Some(last)) => Some(encoding::encode_cursor(&last.seq.to_string())),
         _ => None,
     };
-    Ok(web::Json(AttemptList { attempts: records.into_iter().map(AttemptBody::from).collect(), next_cursor }))
+    Ok(HttpResponse::Ok()
+        .json(AttemptList { attempts: records.into_iter().map(AttemptBody::from).collect(), next_cursor }))
 }
