@@ -49,6 +49,7 @@ error_codes! {
     StationNotFound => NOT_FOUND, "station_not_found", "Station not found";
     ConsumerGroupNotFound => NOT_FOUND, "consumer_group_not_found", "Consumer group not found";
     DeadLetterNotFound => NOT_FOUND, "dead_letter_not_found", "Dead letter not found";
+    MessageNotFound => NOT_FOUND, "message_not_found", "Message not found";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
     RequestTimeout => REQUEST_TIMEOUT, "request_timeout", "Request timeout";
     UriTooLong => URI_TOO_LONG, "uri_too_long", "URI too long";
@@ -123,6 +124,9 @@ pub enum ApiError {
     UserNotFound(String),
     #[error("no API key {0:?}")]
     ApiKeyNotFound(String),
+    /// Not retained: removed by retention, or not produced yet.
+    #[error("{0}")]
+    MessageNotFound(String),
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error("no route for {0}")]
@@ -169,6 +173,7 @@ impl ApiError {
             ApiError::Forbidden(d) => (Code::Forbidden, d.clone(), None),
             ApiError::UserNotFound(_) => (Code::UserNotFound, self.to_string(), None),
             ApiError::ApiKeyNotFound(_) => (Code::ApiKeyNotFound, self.to_string(), None),
+            ApiError::MessageNotFound(d) => (Code::MessageNotFound, d.clone(), None),
             ApiError::Meta(e) => match e {
                 MetaError::Conflict(what) => (Code::AlreadyExists, format!("{what} already exists"), None),
                 MetaError::Unavailable(_) => (
