@@ -299,6 +299,7 @@ async fn baseline(duration: Duration) -> anyhow::Result<f64> {
 async fn throughput(depot: &Depot, quick: bool) -> anyhow::Result<()> {
     let duration = Duration::from_secs(if quick { 2 } else { 5 });
     let ceiling = baseline(duration).await?;
+    eprintln!("reqwest ceiling: {ceiling:.0} msg/s ({IN_FLIGHT} in flight, 1 KiB) to a trivial receiver");
     let total: usize = if quick { 20_000 } else { 100_000 };
     depot.put_station("push-throughput").await?;
     depot.fill("push-throughput", total).await?;
