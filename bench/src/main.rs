@@ -13,6 +13,9 @@
 //!
 //! `depot-bench cluster [--quick] [--dir DIR] [--out DIR]`: issue 5's targets on a replicated
 //! 3-node cluster on this machine, leader failover included; see [`cluster`].
+//!
+//! `depot-bench push [--quick] [--dir DIR]`: push delivery's throughput, latency and isolation
+//! against receivers in this process; see [`push`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,7 @@ mod http;
 mod load;
 mod meta;
 mod peers;
+mod push;
 mod sys;
 
 const KIB: usize = 1024;
@@ -338,10 +342,11 @@ fn main() -> anyhow::Result<()> {
         Some("meta") => meta::run(&args[1..]),
         Some("peers") => peers::run(&args[1..]),
         Some("cluster") => cluster::run(&args[1..]),
+        Some("push") => push::run(&args[1..]),
         _ => bail!(
             "usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]\n       \
              depot-bench meta [--quick]\n       depot-bench peers [--quick] [--dir DIR] [--out DIR]\n       \
-             depot-bench cluster [--quick] [--dir DIR] [--out DIR]"
+             depot-bench cluster [--quick] [--dir DIR] [--out DIR]\n       depot-bench push [--quick] [--dir DIR]"
         ),
     }
 }

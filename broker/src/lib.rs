@@ -33,7 +33,7 @@ pub mod receipt;
 mod replica;
 pub mod station;
 
-pub use broker::{Broker, BrokerOptions, DeadLetterPage, Fetched, ProduceResults, Put};
+pub use broker::{Broker, BrokerOptions, BrowsePage, DeadLetterPage, Fetched, ProduceResults, Put};
 pub use error::BrokerError;
 pub use inspect::{inspect, Inspection};
 pub use raft::{Applied, StoredMessage};

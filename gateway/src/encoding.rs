@@ -182,6 +182,45 @@ pub fn message_body(m: &StoredMessage) -> MessageBody {
     }
 }
 
+/// A message's id: the same on every read and delivery of the message, distinct across
+/// messages, and never repeated by a later station of the same name (`station_id` is the
+/// broker's station incarnation, never reused).
+pub fn message_id(station_id: u64, offset: u64) -> String {
+    format!("msg_{station_id}_{offset}")
+}
+
+/// A stored message as browsing (and push delivery) shows it: the fetched message's shape
+/// without `receipt` and `attempt`, since nothing was delivered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrowsedMessage {
+    /// `msg_<station incarnation>_<offset>`: stable for the message, never reused.
+    #[schema(example = "msg_1_42")]
+    pub id: String,
+    pub station: String,
+    pub offset: u64,
+    /// RFC 3339.
+    pub produced_at: String,
+    pub content_type: String,
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub payload: RenderedPayload,
+}
+
+impl BrowsedMessage {
+    pub fn from_stored(station: &str, station_id: u64, m: &StoredMessage) -> BrowsedMessage {
+        let MessageBody { offset, produced_at, content_type, headers, payload } = message_body(m);
+        BrowsedMessage {
+            id: message_id(station_id, offset),
+            station: station.to_owned(),
+            offset,
+            produced_at,
+            content_type,
+            headers,
+            payload,
+        }
+    }
+}
+
 /// Reads the whole request body: 413 at once when the declared `Content-Length` is past `limit`
 /// (without waiting for a body that may never come), 413 once more than `limit` bytes arrived, and
 /// 408 when the body takes longer than the `body_read_timeout_ms` setting.

@@ -53,6 +53,7 @@ error_codes! {
     InvalidPushUrl => BAD_REQUEST, "invalid_push_url", "Invalid push URL";
     ConsumerGroupIsPush => CONFLICT, "consumer_group_is_push", "Consumer group is a push group";
     ConsumerGroupNotPush => CONFLICT, "consumer_group_not_push", "Consumer group is not a push group";
+    MessageNotFound => NOT_FOUND, "message_not_found", "Message not found";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large";
     RequestTimeout => REQUEST_TIMEOUT, "request_timeout", "Request timeout";
     UriTooLong => URI_TOO_LONG, "uri_too_long", "URI too long";
@@ -131,6 +132,9 @@ pub enum ApiError {
     UserNotFound(String),
     #[error("no API key {0:?}")]
     ApiKeyNotFound(String),
+    /// Not retained: removed by retention, or not produced yet.
+    #[error("{0}")]
+    MessageNotFound(String),
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error("no route for {0}")]
@@ -179,6 +183,7 @@ impl ApiError {
             ApiError::HookNotFound(_) => (Code::HookNotFound, self.to_string(), None),
             ApiError::InvalidPushUrl(_) => (Code::InvalidPushUrl, self.to_string(), None),
             ApiError::ApiKeyNotFound(_) => (Code::ApiKeyNotFound, self.to_string(), None),
+            ApiError::MessageNotFound(d) => (Code::MessageNotFound, d.clone(), None),
             ApiError::Meta(e) => match e {
                 MetaError::Conflict(what) => (Code::AlreadyExists, format!("{what} already exists"), None),
                 MetaError::Unavailable(_) => (

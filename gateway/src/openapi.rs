@@ -20,7 +20,7 @@ use crate::routes;
     components(schemas(error::Problem)),
     tags(
         (name = "stations", description = "Stations hold messages"),
-        (name = "messages", description = "Produce"),
+        (name = "messages", description = "Produce and browse"),
         (name = "consumer-groups", description = "Consumer groups"),
         (name = "consume", description = "Pull consumption and settlement"),
         (name = "dead-letters", description = "Dead letters"),

@@ -1,4 +1,5 @@
-//! Messages in and out: produce, fetch (long-polling), settle, and reading one message back.
+//! Messages in and out: produce, fetch (long-polling), settle, and reading messages back
+//! (one by offset, or a page of them: browsing).
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,18 @@ pub struct Fetched {
 pub(super) enum Take {
     Pull { max_messages: u32, max_bytes: Option<u64> },
     Push { max_messages: u32 },
+}
+
+/// A page of a station's retained messages, as [`Broker::browse`] read it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrowsePage {
+    /// The station's incarnation the page was read from: never reused, so an id built from it
+    /// and an offset names one message even across a delete and re-create of the station.
+    pub station_id: u64,
+    /// In the order asked for.
+    pub messages: Vec<StoredMessage>,
+    /// The offset the next page starts at, in the same order; `None` on the last page.
+    pub next: Option<u64>,
 }
 
 /// One answer per message of a produce, in order: where it was stored (or that it repeats an
@@ -56,6 +69,70 @@ impl Broker {
     pub async fn message(&self, station: &str, offset: u64) -> Result<Option<StoredMessage>, BrokerError> {
         self.replica.barrier().await?;
         self.message_now(station, offset)
+    }
+
+    /// Up to `limit` retained messages of `station` from offset `from` on, upward or (with
+    /// `descending`) downward, read after one read barrier; nothing changes. `from` defaults to
+    /// the first retained offset upward and to the newest downward; upward, offsets retention
+    /// removed are skipped. A page stops early once its payloads would pass `max_bytes`, but
+    /// always holds at least one message when one is there.
+    pub async fn browse(
+        &self,
+        station: &str,
+        from: Option<u64>,
+        limit: usize,
+        descending: bool,
+        max_bytes: u64,
+    ) -> Result<BrowsePage, BrokerError> {
+        self.replica.barrier().await?;
+        let found = self.read(|s| s.station_id(station).and_then(|id| Some((id, s.station_offsets(id)?))));
+        let Some((station_id, (first, end))) = found else {
+            return Err(CommandError::StationNotFound(station.into()).into());
+        };
+        let mut page = BrowsePage { station_id, messages: Vec::new(), next: None };
+        // Offsets in the order asked for, within the retained range `first..end`.
+        let offsets: Box<dyn Iterator<Item = u64>> = if descending {
+            let top = from.unwrap_or(u64::MAX).min(end.saturating_sub(1));
+            if end == 0 || top < first {
+                return Ok(page);
+            }
+            Box::new((first..=top).rev())
+        } else {
+            Box::new(from.unwrap_or(first).max(first)..end)
+        };
+        let mut bytes = 0u64;
+        let mut offsets = offsets.peekable();
+        while let Some(offset) = offsets.next() {
+            // Retention may remove messages while the page is read: upward it only moves
+            // `first` past some of them, downward everything below is gone as well.
+            let Some(message) = self.message_now(station, offset)? else {
+                if descending {
+                    return self.checked(station, page);
+                }
+                continue;
+            };
+            let size = message.payload.len() as u64;
+            if !page.messages.is_empty() && bytes.saturating_add(size) > max_bytes {
+                page.next = Some(offset);
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            page.messages.push(message);
+            if page.messages.len() >= limit {
+                page.next = offsets.peek().copied();
+                break;
+            }
+        }
+        self.checked(station, page)
+    }
+
+    /// `page` if `station` is still the incarnation it was read from: the reads go by name, so
+    /// a delete and re-create in the middle would have mixed two stations' messages.
+    fn checked(&self, station: &str, page: BrowsePage) -> Result<BrowsePage, BrokerError> {
+        match self.read(|s| s.station_id(station)) {
+            Some(id) if id == page.station_id => Ok(page),
+            _ => Err(CommandError::StationNotFound(station.into()).into()),
+        }
     }
 
     /// [`Broker::message`] without the barrier, for a read that follows one.

@@ -34,7 +34,7 @@ mod messages;
 mod push;
 
 pub use manage::{DeadLetterPage, Put};
-pub use messages::{Fetched, ProduceResults};
+pub use messages::{BrowsePage, Fetched, ProduceResults};
 
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 /// How long shutdown waits for the background tasks before aborting those still running.

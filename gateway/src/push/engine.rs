@@ -15,7 +15,6 @@ use depot_broker::raft::StoredMessage;
 use depot_broker::station::{Delivery, PushBody, PushGroup, PushResult, PushState, Receipt};
 use depot_broker::Broker;
 use governor::{Quota, RateLimiter};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -23,7 +22,7 @@ use super::client::{Attempt, PushClient};
 use super::guard::Guard;
 use super::live::{AttemptRecord, GroupLive, Live, Outcome};
 use super::sign;
-use crate::encoding::{message_body, MessageBody};
+use crate::encoding::{message_id, BrowsedMessage};
 
 /// How often the supervisor looks at leadership and at the push groups.
 const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
@@ -56,20 +55,6 @@ pub fn reserved_header(name: &str) -> bool {
                 | "upgrade"
                 | "trailer"
         )
-}
-
-/// The stable id of a message: `webhook-id` of its every delivery, and `id` in hook bodies.
-pub fn message_id(station_id: u64, offset: u64) -> String {
-    format!("msg_{station_id}_{offset}")
-}
-
-/// A hook's request body: the message as browse shows it.
-#[derive(Serialize)]
-struct HookBody<'a> {
-    id: String,
-    station: &'a str,
-    #[serde(flatten)]
-    message: MessageBody,
 }
 
 /// Delivers every active push group while this node leads. Cheap to clone.
@@ -374,7 +359,8 @@ impl Send {
         let (body, content_type) = match self.push.config.body {
             PushBody::Raw => (message.payload.clone(), message.content_type.clone()),
             PushBody::Message => {
-                let hook = HookBody { id: id.clone(), station: &self.station, message: message_body(&message) };
+                // A hook's body: the message as browse shows it.
+                let hook = BrowsedMessage::from_stored(&self.station, self.station_id, &message);
                 (Bytes::from(serde_json::to_vec(&hook).unwrap_or_default()), "application/json".to_owned())
             }
         };

@@ -4,6 +4,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 pub mod api_keys;
 pub mod auth;
+pub mod browse;
 pub mod cluster;
 pub mod consume;
 pub mod dead_letters;
@@ -20,6 +21,7 @@ pub mod users;
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.configure(messages::configure)
         .configure(consume::configure)
+        .configure(browse::configure)
         .configure(groups::configure)
         .configure(push::configure)
         .configure(hooks::configure)

@@ -12,6 +12,7 @@ mod e2e;
 mod meta;
 
 mod auth;
+mod browse;
 mod cluster_failover;
 mod cluster_jepsen;
 mod cluster_power_cut;
