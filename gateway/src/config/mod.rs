@@ -540,6 +540,16 @@ mod tests {
     }
 
     #[test]
+    fn push_to_private_networks_is_off_for_serve_and_on_for_dev_unless_configured() {
+        assert!(!Config::defaults(Mode::Serve).gateway().push_allow_private_networks);
+        assert!(Config::defaults(Mode::Dev).gateway().push_allow_private_networks);
+        let c = load(Mode::Serve, &["--push-allow-private-networks", "on"], &[], None).unwrap();
+        assert!(c.gateway().push_allow_private_networks);
+        let c = load(Mode::Dev, &[], &[("DEPOT_PUSH_ALLOW_PRIVATE_NETWORKS", "off")], None).unwrap();
+        assert!(!c.gateway().push_allow_private_networks);
+    }
+
+    #[test]
     fn help_lists_every_setting_with_env_and_default() {
         let h = help(Mode::Serve);
         for s in SETTINGS {

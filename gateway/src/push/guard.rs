@@ -139,6 +139,8 @@ impl Guard {
     /// `invalid_push_url`. A name passes when at least one of its addresses is allowed (the
     /// others are filtered out again on every connect).
     pub async fn check_url(&self, url: &str) -> Result<Url, String> {
+        /// A PUT waits this long at most for the name to resolve.
+        const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
         if url.len() > MAX_URL_LEN {
             return Err(format!("the URL is longer than {MAX_URL_LEN} characters"));
         }
@@ -155,8 +157,12 @@ impl Guard {
             Some(Host::Ipv4(ip)) => self.check_literal(IpAddr::V4(ip)).map(|()| parsed.clone()),
             Some(Host::Ipv6(ip)) => self.check_literal(IpAddr::V6(ip)).map(|()| parsed.clone()),
             Some(Host::Domain(name)) => {
-                let addrs =
-                    self.resolver.resolve(name, port).await.map_err(|_| format!("host {name} does not resolve"))?;
+                let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, self.resolver.resolve(name, port)).await;
+                let addrs = match resolved {
+                    Ok(Ok(addrs)) => addrs,
+                    Ok(Err(_)) => return Err(format!("host {name} does not resolve")),
+                    Err(_) => return Err(format!("resolving host {name} took longer than {RESOLVE_TIMEOUT:?}")),
+                };
                 if addrs.is_empty() {
                     return Err(format!("host {name} does not resolve"));
                 }

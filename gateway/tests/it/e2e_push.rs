@@ -414,3 +414,11 @@ fn without_private_networks_allowed_private_destinations_are_refused_when_put() 
     );
     assert_eq!(r.status, 201, "{r:?}");
 }
+
+#[test]
+fn depot_dev_says_that_push_may_reach_private_networks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path(), &[]);
+    let line = server.wait_line(WITHIN, |l| l.contains("push delivery may reach private networks"));
+    assert!(line.is_ok(), "the dev banner does not say so: {line:?}");
+}
