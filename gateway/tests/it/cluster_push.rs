@@ -170,6 +170,15 @@ fn the_leader_killed_mid_push_loses_no_acknowledged_message_and_duplicates_only_
         (g["lag"] == 0 && g["pending"] == 0).then_some(g)
     });
     assert_eq!(group["push"]["state"], "active", "{group}");
+    // The totals are settled through Raft, so they survive the leader change and every node
+    // shows them: each message acked once (the old leader's unsettled deliveries never counted).
+    for node in c.running() {
+        let totals = c.eventually(Duration::from_secs(10), "the push totals on every node", || {
+            let g = client.group(node, STATION, GROUP).ok()?;
+            (g["push"]["delivered_total"] == MESSAGES).then_some(g)
+        });
+        assert_eq!(totals["push"]["failed_total"], 0, "node {node}: {totals}");
+    }
 
     // Duplicates. A delivery is settled by a replicated `PushSettle` after the receiver answered;
     // the old leader's deliveries that were in flight, or answered but not yet settled, when it
