@@ -16,6 +16,7 @@ mod browse;
 mod cluster_failover;
 mod cluster_jepsen;
 mod cluster_power_cut;
+mod cluster_push;
 mod consume;
 mod dev_binary;
 mod disk_full;
