@@ -88,10 +88,6 @@ impl PushClient {
     /// attempt is judged by the status (the excerpt holds what arrived).
     pub async fn post(&self, url: &Url, headers: &[(String, String)], body: Bytes, timeout: Duration) -> Attempt {
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + timeout;
-        if is_ip_literal_blocked(url, self.guard.allow_private()) {
-            return Attempt::failed(started, BlockedAddress.to_string());
-        }
         let mut map = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
             let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
@@ -102,7 +98,18 @@ impl PushClient {
             };
             map.append(header, value);
         }
-        let request = self.http.post(url.clone()).headers(map).body(body);
+        self.send(url, map, body, timeout).await
+    }
+
+    /// [`PushClient::post`] with the headers already a map (the engine builds them so, without
+    /// parsing each name again).
+    pub async fn send(&self, url: &Url, headers: HeaderMap, body: Bytes, timeout: Duration) -> Attempt {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        if is_ip_literal_blocked(url, self.guard.allow_private()) {
+            return Attempt::failed(started, BlockedAddress.to_string());
+        }
+        let request = self.http.post(url.clone()).headers(headers).body(body);
         let mut response = match tokio::time::timeout_at(deadline, request.send()).await {
             Err(_) => return Attempt::failed(started, "timeout".to_owned()),
             Ok(Err(e)) => return Attempt::failed(started, describe(&e)),

@@ -12,11 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use depot_broker::raft::StoredMessage;
-use depot_broker::station::{Delivery, PushBody, PushGroup, PushResult, PushState, Receipt};
+use depot_broker::station::{Delivery, Millis, PushBody, PushGroup, PushResult, PushState, Receipt};
 use depot_broker::Broker;
 use governor::{Quota, RateLimiter};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use url::Url;
 
 use super::client::{Attempt, PushClient};
 use super::guard::Guard;
@@ -155,24 +157,11 @@ impl Pusher {
     }
 
     /// Sends one signed test event to `push`'s URL now; nothing is stored or counted.
-    pub async fn test_event(&self, station: &str, push: &PushGroup, payload: Bytes, content_type: &str) -> Attempt {
+    pub async fn test_event(&self, station: &str, push: PushGroup, payload: Bytes, content_type: &str) -> Attempt {
         let id = format!("msg_test_{:016x}", rand::random::<u64>());
-        let headers = delivery_headers(&self.inner.broker, push, &id, station, None, content_type, &payload);
-        post(&self.inner.client, &push.config.url, &headers, payload, timeout(push)).await
-    }
-}
-
-/// Posts to a URL the group stored (checked when it was put, so it parses).
-async fn post(client: &PushClient, url: &str, headers: &[(String, String)], body: Bytes, timeout: Duration) -> Attempt {
-    match url::Url::parse(url) {
-        Ok(url) => client.post(&url, headers, body, timeout).await,
-        Err(e) => Attempt {
-            status: None,
-            latency: Duration::ZERO,
-            error: Some(format!("connection_error: invalid URL: {e}")),
-            retry_after: None,
-            excerpt: None,
-        },
+        let target = Target::new(push, station, self.inner.broker.now());
+        let headers = target.headers(&id, None, content_type, &payload);
+        target.send(&self.inner.client, headers, payload).await
     }
 }
 
@@ -180,36 +169,82 @@ fn timeout(push: &PushGroup) -> Duration {
     Duration::from_millis(push.config.timeout_ms)
 }
 
-/// The headers of one attempt: the Standard Webhooks three, Depot's own, the message's stored
-/// headers and the group's configured ones. `delivery` is `None` for a test event.
-fn delivery_headers(
-    broker: &Broker,
-    push: &PushGroup,
-    id: &str,
-    station: &str,
-    delivery: Option<(&Delivery, &StoredMessage)>,
-    content_type: &str,
-    body: &[u8],
-) -> Vec<(String, String)> {
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let keys: Vec<Vec<u8>> = push.signing_secrets(broker.now()).filter_map(|s| sign::parse_secret(s).ok()).collect();
-    let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-    let mut headers = vec![
-        ("webhook-id".to_owned(), id.to_owned()),
-        ("webhook-timestamp".to_owned(), timestamp.to_string()),
-        ("webhook-signature".to_owned(), sign::signature_header(id, timestamp, body, &key_refs)),
-        ("content-type".to_owned(), content_type.to_owned()),
-        ("depot-station".to_owned(), station.to_owned()),
-    ];
-    if let Some((delivery, message)) = delivery {
-        headers.push(("depot-offset".to_owned(), message.offset.to_string()));
-        headers.push(("depot-attempt".to_owned(), delivery.attempt.to_string()));
-        for (name, value) in &message.headers {
-            headers.push((format!("depot-header-{name}"), value.clone()));
+/// What every delivery of one fetch shares, prepared once: the group as it then was, its URL
+/// parsed, its signing keys decoded and its configured headers as a map.
+struct Target {
+    push: Arc<PushGroup>,
+    /// The URL was checked when it was put, so it parses; if it does not, attempts fail.
+    url: Result<Url, String>,
+    keys: Vec<Vec<u8>>,
+    station: HeaderValue,
+    extra: HeaderMap,
+}
+
+impl Target {
+    fn new(push: PushGroup, station: &str, now: Millis) -> Target {
+        let keys = push.signing_secrets(now).filter_map(|s| sign::parse_secret(s).ok()).collect();
+        let url = Url::parse(&push.config.url).map_err(|e| format!("connection_error: invalid URL: {e}"));
+        let mut extra = HeaderMap::new();
+        for (name, value) in &push.config.headers {
+            // Checked when put; one that no longer parses is left out.
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                extra.append(name, value);
+            }
+        }
+        let station = HeaderValue::from_str(station).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        Target { push: Arc::new(push), url, keys, station, extra }
+    }
+
+    /// The headers of one attempt: the Standard Webhooks three, Depot's own, the message's
+    /// stored headers and the group's configured ones. `delivery` is `None` for a test event.
+    fn headers(
+        &self,
+        id: &str,
+        delivery: Option<(&Delivery, &StoredMessage)>,
+        content_type: &str,
+        body: &[u8],
+    ) -> HeaderMap {
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let keys: Vec<&[u8]> = self.keys.iter().map(Vec::as_slice).collect();
+        let signature = sign::signature_header(id, timestamp, body, &keys);
+        let mut headers = HeaderMap::with_capacity(16);
+        let mut put = |name: HeaderName, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.append(name, value);
+            }
+        };
+        put(HeaderName::from_static("webhook-id"), id);
+        put(HeaderName::from_static("webhook-timestamp"), &timestamp.to_string());
+        put(HeaderName::from_static("webhook-signature"), &signature);
+        put(CONTENT_TYPE, content_type);
+        if let Some((delivery, message)) = delivery {
+            put(HeaderName::from_static("depot-offset"), &message.offset.to_string());
+            put(HeaderName::from_static("depot-attempt"), &delivery.attempt.to_string());
+            for (name, value) in &message.headers {
+                if let Ok(name) = HeaderName::from_bytes(format!("depot-header-{name}").as_bytes()) {
+                    put(name, value);
+                }
+            }
+        }
+        headers.append(HeaderName::from_static("depot-station"), self.station.clone());
+        for (name, value) in &self.extra {
+            headers.append(name.clone(), value.clone());
+        }
+        headers
+    }
+
+    async fn send(&self, client: &PushClient, headers: HeaderMap, body: Bytes) -> Attempt {
+        match &self.url {
+            Ok(url) => client.send(url, headers, body, timeout(&self.push)).await,
+            Err(error) => Attempt {
+                status: None,
+                latency: Duration::ZERO,
+                error: Some(error.clone()),
+                retry_after: None,
+                excerpt: None,
+            },
         }
     }
-    headers.extend(push.config.headers.iter().cloned());
-    headers
 }
 
 /// What makes a worker: a change here starts a new one.
@@ -313,16 +348,16 @@ async fn work(inner: Arc<Inner>, station: String, group: String, spec: Spec, mut
             }
         };
         // Read after the fetch applied, so a rotation or an update applied before is in force.
-        let Some(push) = inner.broker.push_group_now(&station, &group).map(Arc::new) else { continue };
+        let Some(push) = inner.broker.push_group_now(&station, &group) else { continue };
+        let target = Arc::new(Target::new(push, &station, inner.broker.now()));
         for (delivery, message) in fetched.deliveries.into_iter().zip(fetched.messages) {
             let Some(permit) = held.pop() else { break };
-            let push = push.clone();
             let send = Send {
                 inner: inner.clone(),
                 live: live.clone(),
                 station: station.clone(),
                 station_id: spec.station_id,
-                push,
+                target: target.clone(),
                 results: results.clone(),
             };
             sends.spawn(send.run(delivery, message, permit));
@@ -341,7 +376,7 @@ struct Send {
     live: Arc<GroupLive>,
     station: String,
     station_id: u64,
-    push: Arc<PushGroup>,
+    target: Arc<Target>,
     results: mpsc::UnboundedSender<Settled>,
 }
 
@@ -356,25 +391,18 @@ struct Settled {
 impl Send {
     async fn run(self, delivery: Delivery, message: StoredMessage, permit: OwnedSemaphorePermit) {
         let id = message_id(self.station_id, message.offset);
-        let (body, content_type) = match self.push.config.body {
-            PushBody::Raw => (message.payload.clone(), message.content_type.clone()),
+        let target = &self.target;
+        let (body, content_type) = match target.push.config.body {
+            PushBody::Raw => (message.payload.clone(), message.content_type.as_str()),
             PushBody::Message => {
                 // A hook's body: the message as browse shows it.
                 let hook = BrowsedMessage::from_stored(&self.station, self.station_id, &message);
-                (Bytes::from(serde_json::to_vec(&hook).unwrap_or_default()), "application/json".to_owned())
+                (Bytes::from(serde_json::to_vec(&hook).unwrap_or_default()), "application/json")
             }
         };
-        let headers = delivery_headers(
-            &self.inner.broker,
-            &self.push,
-            &id,
-            &self.station,
-            Some((&delivery, &message)),
-            &content_type,
-            &body,
-        );
+        let headers = target.headers(&id, Some((&delivery, &message)), content_type, &body);
         self.live.in_flight.fetch_add(1, Ordering::Relaxed);
-        let attempt = post(&self.inner.client, &self.push.config.url, &headers, body, timeout(&self.push)).await;
+        let attempt = target.send(&self.inner.client, headers, body).await;
         self.live.in_flight.fetch_sub(1, Ordering::Relaxed);
         drop(permit);
         let (outcome, result) = judge(&attempt);
@@ -391,7 +419,7 @@ impl Send {
                 response_excerpt: attempt.excerpt.clone(),
             },
         );
-        let delete_hook = result == PushResult::Gone && self.push.config.hook_created_at.is_some();
+        let delete_hook = result == PushResult::Gone && target.push.config.hook_created_at.is_some();
         let _ = self.results.send(Settled { receipt: delivery.receipt, result, delete_hook });
     }
 }

@@ -197,7 +197,7 @@ async fn test_event(
     let push = push_of(&state, &station, &group).await?;
     let payload = input.payload.unwrap_or_else(|| serde_json::json!({"type": "depot.test"}));
     let body = Bytes::from(serde_json::to_vec(&payload).map_err(|e| ApiError::InvalidBody(e.to_string()))?);
-    let attempt = state.pusher.test_event(&station, &push, body, "application/json").await;
+    let attempt = state.pusher.test_event(&station, push, body, "application/json").await;
     Ok(web::Json(TestResult {
         status: attempt.status,
         latency_ms: attempt.latency.as_millis() as u64,
