@@ -308,16 +308,25 @@ async fn supervise(inner: Arc<Inner>) {
 /// the rate allows), post each in its own task, settle results in batches.
 async fn work(inner: Arc<Inner>, station: String, group: String, spec: Spec, mut stop: watch::Receiver<bool>) {
     tracing::debug!(station, group, "push worker started");
-    let live = inner.live.group(&station, &group);
     let room = usize::try_from(spec.max_in_flight).unwrap_or(1).max(1);
-    let permits = Arc::new(Semaphore::new(room));
+    // Fetched and not yet answered: up to `max_in_flight` under way plus as many taken ahead,
+    // so the next fetch's Raft round trip overlaps the attempts under way.
+    let slots = Arc::new(Semaphore::new(room * 2));
     let limiter = spec.rate_per_s.and_then(NonZeroU32::new).map(|rate| RateLimiter::direct(Quota::per_second(rate)));
     let (results, results_rx) = mpsc::unbounded_channel();
     let settler = tokio::spawn(settle(inner.clone(), station.clone(), group.clone(), results_rx));
-    let mut sends = JoinSet::new();
+    let (batches, batches_rx) = mpsc::unbounded_channel();
+    let sender = Sender {
+        inner: inner.clone(),
+        live: inner.live.group(&station, &group),
+        station: station.clone(),
+        station_id: spec.station_id,
+        results,
+    };
+    let dispatcher = tokio::spawn(sender.dispatch(batches_rx, room));
     while !*stop.borrow() {
         let first = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            permit = slots.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             _ = stop.changed() => continue,
         };
         if let Some(limiter) = &limiter {
@@ -327,13 +336,12 @@ async fn work(inner: Arc<Inner>, station: String, group: String, spec: Spec, mut
             }
         }
         let mut held = vec![first];
-        while let Ok(permit) = permits.clone().try_acquire_owned() {
+        while let Ok(permit) = slots.clone().try_acquire_owned() {
             if limiter.as_ref().is_some_and(|l| l.check().is_err()) {
                 break;
             }
             held.push(permit);
         }
-        while sends.try_join_next().is_some() {}
         let max = u32::try_from(held.len()).unwrap_or(u32::MAX);
         let fetched = match inner.broker.push_fetch(&station, &group, max, FETCH_WAIT).await {
             Ok(fetched) => fetched,
@@ -347,27 +355,58 @@ async fn work(inner: Arc<Inner>, station: String, group: String, spec: Spec, mut
                 continue;
             }
         };
+        if fetched.deliveries.is_empty() {
+            continue;
+        }
         // Read after the fetch applied, so a rotation or an update applied before is in force.
         let Some(push) = inner.broker.push_group_now(&station, &group) else { continue };
         let target = Arc::new(Target::new(push, &station, inner.broker.now()));
-        for (delivery, message) in fetched.deliveries.into_iter().zip(fetched.messages) {
-            let Some(permit) = held.pop() else { break };
-            let send = Send {
-                inner: inner.clone(),
-                live: live.clone(),
-                station: station.clone(),
-                station_id: spec.station_id,
-                target: target.clone(),
-                results: results.clone(),
-            };
-            sends.spawn(send.run(delivery, message, permit));
+        let batch: Vec<_> = fetched.deliveries.into_iter().zip(fetched.messages).zip(held.drain(..)).collect();
+        if batches.send((target, batch)).is_err() {
+            break;
         }
     }
-    // Attempts under way finish (each within its timeout) and are settled before the end.
-    while sends.join_next().await.is_some() {}
-    drop(results);
+    // Deliveries taken are still sent, attempts under way finish (each within its timeout),
+    // and all are settled before the end.
+    drop(batches);
+    let _ = dispatcher.await;
     let _ = settler.await;
     tracing::debug!(station, group, "push worker stopped");
+}
+
+/// A fetch's deliveries, each with its message and the slot it holds.
+type Batch = (Arc<Target>, Vec<((Delivery, StoredMessage), OwnedSemaphorePermit)>);
+
+/// Starts each fetched delivery's attempt as soon as fewer than `max_in_flight` are under way.
+struct Sender {
+    inner: Arc<Inner>,
+    live: Arc<GroupLive>,
+    station: String,
+    station_id: u64,
+    results: mpsc::UnboundedSender<Settled>,
+}
+
+impl Sender {
+    async fn dispatch(self, mut batches: mpsc::UnboundedReceiver<Batch>, room: usize) {
+        let in_flight = Arc::new(Semaphore::new(room));
+        let mut sends = JoinSet::new();
+        while let Some((target, batch)) = batches.recv().await {
+            for ((delivery, message), slot) in batch {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+                while sends.try_join_next().is_some() {}
+                let send = Send {
+                    inner: self.inner.clone(),
+                    live: self.live.clone(),
+                    station: self.station.clone(),
+                    station_id: self.station_id,
+                    target: target.clone(),
+                    results: self.results.clone(),
+                };
+                sends.spawn(send.run(delivery, message, (slot, permit)));
+            }
+        }
+        while sends.join_next().await.is_some() {}
+    }
 }
 
 /// One attempt of one delivery.
@@ -389,7 +428,12 @@ struct Settled {
 }
 
 impl Send {
-    async fn run(self, delivery: Delivery, message: StoredMessage, permit: OwnedSemaphorePermit) {
+    async fn run(
+        self,
+        delivery: Delivery,
+        message: StoredMessage,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    ) {
         let id = message_id(self.station_id, message.offset);
         let target = &self.target;
         let (body, content_type) = match target.push.config.body {
@@ -404,7 +448,7 @@ impl Send {
         self.live.in_flight.fetch_add(1, Ordering::Relaxed);
         let attempt = target.send(&self.inner.client, headers, body).await;
         self.live.in_flight.fetch_sub(1, Ordering::Relaxed);
-        drop(permit);
+        drop(permits);
         let (outcome, result) = judge(&attempt);
         self.live.record(
             outcome,
