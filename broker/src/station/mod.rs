@@ -469,6 +469,13 @@ impl BrokerState {
         validate_name(group).map_err(CommandError::Invalid)?;
         validate_group_config(config).map_err(CommandError::Invalid)?;
         validate_push(push).map_err(CommandError::Invalid)?;
+        if config.ack_wait_ms <= push.timeout_ms {
+            return Err(CommandError::Invalid(format!(
+                "ack_wait_ms ({}) must be longer than push.timeout_ms ({}): an attempt still under way would \
+                 be handed out again",
+                config.ack_wait_ms, push.timeout_ms
+            )));
+        }
         let (state, mut ctx) = self.station_mut(station)?;
         let (created, view) = state.put_group(group, config.clone(), &mut ctx)?;
         let key = (station.to_owned(), group.to_owned());

@@ -990,7 +990,7 @@ fn push_config(url: &str) -> PushConfig {
     PushConfig {
         url: url.to_owned(),
         headers: Vec::new(),
-        timeout_ms: 15_000,
+        timeout_ms: 1_000,
         max_in_flight: 16,
         rate_per_s: None,
         body: PushBody::Raw,
@@ -1117,6 +1117,20 @@ fn gone_disables_the_group_and_hands_the_message_back_uncounted_and_resume_carri
     assert!(matches!(h.run(resume), Outcome::Group(_)));
     let again = h.push_fetch("p", 1);
     assert_eq!((again.len(), again[0].attempt), (1, 1));
+}
+
+#[test]
+fn an_ack_wait_no_longer_than_the_push_timeout_is_refused() {
+    let mut h = H::new();
+    let command = Command::PutPushGroup {
+        station: ST.into(),
+        group: "p".into(),
+        config: group_config(1_000, 5),
+        push: push_config("https://example.com/hook"),
+        secret: SecretChoice::Generated("whsec_a".into()),
+    };
+    assert!(matches!(h.run(command), Outcome::Error(CommandError::Invalid(d)) if d.contains("ack_wait_ms")));
+    assert!(h.s.push_groups().is_empty());
 }
 
 #[test]

@@ -142,7 +142,7 @@ pub struct PushInput {
     /// Extra request headers sent with every delivery (at most 32; not `webhook-*`,
     /// `depot-*`, `content-type` or hop-by-hop headers).
     pub headers: Option<BTreeMap<String, String>>,
-    /// Per attempt, 1000-60000 (default 15000).
+    /// Per attempt, 1000-60000 (default 15000); shorter than the group's `ack_wait_ms`.
     #[schema(minimum = 1000, maximum = 60000)]
     pub timeout_ms: Option<u64>,
     /// Attempts under way at once, 1-1000 (default 16).

@@ -72,7 +72,7 @@ fn the_leader_killed_mid_push_loses_no_acknowledged_message_and_duplicates_only_
     let body = json!({
         "start": "earliest",
         "ack_wait_ms": ACK_WAIT.as_millis() as u64,
-        "push": {"url": receiver.url(), "max_in_flight": MAX_IN_FLIGHT},
+        "push": {"url": receiver.url(), "max_in_flight": MAX_IN_FLIGHT, "timeout_ms": 1000},
     });
     let r = c.call(1, "PUT", &format!("/v1/stations/{STATION}/consumer-groups/{GROUP}"), Some(&body));
     assert_eq!(r.status, 201, "{r:?}");

@@ -285,6 +285,11 @@ fn pull_operations_on_a_push_group_and_push_operations_on_a_pull_group_are_confl
         let r = server.json("PUT", "/v1/stations/mixed/consumer-groups/bad", Some(&json!({ "push": push })));
         r.problem(400, code);
     }
+    // An attempt may not outlast the ack wait: it would be handed out again while under way.
+    let body = json!({"ack_wait_ms": 15000, "push": {"url": receiver.url(), "timeout_ms": 15000}});
+    let r = server.json("PUT", "/v1/stations/mixed/consumer-groups/bad", Some(&body));
+    r.problem(400, "invalid_request");
+    assert!(r.body["detail"].as_str().unwrap().contains("ack_wait_ms"), "{r:?}");
 }
 
 #[test]
