@@ -28,7 +28,73 @@ def filter_case(context, case):
     headers = dict(case.headers.items()) if case.headers else {}
     if method == "POST" and path == "/v1/stations/{station}/messages" and not _deliver_at_within_max_delay(headers):
         return False
+    if method == "PUT" and path == "/v1/stations/{station}/consumer-groups/{group}" and _outlasts_ack_wait(body):
+        return False
     return True
+
+
+def _outlasts_ack_wait(body):
+    """A push group's `ack_wait_ms` must be longer than its `push.timeout_ms` (API.md; both
+    bounds are in the document, their relation cannot be)."""
+    push = body.get("push")
+    if not isinstance(push, dict):
+        return False
+    # Absent or null: the default.
+    ack_wait = body.get("ack_wait_ms")
+    ack_wait = 30000 if ack_wait is None else ack_wait
+    timeout = push.get("timeout_ms")
+    timeout = 15000 if timeout is None else timeout
+    return isinstance(ack_wait, int) and isinstance(timeout, int) and ack_wait <= timeout
+
+
+# Push destinations and signing secrets. The document gives their shape, but whether a server
+# takes a URL depends on what its host resolves to (and a URL must parse), and whether it takes a
+# secret on its base64 decoding to 24-64 bytes: no schema says either. A generated value that is
+# valid by the document is replaced by one the server accepts: for URLs, a loopback port that
+# refuses connections, so that no generated request ever makes the server deliver anywhere but
+# to 127.0.0.1. Values the document already rejects are left alone (the negative cases).
+PUSH_URL = "http://127.0.0.1:9/hook"
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRET_SHAPE = r"^whsec_[A-Za-z0-9+/]{32,86}={0,2}$"
+URL_MAX = 2048
+
+
+def _accepted_url(value):
+    return PUSH_URL if isinstance(value, str) and len(value) <= URL_MAX else value
+
+
+def _accepted_secret(value):
+    import re
+
+    return SECRET if isinstance(value, str) and re.fullmatch(SECRET_SHAPE, value) else value
+
+
+def _accepted_headers(value):
+    """Extra push headers: names and values that HTTP can carry (the document says strings)."""
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return {"x-generated": "1"} if value else {}
+    return value
+
+
+@schemathesis.hook
+def map_case(context, case):
+    body = case.body
+    if not isinstance(body, dict):
+        return case
+    push = body.get("push")
+    if isinstance(push, dict):
+        if "url" in push:
+            push["url"] = _accepted_url(push["url"])
+        if "secret" in push:
+            push["secret"] = _accepted_secret(push["secret"])
+        if "headers" in push:
+            push["headers"] = _accepted_headers(push["headers"])
+    path = case.operation.path
+    if path == "/v1/hooks" and "target_url" in body:
+        body["target_url"] = _accepted_url(body["target_url"])
+    if path in ("/v1/hooks", "/v1/stations/{station}/consumer-groups/{group}/push/rotate-secret") and "secret" in body:
+        body["secret"] = _accepted_secret(body["secret"])
+    return case
 
 
 def _parse_time(at):

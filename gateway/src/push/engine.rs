@@ -477,9 +477,8 @@ fn judge(attempt: &Attempt) -> (Outcome, PushResult) {
     match attempt.status {
         Some(status) if (200..300).contains(&status) => (Outcome::Delivered, PushResult::Delivered),
         Some(410) => (Outcome::Gone, PushResult::Gone),
-        Some(status @ (429 | 503)) => {
+        Some(429 | 503) => {
             let wait = attempt.retry_after.map(|d| d.min(MAX_RETRY_AFTER).as_millis() as u64);
-            let _ = status;
             (Outcome::HttpError, failed(error, wait))
         }
         Some(status) if (300..400).contains(&status) => (Outcome::Redirect, failed(error, None)),

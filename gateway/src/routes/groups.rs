@@ -138,6 +138,7 @@ pub struct PushInput {
     pub url: String,
     /// `whsec_` + base64 of 24-64 bytes. Absent: one is generated on create (and an update
     /// keeps the current one). Shown once, in this PUT's answer.
+    #[schema(pattern = r"^whsec_[A-Za-z0-9+/]{32,86}={0,2}$")]
     pub secret: Option<String>,
     /// Extra request headers sent with every delivery (at most 32; not `webhook-*`,
     /// `depot-*`, `content-type` or hop-by-hop headers).

@@ -27,11 +27,15 @@ const HOOK_PREFIX: &str = "hook-";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookRequest {
-    /// Where each new message is posted; the address rules of push groups apply.
+    /// Where each new message is posted (`http` or `https`); the address rules of push groups
+    /// apply (400 `invalid_push_url`).
     #[schema(max_length = 2048)]
     pub target_url: String,
+    /// The station's name.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]*$", min_length = 1, max_length = 128)]
     pub station: String,
     /// `whsec_` + base64 of 24-64 bytes; absent: one is generated.
+    #[schema(pattern = r"^whsec_[A-Za-z0-9+/]{32,86}={0,2}$")]
     pub secret: Option<String>,
 }
 

@@ -60,6 +60,7 @@ async fn set_state(
     params(crate::routes::GroupPath),
     responses(
         (status = 200, body = Group),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "consumer_group_not_push", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
@@ -80,6 +81,7 @@ async fn pause(
     params(crate::routes::GroupPath),
     responses(
         (status = 200, body = Group),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "consumer_group_not_push", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
@@ -102,6 +104,7 @@ pub struct RotateRequest {
     #[schema(maximum = 2592000000_u64)]
     pub old_valid_ms: Option<u64>,
     /// The new secret, `whsec_` + base64 of 24-64 bytes; absent: one is generated.
+    #[schema(pattern = r"^whsec_[A-Za-z0-9+/]{32,86}={0,2}$")]
     pub secret: Option<String>,
 }
 

@@ -25,35 +25,10 @@ fn values(prefix: &str, n: usize) -> Vec<String> {
 /// Produces `values` in batches of 25 through `nodes` in turn, retrying what was not
 /// acknowledged (same keys, next node) for up to 30 s; value → acknowledged offset.
 fn produce_all(c: &Cluster, nodes: &[u64], values: &[String]) -> BTreeMap<String, u64> {
-    let client = c.client();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut acknowledged = BTreeMap::new();
-    let mut turn = 0;
-    for chunk in values.chunks(25) {
-        let mut pending = chunk.to_vec();
-        while !pending.is_empty() {
-            let node = nodes[turn % nodes.len()];
-            turn += 1;
-            let outcomes = client.produce_batch(node, STATION, &pending);
-            let mut retry = Vec::new();
-            for (value, outcome) in pending.into_iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Ok { offset } => {
-                        acknowledged.insert(value, offset);
-                    }
-                    Outcome::Indeterminate | Outcome::Failed { status: 429 } => retry.push(value),
-                    Outcome::Failed { status } => c.fail(&format!("producing {value} via node {node}: {status}")),
-                }
-            }
-            pending = retry;
-            if !pending.is_empty() {
-                if Instant::now() > deadline {
-                    c.fail(&format!("{} values not acknowledged within 30 s via nodes {nodes:?}", pending.len()));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
+    let produced = c.client().produce_acknowledged(nodes, STATION, values, 25, deadline, &mut acknowledged);
+    produced.unwrap_or_else(|e| c.fail(&e));
     acknowledged
 }
 

@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::cluster::checker::Outcome;
 use crate::cluster::{self, Cluster};
 use depot_broker::raft::log_store::read_on_disk;
 use depot_powercut::{Mode, Op, PowerCut};
@@ -22,29 +21,12 @@ use serde_json::json;
 
 const STATION: &str = "orders";
 
-/// Produces `values` via `node`, retrying what had no answer on the others; value → offset of
-/// what was acknowledged. Gives up on a value after 30 s (its outcome then unknown).
+/// Produces `values` through the running nodes, retrying what had no answer on the others;
+/// value → offset of what was acknowledged. Gives up after 30 s (the outcome of what is left
+/// is then unknown, and only acknowledged values are checked).
 fn produce(c: &Cluster, values: &[String], acknowledged: &mut BTreeMap<String, u64>) {
-    let client = c.client();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut pending = values.to_vec();
-    let ids = c.running();
-    let mut turn = 0;
-    while !pending.is_empty() && Instant::now() < deadline {
-        let node = ids[turn % ids.len()];
-        turn += 1;
-        let outcomes = client.produce_batch(node, STATION, &pending);
-        let mut retry = Vec::new();
-        for (value, outcome) in pending.into_iter().zip(outcomes) {
-            match outcome {
-                Outcome::Ok { offset } => {
-                    acknowledged.insert(value, offset);
-                }
-                _ => retry.push(value),
-            }
-        }
-        pending = retry;
-    }
+    let _ = c.client().produce_acknowledged(&c.running(), STATION, values, values.len(), deadline, acknowledged);
 }
 
 fn read_all(c: &Cluster, group: &str) -> BTreeMap<String, u64> {

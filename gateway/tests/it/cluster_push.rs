@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::cluster::checker::Outcome;
 use crate::cluster::{hex, Cluster, Config, ADMIN_PASSWORD};
 use crate::e2e::depot;
 use depot_tests::receiver::{Behaviour, Receiver, Recorded};
@@ -84,7 +83,6 @@ fn the_leader_killed_mid_push_loses_no_acknowledged_message_and_duplicates_only_
     let deadline = Instant::now() + PRODUCE_WITHIN;
     let mut acknowledged: BTreeMap<String, u64> = BTreeMap::new();
     let mut kill: Option<Kill> = None;
-    let mut turn = 0;
     for chunk in values.chunks(BATCH) {
         if kill.is_none() {
             let received = if acknowledged.len() >= PRODUCE_BEFORE_KILL_AT_MOST {
@@ -104,31 +102,8 @@ fn the_leader_killed_mid_push_loses_no_acknowledged_message_and_duplicates_only_
                 ));
             }
         }
-        let nodes = c.running();
-        let mut pending = chunk.to_vec();
-        while !pending.is_empty() {
-            let node = nodes[turn % nodes.len()];
-            turn += 1;
-            let outcomes = client.produce_batch(node, STATION, &pending);
-            let mut retry = Vec::new();
-            for (value, outcome) in pending.into_iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Ok { offset } => {
-                        acknowledged.insert(value, offset);
-                    }
-                    Outcome::Indeterminate | Outcome::Failed { status: 429 } => retry.push(value),
-                    Outcome::Failed { status } => c.fail(&format!("producing {value} via node {node}: {status}")),
-                }
-            }
-            pending = retry;
-            if !pending.is_empty() {
-                if Instant::now() > deadline {
-                    c.fail(&format!("{} values not acknowledged within {PRODUCE_WITHIN:?}", pending.len()));
-                }
-                // A pause between retries of a refused batch (a new leader is being elected).
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let produced = client.produce_acknowledged(&c.running(), STATION, chunk, BATCH, deadline, &mut acknowledged);
+        produced.unwrap_or_else(|e| c.fail(&e));
     }
     let produced = started.elapsed();
     let kill = kill.unwrap_or_else(|| c.fail("the leader was never killed"));

@@ -427,3 +427,56 @@ fn depot_dev_says_that_push_may_reach_private_networks() {
     let line = server.wait_line(WITHIN, |l| l.contains("push delivery may reach private networks"));
     assert!(line.is_ok(), "the dev banner does not say so: {line:?}");
 }
+
+#[test]
+fn push_limits_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let receiver = Receiver::start(Behaviour::Status(204));
+    put(&server, "/v1/stations/limits", json!({}));
+
+    let headers: serde_json::Map<String, Value> = (0..33).map(|i| (format!("x-h{i}"), json!("v"))).collect();
+    let r = server.json(
+        "PUT",
+        "/v1/stations/limits/consumer-groups/g",
+        Some(&json!({"push": {"url": receiver.url(), "headers": headers}})),
+    );
+    r.problem(400, "invalid_request");
+    let long = "v".repeat(8 * 1024 + 1);
+    let r = server.json(
+        "PUT",
+        "/v1/stations/limits/consumer-groups/g",
+        Some(&json!({"push": {"url": receiver.url(), "headers": {"x-long": long}}})),
+    );
+    r.problem(400, "invalid_request");
+    let url = format!("http://127.0.0.1/{}", "a".repeat(2048));
+    let r = server.json("PUT", "/v1/stations/limits/consumer-groups/g", Some(&json!({"push": {"url": url}})));
+    r.problem(400, "invalid_push_url");
+
+    put(&server, "/v1/stations/limits/consumer-groups/g", json!({"push": {"url": receiver.url()}}));
+    let path = "/v1/stations/limits/consumer-groups/g/push";
+    for query in ["limit=0", "limit=1001", "cursor=not-a-cursor"] {
+        server.json("GET", &format!("{path}/attempts?{query}"), None).problem(400, "invalid_request");
+    }
+    let r = server.json("POST", &format!("{path}/rotate-secret"), Some(&json!({"old_valid_ms": 2_592_000_001_u64})));
+    r.problem(400, "invalid_request");
+    let r = server.json("POST", &format!("{path}/rotate-secret"), Some(&json!({"secret": "whsec_short"})));
+    r.problem(400, "invalid_request");
+    server
+        .json("POST", "/v1/stations/limits/consumer-groups/nope/push/pause", None)
+        .problem(404, "consumer_group_not_found");
+
+    // A station holds at most 100 hooks.
+    for _ in 0..100 {
+        let r = server.json("POST", "/v1/hooks", Some(&json!({"target_url": receiver.url(), "station": "limits"})));
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let r = server.json("POST", "/v1/hooks", Some(&json!({"target_url": receiver.url(), "station": "limits"})));
+    r.problem(400, "invalid_request");
+    let page = server.json("GET", "/v1/hooks?limit=60", None);
+    assert_eq!(page.body["hooks"].as_array().unwrap().len(), 60);
+    let cursor = page.body["next_cursor"].as_str().unwrap();
+    let rest = server.json("GET", &format!("/v1/hooks?limit=60&cursor={cursor}"), None);
+    assert_eq!(rest.body["hooks"].as_array().unwrap().len(), 40, "{rest:?}");
+    assert!(rest.body.get("next_cursor").is_none());
+}

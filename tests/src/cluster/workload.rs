@@ -118,6 +118,52 @@ impl Client {
         }
     }
 
+    /// Produces `values` on `station` through `nodes` in turn, in batches of `batch`, each value
+    /// its own idempotency key: what was not acknowledged (no answer, 503, 429) is retried on
+    /// the next node, after a pause of 50 ms, until `deadline`. Records each acknowledged
+    /// value's offset in `acknowledged`. Err names a definite refusal (another 4xx) or what was
+    /// still unacknowledged at the deadline; what was acknowledged before stays recorded.
+    pub fn produce_acknowledged(
+        &self,
+        nodes: &[u64],
+        station: &str,
+        values: &[String],
+        batch: usize,
+        deadline: Instant,
+        acknowledged: &mut BTreeMap<String, u64>,
+    ) -> Result<(), String> {
+        let mut turn = 0;
+        for chunk in values.chunks(batch.max(1)) {
+            let mut pending = chunk.to_vec();
+            while !pending.is_empty() {
+                let node = nodes[turn % nodes.len().max(1)];
+                turn += 1;
+                let mut retry = Vec::new();
+                for (value, outcome) in pending.iter().zip(self.produce_batch(node, station, &pending)) {
+                    match outcome {
+                        Outcome::Ok { offset } => {
+                            acknowledged.insert(value.clone(), offset);
+                        }
+                        Outcome::Indeterminate | Outcome::Failed { status: 429 } => retry.push(value.clone()),
+                        Outcome::Failed { status } => {
+                            return Err(format!("producing {value} via node {node}: {status}"))
+                        }
+                    }
+                }
+                pending = retry;
+                if !pending.is_empty() {
+                    if Instant::now() > deadline {
+                        return Err(format!("{} values not acknowledged in time via nodes {nodes:?}", pending.len()));
+                    }
+                    // Between retries of a refused batch (a leader is being elected); not a wait
+                    // for an event.
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn fetch(
         &self,
         node: u64,
