@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod push;
 pub mod rate_limit;
 pub mod routes;
+pub mod sources;
 pub mod state;
 
 pub use app::{app, configure, run, MAX_BODY};
