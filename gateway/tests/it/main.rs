@@ -37,5 +37,6 @@ mod openapi;
 mod power_cut;
 mod push_client;
 mod push_sign;
+mod source_verify;
 mod stations;
 mod token_errors;
