@@ -349,7 +349,7 @@ fn decode_hex(header: &str, hex: &str) -> Result<Vec<u8>, Refusal> {
         }
     };
     let bytes = hex.as_bytes();
-    if bytes.is_empty() || bytes.len() % 2 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(2) {
         return Err(malformed());
     }
     bytes
