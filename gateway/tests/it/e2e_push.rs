@@ -324,6 +324,7 @@ fn pause_holds_delivery_and_resume_carries_on_and_the_test_event_is_signed() {
     );
     assert!(text.contains(r#"depot_push_state{station="paused",group="g",state="active"} 1"#));
     assert!(text.contains(r#"depot_push_in_flight{station="paused",group="g"} 0"#));
+    assert!(text.contains(r#"depot_push_attempt_duration_seconds_count{station="paused",group="g"} 1"#), "{text}");
 }
 
 #[test]
@@ -479,4 +480,32 @@ fn push_limits_are_enforced() {
     let rest = server.json("GET", &format!("/v1/hooks?limit=60&cursor={cursor}"), None);
     assert_eq!(rest.body["hooks"].as_array().unwrap().len(), 40, "{rest:?}");
     assert!(rest.body.get("next_cursor").is_none());
+}
+
+#[test]
+fn max_in_flight_bounds_attempts_under_way_and_rate_per_s_paces_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+
+    // A receiver that never answers holds every attempt: no more than max_in_flight start.
+    let hung = Receiver::start(Behaviour::Hang);
+    let config = json!({"push": {"url": hung.url(), "max_in_flight": 3, "timeout_ms": 10000}});
+    push_group(&server, "bounded", "g", config);
+    for i in 0..10 {
+        produce(&server, "bounded", format!("{i}").as_bytes());
+    }
+    assert_eq!(hung.wait_for(3, WITHIN).len(), 3);
+    assert_eq!(hung.wait_for(4, Duration::from_millis(1500)).len(), 3, "more than max_in_flight under way");
+    let g = group(&server, "bounded", "g");
+    assert_eq!(g["push"]["in_flight"], 3, "{g}");
+
+    // 5 attempts per second: 20 messages take at least (20 - 5) / 5 = 3 s after the first.
+    let receiver = Receiver::start(Behaviour::Status(204));
+    push_group(&server, "paced", "g", json!({"push": {"url": receiver.url(), "rate_per_s": 5}}));
+    for i in 0..20 {
+        produce(&server, "paced", format!("{i}").as_bytes());
+    }
+    let requests = receiver.wait_for(20, WITHIN);
+    let span = requests[19].at - requests[0].at;
+    assert!(span >= Duration::from_millis(2900), "20 attempts at 5/s took only {span:?}");
 }
