@@ -8,3 +8,4 @@ mod facade;
 mod inspect;
 mod power_cut;
 mod raft_storage_suite;
+mod snapshots;

@@ -16,7 +16,7 @@ use depot_powercut::{Mode, Op, PowerCut};
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload};
 
-fn log_id(index: u64) -> LogId {
+pub(crate) fn log_id(index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(1, 1), index)
 }
 
@@ -24,7 +24,7 @@ fn blank(index: u64) -> Entry {
     Entry { log_id: log_id(index), payload: EntryPayload::Blank }
 }
 
-fn normal(index: u64, command: Command) -> Entry {
+pub(crate) fn normal(index: u64, command: Command) -> Entry {
     let env = Envelope { now: 1_000 + index as i64, command };
     Entry { log_id: log_id(index), payload: EntryPayload::Normal(Proposal { envelopes: vec![env] }) }
 }
@@ -39,7 +39,7 @@ fn log_options() -> depot_broker::log::LogOptions {
     }
 }
 
-fn sm_options(dir: &Path) -> SmOptions {
+pub(crate) fn sm_options(dir: &Path) -> SmOptions {
     // A cache of 8 files: the cuts also cover files closed and reopened.
     SmOptions::new(dir.join("sm"), 4096, Verify::Full, 8)
 }
@@ -51,7 +51,7 @@ fn open(dir: &Path) -> (LogStore, StateMachine) {
     (log, sm)
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
@@ -99,7 +99,7 @@ fn a_purge_never_passes_the_durable_snapshot_and_completes_once_one_covers_it() 
 }
 
 /// The commands that give station 1 several segments of 4 KiB.
-fn station_history(first_index: u64, count: u64) -> Vec<Entry> {
+pub(crate) fn station_history(first_index: u64, count: u64) -> Vec<Entry> {
     (0..count)
         .map(|i| {
             let index = first_index + i;

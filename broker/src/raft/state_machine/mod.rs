@@ -35,6 +35,10 @@ mod station_logs;
 
 use station_logs::{load_snapshot, remove_stale, remove_trash};
 
+/// Where snapshots from the leader are received and unpacked, beside `snapshots/` (whose
+/// builds clear out every name but their own) and moved into it when installed.
+const INCOMING: &str = "incoming";
+
 #[derive(Clone, Debug)]
 pub struct SmOptions {
     pub dir: PathBuf,
@@ -205,11 +209,13 @@ fn fence(shared: &Shared, generation: u64) -> Result<(), StorageError> {
 /// The state machine's state as on disk: the current snapshot and the station logs beside it.
 fn load(opts: SmOptions) -> Result<Inner, StorageError> {
     let root = opts.dir.clone();
-    for sub in ["stations", "snapshots"] {
+    for sub in ["stations", "snapshots", INCOMING] {
         let path = root.join(sub);
         crate::dirs::ensure_durable(&path).map_err(io_err(&path)).map_err(sm_err)?;
     }
     remove_trash(&root).map_err(sm_err)?;
+    // Snapshots from the leader that were being received or unpacked when the node stopped.
+    remove_stale(&root.join(INCOMING), None).map_err(sm_err)?;
     let current: Option<String> = durable_file::read(&root.join("current")).map_err(sm_err)?;
     let mut inner = Inner {
         opts,
@@ -440,7 +446,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let path = {
             let mut inner = self.shared.write();
             inner.snapshot_seq += 1;
-            inner.opts.dir.join("snapshots").join(format!("incoming-{}", inner.snapshot_seq))
+            inner.opts.dir.join(INCOMING).join(format!("stream-{}", inner.snapshot_seq))
         };
         let file = tokio::fs::OpenOptions::new()
             .read(true)

@@ -68,26 +68,36 @@ impl StateMachine {
     ) -> Result<(), StorageError> {
         let mut stream = *snapshot;
         let root = self.shared.read().opts.dir.clone();
-        // Not held across the awaits below: installs come one at a time from openraft, and a
-        // build cannot run during one. It only keeps shutdown from overlapping the final swap.
+        // The archive is received and unpacked in `incoming/`, apart from `snapshots/`: openraft
+        // runs a build in its own task, so one may finish during the unpack, and a build clears
+        // every other name out of `snapshots/`. The unpacked snapshot moves in under the lock.
         let name = format!("installed-{}", meta.snapshot_id);
-        let dir = root.join("snapshots").join(&name);
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(snap_err)?;
+        let staged = root.join(INCOMING).join(&name);
+        if staged.exists() {
+            fs::remove_dir_all(&staged).map_err(snap_err)?;
         }
-        let manifest = snapshot::unpack(&mut stream, &dir).await.map_err(snap_err)?;
+        let manifest = snapshot::unpack(&mut stream, &staged).await.map_err(snap_err)?;
         if let SnapshotStream::Incoming { path, .. } = &stream {
             let _ = fs::remove_file(path);
         }
         if manifest.meta.last_log_id != meta.last_log_id {
             return Err(snap_err(std::io::Error::other("snapshot archive does not match its meta")));
         }
-        let (_, state) = load_snapshot(&dir).map_err(snap_err)?;
+        let (_, state) = load_snapshot(&staged).map_err(snap_err)?;
+        // Held from here to the end: no build and no shutdown overlaps the swap.
         let closed = self.shared.snapshot_io();
         if *closed {
             return Err(snap_err(std::io::Error::other("state machine closed")));
         }
         self.fenced()?;
+        let snapshots = root.join("snapshots");
+        let dir = snapshots.join(&name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(snap_err)?;
+        }
+        fs::rename(&staged, &dir).map_err(io_err(&dir)).map_err(snap_err)?;
+        durable_file::fsync_dir(&snapshots).map_err(snap_err)?;
+        durable_file::fsync_dir(&root.join(INCOMING)).map_err(snap_err)?;
         durable_file::write_atomic(&root.join("current"), &name).map_err(snap_err)?;
         self.shared.durable.set(meta.last_log_id.map(|id| id.index));
         let trash = {
