@@ -180,6 +180,8 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
     // Push groups are delivered from here on, while this node leads.
     let pusher = state.pusher.clone();
     pusher.start();
+    // Refused ingest deliveries reach the sources' replicated totals from here on.
+    let reporter = state.sources.start(broker.clone());
     let server = serve(listener, state)?;
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
@@ -197,6 +199,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
         }
     };
     pruner.abort();
+    reporter.abort();
     if let Some(task) = listener_task {
         task.abort();
     }

@@ -50,6 +50,12 @@ error_codes! {
     ConsumerGroupNotFound => NOT_FOUND, "consumer_group_not_found", "Consumer group not found";
     DeadLetterNotFound => NOT_FOUND, "dead_letter_not_found", "Dead letter not found";
     HookNotFound => NOT_FOUND, "hook_not_found", "Hook not found";
+    SourceNotFound => NOT_FOUND, "source_not_found", "Source not found";
+    InvalidToken => UNAUTHORIZED, "invalid_token", "Invalid ingest URL";
+    MissingSignature => UNAUTHORIZED, "missing_signature", "Missing signature";
+    MalformedSignature => UNAUTHORIZED, "malformed_signature", "Malformed signature";
+    BadSignature => UNAUTHORIZED, "bad_signature", "Bad signature";
+    StaleTimestamp => UNAUTHORIZED, "stale_timestamp", "Signed timestamp out of tolerance";
     InvalidPushUrl => BAD_REQUEST, "invalid_push_url", "Invalid push URL";
     ConsumerGroupIsPush => CONFLICT, "consumer_group_is_push", "Consumer group is a push group";
     ConsumerGroupNotPush => CONFLICT, "consumer_group_not_push", "Consumer group is not a push group";
@@ -116,6 +122,12 @@ pub enum ApiError {
     InvalidPushUrl(String),
     #[error("hook {0} not found")]
     HookNotFound(String),
+    #[error("source {0} not found")]
+    SourceNotFound(String),
+    /// A delivery to an ingest URL refused before anything was stored: a bad token or
+    /// signature (`code` says which, a 401 one).
+    #[error("{detail}")]
+    IngestRefused { code: Code, detail: String },
     /// The path names a resource, but not for this method; `allow` lists the methods it has.
     #[error("{method} is not allowed here; use {allow}")]
     MethodNotAllowed { method: String, allow: String },
@@ -181,6 +193,8 @@ impl ApiError {
             ApiError::Forbidden(d) => (Code::Forbidden, d.clone(), None),
             ApiError::UserNotFound(_) => (Code::UserNotFound, self.to_string(), None),
             ApiError::HookNotFound(_) => (Code::HookNotFound, self.to_string(), None),
+            ApiError::SourceNotFound(_) => (Code::SourceNotFound, self.to_string(), None),
+            ApiError::IngestRefused { code, detail } => (*code, detail.clone(), None),
             ApiError::InvalidPushUrl(_) => (Code::InvalidPushUrl, self.to_string(), None),
             ApiError::ApiKeyNotFound(_) => (Code::ApiKeyNotFound, self.to_string(), None),
             ApiError::MessageNotFound(d) => (Code::MessageNotFound, d.clone(), None),
@@ -204,6 +218,8 @@ impl ApiError {
                     CommandError::WrongDelivery { push: false, .. } => {
                         (Code::ConsumerGroupNotPush, c.to_string(), None)
                     }
+                    CommandError::SourceNotFound(_) => (Code::SourceNotFound, c.to_string(), None),
+                    CommandError::IngestRefused => (Code::InvalidToken, c.to_string(), None),
                 },
                 BrokerError::Unavailable { reason, retry_after } => {
                     (Code::NotLeaderUnavailable, format!("unavailable: {reason}"), Some(*retry_after))
@@ -291,6 +307,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"depot\""));
+            }
+            // The ingest URL's token and the sender's signature are the credentials.
+            ApiError::IngestRefused { .. } | ApiError::Broker(BrokerError::Command(CommandError::IngestRefused)) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Signature realm=\"depot-ingest\""));
             }
             ApiError::RateLimited(limited) => {
                 for (name, value) in

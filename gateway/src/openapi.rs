@@ -26,6 +26,7 @@ use crate::routes;
         (name = "dead-letters", description = "Dead letters"),
         (name = "push", description = "Push groups: webhooks out, signed as Standard Webhooks specifies"),
         (name = "hooks", description = "REST hooks: subscribe a URL to a station's new messages"),
+        (name = "sources", description = "Webhook sources: senders post to an ingest URL and sign with their own scheme"),
         (name = "cluster", description = "Cluster membership"),
         (name = "operations", description = "Health, metrics and documents"),
     )
@@ -44,9 +45,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api
 }
 
-/// Paths that need no credentials.
-pub const PUBLIC_PATHS: [&str; 6] =
-    ["/livez", "/readyz", "/openapi.json", "/v1/auth/token", "/v1/auth/refresh", "/v1/auth/revoke"];
+/// Paths that need no bearer token (an ingest URL carries its own token and the sender's
+/// signature).
+pub const PUBLIC_PATHS: [&str; 7] = [
+    "/livez",
+    "/readyz",
+    "/openapi.json",
+    "/v1/auth/token",
+    "/v1/auth/refresh",
+    "/v1/auth/revoke",
+    "/v1/ingest/{source}/{token}",
+];
 
 /// A problem+json body, in the OpenAPI document.
 fn problem_content() -> utoipa::openapi::Content {

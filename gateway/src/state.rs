@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::push::engine::Pusher;
 use crate::push::guard::{Guard, Resolver, SystemResolver};
 use crate::rate_limit::{RateLimitConfig, RateLimiter};
+use crate::sources::Sources;
 
 /// The longest a message may be withheld (`Depot-Delay`, `Depot-Deliver-At`, `delay_ms`,
 /// `backoff_ms`) by default: 365 days, in milliseconds.
@@ -71,6 +72,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Delivers push groups while this node leads (started by the server, see `Pusher::start`).
     pub pusher: Pusher,
+    /// This node's side of webhook sources: rate limits and refusal counts.
+    pub sources: Sources,
     /// Longer delays are refused (400), in milliseconds.
     pub max_delay_ms: u64,
     /// A body still arriving after this long is answered 408.
@@ -94,6 +97,7 @@ impl AppState {
         let pusher = Pusher::new(broker.clone(), guard).unwrap_or_else(|e| panic!("the push HTTP client: {e}"));
         AppState {
             pusher,
+            sources: Sources::default(),
             broker,
             auth,
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),

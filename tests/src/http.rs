@@ -427,6 +427,37 @@ impl AsyncConn {
     }
 }
 
+/// One request by curl, an HTTP client Depot did not write: `body` is sent byte for byte
+/// (`--data-binary`), with exactly the `headers` given (curl's default `Content-Type` is
+/// removed unless one is given). Panics when curl cannot run or reach the server.
+pub fn curl(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temp dir for curl: {e}"));
+    let (input, head, output) = (dir.path().join("in"), dir.path().join("head"), dir.path().join("out"));
+    std::fs::write(&input, body).unwrap_or_else(|e| panic!("writing curl's input: {e}"));
+    let mut command = std::process::Command::new("curl");
+    command.args(["-sS", "--max-time", "30", "-X", method, "-D"]).arg(&head).arg("-o").arg(&output);
+    command.arg("--data-binary").arg(format!("@{}", input.display()));
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type")) {
+        command.args(["-H", "Content-Type:"]);
+    }
+    for (name, value) in headers {
+        command.arg("-H").arg(format!("{name}: {value}"));
+    }
+    command.arg(format!("http://{addr}{path}"));
+    let out = command.output().unwrap_or_else(|e| panic!("cannot run curl (apt-get install -y curl): {e}"));
+    assert!(out.status.success(), "curl {method} {path} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let head = std::fs::read_to_string(&head).unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let raw = std::fs::read(&output).unwrap_or_default();
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    Response { status, headers, body, raw }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

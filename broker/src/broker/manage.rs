@@ -55,6 +55,11 @@ impl Broker {
         self.read(|s| s.list_stations())
     }
 
+    /// One station as this node has applied it, without a read barrier.
+    pub fn station_now(&self, station: &str) -> Option<StationView> {
+        self.read(|s| s.station_view(station))
+    }
+
     /// Deletes `station` with its messages, groups and dead letters.
     pub async fn delete_station(&self, station: &str) -> Result<(), BrokerError> {
         self.replica.submit(Command::DeleteStation { station: station.into() }).await.map(drop)

@@ -32,6 +32,7 @@ use crate::station::{BrokerState, Command, Millis};
 mod manage;
 mod messages;
 mod push;
+mod sources;
 
 pub use manage::{DeadLetterPage, Put};
 pub use messages::{BrowsePage, Fetched, ProduceResults};

@@ -145,7 +145,7 @@ impl Replica {
     /// New messages are refused while the disk is under its watermark. A fetch's messages are
     /// read here, on the node that proposed it, after the apply (which only decides deliveries).
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, BrokerError> {
-        if matches!(command, Command::Produce { .. }) {
+        if matches!(command, Command::Produce { .. } | Command::Ingest { .. }) {
             self.disk.check()?;
         }
         let sender = self.proposals.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -177,9 +177,9 @@ impl Replica {
 }
 
 fn command_bytes(command: &Command) -> usize {
-    match command {
-        Command::Produce { messages, .. } => messages.iter().map(|m| m.payload.len() + 64).sum(),
-        _ => 64,
+    match command.new_messages() {
+        [] => 64,
+        messages => messages.iter().map(|m| m.payload.len() + 64).sum(),
     }
 }
 

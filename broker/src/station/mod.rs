@@ -10,6 +10,7 @@ mod dead_letter;
 mod dedup;
 mod group;
 mod index;
+mod source;
 mod state;
 pub mod types;
 
@@ -23,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use dead_letter::Outbox;
+pub use source::{is_header_name, MAX_CAPTURE_HEADERS, MAX_SOURCES, MAX_SOURCE_RATE_PER_S, MAX_SOURCE_SECRET_BYTES};
 pub use state::MAX_IDEMPOTENCY_KEY_CHARS;
 use state::{Ctx, StationState};
 pub use types::*;
@@ -104,10 +106,12 @@ impl Settled for BoundReceipt {
     }
 }
 
-/// Starts a serialized [`BrokerState`] that has push groups. A state serialized before has
-/// [`STATE_V2_MARKER`], or, before the receipt key, no marker: it starts with its clock (i64
-/// LE), which would have to be some 10^8 years ahead to read as these bytes.
-const STATE_MARKER: &[u8; 8] = b"DEPOTST3";
+/// Starts a serialized [`BrokerState`] that has sources. A state serialized before has
+/// [`STATE_V3_MARKER`] or [`STATE_V2_MARKER`], or, before the receipt key, no marker: it starts
+/// with its clock (i64 LE), which would have to be some 10^8 years ahead to read as these bytes.
+const STATE_MARKER: &[u8; 8] = b"DEPOTST4";
+/// Starts a state serialized with push groups but before sources.
+const STATE_V3_MARKER: &[u8; 8] = b"DEPOTST3";
 /// Starts a state serialized with the receipt key but before push groups.
 const STATE_V2_MARKER: &[u8; 8] = b"DEPOTST2";
 
@@ -117,6 +121,26 @@ pub const MAX_PUSH_URL_BYTES: usize = 2048;
 const MAX_PUSH_HEADERS: usize = 32;
 /// Most signing secrets a push group keeps (the newest and those still valid after rotations).
 const MAX_PUSH_SECRETS: usize = 8;
+
+/// The state as serialized before sources, field for field.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StateV3 {
+    clock: Millis,
+    last_station_id: u64,
+    stations: BTreeMap<Name, StationState>,
+    names: BTreeMap<u64, Name>,
+    outbox: Outbox,
+    receipt_key: Option<ReceiptKey>,
+    push: BTreeMap<(Name, Name), PushGroup>,
+}
+
+impl From<StateV3> for BrokerState {
+    fn from(v3: StateV3) -> BrokerState {
+        let StateV3 { clock, last_station_id, stations, names, outbox, receipt_key, push } = v3;
+        BrokerState { clock, last_station_id, stations, names, outbox, receipt_key, push, ..BrokerState::default() }
+    }
+}
 
 /// The state as serialized before push groups, field for field.
 #[derive(Deserialize)]
@@ -141,6 +165,7 @@ impl From<StateV2> for BrokerState {
             outbox,
             receipt_key,
             push: BTreeMap::new(),
+            sources: BTreeMap::new(),
             effects: Vec::new(),
             deadlines: Deadlines::default(),
         }
@@ -192,6 +217,7 @@ impl From<StateV1> for BrokerState {
             outbox,
             receipt_key: None,
             push: BTreeMap::new(),
+            sources: BTreeMap::new(),
             effects: Vec::new(),
             deadlines: Deadlines::default(),
         };
@@ -248,6 +274,8 @@ pub struct BrokerState {
     receipt_key: Option<ReceiptKey>,
     /// The push side of push groups, by (station, group).
     push: BTreeMap<(Name, Name), PushGroup>,
+    /// Webhook sources, by name.
+    sources: BTreeMap<Name, Source>,
     /// Not replicated: each replica's storage layer drains them after every apply.
     #[serde(skip)]
     effects: Vec<Effect>,
@@ -268,6 +296,8 @@ impl BrokerState {
     pub fn from_bytes(bytes: &[u8]) -> Result<BrokerState, bincode::Error> {
         let mut state: BrokerState = if let Some(rest) = bytes.strip_prefix(STATE_MARKER) {
             bincode::deserialize(rest)?
+        } else if let Some(rest) = bytes.strip_prefix(STATE_V3_MARKER) {
+            bincode::deserialize::<StateV3>(rest).map(BrokerState::from)?
         } else if let Some(rest) = bytes.strip_prefix(STATE_V2_MARKER) {
             bincode::deserialize::<StateV2>(rest).map(BrokerState::from)?
         } else {
@@ -319,6 +349,7 @@ impl BrokerState {
                 self.names.remove(&state.id);
                 self.effects.push(Effect::StationDropped { id: state.id });
                 self.push.retain(|(s, _), _| s != station);
+                self.sources.retain(|_, source| source.config.station != *station);
                 Ok(Outcome::Deleted)
             }
             Command::PutGroup { station, group, config } => {
@@ -423,6 +454,11 @@ impl BrokerState {
                 Ok(Outcome::Ticked)
             }
             Command::InitReceiptKey { key } => Ok(Outcome::ReceiptKey(*self.receipt_key.get_or_insert(*key))),
+            Command::PutSource { source, config, token_hash } => self.put_source(source, config, token_hash),
+            Command::RotateSourceToken { source, token_hash } => self.rotate_source_token(source, token_hash),
+            Command::DeleteSource { source } => self.delete_source(source),
+            Command::Ingest { source, token_hash, message } => self.ingest(source, token_hash, message),
+            Command::CountRejected { counts } => Ok(self.count_rejected(counts)),
         }
     }
 

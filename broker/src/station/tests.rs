@@ -1185,3 +1185,139 @@ fn a_state_with_push_groups_round_trips_and_one_serialized_before_them_still_rea
     assert_eq!(read.receipt_key(), Some(ReceiptKey::from_bytes([5; 32])));
     assert!(read.push_groups().is_empty());
 }
+
+fn source_config(station: &str) -> SourceConfig {
+    SourceConfig {
+        station: station.into(),
+        verify: Some(SourceVerify {
+            scheme: "github".into(),
+            secret: "It's a Secret to Everybody".into(),
+            header: None,
+            tolerance_ms: 300_000,
+        }),
+        capture_headers: vec!["x-github-event".into()],
+        idempotency_header: None,
+        rate_per_s: 1000,
+    }
+}
+
+impl H {
+    fn ingest(&mut self, source: &str, token: u8, message: NewMessage) -> Outcome {
+        self.run(Command::Ingest { source: source.into(), token_hash: [token; 32], message })
+    }
+}
+
+#[test]
+fn a_source_produces_on_its_station_only_with_its_current_token() {
+    let mut h = H::new();
+    let put = |source: &str, config: SourceConfig, token: u8| Command::PutSource {
+        source: source.into(),
+        config,
+        token_hash: [token; 32],
+    };
+    // Its station must exist; its name and config are checked.
+    assert_eq!(
+        h.run(put("gh", source_config("nope"), 1)),
+        Outcome::Error(CommandError::StationNotFound("nope".into()))
+    );
+    assert!(matches!(h.run(put("Bad Name", source_config(ST), 1)), Outcome::Error(CommandError::Invalid(_))));
+    let mut bad = source_config(ST);
+    bad.capture_headers = vec!["X-Upper".into()];
+    assert!(matches!(h.run(put("gh", bad, 1)), Outcome::Error(CommandError::Invalid(_))));
+    let mut bad = source_config(ST);
+    bad.rate_per_s = 0;
+    assert!(matches!(h.run(put("gh", bad, 1)), Outcome::Error(CommandError::Invalid(_))));
+
+    let Outcome::Source { created: true, source } = h.run(put("gh", source_config(ST), 1)) else {
+        panic!("not created")
+    };
+    assert_eq!((source.token_hash, source.created_at, source.accepted_total), ([1; 32], 1_000, 0));
+    // An update keeps the token.
+    let mut changed = source_config(ST);
+    changed.capture_headers.push("x-github-delivery".into());
+    let Outcome::Source { created: false, source } = h.run(put("gh", changed.clone(), 9)) else {
+        panic!("not updated")
+    };
+    assert_eq!((source.token_hash, source.config), ([1; 32], changed));
+
+    assert_eq!(
+        h.ingest("gh", 1, keyed("a", "d-1")),
+        Outcome::Produced(vec![Ok(Produced { offset: 0, duplicate: false })])
+    );
+    // The sender's retry finds the first one; a wrong token or unknown source stores nothing.
+    assert_eq!(
+        h.ingest("gh", 1, keyed("a", "d-1")),
+        Outcome::Produced(vec![Ok(Produced { offset: 0, duplicate: true })])
+    );
+    assert_eq!(h.ingest("gh", 2, msg("b")), Outcome::Error(CommandError::IngestRefused));
+    assert_eq!(h.ingest("other", 1, msg("b")), Outcome::Error(CommandError::IngestRefused));
+    assert_eq!(h.s.source("gh").map(|s| s.accepted_total), Some(2));
+
+    // After a rotation only the new token works.
+    let rotated = h.run(Command::RotateSourceToken { source: "gh".into(), token_hash: [3; 32] });
+    assert!(matches!(rotated, Outcome::Source { ref source, .. } if source.token_hash == [3; 32]));
+    assert_eq!(h.ingest("gh", 1, msg("c")), Outcome::Error(CommandError::IngestRefused));
+    assert_eq!(h.ingest("gh", 3, msg("c")), Outcome::Produced(vec![Ok(Produced { offset: 1, duplicate: false })]));
+    assert_eq!(h.s.station_view(ST).map(|v| v.stats.next_offset), Some(2));
+
+    // Deleting the source, or its station, refuses it.
+    assert_eq!(h.run(Command::DeleteSource { source: "gh".into() }), Outcome::Deleted);
+    assert_eq!(h.ingest("gh", 3, msg("d")), Outcome::Error(CommandError::IngestRefused));
+    assert_eq!(
+        h.run(Command::DeleteSource { source: "gh".into() }),
+        Outcome::Error(CommandError::SourceNotFound("gh".into()))
+    );
+    h.run(put("gh2", source_config(ST), 4));
+    h.run(Command::DeleteStation { station: ST.into() });
+    assert!(h.s.sources().is_empty());
+}
+
+#[test]
+fn an_ingest_indexes_its_stations_deadlines_and_rejections_are_counted_by_reason() {
+    let mut h = H::new();
+    h.run(Command::PutSource { source: "gh".into(), config: source_config(ST), token_hash: [1; 32] });
+    // A keyed produce gives the station a dedup deadline; `run` checks the index after apply.
+    h.ingest("gh", 1, keyed("a", "d-1"));
+    assert!(h.s.next_tick_at().is_some());
+    let counts = vec![
+        ("gh".into(), "bad_signature".into(), 3),
+        ("gh".into(), "invalid_token".into(), 1),
+        ("gone".into(), "bad_signature".into(), 5),
+    ];
+    h.run(Command::CountRejected { counts });
+    h.run(Command::CountRejected { counts: vec![("gh".into(), "bad_signature".into(), 2)] });
+    let source = h.s.source("gh").cloned().expect("source");
+    assert_eq!(source.rejected.get("bad_signature"), Some(&5));
+    assert_eq!(source.rejected_total(), 6);
+    // Reasons are bounded: past 16 they count as "other".
+    let many = (0..20).map(|i| ("gh".into(), format!("r{i}"), 1)).collect();
+    h.run(Command::CountRejected { counts: many });
+    let source = h.s.source("gh").cloned().expect("source");
+    assert_eq!(source.rejected.len(), 17);
+    assert_eq!(source.rejected_total(), 26);
+}
+
+#[test]
+fn a_state_with_sources_round_trips_and_one_serialized_before_them_still_reads() {
+    let mut h = H::new();
+    h.push_group("p", GroupConfig::default(), SecretChoice::Generated("whsec_a".into()));
+    h.run(Command::PutSource { source: "gh".into(), config: source_config(ST), token_hash: [1; 32] });
+    let copy = BrokerState::from_bytes(&h.s.to_bytes().expect("serialize")).expect("deserialize");
+    assert_eq!(copy.sources(), h.s.sources());
+
+    let s = &h.s;
+    let v3 = StateV3 {
+        clock: s.clock,
+        last_station_id: s.last_station_id,
+        stations: s.stations.clone(),
+        names: s.names.clone(),
+        outbox: s.outbox.clone(),
+        receipt_key: s.receipt_key,
+        push: s.push.clone(),
+    };
+    let mut legacy = STATE_V3_MARKER.to_vec();
+    legacy.extend(bincode::serialize(&v3).expect("serialize"));
+    let read = BrokerState::from_bytes(&legacy).expect("an ST3 state reads");
+    assert_eq!(read.push_groups(), h.s.push_groups());
+    assert!(read.sources().is_empty());
+}

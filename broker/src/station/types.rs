@@ -3,6 +3,8 @@
 //! Everything here is plain data: serializable into the Raft log, free of I/O and of HTTP.
 //! Times are unix milliseconds taken from the leader's clock when it proposed the command.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +176,65 @@ impl PushGroup {
     /// The secrets that sign at `now`, newest first.
     pub fn signing_secrets(&self, now: Millis) -> impl Iterator<Item = &str> {
         self.secrets.iter().filter(move |s| s.expires_at.is_none_or(|at| at > now)).map(|s| s.secret.as_str())
+    }
+}
+
+/// SHA-256 of a source's ingest token: the token itself is never stored.
+pub type TokenHash = [u8; 32];
+
+/// How a source's sender signs: the scheme's name (checked by the gateway, which knows the
+/// schemes), its secret and settings.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceVerify {
+    pub scheme: String,
+    pub secret: String,
+    /// For schemes that take the signature from a header the user names.
+    pub header: Option<String>,
+    pub tolerance_ms: u64,
+}
+
+impl std::fmt::Debug for SourceVerify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceVerify")
+            .field("scheme", &self.scheme)
+            .field("secret", &"<redacted>")
+            .field("header", &self.header)
+            .field("tolerance_ms", &self.tolerance_ms)
+            .finish()
+    }
+}
+
+/// What a source's owner sets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceConfig {
+    /// Where its deliveries are produced.
+    pub station: Name,
+    /// None: the token alone admits a delivery.
+    pub verify: Option<SourceVerify>,
+    /// Request headers stored as message headers (lower-case names).
+    pub capture_headers: Vec<String>,
+    /// The request header whose value is the Idempotency-Key (lower-case); None: the scheme's.
+    pub idempotency_header: Option<String>,
+    /// Deliveries per second each node admits.
+    pub rate_per_s: u32,
+}
+
+/// A webhook source as replicated: its config, token hash and totals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub name: Name,
+    pub config: SourceConfig,
+    pub token_hash: TokenHash,
+    pub created_at: Millis,
+    /// Deliveries stored or found to be duplicates.
+    pub accepted_total: u64,
+    /// Deliveries refused, by reason, as the nodes reported them.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+impl Source {
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
     }
 }
 
@@ -408,10 +469,47 @@ pub enum Command {
         group: Name,
         results: Vec<(Receipt, PushResult)>,
     },
+    /// Creates or updates a webhook source. `token_hash` becomes its ingest token's hash only
+    /// when this creates it; an update keeps the token.
+    PutSource {
+        source: Name,
+        config: SourceConfig,
+        token_hash: TokenHash,
+    },
+    /// Gives a source a new ingest token: the old one is refused from this entry on.
+    RotateSourceToken {
+        source: Name,
+        token_hash: TokenHash,
+    },
+    DeleteSource {
+        source: Name,
+    },
+    /// A delivery a source's sender posted, already verified: produced on the source's station
+    /// if `token_hash` is still the source's (so a rotation or deletion committed before it
+    /// refuses it on every node alike).
+    Ingest {
+        source: Name,
+        token_hash: TokenHash,
+        message: NewMessage,
+    },
+    /// Deliveries refused at the door (bad token or signature, too large, rate limited), counted
+    /// by a node since its last report: (source, reason, count).
+    CountRejected {
+        counts: Vec<(Name, String, u64)>,
+    },
 }
 
 impl Command {
     /// The one station the command acts on; `None` for commands that act on none or on many.
+    /// The new messages the command stores: a produce's, or an ingest's one.
+    pub fn new_messages(&self) -> &[NewMessage] {
+        match self {
+            Command::Produce { messages, .. } => messages,
+            Command::Ingest { message, .. } => std::slice::from_ref(message),
+            _ => &[],
+        }
+    }
+
     pub fn station(&self) -> Option<&str> {
         match self {
             Command::PutStation { station, .. }
@@ -433,7 +531,15 @@ impl Command {
             | Command::RotatePushSecret { station, .. }
             | Command::PushFetch { station, .. }
             | Command::PushSettle { station, .. } => Some(station),
-            Command::Tick | Command::OutboxAdvance { .. } | Command::InitReceiptKey { .. } => None,
+            Command::PutSource { config, .. } => Some(&config.station),
+            // An ingest's station is the source's, known only to the state: apply re-indexes it.
+            Command::Tick
+            | Command::OutboxAdvance { .. }
+            | Command::InitReceiptKey { .. }
+            | Command::RotateSourceToken { .. }
+            | Command::DeleteSource { .. }
+            | Command::Ingest { .. }
+            | Command::CountRejected { .. } => None,
         }
     }
 }
@@ -459,6 +565,11 @@ pub enum CommandError {
     /// Pull operations on a push group, or push operations on a pull group.
     #[error("consumer group {group} on station {station} {}", if *.push { "is a push group: the server delivers its messages" } else { "is not a push group" })]
     WrongDelivery { station: Name, group: Name, push: bool },
+    #[error("source {0} not found")]
+    SourceNotFound(Name),
+    /// An ingest whose source is gone or whose token is no longer the source's.
+    #[error("the ingest URL is not valid: unknown source or wrong token")]
+    IngestRefused,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -513,6 +624,11 @@ pub enum Outcome {
     Error(CommandError),
     /// Answer to `InitReceiptKey`: the key in force.
     ReceiptKey(ReceiptKey),
+    /// Answer to `PutSource` and `RotateSourceToken`.
+    Source {
+        created: bool,
+        source: Source,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod messages;
 pub mod ops;
 pub mod push;
+pub mod sources;
 pub mod stations;
 pub mod users;
 
@@ -20,6 +21,7 @@ pub mod users;
 /// then fetch and settle) comes first.
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.configure(messages::configure)
+        .configure(sources::configure)
         .configure(consume::configure)
         .configure(browse::configure)
         .configure(groups::configure)

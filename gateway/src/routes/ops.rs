@@ -89,5 +89,6 @@ async fn metrics(_auth: Authorized<ScrapeMetrics>, state: web::Data<AppState>) -
     let states: Vec<(String, String, &'static str)> =
         state.broker.push_groups_now().into_iter().map(|(s, g, p)| (s, g, p.state.as_str())).collect();
     state.pusher.live().render(&mut text, &states);
+    state.sources.render(&mut text);
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
 }

@@ -45,9 +45,13 @@ const SHOPIFY_SIGNATURE: &str = "x-shopify-hmac-sha256";
 const WEBHOOK_ID: &str = "webhook-id";
 const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
 const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+const SVIX_ID: &str = "svix-id";
+const SVIX_TIMESTAMP: &str = "svix-timestamp";
+const SVIX_SIGNATURE: &str = "svix-signature";
 
 /// How a sender signs its deliveries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Scheme {
     Github,
     Stripe,
@@ -75,12 +79,14 @@ impl Scheme {
         }
     }
 
-    /// The header whose value is the sender's delivery id, used as the Idempotency-Key by default.
-    pub fn default_idempotency_header(self) -> Option<&'static str> {
+    /// The headers whose value is the sender's delivery id, the first one present used as the
+    /// Idempotency-Key by default. Stripe sends none: its event's `id` is in the body.
+    pub fn default_idempotency_headers(self) -> &'static [&'static str] {
         match self {
-            Scheme::Github => Some("x-github-delivery"),
-            Scheme::StandardWebhooks => Some(WEBHOOK_ID),
-            Scheme::Stripe | Scheme::Shopify | Scheme::HmacSha256 => None,
+            Scheme::Github => &["x-github-delivery"],
+            Scheme::StandardWebhooks => &[WEBHOOK_ID, SVIX_ID],
+            Scheme::Shopify => &["x-shopify-webhook-id"],
+            Scheme::Stripe | Scheme::HmacSha256 => &[],
         }
     }
 
@@ -217,9 +223,13 @@ impl Verifier {
                 None
             }
             Scheme::StandardWebhooks => {
-                let id = required(WEBHOOK_ID)?;
-                let timestamp = required(WEBHOOK_TIMESTAMP)?;
-                let value = required(WEBHOOK_SIGNATURE)?;
+                // Svix, the specification's origin, sends the same three under `svix-` names
+                // unless its sender has the unbranded ones.
+                let either =
+                    |name: &str, svix: &str| required(name).or_else(|missing| required(svix).map_err(|_| missing));
+                let id = either(WEBHOOK_ID, SVIX_ID)?;
+                let timestamp = either(WEBHOOK_TIMESTAMP, SVIX_TIMESTAMP)?;
+                let value = either(WEBHOOK_SIGNATURE, SVIX_SIGNATURE)?;
                 let timestamp_s = parse_timestamp(WEBHOOK_TIMESTAMP, &timestamp)?;
                 let signatures = parse_standard_webhooks(&value)?;
                 self.check(&[id.as_bytes(), b".", timestamp.as_bytes(), b".", body], &signatures)?;
@@ -459,6 +469,10 @@ mod tests {
         let v = Verifier::new(Scheme::StandardWebhooks, SW_SECRET, None, None).unwrap();
         let h = [("webhook-id", SW_ID), ("webhook-timestamp", SW_TIMESTAMP), ("webhook-signature", SW_SIGNATURE)];
         assert_eq!(verify(&v, &h, SW_BODY, SW_NOW_MS), Ok(()));
+        // Svix's branded names carry the same signature.
+        let svix = [("svix-id", SW_ID), ("svix-timestamp", SW_TIMESTAMP), ("svix-signature", SW_SIGNATURE)];
+        assert_eq!(verify(&v, &svix, SW_BODY, SW_NOW_MS), Ok(()));
+        assert_eq!(verify(&v, &svix[1..], SW_BODY, SW_NOW_MS), Err(Refusal::MissingHeader("webhook-id".to_owned())));
     }
 
     #[test]
@@ -695,9 +709,10 @@ mod tests {
         }
         assert_eq!(Scheme::parse("GitHub"), None);
         assert_eq!(Scheme::parse("hmac-sha256"), None);
-        assert_eq!(Scheme::Github.default_idempotency_header(), Some("x-github-delivery"));
-        assert_eq!(Scheme::StandardWebhooks.default_idempotency_header(), Some("webhook-id"));
-        assert_eq!(Scheme::Stripe.default_idempotency_header(), None);
+        assert_eq!(Scheme::Github.default_idempotency_headers(), ["x-github-delivery"]);
+        assert_eq!(Scheme::StandardWebhooks.default_idempotency_headers(), ["webhook-id", "svix-id"]);
+        assert_eq!(Scheme::Shopify.default_idempotency_headers(), ["x-shopify-webhook-id"]);
+        assert!(Scheme::Stripe.default_idempotency_headers().is_empty());
     }
 
     #[test]

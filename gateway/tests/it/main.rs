@@ -26,6 +26,7 @@ mod e2e_http_errors;
 mod e2e_inspect;
 mod e2e_postgres;
 mod e2e_push;
+mod e2e_sources;
 mod http_wire;
 mod many_stations;
 mod messages;

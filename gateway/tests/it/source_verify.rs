@@ -4,47 +4,9 @@
 //! that `depot_tests::webhooks::python` finds. The same deliveries, late, tampered or checked
 //! with another secret, are refused.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
 use depot_gateway::push::sign::generate_secret;
 use depot_gateway::sources::verify::{Refusal, Scheme, Verifier};
-use depot_tests::webhooks::python;
-use serde_json::json;
-
-/// Exit status of the script when a library is missing.
-const MISSING: i32 = 3;
-
-/// Reads `{stripe_secret, sw_secret, deliveries: [{id, timestamp, body}]}` (bodies in base64,
-/// timestamps in unix seconds) and prints, per delivery, the `Stripe-Signature` header (null
-/// for bodies that are not UTF-8: stripe-python signs text) and the `webhook-signature` header.
-const SCRIPT: &str = r#"
-import base64, datetime, json, sys
-try:
-    import stripe
-    from standardwebhooks.webhooks import Webhook
-except ImportError as e:
-    print(f"cannot import: {e}", file=sys.stderr)
-    sys.exit(3)
-job = json.load(sys.stdin)
-standard = Webhook(job["sw_secret"])
-out = []
-for d in job["deliveries"]:
-    body = base64.b64decode(d["body"])
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    stripe_header = None
-    if text is not None:
-        stripe_header = stripe.WebhookSignature.generate_signature_header(
-            text, job["stripe_secret"], timestamp=d["timestamp"])
-    at = datetime.datetime.fromtimestamp(d["timestamp"], tz=datetime.timezone.utc)
-    out.append({"stripe": stripe_header, "standard_webhooks": standard.sign(d["id"], at, body)})
-json.dump(out, sys.stdout)
-"#;
+use depot_tests::webhooks::sign_as_senders;
 
 const STRIPE_SECRET: &str = "whsec_9f3c1a7e5b2d4c6e8a0b1c2d3e4f5a6b";
 
@@ -58,46 +20,16 @@ struct Signed {
 
 /// Signs each `(id, timestamp, body)` with both libraries, in one python process.
 fn sign_with_the_libraries(sw_secret: &str, deliveries: &[(String, i64, Vec<u8>)]) -> Vec<Signed> {
-    let python = python();
-    let hint = format!(
-        "run .ci/run, which installs stripe and standardwebhooks into /var/tmp/depot-py/venv and exports \
-         DEPOT_PYTHON (python used: {python})"
-    );
-    let job = json!({
-        "stripe_secret": STRIPE_SECRET,
-        "sw_secret": sw_secret,
-        "deliveries": deliveries
-            .iter()
-            .map(|(id, timestamp, body)| json!({"id": id, "timestamp": timestamp, "body": STANDARD.encode(body)}))
-            .collect::<Vec<_>>(),
-    });
-    let mut child = Command::new(&python)
-        .arg("-c")
-        .arg(SCRIPT)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {python}: {e}; {hint}"));
-    child.stdin.take().unwrap().write_all(job.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    match out.status.code() {
-        Some(0) => {}
-        Some(MISSING) => panic!("{}: {hint}", stderr.trim()),
-        _ => panic!("signing with the libraries failed ({}):\n{}", out.status, stderr.trim()),
-    }
-    let headers: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(headers.len(), deliveries.len());
+    let signatures = sign_as_senders(STRIPE_SECRET, sw_secret, deliveries).unwrap_or_else(|e| panic!("{e:#}"));
     deliveries
         .iter()
-        .zip(headers)
-        .map(|((id, timestamp, body), h)| Signed {
+        .zip(signatures)
+        .map(|((id, timestamp, body), s)| Signed {
             id: id.clone(),
             timestamp: *timestamp,
             body: body.clone(),
-            stripe: h["stripe"].as_str().map(str::to_owned),
-            standard_webhooks: h["standard_webhooks"].as_str().unwrap().to_owned(),
+            stripe: s.stripe,
+            standard_webhooks: s.standard_webhooks,
         })
         .collect()
 }

@@ -327,8 +327,14 @@ impl Inner {
         let outcome = self.state.apply(env);
         let mut station_id = None;
         match (&env.command, &outcome) {
-            (Command::Produce { station, messages: new }, Outcome::Produced(results)) => {
-                let id = self.state.station_id(station);
+            (Command::Produce { .. } | Command::Ingest { .. }, Outcome::Produced(results)) => {
+                let new = env.command.new_messages();
+                // An ingest's station is its source's, which a successful ingest leaves in place.
+                let station = match &env.command {
+                    Command::Ingest { source, .. } => self.state.source(source).map(|s| s.config.station.as_str()),
+                    _ => env.command.station(),
+                };
+                let id = station.and_then(|station| self.state.station_id(station));
                 let produced_at = self.state.clock();
                 let log = id.and_then(|id| self.logs.get_mut(&id));
                 if let Some(log) = log {
