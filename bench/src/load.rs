@@ -84,7 +84,7 @@ pub(crate) fn start_depot(rt: &tokio::runtime::Runtime, dir: &Path) -> anyhow::R
     Ok(server)
 }
 
-async fn admin(
+pub(crate) async fn admin(
     addr: SocketAddr,
     token: Option<&str>,
     method: &str,

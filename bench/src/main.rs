@@ -31,6 +31,7 @@ use serde_json::json;
 
 mod cluster;
 mod http;
+mod ingest;
 mod load;
 mod meta;
 mod peers;
@@ -343,10 +344,12 @@ fn main() -> anyhow::Result<()> {
         Some("peers") => peers::run(&args[1..]),
         Some("cluster") => cluster::run(&args[1..]),
         Some("push") => push::run(&args[1..]),
+        Some("ingest") => ingest::run(&args[1..]),
         _ => bail!(
             "usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]\n       \
              depot-bench meta [--quick]\n       depot-bench peers [--quick] [--dir DIR] [--out DIR]\n       \
-             depot-bench cluster [--quick] [--dir DIR] [--out DIR]\n       depot-bench push [--quick] [--dir DIR]"
+             depot-bench cluster [--quick] [--dir DIR] [--out DIR]\n       depot-bench push [--quick] [--dir DIR]\n       \
+             depot-bench ingest [--quick] [--rounds N] [--dir DIR]"
         ),
     }
 }
