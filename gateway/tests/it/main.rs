@@ -17,6 +17,7 @@ mod cluster_failover;
 mod cluster_jepsen;
 mod cluster_power_cut;
 mod cluster_push;
+mod cluster_sources;
 mod consume;
 mod dev_binary;
 mod disk_full;
