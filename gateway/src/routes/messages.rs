@@ -57,7 +57,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
 }
 
 /// Maps an item's refusal for a single produce.
-fn item_error(e: ItemError) -> ApiError {
+pub(crate) fn item_error(e: ItemError) -> ApiError {
     match e {
         ItemError::TooLarge { .. } => ApiError::PayloadTooLarge(e.to_string()),
         ItemError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused(e.to_string()),

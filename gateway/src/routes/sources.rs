@@ -13,7 +13,7 @@ use actix_web::http::header;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use depot_broker::station::{
-    is_header_name, ItemError, NewMessage, Source as StoredSource, SourceConfig, SourceVerify, MAX_CAPTURE_HEADERS,
+    is_header_name, NewMessage, Source as StoredSource, SourceConfig, SourceVerify, MAX_CAPTURE_HEADERS,
     MAX_IDEMPOTENCY_KEY_CHARS, MAX_SOURCE_RATE_PER_S,
 };
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ use crate::auth::{Authorized, Principal};
 use crate::encoding::{self, rfc3339};
 use crate::error::{check_name, ApiError, Code, Problem};
 use crate::meta::Action;
-use crate::routes::messages::{RawPayload, SINGLE_BODY_LIMIT};
+use crate::routes::messages::{item_error, RawPayload, SINGLE_BODY_LIMIT};
 use crate::sources::verify::{Refusal, Scheme, Verifier};
 use crate::sources::{hash_token, ingest_path, new_token};
 use crate::state::AppState;
@@ -521,13 +521,7 @@ async fn ingest(
     let message = NewMessage { content_type, headers, payload, idempotency_key, deliver_at: None };
     let produced = match state.broker.ingest(&name, token_hash, message).await {
         Ok(Ok(produced)) => produced,
-        Ok(Err(item)) => {
-            return Err(reject(match item {
-                ItemError::TooLarge { .. } => ApiError::PayloadTooLarge(item.to_string()),
-                ItemError::IdempotencyKeyReused => ApiError::IdempotencyKeyReused(item.to_string()),
-                ItemError::Invalid(d) => ApiError::InvalidRequest(d),
-            }))
-        }
+        Ok(Err(item)) => return Err(reject(item_error(item))),
         Err(e) => {
             let e = ApiError::from(e);
             // A rotation or deletion that committed first: refused, and counted as such.

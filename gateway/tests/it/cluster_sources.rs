@@ -7,11 +7,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::cluster::{hex, Cluster, Config, ADMIN_PASSWORD};
-use crate::e2e::depot;
+use crate::cluster::Cluster;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use depot_tests::http::{curl, Response};
@@ -28,19 +26,6 @@ const GITHUB_SIGNATURE: &str = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7
 const GITHUB_DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
 /// How long replicated state and refusal reports (about once a second per node) may take.
 const WITHIN: Duration = Duration::from_secs(20);
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap())
-}
-
-/// Three nodes as `cluster::start` makes them.
-fn start() -> Cluster {
-    let mut config = Config::new(depot(), runtime().block_on(depot_pgtest::database()), ADMIN_PASSWORD);
-    config.jwt_secret = Some(hex(32));
-    config.proxied = true;
-    Cluster::start(config, 3, &[1, 2, 3])
-}
 
 /// `X-Hub-Signature-256` of `body`: `sha256=` and the hex HMAC-SHA256 under the source's secret.
 fn sign(body: &[u8]) -> String {
@@ -144,7 +129,7 @@ fn a_source_on_three_nodes_takes_deliveries_through_any_node_and_a_rotation_refu
     let launched = Instant::now();
     // The signer agrees with GitHub's published example.
     assert_eq!(sign(GITHUB_BODY), GITHUB_SIGNATURE);
-    let c = start();
+    let c = crate::cluster::start(3);
     let started = Instant::now();
     c.create_station(STATION);
     let config = json!({"station": STATION, "verify": {"scheme": "github", "secret": GITHUB_SECRET}});
