@@ -26,6 +26,7 @@ pub mod http;
 pub mod ports;
 pub mod process;
 pub mod receiver;
+pub mod s3;
 pub mod serial;
 pub mod webhooks;
 
