@@ -22,8 +22,11 @@
 //!   place, so a file under `ROOT/BUCKET` is always a complete object (no fsync: the server
 //!   gives no durability across a power cut). Multipart parts wait in
 //!   `ROOT/.upload_id-UUID.part-N` until the upload completes;
+//!   DELETE removes the object's file but leaves its two metadata files behind;
+//! - multipart uploads work (parts of 5 MiB and a last smaller one, ETag `"MD5-N"`), and so do
+//!   ranged GETs (206). curl 7.88 signs a bare `?uploads` wrongly: write `?uploads=`;
 //! - `If-None-Match: *` and `If-Match: ETAG` on PUT are honoured (checked before writing, not
-//!   atomically with it);
+//!   atomically with it); a GET in a missing bucket answers 404 `NoSuchKey`, not `NoSuchBucket`;
 //! - SIGINT stops it gracefully (up to 10 s for open connections); SIGTERM ends it at once.
 
 use std::fs::OpenOptions;
