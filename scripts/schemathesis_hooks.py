@@ -90,11 +90,27 @@ def map_case(context, case):
         if "headers" in push:
             push["headers"] = _accepted_headers(push["headers"])
     path = case.operation.path
+    if path == "/v1/sources/{source}" and isinstance(body.get("verify"), dict):
+        _consistent_verify(body["verify"])
     if path == "/v1/hooks" and "target_url" in body:
         body["target_url"] = _accepted_url(body["target_url"])
     if path in ("/v1/hooks", "/v1/stations/{station}/consumer-groups/{group}/push/rotate-secret") and "secret" in body:
         body["secret"] = _accepted_secret(body["secret"])
     return case
+
+
+def _consistent_verify(verify):
+    """A source's `verify`: which fields apply depends on `scheme` (API.md), which one schema
+    for every scheme cannot say: `header` is for `hmac_sha256` only and required there, and a
+    `standard_webhooks` secret is `whsec_` and base64. Schema-valid values are made to agree
+    with their scheme; values the document rejects are left alone."""
+    scheme = verify.get("scheme")
+    if scheme == "hmac_sha256" and verify.get("header") is None:
+        verify["header"] = "x-signature"
+    elif scheme in ("github", "stripe", "shopify", "standard_webhooks") and "header" in verify:
+        del verify["header"]
+    if scheme == "standard_webhooks" and isinstance(verify.get("secret"), str) and verify["secret"]:
+        verify["secret"] = SECRET
 
 
 def _parse_time(at):
@@ -128,14 +144,15 @@ def _deliver_at_within_max_delay(headers):
 
 
 def _this_cluster_can_hold(body):
-    """`depot dev` is a one-voter cluster.
+    """`depot dev` is a one-voter cluster without a tiering bucket.
 
     `replicas` is 1, 3 or 5 in the document, but API.md makes a value larger than the cluster's
     voters a 400; the document is the same for every cluster size, so on a one-voter node
-    replicas 3 and 5 are valid by schema and still (rightly) refused. Generate only bodies that
-    this cluster can accept in that respect.
+    replicas 3 and 5 are valid by schema and still (rightly) refused. Likewise `tiering` needs a
+    server with a `[tiering]` bucket, which this one has not. Generate only bodies that this
+    server can accept in those respects.
     """
-    return body.get("replicas") not in (3, 5)
+    return body.get("replicas") not in (3, 5) and body.get("tiering") is None
 
 
 # Page cursors are opaque tokens that only the server issues (`next_cursor`). The document gives

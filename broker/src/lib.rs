@@ -32,6 +32,7 @@ pub mod raft;
 pub mod receipt;
 mod replica;
 pub mod station;
+pub mod tier;
 
 pub use broker::{Broker, BrokerOptions, BrowsePage, DeadLetterPage, Fetched, ProduceResults, Put};
 pub use error::BrokerError;

@@ -236,6 +236,12 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     opts.max_open_files = config.max_open_files;
     opts.snapshot_every = config.snapshot_every;
     opts.segment_bytes = config.segment_bytes;
+    if let Some(tier) = config.tier_options() {
+        // Builds the client only: a bucket that does not answer yet shows in /readyz, it does
+        // not stop the node.
+        tracing::info!(bucket = tier.bucket, endpoint = ?tier.endpoint, "tiering sealed segments to the bucket");
+        opts.tier = Some(depot_broker::tier::Bucket::new(tier).await);
+    }
     if mode == Mode::Serve && config.serves_cluster_port() {
         let port = TcpListener::bind(config.cluster_listen)
             .with_context(|| format!("binding the cluster port {}", config.cluster_listen))?;

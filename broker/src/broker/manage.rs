@@ -39,6 +39,22 @@ impl Broker {
         Ok(Put { created, value: self.station(station).await? })
     }
 
+    /// Sets when `station`'s sealed segments move to the bucket (`None`: never); answers the
+    /// station as it now is.
+    pub async fn set_station_tiering(
+        &self,
+        station: &str,
+        tiering: Option<crate::station::StationTiering>,
+    ) -> Result<StationView, BrokerError> {
+        self.replica.submit(Command::SetStationTiering { station: station.into(), tiering }).await?;
+        self.station(station).await
+    }
+
+    /// Whether this node has a bucket to tier to.
+    pub fn tiering_enabled(&self) -> bool {
+        self.replica.tier.is_some()
+    }
+
     pub async fn station(&self, station: &str) -> Result<StationView, BrokerError> {
         self.replica.barrier().await?;
         self.read(|s| s.station_view(station)).ok_or_else(|| CommandError::StationNotFound(station.into()).into())

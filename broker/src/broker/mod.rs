@@ -83,6 +83,8 @@ pub struct BrokerOptions {
     /// stations (least recently used closed first); at most half the process's open-file
     /// limit is used, whatever this says.
     pub max_open_files: usize,
+    /// The bucket sealed segments of stations with tiering on move to; `None`: tiering off.
+    pub tier: Option<crate::tier::Bucket>,
 }
 
 impl BrokerOptions {
@@ -102,6 +104,7 @@ impl BrokerOptions {
             cluster: None,
             min_free_disk: MinFree::Auto,
             max_open_files: DEFAULT_MAX_OPEN_FILES,
+            tier: None,
         }
     }
 }
@@ -255,10 +258,18 @@ impl Broker {
             dir_lock: Mutex::new(Some(dir_lock)),
             disk,
             receipt_key: OnceLock::new(),
+            tier: opts.tier.as_ref().map(|bucket| {
+                let status = crate::tier::uploader::StatusCell::default();
+                status.lock().bucket = bucket.options.bucket.clone();
+                status
+            }),
         });
         replica.start_proposer(opts.proposals_in_flight);
         replica.track(tokio::spawn(replica::ticker::run_ticker(replica.clone())));
         replica.track(tokio::spawn(replica::supervisor::supervise_raft(replica.clone())));
+        if let (Some(bucket), Some(status)) = (opts.tier.clone(), replica.tier.clone()) {
+            replica.track(tokio::spawn(crate::tier::uploader::run(replica.clone(), bucket, status)));
+        }
         let broker = Broker { replica };
         if let Some(cluster) = &cluster {
             if let Err(e) = crate::cluster::start(&broker.replica, cluster, credentials, pristine).await {
@@ -322,6 +333,11 @@ impl Broker {
     /// rebuilt from disk); `None` when it runs.
     pub fn storage_fault(&self) -> Option<String> {
         self.replica.storage_fault()
+    }
+
+    /// What tiering has done on this node; `None` when it is off.
+    pub fn tier_status(&self) -> Option<crate::tier::TierStatus> {
+        self.replica.tier.as_ref().map(|cell| cell.lock().clone())
     }
 
     /// Space on the data dir's file system, with the watermark it is held to.

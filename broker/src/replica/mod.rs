@@ -52,6 +52,8 @@ pub(crate) struct Replica {
     /// Why the Raft core is down (a storage failure), while it is being rebuilt.
     pub(crate) fault: Mutex<Option<String>>,
     pub(crate) sm: StateMachine,
+    /// What the tiering uploader reports; `None` when tiering is off.
+    pub(crate) tier: Option<crate::tier::uploader::StatusCell>,
     pub(crate) node_id: NodeId,
     pub(crate) cluster_id: String,
     /// This node's own membership record.

@@ -12,6 +12,7 @@ mod group;
 mod index;
 mod source;
 mod state;
+mod tier;
 pub mod types;
 
 #[cfg(test)]
@@ -24,9 +25,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use dead_letter::Outbox;
-pub use source::{is_header_name, MAX_CAPTURE_HEADERS, MAX_SOURCES, MAX_SOURCE_RATE_PER_S, MAX_SOURCE_SECRET_BYTES};
+pub use source::{is_header_name, MAX_CAPTURE_HEADERS, MAX_SOURCES, MAX_SOURCE_RATE_PER_S, MAX_SOURCE_SECRET_CHARS};
 pub use state::MAX_IDEMPOTENCY_KEY_CHARS;
 use state::{Ctx, StationState};
+pub use tier::MIN_TIER_AFTER_MS;
 pub use types::*;
 
 /// Longest station or group name, in characters.
@@ -109,7 +111,9 @@ impl Settled for BoundReceipt {
 /// Starts a serialized [`BrokerState`] that has sources. A state serialized before has
 /// [`STATE_V3_MARKER`] or [`STATE_V2_MARKER`], or, before the receipt key, no marker: it starts
 /// with its clock (i64 LE), which would have to be some 10^8 years ahead to read as these bytes.
-const STATE_MARKER: &[u8; 8] = b"DEPOTST4";
+const STATE_MARKER: &[u8; 8] = b"DEPOTST5";
+/// Starts a state serialized with sources but before tiering.
+const STATE_V4_MARKER: &[u8; 8] = b"DEPOTST4";
 /// Starts a state serialized with push groups but before sources.
 const STATE_V3_MARKER: &[u8; 8] = b"DEPOTST3";
 /// Starts a state serialized with the receipt key but before push groups.
@@ -121,6 +125,37 @@ pub const MAX_PUSH_URL_BYTES: usize = 2048;
 const MAX_PUSH_HEADERS: usize = 32;
 /// Most signing secrets a push group keeps (the newest and those still valid after rotations).
 const MAX_PUSH_SECRETS: usize = 8;
+
+/// The state as serialized before tiering, field for field.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct StateV4 {
+    clock: Millis,
+    last_station_id: u64,
+    stations: BTreeMap<Name, StationState>,
+    names: BTreeMap<u64, Name>,
+    outbox: Outbox,
+    receipt_key: Option<ReceiptKey>,
+    push: BTreeMap<(Name, Name), PushGroup>,
+    sources: BTreeMap<Name, Source>,
+}
+
+impl From<StateV4> for BrokerState {
+    fn from(v4: StateV4) -> BrokerState {
+        let StateV4 { clock, last_station_id, stations, names, outbox, receipt_key, push, sources } = v4;
+        BrokerState {
+            clock,
+            last_station_id,
+            stations,
+            names,
+            outbox,
+            receipt_key,
+            push,
+            sources,
+            ..BrokerState::default()
+        }
+    }
+}
 
 /// The state as serialized before sources, field for field.
 #[derive(Deserialize)]
@@ -157,18 +192,7 @@ struct StateV2 {
 impl From<StateV2> for BrokerState {
     fn from(v2: StateV2) -> BrokerState {
         let StateV2 { clock, last_station_id, stations, names, outbox, receipt_key } = v2;
-        BrokerState {
-            clock,
-            last_station_id,
-            stations,
-            names,
-            outbox,
-            receipt_key,
-            push: BTreeMap::new(),
-            sources: BTreeMap::new(),
-            effects: Vec::new(),
-            deadlines: Deadlines::default(),
-        }
+        BrokerState { clock, last_station_id, stations, names, outbox, receipt_key, ..BrokerState::default() }
     }
 }
 
@@ -216,10 +240,7 @@ impl From<StateV1> for BrokerState {
             names,
             outbox,
             receipt_key: None,
-            push: BTreeMap::new(),
-            sources: BTreeMap::new(),
-            effects: Vec::new(),
-            deadlines: Deadlines::default(),
+            ..BrokerState::default()
         };
         state.index_deadlines();
         state
@@ -276,6 +297,12 @@ pub struct BrokerState {
     push: BTreeMap<(Name, Name), PushGroup>,
     /// Webhook sources, by name.
     sources: BTreeMap<Name, Source>,
+    /// Stations with tiering on, by name.
+    tier_config: BTreeMap<Name, StationTiering>,
+    /// The tiering catalog: each station's segments in the bucket, by station id.
+    tiered: BTreeMap<u64, tier::Catalog>,
+    /// Keys of objects to delete from the bucket.
+    tier_garbage: BTreeSet<String>,
     /// Not replicated: each replica's storage layer drains them after every apply.
     #[serde(skip)]
     effects: Vec<Effect>,
@@ -296,6 +323,8 @@ impl BrokerState {
     pub fn from_bytes(bytes: &[u8]) -> Result<BrokerState, bincode::Error> {
         let mut state: BrokerState = if let Some(rest) = bytes.strip_prefix(STATE_MARKER) {
             bincode::deserialize(rest)?
+        } else if let Some(rest) = bytes.strip_prefix(STATE_V4_MARKER) {
+            bincode::deserialize::<StateV4>(rest).map(BrokerState::from)?
         } else if let Some(rest) = bytes.strip_prefix(STATE_V3_MARKER) {
             bincode::deserialize::<StateV3>(rest).map(BrokerState::from)?
         } else if let Some(rest) = bytes.strip_prefix(STATE_V2_MARKER) {
@@ -318,6 +347,8 @@ impl BrokerState {
 
     /// Brings the deadline index of one station up to date after it may have changed.
     fn index_deadline(&mut self, station: &str) {
+        // Every change to a station's log passes here: let go of what retention passed.
+        self.prune_tiered(station);
         let at = self.stations.get(station).and_then(StationState::next_tick_at);
         self.deadlines.set(station, at);
     }
@@ -350,6 +381,8 @@ impl BrokerState {
                 self.effects.push(Effect::StationDropped { id: state.id });
                 self.push.retain(|(s, _), _| s != station);
                 self.sources.retain(|_, source| source.config.station != *station);
+                self.tier_config.remove(station);
+                self.drop_tiered(state.id);
                 Ok(Outcome::Deleted)
             }
             Command::PutGroup { station, group, config } => {
@@ -459,6 +492,9 @@ impl BrokerState {
             Command::DeleteSource { source } => self.delete_source(source),
             Command::Ingest { source, token_hash, message } => self.ingest(source, token_hash, message),
             Command::CountRejected { counts } => Ok(self.count_rejected(counts)),
+            Command::SetStationTiering { station, tiering } => self.set_station_tiering(station, *tiering),
+            Command::TierSegment { station, station_id, segment } => self.tier_segment(station, *station_id, segment),
+            Command::TierForget { keys } => Ok(self.tier_forget(keys)),
         }
     }
 
@@ -652,6 +688,8 @@ impl BrokerState {
 
     fn view_of(&self, state: &StationState) -> StationView {
         let mut view = state.view();
+        view.tiering = self.tier_config.get(&state.name).copied();
+        view.tiered = self.tier_stats(state.id);
         view.groups = view.groups.into_iter().map(|g| self.with_push(&state.name, g)).collect();
         view
     }

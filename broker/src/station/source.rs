@@ -14,8 +14,8 @@ pub const MAX_SOURCES: usize = 1000;
 pub const MAX_CAPTURE_HEADERS: usize = 32;
 /// Longest header name a source names, in bytes.
 const MAX_HEADER_NAME_BYTES: usize = 128;
-/// Bounds of a source's secret, in bytes.
-pub const MAX_SOURCE_SECRET_BYTES: usize = 1024;
+/// Bounds of a source's secret, in characters.
+pub const MAX_SOURCE_SECRET_CHARS: usize = 1024;
 /// Most deliveries per second a source may admit on each node.
 pub const MAX_SOURCE_RATE_PER_S: u32 = 100_000;
 /// Rejection reasons a source counts apart; further ones count as "other".
@@ -42,11 +42,12 @@ fn validate_source(config: &SourceConfig) -> Result<(), String> {
         return Err(format!("rate_per_s must be 1-{MAX_SOURCE_RATE_PER_S}"));
     }
     if let Some(verify) = &config.verify {
-        if verify.secret.is_empty() || verify.secret.len() > MAX_SOURCE_SECRET_BYTES {
-            return Err(format!("the secret must be 1-{MAX_SOURCE_SECRET_BYTES} bytes"));
+        if verify.secret.is_empty() || verify.secret.chars().count() > MAX_SOURCE_SECRET_CHARS {
+            return Err(format!("the secret must be 1-{MAX_SOURCE_SECRET_CHARS} characters"));
         }
-        if verify.scheme.is_empty() || !verify.scheme.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Err("the scheme must be a lower-case name".to_owned());
+        let named = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+        if verify.scheme.is_empty() || verify.scheme.len() > 64 || !verify.scheme.bytes().all(named) {
+            return Err("the scheme must be a name of a-z, 0-9 and _".to_owned());
         }
     }
     Ok(())

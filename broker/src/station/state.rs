@@ -11,7 +11,7 @@ use super::index::MessageIndex;
 use super::types::{after, Effect};
 use super::types::{
     CommandError, Delivery, GroupConfig, GroupView, ItemError, MessageMeta, Millis, Name, NewMessage, Produced,
-    ReceiptResult, RedriveSelector, SeekTo, StartPosition, StationConfig, StationStats, StationView,
+    ReceiptResult, RedriveSelector, SeekTo, StartPosition, StationConfig, StationStats, StationView, TierStats,
 };
 
 /// Longest idempotency key, in characters.
@@ -73,6 +73,8 @@ impl StationState {
             },
             groups: self.groups.iter().map(|(name, group)| self.group_view_of(name, group)).collect(),
             created_at: self.created_at,
+            tiering: None,
+            tiered: TierStats::default(),
         }
     }
 

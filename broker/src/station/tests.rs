@@ -1228,6 +1228,15 @@ fn a_source_produces_on_its_station_only_with_its_current_token() {
     bad.rate_per_s = 0;
     assert!(matches!(h.run(put("gh", bad, 1)), Outcome::Error(CommandError::Invalid(_))));
 
+    // Every scheme's name is taken (hmac_sha256 has digits).
+    let mut generic = source_config(ST);
+    generic.verify = Some(SourceVerify {
+        scheme: "hmac_sha256".into(),
+        secret: "s".into(),
+        header: Some("x-signature".into()),
+        tolerance_ms: 300_000,
+    });
+    assert!(matches!(h.run(put("generic", generic, 7)), Outcome::Source { created: true, .. }));
     let Outcome::Source { created: true, source } = h.run(put("gh", source_config(ST), 1)) else {
         panic!("not created")
     };

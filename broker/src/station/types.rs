@@ -492,6 +492,22 @@ pub enum Command {
         token_hash: TokenHash,
         message: NewMessage,
     },
+    /// Sets or clears when a station's sealed segments move to the bucket.
+    SetStationTiering {
+        station: Name,
+        tiering: Option<StationTiering>,
+    },
+    /// The leader uploaded a sealed segment of the station whose id is `station_id`: it enters
+    /// the catalog (a segment retention already removed, or of another incarnation, does not).
+    TierSegment {
+        station: Name,
+        station_id: u64,
+        segment: TieredSegment,
+    },
+    /// The leader deleted these objects (of segments retention or a station's deletion let go).
+    TierForget {
+        keys: Vec<String>,
+    },
     /// Deliveries refused at the door (bad token or signature, too large, rate limited), counted
     /// by a node since its last report: (source, reason, count).
     CountRejected {
@@ -532,6 +548,7 @@ impl Command {
             | Command::PushFetch { station, .. }
             | Command::PushSettle { station, .. } => Some(station),
             Command::PutSource { config, .. } => Some(&config.station),
+            Command::SetStationTiering { station, .. } | Command::TierSegment { station, .. } => Some(station),
             // An ingest's station is the source's, known only to the state: apply re-indexes it.
             Command::Tick
             | Command::OutboxAdvance { .. }
@@ -539,7 +556,8 @@ impl Command {
             | Command::RotateSourceToken { .. }
             | Command::DeleteSource { .. }
             | Command::Ingest { .. }
-            | Command::CountRejected { .. } => None,
+            | Command::CountRejected { .. }
+            | Command::TierForget { .. } => None,
         }
     }
 }
@@ -665,6 +683,38 @@ pub struct StationView {
     pub stats: StationStats,
     pub groups: Vec<GroupView>,
     pub created_at: Millis,
+    /// When sealed segments move to the bucket; `None`: never.
+    pub tiering: Option<StationTiering>,
+    /// What of the station is in the bucket.
+    pub tiered: TierStats,
+}
+
+/// A station's tiering setting (API.md: station config `tiering: {after_ms}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationTiering {
+    /// Sealed segments whose newest message is older than this move to the bucket.
+    pub after_ms: u64,
+}
+
+/// One segment of a station in the bucket: offsets `first_offset..=last_offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TieredSegment {
+    pub first_offset: u64,
+    pub last_offset: u64,
+    /// The object's size.
+    pub bytes: u64,
+    /// The object's full key.
+    pub key: String,
+    pub tiered_at: Millis,
+}
+
+/// A station's tiered segments, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierStats {
+    pub segments: u64,
+    pub bytes: u64,
+    pub first_offset: Option<u64>,
+    pub last_offset: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,7 +104,43 @@ pub struct Config {
     pub body_read_timeout_ms: u64,
     /// Push delivery may go to loopback, private and link-local addresses.
     pub push_allow_private_networks: bool,
+    /// `[tiering]`: where sealed segments go (API.md "Tiering"); off without a bucket.
+    pub tiering: Tiering,
 }
+
+/// The `[tiering]` settings. Credentials are not among them: they come from the AWS SDK's
+/// default chain (environment, profile, instance role).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tiering {
+    /// The bucket; `None` leaves tiering off.
+    pub bucket: Option<String>,
+    /// An S3-compatible endpoint (`https://...`); `None`: AWS S3 for the region.
+    pub endpoint: Option<String>,
+    /// `None`: the SDK's default chain (for example `AWS_REGION`).
+    pub region: Option<String>,
+    /// Object keys start with this.
+    pub prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`) instead of virtual-hosted.
+    pub path_style: bool,
+    /// The local cache of tiered data, in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for Tiering {
+    fn default() -> Tiering {
+        Tiering {
+            bucket: None,
+            endpoint: None,
+            region: None,
+            prefix: String::new(),
+            path_style: false,
+            cache_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The smallest tiering cache: a few segments' worth of ranged reads.
+pub const MIN_TIER_CACHE_BYTES: u64 = 16 << 20;
 
 /// The largest `max_delay_ms`: 100 years, so that now plus a delay is a time that renders.
 pub const MAX_MAX_DELAY_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
@@ -157,6 +193,7 @@ impl Config {
             max_delay_ms: crate::state::DEFAULT_MAX_DELAY_MS,
             body_read_timeout_ms: crate::state::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
             push_allow_private_networks: mode == Mode::Dev,
+            tiering: Tiering::default(),
         }
     }
 }
@@ -224,13 +261,66 @@ impl Config {
                     self.external_issuers =
                         value.try_into().map_err(|e: toml::de::Error| format!("external_issuers: {e}"))?;
                 }
-                "tiering" => return Err("tiering to object storage is not built yet; remove [tiering]".to_owned()),
+                "tiering" => {
+                    let toml::Value::Table(table) = value else {
+                        return Err("tiering must be a table ([tiering])".to_owned());
+                    };
+                    for (key, value) in table {
+                        let name = format!("tiering_{key}");
+                        let s = setting(&name).ok_or_else(|| format!("unknown setting {key:?} in [tiering]"))?;
+                        (s.set)(self, &toml_text(&value).map_err(|e| format!("tiering.{key}: {e}"))?)
+                            .map_err(|e| format!("tiering.{key}: {e}"))?;
+                    }
+                }
                 other => {
                     let s = setting(other).ok_or_else(|| format!("unknown setting {other:?}"))?;
                     (s.set)(self, &toml_text(&value).map_err(|e| format!("{other}: {e}"))?)
                         .map_err(|e| format!("{other}: {e}"))?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The bucket to tier to, when `[tiering]` names one.
+    pub fn tier_options(&self) -> Option<depot_broker::tier::TierOptions> {
+        let t = &self.tiering;
+        Some(depot_broker::tier::TierOptions {
+            bucket: t.bucket.clone()?,
+            endpoint: t.endpoint.clone(),
+            region: t.region.clone(),
+            prefix: t.prefix.clone(),
+            path_style: t.path_style,
+            cache_bytes: t.cache_bytes,
+        })
+    }
+
+    fn validate_tiering(&self) -> Result<(), String> {
+        let t = &self.tiering;
+        let other_set = t.endpoint.is_some() || t.region.is_some() || !t.prefix.is_empty() || t.path_style;
+        let Some(bucket) = &t.bucket else {
+            return match other_set {
+                true => Err("tiering: bucket is required when any other tiering setting is given".to_owned()),
+                false => Ok(()),
+            };
+        };
+        // S3's bucket naming rules, loose enough for GCS and Spaces.
+        let valid = (3..=63).contains(&bucket.len())
+            && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'));
+        if !valid {
+            return Err(format!("tiering.bucket: {bucket:?} is not a bucket name (3-63 of a-z 0-9 - . _)"));
+        }
+        if let Some(endpoint) = &t.endpoint {
+            let url = url::Url::parse(endpoint).map_err(|e| format!("tiering.endpoint: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err("tiering.endpoint must be an http:// or https:// URL".to_owned());
+            }
+        }
+        if t.prefix.len() > 512 || t.prefix.starts_with('/') {
+            return Err("tiering.prefix must be at most 512 bytes and not start with '/'".to_owned());
+        }
+        if t.cache_bytes < MIN_TIER_CACHE_BYTES {
+            return Err(format!("tiering.cache_bytes must be at least {MIN_TIER_CACHE_BYTES}"));
         }
         Ok(())
     }
@@ -295,6 +385,7 @@ impl Config {
         if self.jwt_leeway > MAX_LEEWAY_SECS {
             return Err(format!("jwt_leeway must be at most {MAX_LEEWAY_SECS} seconds"));
         }
+        self.validate_tiering()?;
         if self.jwt_issuer.is_empty() || self.jwt_audience.is_empty() {
             return Err("jwt_issuer and jwt_audience must not be empty".to_owned());
         }
@@ -547,6 +638,41 @@ mod tests {
         assert!(c.gateway().push_allow_private_networks);
         let c = load(Mode::Dev, &[], &[("DEPOT_PUSH_ALLOW_PRIVATE_NETWORKS", "off")], None).unwrap();
         assert!(!c.gateway().push_allow_private_networks);
+    }
+
+    #[test]
+    fn the_tiering_table_is_read_from_the_file_env_and_flags() {
+        // What terraform/modules/node-config renders.
+        let file = "node_id = 1\n\n[tiering]\nbucket = \"depot-tiering-1a2b\"\nendpoint = \"https://s3.eu-west-1.amazonaws.com\"\nregion = \"eu-west-1\"\n";
+        let c = load(Mode::Serve, &["--config", "f"], &[], Some(file)).unwrap();
+        assert_eq!(c.tiering.bucket.as_deref(), Some("depot-tiering-1a2b"));
+        assert_eq!(c.tiering.endpoint.as_deref(), Some("https://s3.eu-west-1.amazonaws.com"));
+        assert_eq!(c.tiering.region.as_deref(), Some("eu-west-1"));
+        assert_eq!((c.tiering.path_style, c.tiering.cache_bytes), (false, 1 << 30));
+        let c = load(
+            Mode::Serve,
+            &["--config", "f", "--tiering-path-style", "on"],
+            &[("DEPOT_TIERING_PREFIX", "node-1/"), ("DEPOT_TIERING_CACHE_BYTES", "33554432")],
+            Some(file),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.tiering.prefix.as_str(), c.tiering.path_style, c.tiering.cache_bytes),
+            ("node-1/", true, 32 << 20)
+        );
+        assert_eq!(load(Mode::Serve, &[], &[], None).unwrap().tiering, Tiering::default());
+        for (file, refused) in [
+            ("[tiering]\nbucket = \"b-1\"\nsecret = \"x\"\n", "unknown setting \"secret\" in [tiering]"),
+            ("[tiering]\nendpoint = \"https://x\"\n", "bucket is required"),
+            ("[tiering]\nbucket = \"B\"\n", "tiering.bucket"),
+            ("[tiering]\nbucket = \"b-1\"\nendpoint = \"ftp://x\"\n", "tiering.endpoint"),
+            ("[tiering]\nbucket = \"b-1\"\ncache_bytes = 1\n", "tiering.cache_bytes"),
+            ("[tiering]\nbucket = \"b-1\"\npath_style = \"maybe\"\n", "tiering.path_style"),
+            ("tiering = 1\n", "must be a table"),
+        ] {
+            let e = load(Mode::Serve, &["--config", "f"], &[], Some(file)).unwrap_err();
+            assert!(e.contains(refused), "{file:?}: {e}");
+        }
     }
 
     #[test]

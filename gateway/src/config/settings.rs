@@ -333,6 +333,60 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "tiering_bucket",
+        help: "[tiering] bucket that sealed segments move to (S3, GCS through its S3 endpoint, DigitalOcean Spaces, ...); unset: tiering off",
+        show: |c| show_opt(&c.tiering.bucket),
+        set: |c, v| {
+            c.tiering.bucket = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "tiering_endpoint",
+        help: "[tiering] S3-compatible endpoint URL; unset: AWS S3 for the region",
+        show: |c| show_opt(&c.tiering.endpoint),
+        set: |c, v| {
+            c.tiering.endpoint = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "tiering_region",
+        help: "[tiering] region of the bucket; unset: the AWS SDK's default chain (AWS_REGION, profile)",
+        show: |c| show_opt(&c.tiering.region),
+        set: |c, v| {
+            c.tiering.region = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "tiering_prefix",
+        help: "[tiering] prefix of every object key",
+        show: |c| c.tiering.prefix.clone(),
+        set: |c, v| {
+            c.tiering.prefix = v.trim().to_owned();
+            Ok(())
+        },
+    },
+    Setting {
+        name: "tiering_path_style",
+        help: "[tiering] path-style addressing (endpoint/bucket/key) instead of virtual-hosted (bucket.endpoint/key)",
+        show: |c| c.tiering.path_style.to_string(),
+        set: |c, v| {
+            c.tiering.path_style = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "tiering_cache_bytes",
+        help: "[tiering] bytes of tiered data cached on local disk for reads",
+        show: |c| c.tiering.cache_bytes.to_string(),
+        set: |c, v| {
+            c.tiering.cache_bytes = parse(v, "a number of bytes")?;
+            Ok(())
+        },
+    },
+    Setting {
         name: "push_allow_private_networks",
         help: "push delivery (webhooks out) may go to loopback, private (RFC 1918), shared, link-local and unique-local addresses; off by default for depot serve (a guard against SSRF), on for depot dev",
         show: |c| c.push_allow_private_networks.to_string(),

@@ -55,7 +55,7 @@ pub struct VerifyInput {
     pub secret: String,
     /// `hmac_sha256` only (and required there): the header carrying the hex HMAC, optionally
     /// prefixed `sha256=`.
-    #[schema(max_length = 128)]
+    #[schema(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", min_length = 1, max_length = 128)]
     pub header: Option<String>,
     /// `stripe` and `standard_webhooks`: how far the signed timestamp may be from the server's
     /// clock, either way. Default 300000.
@@ -72,16 +72,31 @@ pub struct SourceRequest {
     /// How the sender signs. Absent: the ingest URL's token alone admits a delivery.
     pub verify: Option<VerifyInput>,
     /// Request headers stored as message headers (names lower-cased), at most 32.
-    #[schema(max_items = 32)]
+    #[schema(schema_with = header_names_schema)]
     pub capture_headers: Option<Vec<String>>,
     /// The request header whose value becomes the Idempotency-Key. Default: the scheme's
     /// delivery id (`X-GitHub-Delivery`, `webhook-id`, `X-Shopify-Webhook-Id`; for `stripe` the
     /// event's `id` in the body).
-    #[schema(max_length = 128)]
+    #[schema(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", min_length = 1, max_length = 128)]
     pub idempotency_header: Option<String>,
     /// Deliveries per second each node admits (bursts of as many); more answer 429. Default 1000.
     #[schema(minimum = 1, maximum = 100000)]
     pub rate_per_s: Option<u32>,
+}
+
+/// `capture_headers`: up to 32 HTTP header names (or null).
+fn header_names_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))
+        .min_length(Some(1))
+        .max_length(Some(128));
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(name)
+        .max_items(Some(MAX_CAPTURE_HEADERS))
+        .build()
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,7 +1,9 @@
 //! Stations: create or update, read, list, delete.
 
 use actix_web::{delete, get, put, web, HttpRequest, HttpResponse};
-use depot_broker::station::{DeadLetterConfig, Retention, StationConfig, StationView};
+use depot_broker::station::{
+    DeadLetterConfig, Retention, StationConfig, StationTiering, StationView, MIN_TIER_AFTER_MS,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -66,6 +68,18 @@ pub struct StationConfigInput {
     #[schema(minimum = 1, maximum = 4294967295_u64)]
     pub max_message_bytes: Option<u64>,
     pub dead_letter: Option<DeadLetterInput>,
+    /// Sealed segments whose newest message is older than `after_ms` move to the server's
+    /// `[tiering]` bucket and are read back from there (absent: never). Needs a server with a
+    /// `[tiering]` bucket.
+    pub tiering: Option<TieringInput>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TieringInput {
+    /// At least 1000.
+    #[schema(minimum = 1000)]
+    pub after_ms: u64,
 }
 
 /// `replicas`: 1, 3 or 5 (or null for the default).
@@ -78,6 +92,20 @@ fn replicas_schema() -> utoipa::openapi::schema::Object {
 }
 
 impl StationConfigInput {
+    /// The tiering setting asked for; refused on a server without a bucket.
+    fn tiering(&self, enabled: bool) -> Result<Option<StationTiering>, ApiError> {
+        match &self.tiering {
+            None => Ok(None),
+            Some(_) if !enabled => Err(ApiError::InvalidRequest(
+                "tiering needs a bucket: this server has no [tiering] settings".to_owned(),
+            )),
+            Some(t) if t.after_ms < MIN_TIER_AFTER_MS => {
+                Err(ApiError::InvalidRequest(format!("tiering.after_ms must be at least {MIN_TIER_AFTER_MS}")))
+            }
+            Some(t) => Ok(Some(StationTiering { after_ms: t.after_ms })),
+        }
+    }
+
     fn into_config(self, voters: u8) -> Result<StationConfig, ApiError> {
         let defaults = StationConfig::default();
         let retention = self.retention.unwrap_or_default();
@@ -132,6 +160,25 @@ pub struct StationConfigBody {
     pub dedup_window_ms: u64,
     pub max_message_bytes: u64,
     pub dead_letter: DeadLetterBody,
+    /// Absent: the station does not tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiering: Option<TieringBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TieringBody {
+    pub after_ms: u64,
+}
+
+/// What of the station is in the bucket.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TieredBody {
+    pub segments: u64,
+    pub bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_offset: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -142,6 +189,10 @@ pub struct StationStatsBody {
     pub first_offset: u64,
     /// Offset of the newest message; `null` before the first message.
     pub last_offset: Option<u64>,
+    pub tiered: TieredBody,
+    /// Bytes of the station's messages on this node's disk. Tiered segments keep their local
+    /// copy for now, so this is `bytes`.
+    pub local_bytes: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -180,12 +231,20 @@ impl From<StationView> for Station {
                     enabled: c.dead_letter.enabled,
                     retention_ms: c.dead_letter.retention_ms,
                 },
+                tiering: v.tiering.map(|t| TieringBody { after_ms: t.after_ms }),
             },
             stats: StationStatsBody {
                 messages: v.stats.messages,
                 bytes: v.stats.bytes,
                 first_offset: v.stats.first_offset,
                 last_offset: v.stats.next_offset.checked_sub(1),
+                tiered: TieredBody {
+                    segments: v.tiered.segments,
+                    bytes: v.tiered.bytes,
+                    first_offset: v.tiered.first_offset,
+                    last_offset: v.tiered.last_offset,
+                },
+                local_bytes: v.stats.bytes,
             },
             consumer_groups: v
                 .groups
@@ -242,8 +301,12 @@ async fn put_station(
     check_name(&station)?;
     let input: StationConfigInput =
         encoding::optional_json(&encoding::read_body(&req, body, CONFIG_BODY_LIMIT).await?)?;
+    let tiering = input.tiering(state.broker.tiering_enabled())?;
     let config = input.into_config(state.voters())?;
-    let put = state.broker.put_station(&station, config).await?;
+    let mut put = state.broker.put_station(&station, config).await?;
+    if put.value.tiering != tiering {
+        put.value = state.broker.set_station_tiering(&station, tiering).await?;
+    }
     let view = Station::from(put.value);
     Ok(if put.created { HttpResponse::Created().json(view) } else { HttpResponse::Ok().json(view) })
 }

@@ -26,8 +26,8 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The longest secret accepted, in bytes.
-pub const MAX_SECRET_BYTES: usize = 1024;
+/// The longest secret accepted, in characters (as the OpenAPI document counts them).
+pub const MAX_SECRET_CHARS: usize = 1024;
 /// The timestamp tolerance when the config names none, in milliseconds (API.md).
 pub const DEFAULT_TOLERANCE_MS: u64 = 300_000;
 /// The bounds of `tolerance_ms`: one second to one day.
@@ -155,7 +155,7 @@ impl fmt::Debug for Verifier {
 impl Verifier {
     /// Checks the config and builds the verifier; Err is a message fit for a 400 answer.
     ///
-    /// - `secret`: 1 to [`MAX_SECRET_BYTES`] bytes. For `standard_webhooks` it is `whsec_` and the
+    /// - `secret`: 1 to [`MAX_SECRET_CHARS`] characters. For `standard_webhooks` it is `whsec_` and the
     ///   standard base64 of the key. The sender generates that key, and the specification only
     ///   recommends 24 to 64 bytes, so any non-empty key is taken: refusing a sender's
     ///   unusual but valid key would leave its deliveries with nowhere to go.
@@ -172,8 +172,9 @@ impl Verifier {
         if secret.is_empty() {
             return Err("the secret must not be empty".to_owned());
         }
-        if secret.len() > MAX_SECRET_BYTES {
-            return Err(format!("the secret must be at most {MAX_SECRET_BYTES} bytes, not {}", secret.len()));
+        let chars = secret.chars().count();
+        if chars > MAX_SECRET_CHARS {
+            return Err(format!("the secret must be at most {MAX_SECRET_CHARS} characters, not {chars}"));
         }
         let key = match scheme {
             Scheme::StandardWebhooks => standard_webhooks_key(secret)?,
@@ -664,8 +665,9 @@ mod tests {
         let refused =
             |scheme, secret: &str, header, tolerance| Verifier::new(scheme, secret, header, tolerance).is_err();
         assert!(refused(Scheme::Github, "", None, None));
-        assert!(refused(Scheme::Github, &"s".repeat(MAX_SECRET_BYTES + 1), None, None));
-        assert!(!refused(Scheme::Github, &"s".repeat(MAX_SECRET_BYTES), None, None));
+        assert!(refused(Scheme::Github, &"s".repeat(MAX_SECRET_CHARS + 1), None, None));
+        assert!(!refused(Scheme::Github, &"s".repeat(MAX_SECRET_CHARS), None, None));
+        assert!(!refused(Scheme::Github, &"é".repeat(MAX_SECRET_CHARS), None, None));
         assert!(refused(Scheme::StandardWebhooks, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", None, None));
         assert!(refused(Scheme::StandardWebhooks, "whsec_not base64!", None, None));
         assert!(refused(Scheme::StandardWebhooks, "whsec_", None, None));

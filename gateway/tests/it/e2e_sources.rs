@@ -168,13 +168,29 @@ fn deliveries_signed_as_github_stripe_shopify_and_standard_webhooks_sign_them_ar
     assert_eq!(accepted(&post(&server, &shopify, &headers, order)), (offset, true));
     assert_eq!(message(&server, offset)["headers"]["x-shopify-topic"], "orders/create");
 
+    // Any other HMAC-SHA256 signer: the hex HMAC in a header the source names.
+    let generic = create_source(
+        &server,
+        "generic",
+        json!({"station": STATION, "verify": {"scheme": "hmac_sha256", "secret": "generic-secret", "header": "X-Signature"}, "idempotency_header": "x-event-id"}),
+    );
+    let event = br#"{"event":"build.finished"}"#;
+    let signature = format!("sha256={}", hmac_hex("generic-secret", event));
+    let headers = [("X-Signature", signature.as_str()), ("X-Event-Id", "ev-1"), ("Content-Type", "application/json")];
+    let (offset, _) = accepted(&post(&server, &generic, &headers, event));
+    assert_eq!(accepted(&post(&server, &generic, &headers, event)), (offset, true));
+    let bare = hmac_hex("generic-secret", event);
+    assert!(!accepted(&post(&server, &generic, &[("X-Signature", bare.as_str())], event)).1);
+    let zeros = format!("sha256={}", "0".repeat(64));
+    post(&server, &generic, &[("X-Signature", zeros.as_str())], event).problem(401, "bad_signature");
+
     // Counted on the source and on /metrics; the secret never comes back.
     let r = server.json("GET", "/v1/sources/github", None);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!((r.body["accepted_total"].as_u64(), r.body["rejected_total"].as_u64()), (Some(2), Some(0)), "{r:?}");
     assert!(r.body.get("ingest_url").is_none(), "{r:?}");
     let list = server.json("GET", "/v1/sources", None);
-    assert_eq!(list.body["sources"].as_array().map(Vec::len), Some(4), "{list:?}");
+    assert_eq!(list.body["sources"].as_array().map(Vec::len), Some(5), "{list:?}");
     for secret in [GITHUB_SECRET, STRIPE_SECRET, SW_SECRET, SHOPIFY_SECRET] {
         let text = String::from_utf8_lossy(&list.raw);
         assert!(!text.contains(secret) && !text.contains(token), "{text}");

@@ -247,6 +247,14 @@ impl StateMachine {
         f(&self.shared.read().state)
     }
 
+    /// A station's sealed segments (every one but the one being appended to), oldest first.
+    pub fn sealed_segments(&self, station_id: u64) -> Vec<crate::log::SegmentInfo> {
+        let inner = self.shared.read();
+        let mut segments = inner.logs.get(&station_id).map(SegmentedLog::segments).unwrap_or_default();
+        segments.pop();
+        segments
+    }
+
     /// What the station logs' descriptor cache holds.
     pub fn open_files(&self) -> FileCacheStats {
         self.shared.read().opts.files.stats()

@@ -1,0 +1,142 @@
+//! The bucket tiered segments go to: an S3 client (the AWS SDK over smithy's hyper client with
+//! rustls) for one bucket and key prefix, with the few operations tiering needs.
+
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumAlgorithm;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+
+/// Where tiered segments go (API.md "Tiering"). Credentials are the SDK's default chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierOptions {
+    pub bucket: String,
+    /// `None`: AWS S3 for the region.
+    pub endpoint: Option<String>,
+    /// `None`: from the default chain (`AWS_REGION`, the profile, the instance's metadata).
+    pub region: Option<String>,
+    /// Every key starts with this.
+    pub prefix: String,
+    pub path_style: bool,
+    /// The local cache of tiered data, in bytes.
+    pub cache_bytes: u64,
+}
+
+/// A failed bucket operation, as text fit for logs, /metrics and /readyz (no credentials).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BucketError(pub String);
+
+fn failed<E: std::error::Error>(what: &str, e: E) -> BucketError {
+    // The SDK's Display is terse ("service error"); its source chain names the cause.
+    let mut text = format!("{what}: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    BucketError(text)
+}
+
+/// One bucket and key prefix; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    client: aws_sdk_s3::Client,
+    pub options: TierOptions,
+}
+
+/// Each request gives up after this long; tiering retries on its own schedule.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Bucket {
+    /// Builds the client: loads credentials and region from the default chain (no request to
+    /// the bucket is made here, so a node starts while the bucket is unreachable).
+    pub async fn new(options: TierOptions) -> Bucket {
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http).timeout_config(timeouts);
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.path_style);
+        if let Some(endpoint) = &options.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        Bucket { client: aws_sdk_s3::Client::from_conf(config.build()), options }
+    }
+
+    /// The full key of `name` (under the prefix).
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.options.prefix)
+    }
+
+    /// Whether the bucket answers with these credentials.
+    pub async fn probe(&self) -> Result<(), BucketError> {
+        self.client.head_bucket().bucket(&self.options.bucket).send().await.map_err(|e| failed("HeadBucket", e))?;
+        Ok(())
+    }
+
+    /// Stores `body` under `key` (a full key), with a CRC32C checksum the server verifies.
+    pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketError> {
+        self.client
+            .put_object()
+            .bucket(&self.options.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| failed("PutObject", e))?;
+        Ok(())
+    }
+
+    /// Bytes `range` (`start..end`) of `key`.
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, BucketError> {
+        let header = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.options.bucket)
+            .key(key)
+            .range(header)
+            .send()
+            .await
+            .map_err(|e| failed("GetObject", e))?;
+        let bytes = out.body.collect().await.map_err(|e| failed("GetObject body", e))?;
+        Ok(bytes.to_vec())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), BucketError> {
+        self.client
+            .delete_object()
+            .bucket(&self.options.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| failed("DeleteObject", e))?;
+        Ok(())
+    }
+
+    /// Every key under `prefix` (a full key prefix), with its size.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, BucketError> {
+        let mut keys = Vec::new();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.options.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| failed("ListObjectsV2", e))?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    keys.push((key.to_owned(), object.size().map_or(0, |s| u64::try_from(s).unwrap_or(0))));
+                }
+            }
+        }
+        Ok(keys)
+    }
+}

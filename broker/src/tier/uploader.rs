@@ -1,0 +1,222 @@
+//! The leader's tiering work, one pass every [`SCAN_EVERY`]: upload each sealed segment whose
+//! newest message is older than its station's `after_ms` and propose `TierSegment` for it, and
+//! delete the objects the catalog let go of (retention, deleted stations) and propose
+//! `TierForget` for them. Failures are retried on the next passes, backing off with jitter;
+//! nothing local is touched, so an unreachable bucket only delays tiering.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::bucket::Bucket;
+use super::object;
+use crate::error::BrokerError;
+use crate::replica::Replica;
+use crate::station::{Command, TieredSegment};
+
+/// How often a pass runs while the bucket answers.
+pub const SCAN_EVERY: Duration = Duration::from_millis(500);
+/// Waits after failed passes: doubling from [`SCAN_EVERY`] up to this, with jitter.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A follower checks that the bucket answers this often (for /readyz and /metrics).
+const PROBE_EVERY: Duration = Duration::from_secs(30);
+
+/// What tiering has done on this node, for /metrics and /readyz.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TierStatus {
+    pub bucket: String,
+    /// Whether the last request to the bucket succeeded; `None` before the first.
+    pub reachable: Option<bool>,
+    pub last_error: Option<String>,
+    pub uploads_total: u64,
+    pub uploaded_bytes_total: u64,
+    pub upload_failures_total: u64,
+    pub deletes_total: u64,
+    pub delete_failures_total: u64,
+    /// Bytes of sealed segments old enough to tier that are not in the bucket yet (leader only).
+    pub lag_bytes: u64,
+}
+
+/// The shared cell the uploader writes and the broker reads.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StatusCell(Arc<Mutex<TierStatus>>);
+
+impl StatusCell {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, TierStatus> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn succeeded(&self) {
+        let mut s = self.lock();
+        s.reachable = Some(true);
+        s.last_error = None;
+    }
+
+    fn failed(&self, error: String) {
+        let mut s = self.lock();
+        s.reachable = Some(false);
+        s.last_error = Some(error);
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs until the broker shuts down.
+pub(crate) async fn run(replica: Arc<Replica>, bucket: Bucket, status: StatusCell) {
+    let mut shutdown = replica.shutdown.subscribe();
+    let mut failures = 0u32;
+    let mut probed: Option<tokio::time::Instant> = None;
+    while !*shutdown.borrow() {
+        let ok = if replica.leads() {
+            pass(&replica, &bucket, &status).await
+        } else {
+            status.lock().lag_bytes = 0;
+            if probed.is_none_or(|at| at.elapsed() >= PROBE_EVERY) {
+                probed = Some(tokio::time::Instant::now());
+                match bucket.probe().await {
+                    Ok(()) => status.succeeded(),
+                    Err(e) => status.failed(e.to_string()),
+                }
+            }
+            true
+        };
+        failures = if ok { 0 } else { failures.saturating_add(1) };
+        let wait = backoff(failures);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// The wait after `failures` failed passes in a row.
+fn backoff(failures: u32) -> Duration {
+    if failures == 0 {
+        return SCAN_EVERY;
+    }
+    let base = SCAN_EVERY.saturating_mul(1 << failures.min(8)).min(MAX_BACKOFF);
+    base / 2 + base.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+/// One pass; false when the bucket or a proposal failed.
+async fn pass(replica: &Arc<Replica>, bucket: &Bucket, status: &StatusCell) -> bool {
+    let mut ok = forget_garbage(replica, bucket, status).await;
+    let now = now_ms();
+    let stations = replica.read(|s| s.tiering_stations());
+    let mut lag = 0u64;
+    for (station, id, tiering) in stations {
+        let segments = replica.sm.sealed_segments(id);
+        for segment in segments {
+            if segment.records == 0 {
+                continue;
+            }
+            let (first, last) = (segment.base_seq, segment.base_seq + segment.records - 1);
+            let (tiered, newest) =
+                replica.read(|s| (s.is_tiered(id, first, last), s.message_meta(id, last).map(|m| m.produced_at)));
+            let Some(newest) = newest else { continue };
+            if tiered {
+                continue;
+            }
+            if now.saturating_sub(newest) < i64::try_from(tiering.after_ms).unwrap_or(i64::MAX) {
+                // Later segments hold newer messages.
+                break;
+            }
+            // Counted as lag unless it is catalogued below.
+            lag += segment.len_bytes;
+            if !ok {
+                continue;
+            }
+            let header = object::Header {
+                format: object::FORMAT,
+                cluster_id: replica.cluster_id.clone(),
+                station: station.clone(),
+                station_id: id,
+                first_offset: first,
+                last_offset: last,
+                records: segment.records,
+            };
+            let path = segment.path.clone();
+            let built = tokio::task::spawn_blocking(move || object::build(&header, &path)).await;
+            let body = match built {
+                Ok(Ok(body)) => body,
+                // Retention may have removed the file since the list was taken.
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, station, first, "a segment to tier could not be read");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a segment to tier failed");
+                    continue;
+                }
+            };
+            let segment_bytes = segment.len_bytes;
+            let key = bucket.key(&object::name(&replica.cluster_id, id, first, last));
+            let bytes = body.len() as u64;
+            if let Err(e) = bucket.put(&key, body).await {
+                tracing::warn!(error = %e, station, first, "uploading a segment failed; retrying with backoff");
+                let mut s = status.lock();
+                s.upload_failures_total += 1;
+                drop(s);
+                status.failed(e.to_string());
+                ok = false;
+                continue;
+            }
+            status.succeeded();
+            let segment = TieredSegment { first_offset: first, last_offset: last, bytes, key, tiered_at: now };
+            match replica.submit(Command::TierSegment { station: station.clone(), station_id: id, segment }).await {
+                Ok(_) => {
+                    let mut s = status.lock();
+                    s.uploads_total += 1;
+                    s.uploaded_bytes_total += bytes;
+                    drop(s);
+                    lag = lag.saturating_sub(segment_bytes);
+                }
+                // Retention or a deletion got there first: the object is garbage now.
+                Err(BrokerError::Command(e)) => tracing::debug!(error = %e, station, first, "segment not catalogued"),
+                Err(e) => {
+                    tracing::warn!(error = %e, station, first, "the catalog entry was not committed; the upload is redone");
+                    ok = false;
+                }
+            }
+        }
+    }
+    status.lock().lag_bytes = lag;
+    ok
+}
+
+/// Deletes the objects the catalog let go of and proposes forgetting those deleted.
+async fn forget_garbage(replica: &Arc<Replica>, bucket: &Bucket, status: &StatusCell) -> bool {
+    let garbage = replica.read(|s| s.tier_garbage());
+    if garbage.is_empty() {
+        return true;
+    }
+    let mut deleted = Vec::new();
+    let mut ok = true;
+    for key in garbage {
+        match bucket.delete(&key).await {
+            Ok(()) => deleted.push(key),
+            Err(e) => {
+                tracing::warn!(error = %e, key, "deleting a tiered object failed; retrying with backoff");
+                status.lock().delete_failures_total += 1;
+                status.failed(e.to_string());
+                ok = false;
+                break;
+            }
+        }
+    }
+    if deleted.is_empty() {
+        return ok;
+    }
+    let count = deleted.len() as u64;
+    match replica.submit(Command::TierForget { keys: deleted }).await {
+        Ok(_) => {
+            status.lock().deletes_total += count;
+            ok
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "forgetting deleted objects was not committed; deleting again later");
+            false
+        }
+    }
+}
