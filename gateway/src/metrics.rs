@@ -211,3 +211,55 @@ impl Metrics {
         out
     }
 }
+
+/// Tiering's figures on this node (present when the node has a `[tiering]` bucket).
+pub fn render_tier(out: &mut String, s: &depot_broker::tier::TierStatus) {
+    let reachable = match s.reachable {
+        Some(true) => 1,
+        Some(false) => 0,
+        None => -1,
+    };
+    for (name, kind, help, value) in [
+        (
+            "depot_tier_uploads_total",
+            "counter",
+            "Segments uploaded to the bucket and catalogued.",
+            s.uploads_total as i64,
+        ),
+        ("depot_tier_uploaded_bytes_total", "counter", "Bytes of objects uploaded.", s.uploaded_bytes_total as i64),
+        (
+            "depot_tier_upload_failures_total",
+            "counter",
+            "Uploads that failed (retried with backoff).",
+            s.upload_failures_total as i64,
+        ),
+        (
+            "depot_tier_deletes_total",
+            "counter",
+            "Objects deleted (retention, deleted stations).",
+            s.deletes_total as i64,
+        ),
+        (
+            "depot_tier_delete_failures_total",
+            "counter",
+            "Object deletions that failed (retried).",
+            s.delete_failures_total as i64,
+        ),
+        (
+            "depot_tier_lag_bytes",
+            "gauge",
+            "Bytes of sealed segments old enough to tier that are not in the bucket yet (on the leader).",
+            s.lag_bytes as i64,
+        ),
+        (
+            "depot_tier_bucket_reachable",
+            "gauge",
+            "1 when the last request to the bucket succeeded, 0 when it failed, -1 before the first.",
+            reachable,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
+}

@@ -1330,3 +1330,84 @@ fn a_state_with_sources_round_trips_and_one_serialized_before_them_still_reads()
     assert_eq!(read.push_groups(), h.s.push_groups());
     assert!(read.sources().is_empty());
 }
+
+fn tiered(first: u64, last: u64) -> TieredSegment {
+    TieredSegment { first_offset: first, last_offset: last, bytes: 100, key: format!("k/{first}-{last}"), tiered_at: 1 }
+}
+
+#[test]
+fn the_tiering_catalog_takes_each_range_once_and_lets_go_of_what_retention_and_deletion_remove() {
+    let mut h = H::new();
+    let tier = |first, last| Command::TierSegment { station: ST.into(), station_id: 1, segment: tiered(first, last) };
+    // The setting: at least a second, on an existing station.
+    let set = |after_ms| Command::SetStationTiering { station: ST.into(), tiering: Some(StationTiering { after_ms }) };
+    assert!(matches!(h.run(set(999)), Outcome::Error(CommandError::Invalid(_))));
+    h.run(set(1000));
+    assert_eq!(h.s.tiering_stations(), vec![(ST.to_owned(), 1, StationTiering { after_ms: 1000 })]);
+    let other = Command::SetStationTiering { station: "nope".into(), tiering: None };
+    assert_eq!(h.run(other), Outcome::Error(CommandError::StationNotFound("nope".into())));
+
+    h.produce(10);
+    assert_eq!(h.run(tier(0, 3)), Outcome::Ticked);
+    // The same upload again (a leader change) changes nothing; an overlapping range from a
+    // leader whose segments are cut elsewhere becomes garbage.
+    assert_eq!(h.run(tier(0, 3)), Outcome::Ticked);
+    assert_eq!(h.run(tier(2, 5)), Outcome::Ticked);
+    assert_eq!(h.s.tier_garbage(), vec!["k/2-5".to_owned()]);
+    h.run(Command::TierForget { keys: vec!["k/2-5".into()] });
+    assert!(h.s.tier_garbage().is_empty());
+    // Ranges past the log, inverted, or of another incarnation are refused.
+    assert!(matches!(h.run(tier(4, 10)), Outcome::Error(CommandError::Invalid(_))));
+    assert!(matches!(h.run(tier(5, 4)), Outcome::Error(CommandError::Invalid(_))));
+    let stale = Command::TierSegment { station: ST.into(), station_id: 9, segment: tiered(4, 5) };
+    assert!(matches!(h.run(stale), Outcome::Error(CommandError::Invalid(_))));
+    assert_eq!(h.s.tier_garbage(), vec!["k/4-5".to_owned()]);
+    h.run(Command::TierForget { keys: vec!["k/4-5".into()] });
+    h.run(tier(4, 7));
+    assert!(h.s.is_tiered(1, 7, 9) && !h.s.is_tiered(1, 8, 9));
+    let view = h.s.station_view(ST).expect("station");
+    assert_eq!(view.tiering, Some(StationTiering { after_ms: 1000 }));
+    assert_eq!(view.tiered, TierStats { segments: 2, bytes: 200, first_offset: Some(0), last_offset: Some(7) });
+
+    // Retention past a segment moves its object to the garbage; a state round trip keeps it all.
+    let retained = StationConfig {
+        retention: Retention { max_messages: Some(5), ..Retention::default() },
+        ..StationConfig::default()
+    };
+    h.run(Command::PutStation { station: ST.into(), config: retained });
+    assert_eq!(h.s.tier_garbage(), vec!["k/0-3".to_owned()]);
+    assert_eq!(h.s.tiered_segments(1), vec![tiered(4, 7)]);
+    let copy = BrokerState::from_bytes(&h.s.to_bytes().expect("serialize")).expect("deserialize");
+    assert_eq!((copy.tier_garbage(), copy.tiered_segments(1)), (h.s.tier_garbage(), h.s.tiered_segments(1)));
+    assert_eq!(copy.tiering_stations(), h.s.tiering_stations());
+    // A segment that retention removed before its upload was catalogued is garbage at once.
+    assert!(matches!(h.run(tier(1, 2)), Outcome::Error(CommandError::Invalid(_))));
+    assert!(h.s.tier_garbage().contains(&"k/1-2".to_owned()));
+
+    // Deleting the station lets go of every object and of the setting.
+    h.run(Command::DeleteStation { station: ST.into() });
+    assert!(h.s.tier_garbage().contains(&"k/4-7".to_owned()));
+    assert!(h.s.tiering_stations().is_empty() && h.s.tiered_segments(1).is_empty());
+}
+
+#[test]
+fn a_state_serialized_before_tiering_still_reads() {
+    let mut h = H::new();
+    h.run(Command::PutSource { source: "gh".into(), config: source_config(ST), token_hash: [1; 32] });
+    let s = &h.s;
+    let v4 = StateV4 {
+        clock: s.clock,
+        last_station_id: s.last_station_id,
+        stations: s.stations.clone(),
+        names: s.names.clone(),
+        outbox: s.outbox.clone(),
+        receipt_key: s.receipt_key,
+        push: s.push.clone(),
+        sources: s.sources.clone(),
+    };
+    let mut legacy = STATE_V4_MARKER.to_vec();
+    legacy.extend(bincode::serialize(&v4).expect("serialize"));
+    let read = BrokerState::from_bytes(&legacy).expect("an ST4 state reads");
+    assert_eq!(read.sources(), h.s.sources());
+    assert!(read.tiering_stations().is_empty() && read.tier_garbage().is_empty());
+}

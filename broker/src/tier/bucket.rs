@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -67,7 +67,13 @@ impl Bucket {
         let shared = loader.load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(options.path_style);
         if let Some(endpoint) = &options.endpoint {
-            config = config.endpoint_url(endpoint);
+            // S3-compatible services (GCS, Spaces, ...) do not all take the SDK's default
+            // flexible checksums (aws-chunked trailers): send them only where an operation
+            // requires one. Every object carries its own CRC32C (see `object`), checked on read.
+            config = config
+                .endpoint_url(endpoint)
+                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         }
         Bucket { client: aws_sdk_s3::Client::from_conf(config.build()), options }
     }
@@ -83,17 +89,14 @@ impl Bucket {
         Ok(())
     }
 
-    /// Stores `body` under `key` (a full key), with a CRC32C checksum the server verifies.
+    /// Stores `body` under `key` (a full key). On AWS S3 itself, with a CRC32C checksum the
+    /// server verifies.
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketError> {
-        self.client
-            .put_object()
-            .bucket(&self.options.bucket)
-            .key(key)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| failed("PutObject", e))?;
+        let mut put = self.client.put_object().bucket(&self.options.bucket).key(key);
+        if self.options.endpoint.is_none() {
+            put = put.checksum_algorithm(ChecksumAlgorithm::Crc32C);
+        }
+        put.body(ByteStream::from(body)).send().await.map_err(|e| failed("PutObject", e))?;
         Ok(())
     }
 

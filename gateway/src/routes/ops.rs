@@ -20,13 +20,37 @@ pub struct Health {
     /// Why the node cannot serve.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On a node with a `[tiering]` bucket: whether it answers. An unreachable bucket does not
+    /// make the node unready (messages stay on local disk until it is back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiering: Option<TieringHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TieringHealth {
+    pub bucket: String,
+    /// `null` before the first request to the bucket.
+    pub reachable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Bytes of sealed segments old enough to tier that are not in the bucket yet.
+    pub lag_bytes: u64,
+}
+
+fn tiering_health(state: &AppState) -> Option<TieringHealth> {
+    state.broker.tier_status().map(|s| TieringHealth {
+        bucket: s.bucket,
+        reachable: s.reachable,
+        last_error: s.last_error,
+        lag_bytes: s.lag_bytes,
+    })
 }
 
 /// The process is up.
 #[utoipa::path(tag = "operations", responses((status = 200, body = Health)))]
 #[get("/livez")]
 async fn livez() -> web::Json<Health> {
-    web::Json(Health { status: "ok".to_owned(), reason: None })
+    web::Json(Health { status: "ok".to_owned(), reason: None, tiering: None })
 }
 
 /// How long /readyz waits for the metadata store.
@@ -55,11 +79,14 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             },
         },
     };
+    let tiering = tiering_health(&state);
     match reason {
-        None => HttpResponse::Ok().json(Health { status: "ok".to_owned(), reason: None }),
-        Some(reason) => {
-            HttpResponse::ServiceUnavailable().json(Health { status: "unavailable".to_owned(), reason: Some(reason) })
-        }
+        None => HttpResponse::Ok().json(Health { status: "ok".to_owned(), reason: None, tiering }),
+        Some(reason) => HttpResponse::ServiceUnavailable().json(Health {
+            status: "unavailable".to_owned(),
+            reason: Some(reason),
+            tiering,
+        }),
     }
 }
 
@@ -90,5 +117,8 @@ async fn metrics(_auth: Authorized<ScrapeMetrics>, state: web::Data<AppState>) -
         state.broker.push_groups_now().into_iter().map(|(s, g, p)| (s, g, p.state.as_str())).collect();
     state.pusher.live().render(&mut text, &states);
     state.sources.render(&mut text);
+    if let Some(tier) = state.broker.tier_status() {
+        crate::metrics::render_tier(&mut text, &tier);
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(text)
 }

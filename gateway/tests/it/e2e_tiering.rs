@@ -1,0 +1,193 @@
+//! Tiering end to end: the real `depot dev` binary with a `[tiering]` bucket on a real
+//! S3-compatible server process (s3s-fs, from the test kit). Sealed segments of a station with
+//! `tiering.after_ms` become objects that decode on their own; the catalog survives a restart;
+//! retention and station deletion delete the objects; an unreachable bucket delays tiering,
+//! shows in /readyz and /metrics, and loses nothing.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::e2e::*;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use depot_broker::tier::object;
+use depot_tests::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
+use serde_json::{json, Value};
+
+const BUCKET: &str = "tiering";
+const STATION: &str = "tiered";
+const WITHIN: Duration = Duration::from_secs(60);
+/// Small segments, so that a few hundred messages seal several.
+const SEGMENT_BYTES: &str = "65536";
+
+fn env(s3: &S3Server) -> Vec<(String, String)> {
+    [
+        ("DEPOT_TIERING_BUCKET", BUCKET.to_owned()),
+        ("DEPOT_TIERING_ENDPOINT", s3.endpoint()),
+        ("DEPOT_TIERING_REGION", REGION.to_owned()),
+        ("DEPOT_TIERING_PATH_STYLE", "on".to_owned()),
+        ("DEPOT_TIERING_PREFIX", "depot/".to_owned()),
+        ("DEPOT_SEGMENT_BYTES", SEGMENT_BYTES.to_owned()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn start_tiered(dir: &std::path::Path, s3: &S3Server) -> Server {
+    let env = env(s3);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    start(dir, &env)
+}
+
+fn station(server: &Server) -> Value {
+    let r = server.json("GET", &format!("/v1/stations/{STATION}"), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body
+}
+
+/// `count` messages of about 1 KiB, each its offset's text, in batches of 100.
+fn produce(server: &Server, from: usize, count: usize) {
+    for chunk in (from..from + count).collect::<Vec<_>>().chunks(100) {
+        let messages: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"payload_base64": STANDARD.encode(format!("{i:06}:{}", "x".repeat(1000)))}))
+            .collect();
+        let r = server.json(
+            "POST",
+            &format!("/v1/stations/{STATION}/messages/batch"),
+            Some(&json!({"messages": messages})),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+}
+
+/// The station's objects in the bucket, decoded: (key, header).
+fn objects(s3: &S3Server) -> Vec<(String, object::Header)> {
+    s3.objects(BUCKET)
+        .into_iter()
+        .filter(|(key, _)| key.ends_with(".dseg"))
+        .map(|(key, _)| {
+            let bytes = std::fs::read(s3.object_path(BUCKET, &key)).unwrap();
+            let (header, segment) = object::parse(&bytes).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert!(segment.starts_with(b"DPLG"), "{key}: the segment file is not a station log");
+            (key, header)
+        })
+        .collect()
+}
+
+fn metric(server: &Server, name: &str) -> i64 {
+    let text = String::from_utf8_lossy(&server.json("GET", "/metrics", None).raw).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[test]
+fn sealed_segments_become_objects_that_decode_alone_and_retention_and_deletion_remove_them() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_tiered(dir.path(), &s3);
+    let r = server.json("PUT", &format!("/v1/stations/{STATION}"), Some(&json!({"tiering": {"after_ms": 1000}})));
+    assert_eq!((r.status, &r.body["config"]["tiering"]), (201, &json!({"after_ms": 1000})), "{r:?}");
+    produce(&server, 0, 400);
+
+    // Every sealed segment (all but the one being written) reaches the bucket and the catalog.
+    let tiered = eventually(WITHIN, "several segments are tiered", || {
+        let s = station(&server);
+        (s["stats"]["tiered"]["segments"].as_u64() >= Some(4)).then_some(s["stats"]["tiered"].clone())
+    });
+    let found = eventually(WITHIN, "the bucket holds what the catalog lists", || {
+        let found = objects(&s3);
+        (found.len() as u64 == station(&server)["stats"]["tiered"]["segments"].as_u64().unwrap()).then_some(found)
+    });
+    assert_eq!(tiered["first_offset"], 0, "{tiered}");
+    let mut next = 0;
+    for (key, header) in &found {
+        assert!(key.starts_with("depot/"), "{key}: not under the prefix");
+        assert_eq!((header.station.as_str(), header.first_offset), (STATION, next), "{key}");
+        assert_eq!(header.records, header.last_offset - header.first_offset + 1, "{key}");
+        next = header.last_offset + 1;
+    }
+    // Local copies stay, so every message still reads back.
+    for offset in [0u64, 57, 399] {
+        let m = server.json("GET", &format!("/v1/stations/{STATION}/messages/{offset}"), None);
+        let payload = STANDARD.decode(m.body["payload_base64"].as_str().unwrap()).unwrap();
+        assert!(payload.starts_with(format!("{offset:06}:").as_bytes()), "{m:?}");
+    }
+    assert!(metric(&server, "depot_tier_uploads_total") >= found.len() as i64);
+    assert_eq!(metric(&server, "depot_tier_bucket_reachable"), 1);
+
+    // The catalog is replicated state: it survives a restart.
+    server.stop(Duration::from_secs(30)).unwrap();
+    let server = start_tiered(dir.path(), &s3);
+    let after = station(&server);
+    assert!(after["stats"]["tiered"]["segments"].as_u64() >= tiered["segments"].as_u64(), "{after}");
+
+    // Retention removes the oldest messages: their objects go too.
+    let r = server.json(
+        "PUT",
+        &format!("/v1/stations/{STATION}"),
+        Some(&json!({"retention": {"max_messages": 100}, "tiering": {"after_ms": 1000}})),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let first = station(&server)["stats"]["first_offset"].as_u64().unwrap();
+    assert!(first >= 300, "retention kept from {first}");
+    eventually(WITHIN, "objects of removed messages are deleted", || {
+        objects(&s3).iter().all(|(_, h)| h.last_offset >= first).then_some(())
+    });
+    assert!(metric(&server, "depot_tier_deletes_total") >= 1);
+
+    // Deleting the station deletes the rest.
+    assert_eq!(server.json("DELETE", &format!("/v1/stations/{STATION}"), None).status, 204);
+    eventually(WITHIN, "the deleted station's objects are gone", || objects(&s3).is_empty().then_some(()));
+}
+
+#[test]
+fn an_unreachable_bucket_delays_tiering_without_losing_anything_and_shows_in_readyz_and_metrics() {
+    let mut s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_tiered(dir.path(), &s3);
+    s3.stop();
+    let r = server.json("PUT", &format!("/v1/stations/{STATION}"), Some(&json!({"tiering": {"after_ms": 1000}})));
+    assert_eq!(r.status, 201, "{r:?}");
+    // Produce is not held back by the bucket.
+    produce(&server, 0, 300);
+    let failures = eventually(WITHIN, "uploads fail while the bucket is down", || {
+        let n = metric(&server, "depot_tier_upload_failures_total");
+        (n >= 1).then_some(n)
+    });
+    let ready = server.json("GET", "/readyz", None);
+    assert_eq!(ready.status, 200, "an unreachable bucket must not make the node unready: {ready:?}");
+    assert_eq!(ready.body["tiering"]["reachable"], false, "{ready:?}");
+    assert!(ready.body["tiering"]["last_error"].is_string(), "{ready:?}");
+    assert!(ready.body["tiering"]["lag_bytes"].as_u64() > Some(0), "{ready:?}");
+    assert!(metric(&server, "depot_tier_lag_bytes") > 0);
+    assert_eq!(station(&server)["stats"]["tiered"]["segments"], 0);
+    let offsets: BTreeSet<u64> = (0..300).collect();
+    for offset in [0u64, 150, 299] {
+        assert!(offsets.contains(&offset));
+        let m = server.json("GET", &format!("/v1/stations/{STATION}/messages/{offset}"), None);
+        assert_eq!(m.status, 200, "{m:?}");
+    }
+
+    // Back: tiering catches up (after its backoff) and the lag drains.
+    s3.restart();
+    eventually(WITHIN, "tiering catches up once the bucket is back", || {
+        let s = station(&server);
+        (s["stats"]["tiered"]["segments"].as_u64() >= Some(3)).then_some(())
+    });
+    eventually(WITHIN, "the bucket is reachable again", || {
+        let ready = server.json("GET", "/readyz", None);
+        (ready.body["tiering"]["reachable"] == true && ready.body["tiering"]["lag_bytes"] == 0).then_some(())
+    });
+    assert!(metric(&server, "depot_tier_upload_failures_total") >= failures);
+    assert_eq!(objects(&s3).len() as u64, station(&server)["stats"]["tiered"]["segments"].as_u64().unwrap());
+}
