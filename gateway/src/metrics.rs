@@ -246,6 +246,12 @@ pub fn render_tier(out: &mut String, s: &depot_broker::tier::TierStatus) {
             s.delete_failures_total as i64,
         ),
         (
+            "depot_tier_orphans_deleted_total",
+            "counter",
+            "Objects no catalog entry named, deleted by the sweep.",
+            s.orphans_deleted_total as i64,
+        ),
+        (
             "depot_tier_lag_bytes",
             "gauge",
             "Bytes of sealed segments old enough to tier that are not in the bucket yet (on the leader).",

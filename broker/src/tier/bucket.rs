@@ -39,6 +39,15 @@ fn failed<E: std::error::Error>(what: &str, e: E) -> BucketError {
     BucketError(text)
 }
 
+/// An object a listing found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub modified_s: i64,
+}
+
 /// One bucket and key prefix; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Bucket {
@@ -127,8 +136,9 @@ impl Bucket {
         Ok(())
     }
 
-    /// Every key under `prefix` (a full key prefix), with its size.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, BucketError> {
+    /// Every key under `prefix` (a full key prefix), with its size and last-modified time
+    /// (unix seconds).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, BucketError> {
         let mut keys = Vec::new();
         let mut pages =
             self.client.list_objects_v2().bucket(&self.options.bucket).prefix(prefix).into_paginator().send();
@@ -136,7 +146,11 @@ impl Bucket {
             let page = page.map_err(|e| failed("ListObjectsV2", e))?;
             for object in page.contents() {
                 if let Some(key) = object.key() {
-                    keys.push((key.to_owned(), object.size().map_or(0, |s| u64::try_from(s).unwrap_or(0))));
+                    keys.push(Listed {
+                        key: key.to_owned(),
+                        size: object.size().map_or(0, |s| u64::try_from(s).unwrap_or(0)),
+                        modified_s: object.last_modified().map_or(0, |t| t.secs()),
+                    });
                 }
             }
         }

@@ -41,7 +41,12 @@ struct Written<'a> {
 /// The object's name under the bucket's prefix: unique per cluster, station incarnation and
 /// range, so an upload repeated (after a crash or a leader change) writes the same object.
 pub fn name(cluster_id: &str, station_id: u64, first: u64, last: u64) -> String {
-    format!("{cluster_id}/stations/{station_id}/{first:020}-{last:020}.dseg")
+    format!("{}{station_id}/{first:020}-{last:020}.dseg", cluster_prefix(cluster_id))
+}
+
+/// Where every object of this cluster's stations is, under the bucket's prefix.
+pub fn cluster_prefix(cluster_id: &str) -> String {
+    format!("{cluster_id}/stations/")
 }
 
 /// The object for the segment file at `path`.

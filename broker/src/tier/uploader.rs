@@ -19,6 +19,12 @@ pub const SCAN_EVERY: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A follower checks that the bucket answers this often (for /readyz and /metrics).
 const PROBE_EVERY: Duration = Duration::from_secs(30);
+/// The leader looks for orphaned objects on its first pass and then this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// An object neither catalogued nor listed as garbage is an orphan once it is this old: an
+/// upload still under way on a deposed leader (up to the SDK's operation timeout) may yet be
+/// catalogued through the new one.
+const ORPHAN_AGE: Duration = Duration::from_secs(300);
 
 /// What tiering has done on this node, for /metrics and /readyz.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +38,8 @@ pub struct TierStatus {
     pub upload_failures_total: u64,
     pub deletes_total: u64,
     pub delete_failures_total: u64,
+    /// Objects found in the bucket that no catalog entry names (and deleted).
+    pub orphans_deleted_total: u64,
     /// Bytes of sealed segments old enough to tier that are not in the bucket yet (leader only).
     pub lag_bytes: u64,
 }
@@ -67,10 +75,19 @@ pub(crate) async fn run(replica: Arc<Replica>, bucket: Bucket, status: StatusCel
     let mut shutdown = replica.shutdown.subscribe();
     let mut failures = 0u32;
     let mut probed: Option<tokio::time::Instant> = None;
+    let mut swept: Option<tokio::time::Instant> = None;
     while !*shutdown.borrow() {
         let ok = if replica.leads() {
-            pass(&replica, &bucket, &status).await
+            let mut ok = pass(&replica, &bucket, &status).await;
+            if ok && swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+                ok = sweep(&replica, &bucket, &status).await;
+                if ok {
+                    swept = Some(tokio::time::Instant::now());
+                }
+            }
+            ok
         } else {
+            swept = None;
             status.lock().lag_bytes = 0;
             if probed.is_none_or(|at| at.elapsed() >= PROBE_EVERY) {
                 probed = Some(tokio::time::Instant::now());
@@ -219,4 +236,42 @@ async fn forget_garbage(replica: &Arc<Replica>, bucket: &Bucket, status: &Status
             false
         }
     }
+}
+
+/// Deletes objects under this cluster's prefix that neither the catalog nor the garbage list
+/// names and that are older than [`ORPHAN_AGE`]: uploads whose catalog entry was never
+/// committed (the leader died first) or was refused.
+async fn sweep(replica: &Arc<Replica>, bucket: &Bucket, status: &StatusCell) -> bool {
+    let prefix = bucket.key(&object::cluster_prefix(&replica.cluster_id));
+    let listed = match bucket.list(&prefix).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::warn!(error = %e, "listing the bucket for orphaned objects failed");
+            status.failed(e.to_string());
+            return false;
+        }
+    };
+    let known: std::collections::BTreeSet<String> = replica.read(|s| {
+        let mut keys: std::collections::BTreeSet<String> = s.tier_garbage().into_iter().collect();
+        for (id, _) in s.stations() {
+            keys.extend(s.tiered_segments(id).into_iter().map(|t| t.key));
+        }
+        keys
+    });
+    let before = now_ms() / 1000 - i64::try_from(ORPHAN_AGE.as_secs()).unwrap_or(i64::MAX);
+    for orphan in listed.iter().filter(|l| !known.contains(&l.key) && l.modified_s <= before) {
+        match bucket.delete(&orphan.key).await {
+            Ok(()) => {
+                tracing::info!(key = orphan.key, "deleted an orphaned tiered object");
+                status.lock().orphans_deleted_total += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, key = orphan.key, "deleting an orphaned object failed");
+                status.lock().delete_failures_total += 1;
+                status.failed(e.to_string());
+                return false;
+            }
+        }
+    }
+    true
 }

@@ -124,11 +124,33 @@ fn sealed_segments_become_objects_that_decode_alone_and_retention_and_deletion_r
     assert!(metric(&server, "depot_tier_uploads_total") >= found.len() as i64);
     assert_eq!(metric(&server, "depot_tier_bucket_reachable"), 1);
 
-    // The catalog is replicated state: it survives a restart.
+    // The catalog is replicated state: it survives a restart. Meanwhile two objects no
+    // catalog entry names appear, as a leader that died between an upload and its catalog
+    // entry leaves them: the new leader's first pass deletes the one older than the orphan age
+    // (5 min) and keeps the recent one, which may still be catalogued.
     server.stop(Duration::from_secs(30)).unwrap();
+    let first_key = &found[0].0;
+    let dir_of = first_key.rsplit_once('/').unwrap().0;
+    let plant = |name: &str, age: Duration| {
+        let key = format!("{dir_of}/{name}.dseg");
+        let path = s3.object_path(BUCKET, &key);
+        std::fs::copy(s3.object_path(BUCKET, first_key), &path).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age).unwrap();
+        key
+    };
+    let old = plant("99999999999999999990-99999999999999999991", Duration::from_secs(3600));
+    let recent = plant("99999999999999999992-99999999999999999993", Duration::ZERO);
     let server = start_tiered(dir.path(), &s3);
     let after = station(&server);
     assert!(after["stats"]["tiered"]["segments"].as_u64() >= tiered["segments"].as_u64(), "{after}");
+    eventually(WITHIN, "the sweep deletes the old orphan", || {
+        let keys: BTreeSet<String> = s3.objects(BUCKET).into_iter().map(|(k, _)| k).collect();
+        (!keys.contains(&old)).then_some(keys)
+    });
+    assert!(s3.objects(BUCKET).iter().any(|(k, _)| *k == recent), "the recent orphan was deleted too early");
+    assert_eq!(metric(&server, "depot_tier_orphans_deleted_total"), 1);
+    std::fs::remove_file(s3.object_path(BUCKET, &recent)).unwrap();
 
     // Retention removes the oldest messages: their objects go too.
     let r = server.json(
