@@ -42,4 +42,5 @@ mod push_client;
 mod push_sign;
 mod source_verify;
 mod stations;
+mod terraform_boot;
 mod token_errors;
