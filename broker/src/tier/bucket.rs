@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ChecksumAlgorithm;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 
 /// Where tiered segments go (API.md "Tiering"). Credentials are the SDK's default chain.
@@ -21,7 +21,15 @@ pub struct TierOptions {
     pub path_style: bool,
     /// The local cache of tiered data, in bytes.
     pub cache_bytes: u64,
+    /// Objects larger than this go up in parts of this size (multipart upload); at least
+    /// [`MIN_PART_BYTES`], S3's smallest part but the last.
+    pub part_bytes: u64,
 }
+
+/// S3's smallest part of a multipart upload (but the last).
+pub const MIN_PART_BYTES: u64 = 5 << 20;
+/// The part size unless configured.
+pub const DEFAULT_PART_BYTES: u64 = 16 << 20;
 
 /// A failed bucket operation, as text fit for logs, /metrics and /readyz (no credentials).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -98,15 +106,93 @@ impl Bucket {
         Ok(())
     }
 
-    /// Stores `body` under `key` (a full key). On AWS S3 itself, with a CRC32C checksum the
-    /// server verifies.
+    /// Stores `body` under `key` (a full key): in one request, or in parts when it is larger
+    /// than `part_bytes`. On AWS S3 itself each request carries a CRC32C checksum the server
+    /// verifies.
     pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), BucketError> {
+        let part = usize::try_from(self.options.part_bytes.max(MIN_PART_BYTES)).unwrap_or(usize::MAX);
+        if body.len() > part {
+            return self.put_multipart(key, &body, part).await;
+        }
         let mut put = self.client.put_object().bucket(&self.options.bucket).key(key);
-        if self.options.endpoint.is_none() {
+        if self.checksums() {
             put = put.checksum_algorithm(ChecksumAlgorithm::Crc32C);
         }
         put.body(ByteStream::from(body)).send().await.map_err(|e| failed("PutObject", e))?;
         Ok(())
+    }
+
+    /// Checksums the SDK adds itself: on AWS S3 (see `new`).
+    fn checksums(&self) -> bool {
+        self.options.endpoint.is_none()
+    }
+
+    async fn put_multipart(&self, key: &str, body: &[u8], part: usize) -> Result<(), BucketError> {
+        let bucket = &self.options.bucket;
+        let mut create = self.client.create_multipart_upload().bucket(bucket).key(key);
+        if self.checksums() {
+            create = create.checksum_algorithm(ChecksumAlgorithm::Crc32C);
+        }
+        let created = create.send().await.map_err(|e| failed("CreateMultipartUpload", e))?;
+        let upload_id =
+            created.upload_id().ok_or_else(|| BucketError("CreateMultipartUpload: no upload id".to_owned()))?;
+        let uploaded = self.upload_parts(key, upload_id, body, part).await;
+        let completed = match uploaded {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| failed("CompleteMultipartUpload", e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            // Parts left behind cost storage until the bucket's lifecycle rule removes them.
+            let aborted =
+                self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(upload_id).send().await;
+            if let Err(e) = aborted {
+                tracing::warn!(error = %failed("AbortMultipartUpload", e), key, "a failed multipart upload was not aborted");
+            }
+        }
+        completed
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        body: &[u8],
+        part: usize,
+    ) -> Result<Vec<CompletedPart>, BucketError> {
+        let mut parts = Vec::new();
+        for (i, chunk) in body.chunks(part).enumerate() {
+            let number = i32::try_from(i + 1).map_err(|_| BucketError("more than 2^31 parts".to_owned()))?;
+            let mut request = self
+                .client
+                .upload_part()
+                .bucket(&self.options.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number);
+            if self.checksums() {
+                request = request.checksum_algorithm(ChecksumAlgorithm::Crc32C);
+            }
+            let out =
+                request.body(ByteStream::from(chunk.to_vec())).send().await.map_err(|e| failed("UploadPart", e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_owned))
+                    .set_checksum_crc32_c(out.checksum_crc32_c().map(str::to_owned))
+                    .build(),
+            );
+        }
+        Ok(parts)
     }
 
     /// Bytes `range` (`start..end`) of `key`.

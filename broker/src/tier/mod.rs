@@ -6,5 +6,5 @@ pub mod bucket;
 pub mod object;
 pub(crate) mod uploader;
 
-pub use bucket::{Bucket, BucketError, TierOptions};
+pub use bucket::{Bucket, BucketError, TierOptions, DEFAULT_PART_BYTES, MIN_PART_BYTES};
 pub use uploader::TierStatus;

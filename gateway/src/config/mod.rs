@@ -124,6 +124,8 @@ pub struct Tiering {
     pub path_style: bool,
     /// The local cache of tiered data, in bytes.
     pub cache_bytes: u64,
+    /// Objects larger than this are uploaded in parts of this size.
+    pub part_bytes: u64,
 }
 
 impl Default for Tiering {
@@ -135,6 +137,7 @@ impl Default for Tiering {
             prefix: String::new(),
             path_style: false,
             cache_bytes: 1 << 30,
+            part_bytes: depot_broker::tier::DEFAULT_PART_BYTES,
         }
     }
 }
@@ -292,6 +295,7 @@ impl Config {
             prefix: t.prefix.clone(),
             path_style: t.path_style,
             cache_bytes: t.cache_bytes,
+            part_bytes: t.part_bytes,
         })
     }
 
@@ -318,6 +322,13 @@ impl Config {
         }
         if t.prefix.len() > 512 || t.prefix.starts_with('/') {
             return Err("tiering.prefix must be at most 512 bytes and not start with '/'".to_owned());
+        }
+        if !(depot_broker::tier::MIN_PART_BYTES..=(5 << 30)).contains(&t.part_bytes) {
+            return Err(format!(
+                "tiering.part_bytes must be {} to {} (S3's part sizes)",
+                depot_broker::tier::MIN_PART_BYTES,
+                5u64 << 30
+            ));
         }
         if t.cache_bytes < MIN_TIER_CACHE_BYTES {
             return Err(format!("tiering.cache_bytes must be at least {MIN_TIER_CACHE_BYTES}"));

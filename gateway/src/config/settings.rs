@@ -378,6 +378,15 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "tiering_part_bytes",
+        help: "[tiering] objects larger than this are uploaded in parts of this size (multipart upload), 5 MiB to 5 GiB",
+        show: |c| c.tiering.part_bytes.to_string(),
+        set: |c, v| {
+            c.tiering.part_bytes = parse(v, "a number of bytes")?;
+            Ok(())
+        },
+    },
+    Setting {
         name: "tiering_cache_bytes",
         help: "[tiering] bytes of tiered data cached on local disk for reads",
         show: |c| c.tiering.cache_bytes.to_string(),

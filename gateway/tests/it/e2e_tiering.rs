@@ -40,7 +40,16 @@ fn env(s3: &S3Server) -> Vec<(String, String)> {
 }
 
 fn start_tiered(dir: &std::path::Path, s3: &S3Server) -> Server {
-    let env = env(s3);
+    start_with(dir, s3, &[])
+}
+
+/// Like [`start_tiered`], with settings that replace the defaults of [`env`].
+fn start_with(dir: &std::path::Path, s3: &S3Server, extra: &[(&str, &str)]) -> Server {
+    let mut env = env(s3);
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        env.push(((*k).to_owned(), (*v).to_owned()));
+    }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     start(dir, &env)
 }
@@ -212,4 +221,42 @@ fn an_unreachable_bucket_delays_tiering_without_losing_anything_and_shows_in_rea
     });
     assert!(metric(&server, "depot_tier_upload_failures_total") >= failures);
     assert_eq!(objects(&s3).len() as u64, station(&server)["stats"]["tiered"]["segments"].as_u64().unwrap());
+}
+
+#[test]
+fn a_segment_larger_than_a_part_goes_up_in_parts_and_reads_back_whole() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    // 12 MiB segments in parts of 5 MiB (S3's smallest): three parts each.
+    let server =
+        start_with(dir.path(), &s3, &[("DEPOT_SEGMENT_BYTES", "12582912"), ("DEPOT_TIERING_PART_BYTES", "5242880")]);
+    let r = server.json("PUT", &format!("/v1/stations/{STATION}"), Some(&json!({"tiering": {"after_ms": 1000}})));
+    assert_eq!(r.status, 201, "{r:?}");
+    let big = STANDARD.encode(vec![b'p'; 10_000]);
+    for _ in 0..26 {
+        let messages: Vec<Value> = (0..100).map(|_| json!({"payload_base64": big})).collect();
+        let r = server.json(
+            "POST",
+            &format!("/v1/stations/{STATION}/messages/batch"),
+            Some(&json!({"messages": messages})),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let found = eventually(WITHIN, "a large segment is tiered", || {
+        let found = objects(&s3);
+        (!found.is_empty()).then_some(found)
+    });
+    for (key, header) in &found {
+        let size = std::fs::metadata(s3.object_path(BUCKET, key)).unwrap().len();
+        assert!(size > 2 * 5_242_880, "{key}: {size} bytes, not several parts");
+        assert_eq!(header.first_offset, 0, "{key}");
+    }
+    // Nothing of the parts is left behind on the server.
+    let leftovers: Vec<_> = std::fs::read_dir(s3.root())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with(".upload"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
