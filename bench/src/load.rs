@@ -37,7 +37,7 @@ impl Target {
         Target { addr: server.addr, pid: server.pid() }
     }
 
-    fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&format!("/proc/{}/stat", self.pid))
     }
 }
@@ -73,9 +73,19 @@ pub(crate) fn stop(server: Server, log: &Path) -> anyhow::Result<()> {
 /// Starts the release `depot dev` next to this executable on a fresh data directory under `dir`
 /// (log in `dir/depot.log`) and logs in as admin.
 pub(crate) fn start_depot(rt: &tokio::runtime::Runtime, dir: &Path) -> anyhow::Result<Server> {
+    start_depot_with(rt, dir, &[])
+}
+
+/// [`start_depot`] with more environment (settings `DEPOT_*`, credentials).
+pub(crate) fn start_depot_with(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    env: &[(String, String)],
+) -> anyhow::Result<Server> {
     let password = format!("bench-{:016x}", random_u64());
     let mut cmd = depot_tests::process::dev_command(&depot_binary()?, &[], &dir.join("data"), &password);
     cmd.env("DEPOT_RATE_LIMIT", "off");
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let mut server = start("depot", cmd, &dir.join("depot.log"))?;
     eprintln!("depot listening on {}", server.addr);
     if let Some(token) = rt.block_on(login(server.addr, &password))? {

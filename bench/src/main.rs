@@ -37,6 +37,7 @@ mod meta;
 mod peers;
 mod push;
 mod sys;
+mod tiering;
 
 const KIB: usize = 1024;
 
@@ -345,11 +346,12 @@ fn main() -> anyhow::Result<()> {
         Some("cluster") => cluster::run(&args[1..]),
         Some("push") => push::run(&args[1..]),
         Some("ingest") => ingest::run(&args[1..]),
+        Some("tiering") => tiering::run(&args[1..]),
         _ => bail!(
             "usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]\n       \
              depot-bench meta [--quick]\n       depot-bench peers [--quick] [--dir DIR] [--out DIR]\n       \
              depot-bench cluster [--quick] [--dir DIR] [--out DIR]\n       depot-bench push [--quick] [--dir DIR]\n       \
-             depot-bench ingest [--quick] [--rounds N] [--dir DIR]"
+             depot-bench ingest [--quick] [--rounds N] [--dir DIR]\n       depot-bench tiering [--quick] [--dir DIR]"
         ),
     }
 }
