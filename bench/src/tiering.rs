@@ -44,21 +44,6 @@ impl Produced {
     }
 }
 
-fn tier_env(s3: &S3Server) -> Vec<(String, String)> {
-    [
-        ("DEPOT_TIERING_BUCKET", BUCKET.to_owned()),
-        ("DEPOT_TIERING_ENDPOINT", s3.endpoint()),
-        ("DEPOT_TIERING_REGION", REGION.to_owned()),
-        ("DEPOT_TIERING_PATH_STYLE", "on".to_owned()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
-}
-
 /// Produces `bytes` of 1 KiB messages in batches of 100 with 16 connections.
 fn produce(
     rt: &tokio::runtime::Runtime,
@@ -122,7 +107,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     stop(server, &tmp.path().join("plain").join("depot.log"))?;
 
     // 2. With tiering: produce while sealed segments upload, then drain.
-    let server = start_depot_with(&rt, &tmp.path().join("tiered"), &tier_env(&s3))?;
+    let server = start_depot_with(&rt, &tmp.path().join("tiered"), &s3.depot_env(BUCKET))?;
     let station = json!({"tiering": {"after_ms": 1000}});
     rt.block_on(expect(&server, "PUT", &format!("/v1/stations/{STATION}"), station, &[201]))?;
     let started = Instant::now();

@@ -88,6 +88,23 @@ impl S3Server {
         server
     }
 
+    /// The environment that points a Depot node's `[tiering]` at `bucket` on this server
+    /// (path-style, this server's credentials, no instance-metadata lookups).
+    pub fn depot_env(&self, bucket: &str) -> Vec<(String, String)> {
+        [
+            ("DEPOT_TIERING_BUCKET", bucket.to_owned()),
+            ("DEPOT_TIERING_ENDPOINT", self.endpoint()),
+            ("DEPOT_TIERING_REGION", REGION.to_owned()),
+            ("DEPOT_TIERING_PATH_STYLE", "on".to_owned()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
     /// `http://127.0.0.1:PORT`, the same across restarts.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -13,7 +13,7 @@ use crate::e2e::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use depot_broker::tier::object;
-use depot_tests::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
+use depot_tests::s3::S3Server;
 use serde_json::{json, Value};
 
 const BUCKET: &str = "tiering";
@@ -23,20 +23,10 @@ const WITHIN: Duration = Duration::from_secs(60);
 const SEGMENT_BYTES: &str = "65536";
 
 fn env(s3: &S3Server) -> Vec<(String, String)> {
-    [
-        ("DEPOT_TIERING_BUCKET", BUCKET.to_owned()),
-        ("DEPOT_TIERING_ENDPOINT", s3.endpoint()),
-        ("DEPOT_TIERING_REGION", REGION.to_owned()),
-        ("DEPOT_TIERING_PATH_STYLE", "on".to_owned()),
-        ("DEPOT_TIERING_PREFIX", "depot/".to_owned()),
-        ("DEPOT_SEGMENT_BYTES", SEGMENT_BYTES.to_owned()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut env = s3.depot_env(BUCKET);
+    env.push(("DEPOT_TIERING_PREFIX".to_owned(), "depot/".to_owned()));
+    env.push(("DEPOT_SEGMENT_BYTES".to_owned(), SEGMENT_BYTES.to_owned()));
+    env
 }
 
 fn start_tiered(dir: &std::path::Path, s3: &S3Server) -> Server {
