@@ -39,12 +39,23 @@ def _outlasts_ack_wait(body):
     push = body.get("push")
     if not isinstance(push, dict):
         return False
-    # Absent or null: the default.
+    # Absent or null: the default. The server reads a whole-number float (7467.0) as an integer.
     ack_wait = body.get("ack_wait_ms")
-    ack_wait = 30000 if ack_wait is None else ack_wait
+    ack_wait = 30000 if ack_wait is None else _whole(ack_wait)
     timeout = push.get("timeout_ms")
-    timeout = 15000 if timeout is None else timeout
-    return isinstance(ack_wait, int) and isinstance(timeout, int) and ack_wait <= timeout
+    timeout = 15000 if timeout is None else _whole(timeout)
+    return ack_wait is not None and timeout is not None and ack_wait <= timeout
+
+
+def _whole(value):
+    """`value` as an integer when JSON's number is a whole one (7467 or 7467.0), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 # Push destinations and signing secrets. The document gives their shape, but whether a server
