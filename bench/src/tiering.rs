@@ -95,6 +95,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let tmp = tempfile::tempdir_in(&base)?;
+    for run in ["plain", "tiered"] {
+        std::fs::create_dir_all(tmp.path().join(run))?;
+    }
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET);
     eprintln!("s3s-fs at {}; {} MiB per run", s3.endpoint(), bytes >> 20);
