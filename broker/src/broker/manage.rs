@@ -71,9 +71,9 @@ impl Broker {
         self.read(|s| s.list_stations())
     }
 
-    /// One station as this node has applied it, without a read barrier.
-    pub fn station_now(&self, station: &str) -> Option<StationView> {
-        self.read(|s| s.station_view(station))
+    /// One station's configuration as this node has applied it, without a read barrier.
+    pub fn station_config_now(&self, station: &str) -> Option<crate::station::StationConfig> {
+        self.read(|s| s.station_config(station).cloned())
     }
 
     /// Deletes `station` with its messages, groups and dead letters.

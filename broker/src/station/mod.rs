@@ -542,6 +542,11 @@ impl BrokerState {
         self.stations.get(self.names.get(&id)?)?.log.meta(offset).copied()
     }
 
+    /// A station's configuration, without building its view (which walks every group).
+    pub fn station_config(&self, station: &str) -> Option<&StationConfig> {
+        self.stations.get(station).map(|state| &state.config)
+    }
+
     pub fn station_view(&self, station: &str) -> Option<StationView> {
         self.stations.get(station).map(|state| self.view_of(state))
     }

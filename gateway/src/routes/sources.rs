@@ -510,8 +510,8 @@ async fn ingest(
     counters.admit(&name, config.rate_per_s).map_err(|l| reject(ApiError::RateLimited(l)))?;
     let limit = state
         .broker
-        .station_now(&config.station)
-        .map_or(SINGLE_BODY_LIMIT, |s| usize::try_from(s.config.max_message_bytes).unwrap_or(usize::MAX))
+        .station_config_now(&config.station)
+        .map_or(SINGLE_BODY_LIMIT, |c| usize::try_from(c.max_message_bytes).unwrap_or(usize::MAX))
         .min(SINGLE_BODY_LIMIT);
     let payload: Bytes = encoding::read_body(&req, body, limit).await.map_err(reject)?;
     if let Some(v) = &config.verify {
