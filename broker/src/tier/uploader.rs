@@ -157,6 +157,11 @@ async fn pass(replica: &Arc<Replica>, bucket: &Bucket, status: &StatusCell) -> b
             let built = tokio::task::spawn_blocking(move || object::build(&header, &path)).await;
             let body = match built {
                 Ok(Ok(body)) => body,
+                // A damaged segment is never uploaded (`build` checks every record).
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    tracing::warn!(error = %e, station, first, "a segment to tier is damaged; it is not tiered");
+                    continue;
+                }
                 // Retention may have removed the file since the list was taken.
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, station, first, "a segment to tier could not be read");

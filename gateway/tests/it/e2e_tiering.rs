@@ -73,9 +73,10 @@ fn objects(s3: &S3Server) -> Vec<(String, object::Header)> {
         .filter(|(key, _)| key.ends_with(".dseg"))
         .map(|(key, _)| {
             let bytes = std::fs::read(s3.object_path(BUCKET, &key)).unwrap();
-            let (header, segment) = object::parse(&bytes).unwrap_or_else(|e| panic!("{key}: {e}"));
-            assert!(segment.starts_with(b"DPLG"), "{key}: the segment file is not a station log");
-            (key, header)
+            let parsed = object::parse(&bytes).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert!(parsed.segment.starts_with(b"DPLG"), "{key}: the segment file is not a station log");
+            assert_eq!(parsed.index.len() as u64, parsed.header.records, "{key}: one index entry per record");
+            (key, parsed.header)
         })
         .collect()
 }
