@@ -47,6 +47,17 @@ fn failed<E: std::error::Error>(what: &str, e: E) -> BucketError {
     BucketError(text)
 }
 
+/// A failed GetObject.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GetError {
+    /// The object (or the bucket) does not exist: 404.
+    #[error("{0}")]
+    Missing(BucketError),
+    /// Anything else: the bucket did not answer, or answered another error.
+    #[error("{0}")]
+    Failed(BucketError),
+}
+
 /// An object a listing found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed {
@@ -197,17 +208,26 @@ impl Bucket {
 
     /// Bytes `range` (`start..end`) of `key`.
     pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, BucketError> {
+        self.read_range(key, range).await.map_err(|e| match e {
+            GetError::Missing(e) | GetError::Failed(e) => e,
+        })
+    }
+
+    /// Like [`get_range`](Self::get_range), telling a missing object (or bucket) apart.
+    pub async fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>, GetError> {
         let header = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.options.bucket)
-            .key(key)
-            .range(header)
-            .send()
-            .await
-            .map_err(|e| failed("GetObject", e))?;
-        let bytes = out.body.collect().await.map_err(|e| failed("GetObject body", e))?;
+        let out =
+            self.client.get_object().bucket(&self.options.bucket).key(key).range(header).send().await.map_err(|e| {
+                let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
+                let e = failed("GetObject", e);
+                if missing {
+                    GetError::Missing(e)
+                } else {
+                    GetError::Failed(e)
+                }
+            })?;
+        let bytes = out.body.collect().await.map_err(|e| GetError::Failed(failed("GetObject body", e)))?;
         Ok(bytes.to_vec())
     }
 

@@ -9,3 +9,4 @@ mod inspect;
 mod power_cut;
 mod raft_storage_suite;
 mod snapshots;
+mod tier_reader;
