@@ -119,9 +119,11 @@ impl DiskWatch {
             return Ok(());
         }
         match self.space() {
-            Ok(space) if space.low() => {
-                Err(BrokerError::StorageFull { free_bytes: space.free, min_free_bytes: space.min_free })
-            }
+            Ok(space) if space.low() => Err(BrokerError::StorageFull {
+                free_bytes: space.free,
+                min_free_bytes: space.min_free,
+                tier_lag_bytes: 0,
+            }),
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the free space of the data dir");

@@ -23,6 +23,7 @@ pub mod dir_lock;
 pub mod dirs;
 pub mod disk;
 mod error;
+pub mod failpoint;
 pub mod identity;
 pub mod inspect;
 pub mod log;

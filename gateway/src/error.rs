@@ -78,6 +78,7 @@ error_codes! {
     Overloaded => SERVICE_UNAVAILABLE, "overloaded", "Overloaded";
     NotLeaderUnavailable => SERVICE_UNAVAILABLE, "not_leader_unavailable", "Unavailable";
     ShuttingDown => SERVICE_UNAVAILABLE, "shutting_down", "Shutting down";
+    TierUnavailable => SERVICE_UNAVAILABLE, "tier_unavailable", "Tiered data unavailable";
     StorageFull => INSUFFICIENT_STORAGE, "storage_full", "Storage full";
     Internal => INTERNAL_SERVER_ERROR, "internal", "Internal error";
 }
@@ -224,6 +225,11 @@ impl ApiError {
                 BrokerError::Unavailable { reason, retry_after } => {
                     (Code::NotLeaderUnavailable, format!("unavailable: {reason}"), Some(*retry_after))
                 }
+                BrokerError::TierUnavailable { reason, retry_after } => (
+                    Code::TierUnavailable,
+                    format!("the message is in the tiering bucket, which could not be read ({reason}); nothing changed, retry after Retry-After"),
+                    Some(*retry_after),
+                ),
                 BrokerError::ShuttingDown => {
                     (Code::ShuttingDown, "the server is shutting down".to_owned(), Some(Duration::from_secs(1)))
                 }

@@ -257,6 +257,20 @@ pub fn render_tier(out: &mut String, s: &depot_broker::tier::TierStatus) {
             "Bytes of sealed segments old enough to tier that are not in the bucket yet (on the leader).",
             s.lag_bytes as i64,
         ),
+        ("depot_tier_cache_bytes", "gauge", "Bytes of tiered data in the local read cache.", s.cache.bytes as i64),
+        ("depot_tier_cache_hits_total", "counter", "Reads of tiered data the cache served.", s.cache.hits as i64),
+        (
+            "depot_tier_cache_misses_total",
+            "counter",
+            "Reads of tiered data that had to go to the bucket.",
+            s.cache.misses as i64,
+        ),
+        (
+            "depot_tier_read_bytes_total",
+            "counter",
+            "Bytes read from the bucket (ranged GETs).",
+            s.cache.fetched_bytes as i64,
+        ),
         (
             "depot_tier_bucket_reachable",
             "gauge",

@@ -57,7 +57,13 @@ impl Broker {
 
     pub async fn station(&self, station: &str) -> Result<StationView, BrokerError> {
         self.replica.barrier().await?;
-        self.read(|s| s.station_view(station)).ok_or_else(|| CommandError::StationNotFound(station.into()).into())
+        let view = self.read(|s| s.station_view(station));
+        view.map(|v| self.with_local_bytes(v)).ok_or_else(|| CommandError::StationNotFound(station.into()).into())
+    }
+
+    fn with_local_bytes(&self, mut view: StationView) -> StationView {
+        view.local_bytes = self.replica.sm.local_bytes(view.id);
+        view
     }
 
     /// Every station, by name.
@@ -68,7 +74,7 @@ impl Broker {
 
     /// Every station as this node has applied them, without a read barrier (for metrics).
     pub fn stations_now(&self) -> Vec<StationView> {
-        self.read(|s| s.list_stations())
+        self.read(|s| s.list_stations()).into_iter().map(|v| self.with_local_bytes(v)).collect()
     }
 
     /// One station's configuration as this node has applied it, without a read barrier.
@@ -125,11 +131,12 @@ impl Broker {
     ) -> Result<DeadLetterPage, BrokerError> {
         self.replica.barrier().await?;
         let (records, more) = self.read(|s| s.dead_letter_page(station, after, limit, filter))?;
-        let messages = if with_messages {
-            records.iter().map(|r| self.message_now(station, r.offset)).collect::<Result<_, _>>()?
-        } else {
-            Vec::new()
-        };
+        let mut messages = Vec::new();
+        if with_messages {
+            for r in &records {
+                messages.push(self.message_now(station, r.offset).await?);
+            }
+        }
         Ok(DeadLetterPage { records, messages, more })
     }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::Broker;
 use crate::error::BrokerError;
+use crate::raft::state_machine::Stored;
 use crate::raft::{Applied, StoredMessage};
 use crate::receipt::{self, ReceiptKey, SealedReceipt};
 use crate::station::{
@@ -68,7 +69,7 @@ impl Broker {
     /// removed it, or before it was produced).
     pub async fn message(&self, station: &str, offset: u64) -> Result<Option<StoredMessage>, BrokerError> {
         self.replica.barrier().await?;
-        self.message_now(station, offset)
+        self.message_now(station, offset).await
     }
 
     /// Up to `limit` retained messages of `station` from offset `from` on, upward or (with
@@ -105,7 +106,7 @@ impl Broker {
         while let Some(offset) = offsets.next() {
             // Retention may remove messages while the page is read: upward it only moves
             // `first` past some of them, downward everything below is gone as well.
-            let Some(message) = self.message_now(station, offset)? else {
+            let Some(message) = self.message_now(station, offset).await? else {
                 if descending {
                     return self.checked(station, page);
                 }
@@ -135,12 +136,20 @@ impl Broker {
         }
     }
 
-    /// [`Broker::message`] without the barrier, for a read that follows one.
-    pub(super) fn message_now(&self, station: &str, offset: u64) -> Result<Option<StoredMessage>, BrokerError> {
+    /// [`Broker::message`] without the barrier, for a read that follows one. A tiered message
+    /// whose local copy is gone is read from the bucket.
+    pub(super) async fn message_now(&self, station: &str, offset: u64) -> Result<Option<StoredMessage>, BrokerError> {
         if self.read(|s| s.station_id(station)).is_none() {
             return Err(CommandError::StationNotFound(station.into()).into());
         }
-        self.replica.sm.read_message(station, offset).map_err(crate::replica::storage)
+        match self.replica.sm.read_message(station, offset).map_err(crate::replica::storage)? {
+            None => Ok(None),
+            Some(Stored::Local(message)) => Ok(Some(message)),
+            Some(Stored::Tiered(segment)) => {
+                let tier = self.replica.tier_reader.as_deref();
+                crate::tier::fill::read_one(tier, &segment, offset).await.map(Some)
+            }
+        }
     }
 
     /// The key receipts are sealed with: the replicated one, or, before any node has needed

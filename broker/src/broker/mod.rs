@@ -38,6 +38,8 @@ pub use manage::{DeadLetterPage, Put};
 pub use messages::{BrowsePage, Fetched, ProduceResults};
 
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
+/// Where the cache of tiered data is kept in the data dir (emptied at every start).
+const TIER_CACHE: &str = "tier-cache";
 /// How long shutdown waits for the background tasks before aborting those still running.
 const SHUTDOWN_TASK_WAIT: Duration = Duration::from_secs(2);
 
@@ -235,6 +237,13 @@ impl Broker {
         let (shutdown, _) = watch::channel(false);
         let (draining, _) = watch::channel(false);
         let disk = DiskWatch::new(&dir, opts.min_free_disk);
+        let tier_reader = match &opts.tier {
+            Some(bucket) => Some(Arc::new(
+                crate::tier::TierReader::new(bucket.clone(), dir.join(TIER_CACHE), bucket.options.cache_bytes)
+                    .map_err(storage)?,
+            )),
+            None => None,
+        };
         let replica = Arc::new(Replica {
             raft: RwLock::new(raft),
             core: CoreSetup { config, log_dir: dir.join("raft"), log: rebuild_log },
@@ -258,6 +267,7 @@ impl Broker {
             dir_lock: Mutex::new(Some(dir_lock)),
             disk,
             receipt_key: OnceLock::new(),
+            tier_reader,
             tier: opts.tier.as_ref().map(|bucket| {
                 let status = crate::tier::uploader::StatusCell::default();
                 status.lock().bucket = bucket.options.bucket.clone();
@@ -337,7 +347,11 @@ impl Broker {
 
     /// What tiering has done on this node; `None` when it is off.
     pub fn tier_status(&self) -> Option<crate::tier::TierStatus> {
-        self.replica.tier.as_ref().map(|cell| cell.lock().clone())
+        let mut status = self.replica.tier.as_ref().map(|cell| cell.lock().clone())?;
+        if let Some(reader) = &self.replica.tier_reader {
+            status.cache = reader.stats();
+        }
+        Some(status)
     }
 
     /// Space on the data dir's file system, with the watermark it is held to.

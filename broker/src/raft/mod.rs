@@ -43,6 +43,20 @@ pub struct StoredMessage {
     pub payload: bytes::Bytes,
 }
 
+impl StoredMessage {
+    /// Stands in for a message still to be read from the bucket.
+    pub(crate) fn placeholder(offset: u64) -> StoredMessage {
+        StoredMessage {
+            offset,
+            produced_at: 0,
+            deliver_at: 0,
+            content_type: String::new(),
+            headers: Vec::new(),
+            payload: bytes::Bytes::new(),
+        }
+    }
+}
+
 /// What applying one command answered. `messages` is filled for `Fetch` only, aligned with the
 /// deliveries of `Outcome::Fetched`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,6 +54,8 @@ pub(crate) struct Replica {
     pub(crate) sm: StateMachine,
     /// What the tiering uploader reports; `None` when tiering is off.
     pub(crate) tier: Option<crate::tier::uploader::StatusCell>,
+    /// Reads tiered messages whose local copies were deleted; `None` when tiering is off.
+    pub(crate) tier_reader: Option<Arc<crate::tier::TierReader>>,
     pub(crate) node_id: NodeId,
     pub(crate) cluster_id: String,
     /// This node's own membership record.
@@ -124,6 +126,27 @@ impl Replica {
         self.sm.read(f)
     }
 
+    /// Bytes old enough to tier that the bucket does not have yet (the leader's figure).
+    fn tier_lag_bytes(&self) -> u64 {
+        self.tier.as_ref().map_or(0, |cell| cell.lock().lag_bytes)
+    }
+
+    /// A produce refused under the disk watermark. Tiering counts twice here: the refusal says
+    /// how much local data waits for the bucket, and local copies that are already in the
+    /// bucket are freed at once (a snapshot is asked for) instead of at the next snapshot.
+    fn disk_low(&self, e: BrokerError) -> BrokerError {
+        let BrokerError::StorageFull { free_bytes, min_free_bytes, .. } = e else { return e };
+        if self.sm.freeable_tiered_bytes() > 0 {
+            let raft = self.raft();
+            tokio::spawn(async move {
+                if let Err(e) = raft.trigger().snapshot().await {
+                    tracing::debug!(error = %e, "snapshot to free tiered segments not triggered");
+                }
+            });
+        }
+        BrokerError::StorageFull { free_bytes, min_free_bytes, tier_lag_bytes: self.tier_lag_bytes() }
+    }
+
     pub(crate) fn storage_fault(&self) -> Option<String> {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -138,6 +161,7 @@ impl Replica {
             return BrokerError::StorageFull {
                 free_bytes: space.map_or(0, |s| s.free),
                 min_free_bytes: space.map_or(0, |s| s.min_free),
+                tier_lag_bytes: self.tier_lag_bytes(),
             };
         }
         unavailable(format!("storage failure ({detail}); the node is rebuilding its Raft core from disk"))
@@ -148,7 +172,9 @@ impl Replica {
     /// read here, on the node that proposed it, after the apply (which only decides deliveries).
     pub(crate) async fn propose(&self, command: Command) -> Result<Applied, BrokerError> {
         if matches!(command, Command::Produce { .. } | Command::Ingest { .. }) {
-            self.disk.check()?;
+            if let Err(e) = self.disk.check() {
+                return Err(self.disk_low(e));
+            }
         }
         let sender = self.proposals.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let sender = sender.ok_or(BrokerError::ShuttingDown)?;
@@ -166,7 +192,8 @@ impl Replica {
                 )))
             }
         };
-        self.sm.read_fetched(&mut applied).map_err(storage)?;
+        let tiered = self.sm.read_fetched(&mut applied).map_err(storage)?;
+        crate::tier::fill::fill(self.tier_reader.as_deref(), &mut applied.messages, tiered).await?;
         Ok(applied)
     }
 

@@ -75,6 +75,8 @@ impl StationState {
             created_at: self.created_at,
             tiering: None,
             tiered: TierStats::default(),
+            id: self.id,
+            local_bytes: 0,
         }
     }
 

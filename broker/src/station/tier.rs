@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{BrokerState, CommandError, Name, Outcome, StationTiering, TierStats, TieredSegment};
+use super::{BrokerState, CommandError, MessageMeta, Name, Outcome, StationTiering, TierStats, TieredSegment};
 
 /// The shortest `after_ms`: one second.
 pub const MIN_TIER_AFTER_MS: u64 = 1_000;
@@ -127,6 +127,31 @@ impl BrokerState {
     /// The catalog of station `station_id`, by first offset.
     pub fn tiered_segments(&self, station_id: u64) -> Vec<TieredSegment> {
         self.tiered.get(&station_id).map(|c| c.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The catalogued segment of station `station_id` that holds `offset`.
+    pub fn tiered_segment_at(&self, station_id: u64, offset: u64) -> Option<TieredSegment> {
+        let catalog = self.tiered.get(&station_id)?;
+        let (_, segment) = catalog.range(..=offset).next_back()?;
+        (segment.last_offset >= offset).then(|| segment.clone())
+    }
+
+    /// The first offset from `from` on that the catalog of station `station_id` does not
+    /// cover without a gap (`from` itself when the catalog does not hold it).
+    pub fn tier_covered_until(&self, station_id: u64, from: u64) -> u64 {
+        let mut until = from;
+        while let Some(segment) = self.tiered_segment_at(station_id, until) {
+            until = segment.last_offset.saturating_add(1);
+        }
+        until
+    }
+
+    /// The metas of the retained offsets of `first..end` of station `station_id`, in order.
+    pub fn message_metas(&self, station_id: u64, first: u64, end: u64) -> Vec<MessageMeta> {
+        let Some(state) = self.names.get(&station_id).and_then(|name| self.stations.get(name)) else {
+            return Vec::new();
+        };
+        (first.max(state.log.first)..end.min(state.log.next)).filter_map(|o| state.log.meta(o).copied()).collect()
     }
 
     /// Keys of objects to delete from the bucket.

@@ -687,6 +687,11 @@ pub struct StationView {
     pub tiering: Option<StationTiering>,
     /// What of the station is in the bucket.
     pub tiered: TierStats,
+    /// The station's incarnation.
+    pub id: u64,
+    /// Bytes of the station's log on this node's disk (segments and metas files); set by the
+    /// broker's facade, which knows the disk (0 in the replicated state's own views).
+    pub local_bytes: u64,
 }
 
 /// A station's tiering setting (API.md: station config `tiering: {after_ms}`).

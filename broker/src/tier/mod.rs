@@ -4,6 +4,7 @@
 //! [`reader`] reads records back from the bucket through a cache on disk.
 
 pub mod bucket;
+pub(crate) mod fill;
 pub mod object;
 pub mod reader;
 pub(crate) mod uploader;

@@ -17,6 +17,8 @@ use crate::station::{Command, TieredSegment};
 pub const SCAN_EVERY: Duration = Duration::from_millis(500);
 /// Waits after failed passes: doubling from [`SCAN_EVERY`] up to this, with jitter.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Snapshots asked for to delete local copies of tiered segments come at most this often.
+const SNAPSHOT_AT_MOST_EVERY: Duration = Duration::from_secs(2);
 /// A follower checks that the bucket answers this often (for /readyz and /metrics).
 const PROBE_EVERY: Duration = Duration::from_secs(30);
 /// The leader looks for orphaned objects on its first pass and then this often.
@@ -42,6 +44,8 @@ pub struct TierStatus {
     pub orphans_deleted_total: u64,
     /// Bytes of sealed segments old enough to tier that are not in the bucket yet (leader only).
     pub lag_bytes: u64,
+    /// The cache of tiered data read back from the bucket.
+    pub cache: super::TierCacheStats,
 }
 
 /// The shared cell the uploader writes and the broker reads.
@@ -76,6 +80,7 @@ pub(crate) async fn run(replica: Arc<Replica>, bucket: Bucket, status: StatusCel
     let mut failures = 0u32;
     let mut probed: Option<tokio::time::Instant> = None;
     let mut swept: Option<tokio::time::Instant> = None;
+    let mut snapshot_asked: Option<tokio::time::Instant> = None;
     while !*shutdown.borrow() {
         let ok = if replica.leads() {
             let mut ok = pass(&replica, &bucket, &status).await;
@@ -98,12 +103,26 @@ pub(crate) async fn run(replica: Arc<Replica>, bucket: Bucket, status: StatusCel
             }
             true
         };
+        free_local_copies(&replica, &mut snapshot_asked).await;
         failures = if ok { 0 } else { failures.saturating_add(1) };
         let wait = backoff(failures);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {}
         }
+    }
+}
+
+/// On every node: local copies of catalogued segments are deleted once a snapshot is durable
+/// (`raft::state_machine`), so when there are some, a snapshot is asked for, at most once per
+/// [`SNAPSHOT_AT_MOST_EVERY`], rather than waiting for the usual count of entries or bytes.
+async fn free_local_copies(replica: &Replica, asked: &mut Option<tokio::time::Instant>) {
+    if asked.is_some_and(|at| at.elapsed() < SNAPSHOT_AT_MOST_EVERY) || replica.sm.freeable_tiered_bytes() == 0 {
+        return;
+    }
+    *asked = Some(tokio::time::Instant::now());
+    if let Err(e) = replica.raft().trigger().snapshot().await {
+        tracing::debug!(error = %e, "snapshot to free tiered segments not triggered");
     }
 }
 
@@ -185,6 +204,7 @@ async fn pass(replica: &Arc<Replica>, bucket: &Bucket, status: &StatusCell) -> b
                 continue;
             }
             status.succeeded();
+            crate::failpoint::hit("tier-after-upload");
             let segment = TieredSegment { first_offset: first, last_offset: last, bytes, key, tiered_at: now };
             match replica.submit(Command::TierSegment { station: station.clone(), station_id: id, segment }).await {
                 Ok(_) => {

@@ -10,3 +10,4 @@ mod power_cut;
 mod raft_storage_suite;
 mod snapshots;
 mod tier_reader;
+mod tiered_local;

@@ -9,7 +9,7 @@ use std::path::Path;
 use bytes::Bytes;
 use depot_broker::log::Verify;
 use depot_broker::raft::log_store::LogStore;
-use depot_broker::raft::state_machine::{SmOptions, StateMachine};
+use depot_broker::raft::state_machine::{SmOptions, StateMachine, Stored};
 use depot_broker::raft::{Entry, LogId, Proposal};
 use depot_broker::station::{Command, Envelope, NewMessage, StationConfig};
 use depot_powercut::{Mode, Op, PowerCut};
@@ -223,7 +223,8 @@ fn a_station_log_tail_past_the_snapshot_torn_by_a_power_cut_is_cut_off() {
         let sm = StateMachine::open(opts(&dir)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         // The snapshot's 19 messages read back; Raft would replay the rest.
         for offset in 0..19 {
-            let m = sm.read_message("s", offset).unwrap().unwrap_or_else(|| panic!("seed {seed}: offset {offset}"));
+            let m = sm.read_message("s", offset).unwrap();
+            let Some(Stored::Local(m)) = m else { panic!("seed {seed}: offset {offset} is {m:?}") };
             assert_eq!(m.payload.len(), 1500);
         }
         assert!(sm.read_message("s", 19).unwrap().is_none(), "seed {seed}: past the snapshot");

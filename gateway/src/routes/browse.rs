@@ -113,7 +113,7 @@ fn start(q: &BrowseQuery) -> Result<(BrowseOrder, Option<u64>), ApiError> {
         (status = 200, body = BrowsePage),
         (status = 400, description = "Invalid name or query (order asc or desc, limit 1-1000, a cursor this server issued)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "station_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "tier_unavailable: a message is in the tiering bucket, which could not be read (Retry-After); or not_leader_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/stations/{station}/messages")]
@@ -153,7 +153,7 @@ struct MessagePath {
         (status = 200, body = BrowsedMessage),
         (status = 400, description = "Invalid name or offset", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "station_not_found, or message_not_found: retention removed the offset or it is past the end", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "tier_unavailable: a message is in the tiering bucket, which could not be read (Retry-After); or not_leader_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/stations/{station}/messages/{offset:[0-9]+}")]

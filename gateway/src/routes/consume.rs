@@ -129,7 +129,7 @@ fn names(path: web::Path<(String, String)>) -> Result<(String, String), ApiError
         (status = 200, body = FetchResult),
         (status = 400, description = "Invalid name or body (max_messages 1-1000, wait_ms 0-20000)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "station_not_found or consumer_group_not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "tier_unavailable: a message is in the tiering bucket, which could not be read (Retry-After); or not_leader_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/stations/{station}/consumer-groups/{group}/fetch")]

@@ -132,6 +132,7 @@ fn parse_reason(reason: &str) -> Result<DeadLetterReason, ApiError> {
         (status = 200, body = DeadLetterList),
         (status = 400, description = "Invalid name or query", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "station_not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "tier_unavailable: a message is in the tiering bucket, which could not be read (Retry-After); or not_leader_unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/stations/{station}/dead-letters")]

@@ -190,8 +190,8 @@ pub struct StationStatsBody {
     /// Offset of the newest message; `null` before the first message.
     pub last_offset: Option<u64>,
     pub tiered: TieredBody,
-    /// Bytes of the station's messages on this node's disk. Tiered segments keep their local
-    /// copy for now, so this is `bytes`.
+    /// Bytes of the station's log on this node's disk: segment files (with record headers) and
+    /// the metas kept of segments whose local copies were deleted after tiering.
     pub local_bytes: u64,
 }
 
@@ -244,7 +244,7 @@ impl From<StationView> for Station {
                     first_offset: v.tiered.first_offset,
                     last_offset: v.tiered.last_offset,
                 },
-                local_bytes: v.stats.bytes,
+                local_bytes: v.local_bytes,
             },
             consumer_groups: v
                 .groups

@@ -115,7 +115,7 @@ fn sealed_segments_become_objects_that_decode_alone_and_retention_and_deletion_r
         assert_eq!(header.records, header.last_offset - header.first_offset + 1, "{key}");
         next = header.last_offset + 1;
     }
-    // Local copies stay, so every message still reads back.
+    // Every message reads back, from the local copy or, once that is deleted, from the bucket.
     for offset in [0u64, 57, 399] {
         let m = server.json("GET", &format!("/v1/stations/{STATION}/messages/{offset}"), None);
         let payload = STANDARD.decode(m.body["payload_base64"].as_str().unwrap()).unwrap();

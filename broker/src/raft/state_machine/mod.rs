@@ -28,10 +28,18 @@ use super::{
     StoredMessage, TypeConfig,
 };
 use crate::log::{FileCache, FileCacheStats, SegmentedLog, Verify};
-use crate::station::{BrokerState, Command, Effect, Envelope, Outcome, Produced};
+use crate::station::{BrokerState, Command, Effect, Envelope, Outcome, Produced, TieredSegment};
 
 mod snapshots;
 mod station_logs;
+mod tiered;
+
+/// Where a retained message is: read from the local log, or in a tiered object.
+#[derive(Clone, Debug)]
+pub enum Stored {
+    Local(StoredMessage),
+    Tiered(TieredSegment),
+}
 
 use station_logs::{load_snapshot, remove_stale, remove_trash};
 
@@ -61,6 +69,8 @@ struct Inner {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     logs: BTreeMap<u64, SegmentedLog>,
+    /// The metas files of stations whose oldest segments were tiered and deleted locally.
+    metas: BTreeMap<u64, tiered::StationMetas>,
     /// Deletions waiting for a snapshot taken at or after the log index they were applied at.
     deferred: Vec<(u64, Effect)>,
     current: Option<(SnapshotMeta, PathBuf)>,
@@ -223,6 +233,7 @@ fn load(opts: SmOptions) -> Result<Inner, StorageError> {
         last_applied: None,
         membership: StoredMembership::default(),
         logs: BTreeMap::new(),
+        metas: BTreeMap::new(),
         deferred: Vec::new(),
         current: None,
         snapshot_seq: 0,
@@ -275,14 +286,18 @@ impl StateMachine {
         self.shared.applied.subscribe()
     }
 
-    /// Reads one retained message of a station; `None` outside the retained range.
-    pub fn read_message(&self, station: &str, offset: u64) -> Result<Option<StoredMessage>, StorageError> {
+    /// Reads one retained message of a station; `None` outside the retained range. A message
+    /// whose local copy was deleted after tiering answers where it is in the bucket.
+    pub fn read_message(&self, station: &str, offset: u64) -> Result<Option<Stored>, StorageError> {
         let inner = self.shared.read();
         let Some(id) = inner.state.station_id(station) else { return Ok(None) };
         let retained = inner.state.station_offsets(id).is_some_and(|(first, next)| (first..next).contains(&offset));
         let Some(log) = inner.logs.get(&id).filter(|_| retained) else { return Ok(None) };
+        if offset < log.first_seq() {
+            return Ok(inner.state.tiered_segment_at(id, offset).map(Stored::Tiered));
+        }
         match log.read(offset).map_err(sm_err)? {
-            Some(record) => Ok(Some(decode_message(offset, record).map_err(sm_err)?)),
+            Some(record) => Ok(Some(Stored::Local(decode_message(offset, record).map_err(sm_err)?))),
             None => Ok(None),
         }
     }
@@ -290,31 +305,53 @@ impl StateMachine {
     /// Reads the messages of an applied `Fetch` into `applied.messages`, aligned with its
     /// deliveries. A delivery whose message retention removed (or whose station was deleted)
     /// since the apply is dropped: it cannot be consumed, and its group forgets it as it
-    /// forgets every removed message.
-    pub fn read_fetched(&self, applied: &mut Applied) -> Result<(), StorageError> {
+    /// forgets every removed message. Messages whose local copies were deleted after tiering
+    /// are left as placeholders (offset only) and answered in the result, with their segments,
+    /// for the caller to read from the bucket outside the lock.
+    pub fn read_fetched(&self, applied: &mut Applied) -> Result<Vec<(usize, TieredSegment)>, StorageError> {
         let (Outcome::Fetched(deliveries), Some(id)) = (&mut applied.outcome, applied.station_id) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let inner = self.shared.read();
         let Some(log) = inner.logs.get(&id) else {
             deliveries.clear();
-            return Ok(());
+            return Ok(Vec::new());
         };
         let retained = inner.state.station_offsets(id);
         let mut messages = Vec::with_capacity(deliveries.len());
         let mut kept = Vec::with_capacity(deliveries.len());
+        let mut tiered = Vec::new();
         for d in deliveries.drain(..) {
             let offset = d.receipt.offset;
             if !retained.is_some_and(|(first, next)| (first..next).contains(&offset)) {
                 continue;
             }
-            let Some(record) = log.read(offset).map_err(sm_err)? else { continue };
-            messages.push(decode_message(offset, record).map_err(sm_err)?);
+            if offset < log.first_seq() {
+                let Some(segment) = inner.state.tiered_segment_at(id, offset) else { continue };
+                tiered.push((messages.len(), segment));
+                messages.push(StoredMessage::placeholder(offset));
+            } else {
+                let Some(record) = log.read(offset).map_err(sm_err)? else { continue };
+                messages.push(decode_message(offset, record).map_err(sm_err)?);
+            }
             kept.push(d);
         }
         *deliveries = kept;
         applied.messages = messages;
-        Ok(())
+        Ok(tiered)
+    }
+
+    /// Bytes of local copies of tiered segments that the next snapshot lets this node delete.
+    pub fn freeable_tiered_bytes(&self) -> u64 {
+        let inner = self.shared.read();
+        inner.logs.keys().filter_map(|&id| inner.freeable(id)).map(|(_, bytes)| bytes).sum()
+    }
+
+    /// Bytes of station `id` on this node's disk: its log's segments and metas files.
+    pub fn local_bytes(&self, id: u64) -> u64 {
+        let inner = self.shared.read();
+        let log = inner.logs.get(&id).map_or(0, SegmentedLog::bytes);
+        log + inner.metas.get(&id).map_or(0, |files| files.values().map(|m| m.len).sum())
     }
 
     /// For a clean shutdown: waits for snapshot I/O in progress, refuses any later, and fsyncs
@@ -395,8 +432,10 @@ impl Inner {
                     if let Some(log) = self.logs.get_mut(&id) {
                         log.purge_before(first_offset).map_err(sm_err)?;
                     }
+                    self.drop_metas_below(id, first_offset)?;
                 }
                 Effect::StationDropped { id } => {
+                    self.metas.remove(&id);
                     let dir = station_dir(&self.opts.dir, id);
                     if dir.exists() {
                         fs::remove_dir_all(&dir).map_err(io_err(&dir)).map_err(sm_err)?;
@@ -405,7 +444,7 @@ impl Inner {
                 Effect::StationCreated { .. } => {}
             }
         }
-        Ok(())
+        self.drop_tiered_copies()
     }
 }
 

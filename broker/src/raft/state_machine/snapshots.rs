@@ -43,6 +43,10 @@ pub(super) fn build_snapshot(shared: &Shared, generation: u64) -> Result<(), Sto
                 files.push((SnapshotFile { station_id: id, name, len: seg.len_bytes }, seg.path.clone()));
             }
         }
+        for (id, m) in inner.metas_files() {
+            let name = m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            files.push((SnapshotFile { station_id: id, name, len: m.len }, m.path.clone()));
+        }
         (meta, state, files, points, inner.opts.dir.clone())
     };
     for point in points {

@@ -91,6 +91,7 @@ impl Inner {
         }
         durable_file::fsync_dir(&stations_dir).map_err(sm_err)?;
         self.logs.clear();
+        self.metas.clear();
         // What the current snapshot recorded of each station's segments.
         let mut recorded: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
         if let Some((_, snap_dir)) = &self.current {
@@ -121,8 +122,12 @@ impl Inner {
                 }
             };
             let (first, next) = self.state.station_offsets(id).unwrap_or((0, 0));
-            let mut metas = Vec::with_capacity((next - first) as usize);
-            for item in log.iter_from(first) {
+            let local_first = log.first_seq().max(first);
+            // Offsets below the log's first were tiered and their files deleted: their metas
+            // are in metas files (`open_station_log` checked that they cover them).
+            let mut metas = self.metas_from_files(id, first, local_first)?.unwrap_or_default();
+            metas.reserve((next - local_first) as usize);
+            for item in log.iter_from(local_first) {
                 let (seq, record) = item.map_err(sm_err)?;
                 if seq >= next {
                     break;
@@ -135,9 +140,17 @@ impl Inner {
         Ok(())
     }
 
-    pub(super) fn open_station_log(&self, id: u64) -> Result<Option<SegmentedLog>, StorageError> {
+    /// Whether offsets `first..local_first`, missing from a station's log, were tiered and
+    /// deleted locally: the catalog holds them and metas files keep what the state needs.
+    fn tiered_away(&self, id: u64, first: u64, local_first: u64) -> Result<bool, StorageError> {
+        Ok(self.state.tier_covered_until(id, first) >= local_first
+            && self.metas_from_files(id, first, local_first)?.is_some())
+    }
+
+    pub(super) fn open_station_log(&mut self, id: u64) -> Result<Option<SegmentedLog>, StorageError> {
         let dir = station_dir(&self.opts.dir, id);
         let (first, _) = self.state.station_offsets(id).unwrap_or((0, 0));
+        self.scan_metas(id, first)?;
         crate::raft::purged::drop_segments_below(&dir, first).map_err(io_err(&dir)).map_err(sm_err)?;
         let (mut log, recovery) = self.open_log(&dir)?;
         if let Some((path, pos)) = recovery.torn_tail {
@@ -148,7 +161,7 @@ impl Inner {
             log.reset(next).map_err(sm_err)?;
             return Ok(Some(log));
         }
-        if log.first_seq() > first || log.next_seq() < next {
+        if log.first_seq() > first && !self.tiered_away(id, first, log.first_seq())? || log.next_seq() < next {
             return Ok(None);
         }
         if log.next_seq() > next {
