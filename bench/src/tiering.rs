@@ -1,17 +1,23 @@
-//! `depot-bench tiering [--quick] [--dir DIR]`: what tiering costs and how fast it uploads, on
-//! this machine, against a real S3-compatible server process (s3s-fs, from the test kit),
-//! everything on loopback.
+//! `depot-bench tiering [--quick] [--dir DIR] [--bytes N]`: what tiering costs, how fast it
+//! uploads and how fast a replay reads back from the bucket, on this machine, against a real
+//! S3-compatible server process (s3s-fs, from the test kit), everything on loopback.
 //!
 //! 1. **Produce without tiering**: a fresh release `depot dev`; batches of 100 × 1 KiB with 16
-//!    connections until `--bytes` (1 GiB; 256 MiB with `--quick`) are stored.
+//!    connections until `--bytes` (5 GiB; 256 MiB with `--quick`) are stored, with the default
+//!    7-day retention. The data dir's disk use (`du`, hard links counted once) is sampled.
 //! 2. **Produce with tiering**: the same on a fresh server with a `[tiering]` bucket and the
-//!    station's `after_ms` at 1 s, so sealed 64 MiB segments upload while produce runs. Then
-//!    the time until every sealed segment is in the bucket (`lag_bytes` 0 in /readyz).
-//! 3. **The SDK alone**: the same client (`depot_broker::tier::Bucket`, same part size) puts
+//!    station's `after_ms` at 10 s (1 s with `--quick`), so sealed 64 MiB segments upload and
+//!    their local copies go while produce runs. Then until every sealed segment is in the
+//!    bucket and its local copy deleted. Reported: the peak disk use of the data dir without
+//!    and with the read cache.
+//! 3. **Replay from the tier, cold**: the tiered server restarted (its cache is emptied at
+//!    start); a new group from offset 0 drains with fetch 100 + ack on 16 connections for up to
+//!    30 s (at most the whole station), reading tiered offsets through the cache.
+//! 4. **The SDK alone**: the same client (`depot_broker::tier::Bucket`, same part size) puts
 //!    as many 64 MiB objects one after another, as the uploader does, to the same server.
 //!
-//! Reported: produce MB/s and server CPU per MiB for 1 and 2 and their ratio (target: within
-//! 10%), and the upload rate of 2 against 3 (target: at least 0.5×).
+//! Targets (issue 17): produce with tiering within 10% of without; local disk under 1 GiB
+//! plus the cache; replay at least 100 MB/s; upload at least 0.5× the SDK alone.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +28,9 @@ use depot_broker::tier::{Bucket, TierOptions, DEFAULT_PART_BYTES};
 use depot_tests::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
 use serde_json::json;
 
-use crate::load::{admin, batch_body, expect, load_until, request, start_depot_with, stop, token, Target, KIB};
+use crate::load::{
+    admin, batch_body, expect, load, load_until, request, start_depot_with, stop, token, Target, Work, KIB,
+};
 
 const STATION: &str = "bench-tiered";
 const BUCKET: &str = "tiering";
@@ -82,14 +90,70 @@ fn tiered_bytes(rt: &tokio::runtime::Runtime, server: &depot_tests::process::Ser
     v["stats"]["tiered"]["bytes"].as_u64().context("no stats.tiered.bytes")
 }
 
+/// Disk use of `dir` in bytes as `du` counts it (allocated blocks, hard links once).
+fn du(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("du").arg("-s").arg("--block-size=1").arg(dir).output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Samples the disk use of a data dir (without and with its read cache) every 250 ms until
+/// dropped; keeps the peaks.
+struct DiskPeak {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl DiskPeak {
+    fn start(data: PathBuf) -> DiskPeak {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut local, mut cache) = (0u64, 0u64);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let all = du(&data);
+                let c = du(&data.join("tier-cache"));
+                local = local.max(all.saturating_sub(c));
+                cache = cache.max(c);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            (local, cache)
+        });
+        DiskPeak { stop, handle: Some(handle) }
+    }
+
+    /// (peak without the cache, peak of the cache).
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or((0, 0))
+    }
+}
+
+fn station_stats(
+    rt: &tokio::runtime::Runtime,
+    server: &depot_tests::process::Server,
+) -> anyhow::Result<serde_json::Value> {
+    let (_, text) =
+        rt.block_on(admin(server.addr, token(server), "GET", &format!("/v1/stations/{STATION}"), json!({})))?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(v["stats"].clone())
+}
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let base = match args.iter().position(|a| a == "--dir") {
         Some(i) => PathBuf::from(args.get(i + 1).context("--dir needs a value")?),
         None => std::env::temp_dir(),
     };
-    let bytes: u64 = if quick { 256 << 20 } else { 1 << 30 };
-    // The SDK client of step 3 takes its credentials from the default chain, like a node's.
+    let bytes: u64 = match args.iter().position(|a| a == "--bytes") {
+        Some(i) => args.get(i + 1).context("--bytes needs a value")?.parse().context("--bytes: a number of bytes")?,
+        None if quick => 256 << 20,
+        None => 5 << 30,
+    };
+    let after_ms: u64 = if quick { 1_000 } else { 10_000 };
+    // The SDK client of step 4 takes its credentials from the default chain, like a node's.
     std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
@@ -100,24 +164,30 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET);
-    eprintln!("s3s-fs at {}; {} MiB per run", s3.endpoint(), bytes >> 20);
+    eprintln!("s3s-fs at {}; {} MiB per run; after_ms {after_ms}", s3.endpoint(), bytes >> 20);
 
     // 1. Without tiering.
-    let server = start_depot_with(&rt, &tmp.path().join("plain"), &[])?;
+    let plain_dir = tmp.path().join("plain");
+    let server = start_depot_with(&rt, &plain_dir, &[])?;
     rt.block_on(expect(&server, "PUT", &format!("/v1/stations/{STATION}"), json!({}), &[201]))?;
+    let peak = DiskPeak::start(plain_dir.join("data"));
     let plain = produce(&rt, &server, bytes)?;
+    let (plain_disk, _) = peak.finish();
     eprintln!("produce without tiering: {:.0} MB/s, server CPU {:.2} s", plain.mb_per_s(), plain.server_cpu_s);
-    stop(server, &tmp.path().join("plain").join("depot.log"))?;
+    stop(server, &plain_dir.join("depot.log"))?;
+    std::fs::remove_dir_all(&plain_dir)?;
 
-    // 2. With tiering: produce while sealed segments upload, then drain.
-    let server = start_depot_with(&rt, &tmp.path().join("tiered"), &s3.depot_env(BUCKET))?;
-    let station = json!({"tiering": {"after_ms": 1000}});
+    // 2. With tiering: produce while sealed segments upload and their copies go, then drain.
+    let tiered_dir = tmp.path().join("tiered");
+    let server = start_depot_with(&rt, &tiered_dir, &s3.depot_env(BUCKET))?;
+    let station = json!({"tiering": {"after_ms": after_ms}});
     rt.block_on(expect(&server, "PUT", &format!("/v1/stations/{STATION}"), station, &[201]))?;
+    let peak = DiskPeak::start(tiered_dir.join("data"));
     let started = Instant::now();
     let tiered = produce(&rt, &server, bytes)?;
     eprintln!("produce with tiering: {:.0} MB/s, server CPU {:.2} s", tiered.mb_per_s(), tiered.server_cpu_s);
     let sealed = (tiered.bytes / SEGMENT).saturating_sub(1).max(1);
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_secs(900);
     let uploaded = loop {
         let (lag, reachable) = readyz_lag(&rt, &server)?;
         let done = tiered_bytes(&rt, &server)?;
@@ -125,17 +195,64 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             break done;
         }
         if Instant::now() > deadline {
-            bail!("tiering did not catch up within 10 minutes (lag {lag:?}, {done} bytes tiered)");
+            bail!("tiering did not catch up within 15 minutes (lag {lag:?}, {done} bytes tiered)");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     let drained = started.elapsed().as_secs_f64();
-    // Segments become eligible 1 s after they are sealed, so the window starts 1 s in.
-    let upload_mb_s = uploaded as f64 / 1e6 / (drained - 1.0).max(1e-3);
+    // Segments become eligible `after_ms` after they are sealed, so the window starts then.
+    let upload_mb_s = uploaded as f64 / 1e6 / (drained - after_ms as f64 / 1e3).max(1e-3);
     eprintln!("tiered {uploaded} bytes in {drained:.1} s from the start of produce");
-    stop(server, &tmp.path().join("tiered").join("depot.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let stats = loop {
+        let stats = station_stats(&rt, &server)?;
+        if stats["local_bytes"].as_u64().is_some_and(|l| l < 3 * SEGMENT) || Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (tiered_disk, _) = peak.finish();
+    let settled_disk = du(&tiered_dir.join("data"));
+    eprintln!("after tiering: {stats}; data dir {settled_disk} bytes");
+    stop(server, &tiered_dir.join("depot.log"))?;
 
-    // 3. The SDK alone, same client and part size, objects of one segment each.
+    // 3. Replay from the tier with a cold cache.
+    let server = start_depot_with(&rt, &tiered_dir, &s3.depot_env(BUCKET))?;
+    let group = format!("/v1/stations/{STATION}/consumer-groups/replay");
+    rt.block_on(expect(&server, "PUT", &group, json!({"start": "earliest"}), &[201]))?;
+    let tok = token(&server).map(str::to_owned);
+    let work = Work::FetchAck {
+        fetch: Arc::new(request(
+            "POST",
+            &format!("{group}/fetch"),
+            tok.as_deref(),
+            "application/json",
+            br#"{"max_messages":100}"#,
+        )),
+        ack_path: Arc::new(format!("{group}/ack")),
+        token: tok.clone().map(Arc::new),
+    };
+    let peak = DiskPeak::start(tiered_dir.join("data"));
+    let replay = load(&rt, Target::of(&server), work, 16, Duration::ZERO, Duration::from_secs(30))?;
+    let (replay_disk, replay_cache) = peak.finish();
+    if replay.errors > 0 {
+        bail!("replay: {} errors, the first: {:?}", replay.errors, replay.first_error);
+    }
+    let replay_mb_s = replay.messages as f64 * KIB as f64 / 1e6 / replay.seconds.max(1e-9);
+    let replay_cpu_us = replay.server_cpu_s * 1e6 / replay.messages.max(1) as f64;
+    let metrics = rt.block_on(admin(server.addr, None, "GET", "/metrics", json!({})))?.1;
+    let read_bytes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("depot_tier_read_bytes_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    eprintln!(
+        "replay: {} messages in {:.1} s, {read_bytes} bytes read from the bucket",
+        replay.messages, replay.seconds
+    );
+    stop(server, &tiered_dir.join("depot.log"))?;
+
+    // 4. The SDK alone, same client and part size, objects of one segment each.
     let options = TierOptions {
         bucket: BUCKET.to_owned(),
         endpoint: Some(s3.endpoint()),
@@ -148,7 +265,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let (sdk_seconds, sdk_bytes) = rt.block_on(async {
         let bucket = Bucket::new(options).await;
         let object = vec![b'o'; SEGMENT as usize];
-        let count = (uploaded / SEGMENT).max(1);
+        let count = (uploaded / SEGMENT).clamp(1, 16);
         let started = Instant::now();
         for i in 0..count {
             bucket.put(&bucket.key(&format!("{i:06}")), object.clone()).await?;
@@ -157,22 +274,46 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     })?;
     let sdk_mb_s = sdk_bytes as f64 / 1e6 / sdk_seconds;
 
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
     let ratio = tiered.mb_per_s() / plain.mb_per_s();
     let upload_ratio = upload_mb_s / sdk_mb_s;
-    println!("| run | produce MB/s | server CPU s per GiB | note |");
-    println!("|---|---|---|---|");
-    println!("| without tiering | {:.0} | {:.2} | |", plain.mb_per_s(), plain.cpu_s_per_gib());
-    println!("| with tiering | {:.0} | {:.2} | ratio {ratio:.2} |", tiered.mb_per_s(), tiered.cpu_s_per_gib());
+    println!("| run | MB/s | server CPU | peak data dir (without cache) | note |");
+    println!("|---|---|---|---|---|");
     println!(
-        "| upload (tiering) | {upload_mb_s:.0} | | {uploaded} bytes, drained {drained:.1} s after produce began |"
+        "| produce without tiering | {:.0} | {:.2} s per GiB | {:.0} MiB | |",
+        plain.mb_per_s(),
+        plain.cpu_s_per_gib(),
+        mib(plain_disk)
     );
-    println!("| upload (SDK alone) | {sdk_mb_s:.0} | | ratio {upload_ratio:.2} |");
+    println!(
+        "| produce with tiering | {:.0} | {:.2} s per GiB | {:.0} MiB | ratio {ratio:.2}; {:.0} MiB once drained |",
+        tiered.mb_per_s(),
+        tiered.cpu_s_per_gib(),
+        mib(tiered_disk),
+        mib(settled_disk)
+    );
+    println!(
+        "| replay from the tier, cold cache (fetch 100 + ack, 16 conns) | {replay_mb_s:.0} | {replay_cpu_us:.1} µs per message | {:.0} MiB, cache peak {:.0} MiB | {} messages in {:.1} s; {:.0} MiB read from the bucket |",
+        mib(replay_disk),
+        mib(replay_cache),
+        replay.messages,
+        replay.seconds,
+        mib(read_bytes)
+    );
+    println!(
+        "| upload (tiering) | {upload_mb_s:.0} | | | {uploaded} bytes, drained {drained:.1} s after produce began |"
+    );
+    println!("| upload (SDK alone) | {sdk_mb_s:.0} | | | ratio {upload_ratio:.2} |");
     println!(
         "{}",
-        json!({"bytes": bytes, "produce_mb_s_plain": plain.mb_per_s().round(), "produce_mb_s_tiered": tiered.mb_per_s().round(),
-            "produce_ratio": (ratio * 100.0).round() / 100.0, "upload_mb_s": upload_mb_s.round(), "sdk_mb_s": sdk_mb_s.round(),
+        json!({"bytes": bytes, "after_ms": after_ms, "produce_mb_s_plain": plain.mb_per_s().round(), "produce_mb_s_tiered": tiered.mb_per_s().round(),
+            "produce_ratio": (ratio * 100.0).round() / 100.0, "peak_disk_mib_plain": mib(plain_disk).round(),
+            "peak_disk_mib_tiered": mib(tiered_disk).round(), "replay_mb_s": replay_mb_s.round(),
+            "replay_cpu_us_per_msg": (replay_cpu_us * 10.0).round() / 10.0,
+            "upload_mb_s": upload_mb_s.round(), "sdk_mb_s": sdk_mb_s.round(),
             "upload_ratio": (upload_ratio * 100.0).round() / 100.0,
-            "produce_target_met": ratio >= 0.9, "upload_target_met": upload_ratio >= 0.5})
+            "produce_target_met": ratio >= 0.9, "disk_target_met": tiered_disk < (1 << 30),
+            "replay_target_met": replay_mb_s >= 100.0, "upload_target_met": upload_ratio >= 0.5})
     );
     Ok(())
 }

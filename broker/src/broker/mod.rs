@@ -157,8 +157,11 @@ impl Broker {
         // A rebuild after a storage failure recovers like a start after a crash.
         let rebuild_log = LogOptions { verify: Verify::Full, after_clean_shutdown: false, ..raft_log };
         let max_open_files = open_file_budget(opts.max_open_files);
-        let sm = StateMachine::open(SmOptions::new(dir.join("sm"), opts.segment_bytes, verify, max_open_files))
-            .map_err(storage)?;
+        let sm_options = SmOptions {
+            drop_tiered_copies: opts.tier.is_some(),
+            ..SmOptions::new(dir.join("sm"), opts.segment_bytes, verify, max_open_files)
+        };
+        let sm = StateMachine::open(sm_options).map_err(storage)?;
         log.link_snapshot(sm.durable_snapshot());
         if clean {
             std::fs::remove_file(&marker).map_err(storage)?;

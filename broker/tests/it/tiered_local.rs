@@ -12,7 +12,12 @@ use depot_broker::station::{Command, MessageMeta, Retention, StationConfig, Tier
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use tokio::io::AsyncReadExt;
 
-use crate::power_cut::{normal, runtime, sm_options, station_history};
+use crate::power_cut::{normal, runtime, station_history};
+
+/// The options of a node that reads tiered data from a bucket (so it deletes local copies).
+fn sm_options(dir: &Path) -> depot_broker::raft::state_machine::SmOptions {
+    depot_broker::raft::state_machine::SmOptions { drop_tiered_copies: true, ..crate::power_cut::sm_options(dir) }
+}
 
 fn files(dir: &Path, ext: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -83,11 +88,13 @@ fn tiered_segments_leave_the_disk_after_a_snapshot_and_nothing_needs_them_back()
     let before = metas(&sm, id, next);
     let segment_files = files(&station_dir(&sm_dir, id), ".log").len();
     assert!(segment_files >= 5, "expected several segments, found {segment_files}");
+    assert_eq!(sm.freeable_tiered_bytes(), 0);
 
     // The catalog takes every sealed segment; the files stay until a snapshot is durable.
     let (entries, segments) = tier_all(&sm, id, 41);
     let last_index = 40 + entries.len() as u64;
     rt.block_on(async { sm.apply(entries).await.unwrap() });
+    assert!(sm.freeable_tiered_bytes() > 0);
     assert_eq!(files(&station_dir(&sm_dir, id), ".log").len(), segment_files);
     assert!(files(&station_dir(&sm_dir, id), ".metas").is_empty());
     rt.block_on(async { sm.get_snapshot_builder().await.build_snapshot().await.unwrap() });
@@ -150,4 +157,29 @@ fn tiered_segments_leave_the_disk_after_a_snapshot_and_nothing_needs_them_back()
     assert!(files(&station_dir(&sm_dir, id), ".metas").is_empty(), "retention left the metas file");
     assert!(matches!(sm.read_message("s", next - 1).unwrap(), Some(Stored::Local(_))));
     assert!(sm.read_message("s", 0).unwrap().is_none());
+}
+
+/// A node without a bucket cannot read tiered data back, so it keeps its copies.
+#[test]
+fn a_node_without_a_bucket_keeps_its_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let rt = runtime();
+    let mut sm = StateMachine::open(crate::power_cut::sm_options(&dir)).unwrap();
+    let id = rt.block_on(async {
+        sm.apply(station_history(1, 40)).await.unwrap();
+        sm.read(|s| s.station_id("s")).unwrap()
+    });
+    let segments = files(&station_dir(&dir.join("sm"), id), ".log").len();
+    let (entries, tiered) = tier_all(&sm, id, 41);
+    rt.block_on(async {
+        sm.apply(entries).await.unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    });
+    assert_eq!(sm.freeable_tiered_bytes(), 0);
+    assert_eq!(files(&station_dir(&dir.join("sm"), id), ".log").len(), segments);
+    assert!(tiered.len() >= 5);
+    for offset in 0..39 {
+        assert!(matches!(sm.read_message("s", offset).unwrap(), Some(Stored::Local(_))), "offset {offset}");
+    }
 }

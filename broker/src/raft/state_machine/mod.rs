@@ -55,11 +55,15 @@ pub struct SmOptions {
     /// Holds the descriptors of every station log's segments and directory, so open files stay
     /// bounded however many stations there are.
     pub files: Arc<FileCache>,
+    /// This node reads tiered data from the bucket, so it deletes its local copies of
+    /// catalogued segments. Off (a node without a bucket), it keeps them and serves every read
+    /// from its own disk.
+    pub drop_tiered_copies: bool,
 }
 
 impl SmOptions {
     pub fn new(dir: PathBuf, segment_bytes: u64, verify: Verify, max_open_files: usize) -> SmOptions {
-        SmOptions { dir, segment_bytes, verify, files: FileCache::new(max_open_files) }
+        SmOptions { dir, segment_bytes, verify, files: FileCache::new(max_open_files), drop_tiered_copies: false }
     }
 }
 
@@ -344,6 +348,9 @@ impl StateMachine {
     /// Bytes of local copies of tiered segments that the next snapshot lets this node delete.
     pub fn freeable_tiered_bytes(&self) -> u64 {
         let inner = self.shared.read();
+        if !inner.opts.drop_tiered_copies {
+            return 0;
+        }
         inner.logs.keys().filter_map(|&id| inner.freeable(id)).map(|(_, bytes)| bytes).sum()
     }
 
@@ -411,6 +418,7 @@ impl Inner {
                 }
                 Effect::StationDropped { id } => {
                     self.logs.remove(&id);
+                    self.metas.remove(&id);
                     self.deferred.push((index, effect));
                 }
                 Effect::PrefixRemoved { .. } => self.deferred.push((index, effect)),

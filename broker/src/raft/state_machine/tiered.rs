@@ -41,6 +41,9 @@ impl Inner {
     /// still links the files (so a start from it finds them), and the next one lists the
     /// metas file instead.
     pub(super) fn drop_tiered_copies(&mut self) -> Result<(), StorageError> {
+        if !self.opts.drop_tiered_copies {
+            return Ok(());
+        }
         let ids: Vec<u64> = self.logs.keys().copied().collect();
         for id in ids {
             let Some((until, _)) = self.freeable(id) else { continue };
@@ -50,9 +53,14 @@ impl Inner {
             if from < until {
                 let metas = self.state.message_metas(id, from, until);
                 if metas.len() as u64 != until - from {
-                    return Err(sm_err(std::io::Error::other(format!(
-                        "station {id}: the state lacks metas of offsets {from}..{until}"
-                    ))));
+                    // Never expected; the copies then stay, which costs only disk.
+                    tracing::warn!(
+                        station_id = id,
+                        from,
+                        until,
+                        "the state lacks metas of tiered offsets: local copies kept"
+                    );
+                    continue;
                 }
                 self.write_metas(id, from, metas)?;
             }
