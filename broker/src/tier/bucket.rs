@@ -50,7 +50,7 @@ fn failed<E: std::error::Error>(what: &str, e: E) -> BucketError {
 /// A failed GetObject.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GetError {
-    /// The object (or the bucket) does not exist: 404.
+    /// The object (or the bucket) does not exist, or ends before the range: 404 or 416.
     #[error("{0}")]
     Missing(BucketError),
     /// Anything else: the bucket did not answer, or answered another error.
@@ -219,7 +219,7 @@ impl Bucket {
         let out =
             self.client.get_object().bucket(&self.options.bucket).key(key).range(header).send().await.map_err(|e| {
                 let missing = e.as_service_error().is_some_and(|s| s.is_no_such_key())
-                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404);
+                    || e.raw_response().is_some_and(|r| matches!(r.status().as_u16(), 404 | 416));
                 let e = failed("GetObject", e);
                 if missing {
                     GetError::Missing(e)

@@ -10,10 +10,10 @@
 //!
 //! Concurrent reads of a missing block share one GET (run in a task of its own, so a
 //! cancelled read does not cancel the others'). A read that continues where the last read
-//! of the same object stopped also starts fetching the next block (one read-ahead per
+//! of the same object stopped also starts fetching the next blocks (up to [`READ_AHEAD`] per
 //! object at a time), so a replay does not wait for each block in turn.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -36,6 +36,8 @@ const FIRST_GET: u64 = 64 << 10;
 const LAYOUTS: usize = 64;
 /// A longer JSON header is refused (real ones are a few hundred bytes).
 const MAX_HEADER: u64 = 1 << 20;
+/// Blocks of one object read ahead at once, at most.
+const READ_AHEAD: u64 = 8;
 /// Blocks one read fetches at once.
 const FETCHES_PER_READ: usize = 4;
 /// What cache files are named with; `new` deletes files of this kind (and no other).
@@ -82,6 +84,11 @@ impl std::fmt::Debug for TierReader {
     }
 }
 
+const _: fn() = || {
+    fn shared_across_tasks<T: Send + Sync + 'static>() {}
+    shared_across_tasks::<TierReader>();
+};
+
 struct Inner {
     bucket: Bucket,
     dir: PathBuf,
@@ -115,8 +122,8 @@ struct State {
     inflight: HashMap<BlockId, Fetch>,
     /// The last block a read of each object reached, for read-ahead.
     last_block: LruCache<Arc<str>, u64>,
-    /// Objects with a read-ahead in flight.
-    reading_ahead: HashSet<Arc<str>>,
+    /// Objects with read-ahead fetches in flight: how many.
+    reading_ahead: HashMap<Arc<str>, u64>,
     stats: TierCacheStats,
 }
 
@@ -144,7 +151,7 @@ impl TierReader {
             bytes: 0,
             inflight: HashMap::new(),
             last_block: LruCache::new(LAYOUTS),
-            reading_ahead: HashSet::new(),
+            reading_ahead: HashMap::new(),
             stats: TierCacheStats::default(),
         };
         Ok(TierReader { inner: Arc::new(Inner { bucket, dir: cache_dir, cache_bytes, state: Mutex::new(state) }) })
@@ -181,6 +188,8 @@ impl TierReader {
             spans.push((offset, start, end));
         }
         let (first_block, last_block) = (*needed.first().unwrap_or(&0), *needed.last().unwrap_or(&0));
+        // Before this read's own fetches, so that both run at once.
+        self.inner.read_ahead(&key, &layout, first_block, last_block);
         let blocks: HashMap<u64, Bytes> = futures_util::stream::iter(needed)
             .map(|b| {
                 let (inner, key, layout) = (&self.inner, &key, &layout);
@@ -207,7 +216,6 @@ impl TierReader {
             object::check_record(&record, offset).map_err(corrupt)?;
             out.push(Bytes::from(record).slice(RECORD_HEADER_LEN..));
         }
-        self.inner.read_ahead(&key, &layout, first_block, last_block);
         Ok(out)
     }
 }
@@ -265,7 +273,7 @@ impl Inner {
                 h.first_offset, h.last_offset, segment.first_offset, segment.last_offset
             )));
         }
-        let segment_start = header_end + written.index_bytes;
+        let segment_start = header_end.saturating_add(written.index_bytes);
         if segment_start.checked_add(written.segment_bytes) != Some(size) {
             return Err(corrupt(format!(
                 "a header, an index of {} and a segment of {} bytes do not make {size} bytes",
@@ -342,8 +350,13 @@ impl Inner {
             inner.lock().inflight.remove(&task_id);
             fetched
         });
+        let (inner, task_id) = (self.clone(), id.clone());
         let fetch = async move {
-            task.await.unwrap_or_else(|e| Err(TierReadError::Unavailable(format!("fetching a block failed: {e}"))))
+            task.await.unwrap_or_else(|e| {
+                // Cancelled (the runtime is shutting down) or panicked: the task did not clear it.
+                inner.lock().inflight.remove(&task_id);
+                Err(TierReadError::Unavailable(format!("fetching a block failed: {e}")))
+            })
         }
         .boxed()
         .shared();
@@ -395,31 +408,41 @@ impl Inner {
     }
 
     /// After a read of blocks `first..=last` of an object: if it continues the previous read
-    /// (or starts at the object's beginning), starts fetching the block after, unless a
-    /// read-ahead of this object is under way.
+    /// (or starts at the object's beginning), starts fetching the blocks after, so that up to
+    /// [`READ_AHEAD`] of this object's blocks (fewer in a small cache) are being fetched.
     fn read_ahead(self: &Arc<Self>, key: &Arc<str>, layout: &Layout, first: u64, last: u64) {
-        let next = last + 1;
         let mut st = self.lock();
         let sequential = first == 0 || st.last_block.get(&**key).is_some_and(|&l| first <= l + 1 && last >= l);
         st.last_block.insert(key.clone(), last);
-        // Read ahead only when the cache holds the block being read and the next one.
-        if !sequential || self.cache_bytes < 2 * BLOCK_BYTES || next * BLOCK_BYTES >= layout.size {
+        // The cache must hold the block being read as well as those read ahead.
+        let window = READ_AHEAD.min((self.cache_bytes / BLOCK_BYTES).saturating_sub(1));
+        if !sequential || window == 0 {
             return;
         }
-        let id: BlockId = (key.clone(), next);
-        if st.reading_ahead.contains(&**key) || st.blocks.contains_key(&id) || st.inflight.contains_key(&id) {
-            return;
+        for next in last + 1..=last + window {
+            let in_flight = st.reading_ahead.get(&**key).copied().unwrap_or(0);
+            if in_flight >= window || next * BLOCK_BYTES >= layout.size {
+                return;
+            }
+            let id: BlockId = (key.clone(), next);
+            if st.blocks.contains_key(&id) || st.inflight.contains_key(&id) {
+                continue;
+            }
+            st.stats.misses += 1;
+            let fetch = self.start_fetch(&mut st, id, next * BLOCK_BYTES..layout.size.min((next + 1) * BLOCK_BYTES));
+            *st.reading_ahead.entry(key.clone()).or_insert(0) += 1;
+            let (inner, key) = (self.clone(), key.clone());
+            tokio::spawn(async move {
+                // A failure is the next read's to report.
+                let _ = fetch.await;
+                let mut st = inner.lock();
+                if let Some(n) = st.reading_ahead.get_mut(&*key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.reading_ahead.remove(&*key);
+                    }
+                }
+            });
         }
-        st.stats.misses += 1;
-        let fetch = self.start_fetch(&mut st, id, next * BLOCK_BYTES..layout.size.min((next + 1) * BLOCK_BYTES));
-        st.reading_ahead.insert(key.clone());
-        drop(st);
-        let inner = self.clone();
-        let key = key.clone();
-        tokio::spawn(async move {
-            // A failure is the next read's to report.
-            let _ = fetch.await;
-            inner.lock().reading_ahead.remove(&*key);
-        });
     }
 }
