@@ -28,6 +28,7 @@ mod e2e_inspect;
 mod e2e_postgres;
 mod e2e_push;
 mod e2e_sources;
+mod e2e_tier_faults;
 mod e2e_tier_reads;
 mod e2e_tiering;
 mod http_wire;
