@@ -18,6 +18,7 @@ mod cluster_jepsen;
 mod cluster_power_cut;
 mod cluster_push;
 mod cluster_sources;
+mod cluster_tiering;
 mod consume;
 mod dev_binary;
 mod disk_full;
