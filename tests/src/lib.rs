@@ -5,6 +5,8 @@
 //!   they print where they listen, signalled, killed on drop; polling with a deadline;
 //! - [`disk`]: a tmpfs of a chosen size, ballast, free space;
 //! - [`http`]: the HTTP/1.1 client (one-shot, blocking keep-alive and tokio keep-alive);
+//! - [`s3`] and [`s3_faults`]: an S3-compatible server process, and a front of it that answers
+//!   500s or answers slowly;
 //! - [`cluster`]: clusters of `depot serve` processes with a fault proxy on every link, a
 //!   randomized workload and a Jepsen-style checker of its history;
 //! - [`serial`]: heavy tests one at a time in a test binary;
@@ -27,6 +29,7 @@ pub mod ports;
 pub mod process;
 pub mod receiver;
 pub mod s3;
+pub mod s3_faults;
 pub mod serial;
 pub mod webhooks;
 

@@ -117,7 +117,9 @@ pub(crate) async fn run(replica: Arc<Replica>, bucket: Bucket, status: StatusCel
 /// (`raft::state_machine`), so when there are some, a snapshot is asked for, at most once per
 /// [`SNAPSHOT_AT_MOST_EVERY`], rather than waiting for the usual count of entries or bytes.
 async fn free_local_copies(replica: &Replica, asked: &mut Option<tokio::time::Instant>) {
-    if asked.is_some_and(|at| at.elapsed() < SNAPSHOT_AT_MOST_EVERY) || replica.sm.freeable_tiered_bytes() == 0 {
+    if asked.is_some_and(|at| at.elapsed() < SNAPSHOT_AT_MOST_EVERY)
+        || (replica.sm.freeable_tiered_bytes() == 0 && !replica.sm.snapshot_links_deleted())
+    {
         return;
     }
     *asked = Some(tokio::time::Instant::now());

@@ -110,6 +110,7 @@ fn tiered_segments_leave_the_disk_after_a_snapshot_and_nothing_needs_them_back()
     sm.close().unwrap();
     drop(sm);
     let mut sm = StateMachine::open(sm_options(&dir)).unwrap();
+    assert!(sm.snapshot_links_deleted(), "the current snapshot links deleted copies: another must follow");
     assert_eq!(sm.last_applied().map(|l| l.index), Some(last_index));
     assert_eq!(files(&station_dir(&sm_dir, id), ".log").len(), 1);
     assert_reads(&sm, &segments, next, "after a restart");
@@ -120,6 +121,7 @@ fn tiered_segments_leave_the_disk_after_a_snapshot_and_nothing_needs_them_back()
     let snapshot_bytes = rt.block_on(async {
         sm.apply(vec![normal(last_index + 1, Command::Tick)]).await.unwrap();
         sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert!(!sm.snapshot_links_deleted());
         let mut snapshot = sm.get_current_snapshot().await.unwrap().unwrap();
         let mut archive = Vec::new();
         snapshot.snapshot.read_to_end(&mut archive).await.unwrap();

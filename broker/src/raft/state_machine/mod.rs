@@ -78,6 +78,10 @@ struct Inner {
     /// Deletions waiting for a snapshot taken at or after the log index they were applied at.
     deferred: Vec<(u64, Effect)>,
     current: Option<(SnapshotMeta, PathBuf)>,
+    /// Local copies of tiered segments were deleted after `current` was captured: it still
+    /// links them, so a node catching up from it would receive tiered data (see
+    /// [`StateMachine::snapshot_links_deleted`]).
+    current_links_deleted: bool,
     snapshot_seq: u64,
     buf: Vec<u8>,
 }
@@ -240,6 +244,7 @@ fn load(opts: SmOptions) -> Result<Inner, StorageError> {
         metas: BTreeMap::new(),
         deferred: Vec::new(),
         current: None,
+        current_links_deleted: false,
         snapshot_seq: 0,
         buf: Vec::new(),
     };
@@ -343,6 +348,14 @@ impl StateMachine {
         *deliveries = kept;
         applied.messages = messages;
         Ok(tiered)
+    }
+
+    /// Whether local copies of tiered segments were deleted since the current snapshot was
+    /// captured: that snapshot still links them (a start from it finds them), so it must be
+    /// followed by another one, listing the metas files instead, before a node that catches up
+    /// from a snapshot receives only metas (and before the disk holds the files no longer).
+    pub fn snapshot_links_deleted(&self) -> bool {
+        self.shared.read().current_links_deleted
     }
 
     /// Bytes of local copies of tiered segments that the next snapshot lets this node delete.

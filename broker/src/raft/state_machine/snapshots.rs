@@ -27,6 +27,8 @@ pub(super) fn build_snapshot(shared: &Shared, generation: u64) -> Result<(), Sto
     let (meta, state, files, points, root) = {
         let mut inner = shared.write();
         inner.snapshot_seq += 1;
+        // Captured after every deletion so far: it lists their metas files, not the segments.
+        inner.current_links_deleted = false;
         let state = inner.state.to_bytes().map_err(snap_err)?;
         let last = inner.last_applied;
         let snapshot_id = match last {

@@ -137,6 +137,12 @@ impl Inner {
             self.state.restore_messages(id, metas);
             self.logs.insert(id, log);
         }
+        // Copies deleted after the current snapshot was captured (before a restart): it still
+        // links them, and a new one must follow (see `StateMachine::snapshot_links_deleted`).
+        self.current_links_deleted = recorded.iter().any(|(&id, files)| {
+            known.contains_key(&id)
+                && files.iter().any(|(name, _)| name.ends_with(".log") && !station_dir(&root, id).join(name).exists())
+        });
         Ok(())
     }
 

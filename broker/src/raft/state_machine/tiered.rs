@@ -47,6 +47,8 @@ impl Inner {
         let ids: Vec<u64> = self.logs.keys().copied().collect();
         for id in ids {
             let Some((until, _)) = self.freeable(id) else { continue };
+            // The current snapshot still links what is deleted below.
+            self.current_links_deleted = true;
             let Some(local_first) = self.logs.get(&id).map(SegmentedLog::first_seq) else { continue };
             let (first, _) = self.state.station_offsets(id).unwrap_or((0, 0));
             let from = local_first.max(first);
