@@ -82,7 +82,16 @@ pub(crate) fn start_depot_with(
     dir: &Path,
     env: &[(String, String)],
 ) -> anyhow::Result<Server> {
-    let password = format!("bench-{:016x}", random_u64());
+    // Kept beside the data dir, so a restart on the same dir logs in with the same password.
+    let kept = dir.join("admin-password");
+    let password = match std::fs::read_to_string(&kept) {
+        Ok(p) => p,
+        Err(_) => {
+            let p = format!("bench-{:016x}", random_u64());
+            std::fs::write(&kept, &p)?;
+            p
+        }
+    };
     let mut cmd = depot_tests::process::dev_command(&depot_binary()?, &[], &dir.join("data"), &password);
     cmd.env("DEPOT_RATE_LIMIT", "off");
     cmd.envs(env.iter().map(|(k, v)| (k, v)));

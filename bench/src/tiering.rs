@@ -159,6 +159,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let tmp = tempfile::tempdir_in(&base)?;
+    if std::env::var_os("DEPOT_BENCH_KEEP").is_some() {
+        eprintln!("keeping {}", tmp.path().display());
+    }
     for run in ["plain", "tiered"] {
         std::fs::create_dir_all(tmp.path().join(run))?;
     }
@@ -211,9 +214,25 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The snapshot that follows the deletion lets go of the deleted files (within seconds).
+    let data = tiered_dir.join("data");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let local = stats["local_bytes"].as_u64().unwrap_or(0);
+    let settled_disk = loop {
+        // Once the snapshot links only what is still local.
+        if du(&data.join("sm/snapshots")) <= local + (1 << 20) || Instant::now() > deadline {
+            break du(&data);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
     let (tiered_disk, _) = peak.finish();
-    let settled_disk = du(&tiered_dir.join("data"));
-    eprintln!("after tiering: {stats}; data dir {settled_disk} bytes");
+    let part = |p: &str| du(&data.join(p)) >> 20;
+    eprintln!(
+        "after tiering: {stats}; data dir {settled_disk} bytes (MiB: raft {}, snapshots {}, stations {})",
+        part("raft"),
+        part("sm/snapshots"),
+        part("sm/stations")
+    );
     stop(server, &tiered_dir.join("depot.log"))?;
 
     // 3. Replay from the tier with a cold cache.
@@ -240,7 +259,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let replay_mb_s = replay.messages as f64 * KIB as f64 / 1e6 / replay.seconds.max(1e-9);
     let replay_cpu_us = replay.server_cpu_s * 1e6 / replay.messages.max(1) as f64;
-    let metrics = rt.block_on(admin(server.addr, None, "GET", "/metrics", json!({})))?.1;
+    let metrics = rt.block_on(admin(server.addr, token(&server), "GET", "/metrics", json!({})))?.1;
     let read_bytes = metrics
         .lines()
         .find_map(|l| l.strip_prefix("depot_tier_read_bytes_total "))
@@ -273,6 +292,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Ok::<_, anyhow::Error>((started.elapsed().as_secs_f64(), count * SEGMENT))
     })?;
     let sdk_mb_s = sdk_bytes as f64 / 1e6 / sdk_seconds;
+    if std::env::var_os("DEPOT_BENCH_KEEP").is_some() {
+        let _ = tmp.keep();
+    }
 
     let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
     let ratio = tiered.mb_per_s() / plain.mb_per_s();
