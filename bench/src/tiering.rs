@@ -1,9 +1,9 @@
-//! `depot-bench tiering [--quick] [--dir DIR] [--bytes N]`: what tiering costs, how fast it
+//! `depot-bench tiering [--quick] [--dir DIR] [--bytes N] [--conns N]`: what tiering costs, how fast it
 //! uploads and how fast a replay reads back from the bucket, on this machine, against a real
 //! S3-compatible server process (s3s-fs, from the test kit), everything on loopback.
 //!
 //! 1. **Produce without tiering**: a fresh release `depot dev`; batches of 100 × 1 KiB with 16
-//!    connections until `--bytes` (5 GiB; 256 MiB with `--quick`) are stored, with the default
+//!    connections (`--conns`) until `--bytes` (5 GiB; 256 MiB with `--quick`) are stored, with the default
 //!    7-day retention. The data dir's disk use (`du`, hard links counted once) is sampled.
 //! 2. **Produce with tiering**: the same on a fresh server with a `[tiering]` bucket and the
 //!    station's `after_ms` at 10 s (1 s with `--quick`), so sealed 64 MiB segments upload and
@@ -52,11 +52,12 @@ impl Produced {
     }
 }
 
-/// Produces `bytes` of 1 KiB messages in batches of 100 with 16 connections.
+/// Produces `bytes` of 1 KiB messages in batches of 100 with `conns` connections.
 fn produce(
     rt: &tokio::runtime::Runtime,
     server: &depot_tests::process::Server,
     bytes: u64,
+    conns: usize,
 ) -> anyhow::Result<Produced> {
     let body = batch_body("base64");
     let req = Arc::new(request(
@@ -69,7 +70,7 @@ fn produce(
     let target = Target::of(server);
     let cpu0 = target.cpu_seconds();
     let started = Instant::now();
-    let messages = load_until(rt, target, &req, 16, bytes / KIB as u64)?;
+    let messages = load_until(rt, target, &req, conns, bytes / KIB as u64)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Produced { seconds, bytes: messages * KIB as u64, server_cpu_s: target.cpu_seconds() - cpu0 })
 }
@@ -153,6 +154,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         None => 5 << 30,
     };
     let after_ms: u64 = if quick { 1_000 } else { 10_000 };
+    // Fewer connections produce slower: what stays local is about the produce rate times
+    // `after_ms` plus the upload lag, so the disk figure depends on the rate.
+    let conns: usize = match args.iter().position(|a| a == "--conns") {
+        Some(i) => args.get(i + 1).context("--conns needs a value")?.parse().context("--conns: a number")?,
+        None => 16,
+    };
     // The SDK client of step 4 takes its credentials from the default chain, like a node's.
     std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
@@ -174,7 +181,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let server = start_depot_with(&rt, &plain_dir, &[])?;
     rt.block_on(expect(&server, "PUT", &format!("/v1/stations/{STATION}"), json!({}), &[201]))?;
     let peak = DiskPeak::start(plain_dir.join("data"));
-    let plain = produce(&rt, &server, bytes)?;
+    let plain = produce(&rt, &server, bytes, conns)?;
     let (plain_disk, _) = peak.finish();
     eprintln!("produce without tiering: {:.0} MB/s, server CPU {:.2} s", plain.mb_per_s(), plain.server_cpu_s);
     stop(server, &plain_dir.join("depot.log"))?;
@@ -187,7 +194,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(expect(&server, "PUT", &format!("/v1/stations/{STATION}"), station, &[201]))?;
     let peak = DiskPeak::start(tiered_dir.join("data"));
     let started = Instant::now();
-    let tiered = produce(&rt, &server, bytes)?;
+    let tiered = produce(&rt, &server, bytes, conns)?;
     eprintln!("produce with tiering: {:.0} MB/s, server CPU {:.2} s", tiered.mb_per_s(), tiered.server_cpu_s);
     let sealed = (tiered.bytes / SEGMENT).saturating_sub(1).max(1);
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -328,7 +335,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     println!("| upload (SDK alone) | {sdk_mb_s:.0} | | | ratio {upload_ratio:.2} |");
     println!(
         "{}",
-        json!({"bytes": bytes, "after_ms": after_ms, "produce_mb_s_plain": plain.mb_per_s().round(), "produce_mb_s_tiered": tiered.mb_per_s().round(),
+        json!({"bytes": bytes, "after_ms": after_ms, "conns": conns, "produce_mb_s_plain": plain.mb_per_s().round(), "produce_mb_s_tiered": tiered.mb_per_s().round(),
             "produce_ratio": (ratio * 100.0).round() / 100.0, "peak_disk_mib_plain": mib(plain_disk).round(),
             "peak_disk_mib_tiered": mib(tiered_disk).round(), "replay_mb_s": replay_mb_s.round(),
             "replay_cpu_us_per_msg": (replay_cpu_us * 10.0).round() / 10.0,

@@ -9,6 +9,7 @@ use std::sync::Once;
 use bytes::Bytes;
 use depot_broker::log::{LogOptions, SegmentedLog, Verify};
 use depot_broker::station::TieredSegment;
+use depot_broker::tier::reader::BLOCK_BYTES;
 use depot_broker::tier::{object, Bucket, TierOptions, TierReadError, TierReader, DEFAULT_PART_BYTES};
 use depot_tests::s3::{S3Server, ACCESS_KEY, REGION, SECRET_KEY};
 
@@ -154,7 +155,7 @@ async fn every_record_reads_back_byte_identical_and_a_second_read_hits_the_cache
     let first = reader.stats();
     // The layout once (64 KiB), and each block once.
     assert!(first.fetched_bytes <= f.object.len() as u64 + (64 << 10), "{first:?}");
-    assert_eq!(first.blocks, f.object.len().div_ceil(MIB as usize) as u64, "{first:?}");
+    assert_eq!(first.blocks, (f.object.len() as u64).div_ceil(BLOCK_BYTES), "{first:?}");
     assert_eq!(first.bytes, f.object.len() as u64, "{first:?}");
 
     let all: Vec<u64> = (FIRST..=LAST).collect();
@@ -187,7 +188,9 @@ async fn every_record_reads_back_byte_identical_and_a_second_read_hits_the_cache
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn caches_smaller_than_the_object_read_everything_within_their_budget() {
     let f = fixture().await;
-    for (name, budget) in [("none", 0), ("half-block", MIB / 2), ("one-block", MIB), ("two-blocks", 2 * MIB)] {
+    for (name, budget) in
+        [("none", 0), ("half-block", BLOCK_BYTES / 2), ("one-block", BLOCK_BYTES), ("two-blocks", 2 * BLOCK_BYTES)]
+    {
         let reader = f.reader(name, budget);
         let dir = f.dir.path().join(name);
         f.read_everything(&reader, &dir, budget).await;
