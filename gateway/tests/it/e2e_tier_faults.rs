@@ -13,8 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::e2e::*;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
+use crate::tier_common::*;
 use depot_tests::s3::S3Server;
 use depot_tests::s3_faults::{Mode, S3Front};
 use serde_json::{json, Value};
@@ -36,17 +35,6 @@ fn start_node(dir: &Path, s3: &S3Server, front: &S3Front) -> Server {
     start(dir, &env)
 }
 
-/// About 1 KiB that names its offset, with every byte value.
-fn payload(offset: u64) -> Vec<u8> {
-    let mut p = format!("{offset:06}:").into_bytes();
-    p.extend((0..1000u64).map(|i| ((i * 13 + offset) % 256) as u8));
-    p
-}
-
-fn decoded(message: &Value) -> Vec<u8> {
-    STANDARD.decode(message["payload_base64"].as_str().unwrap_or_else(|| panic!("no payload in {message}"))).unwrap()
-}
-
 /// Produces the message of `offset` alone (its bytes as the body); must be acknowledged at
 /// that offset.
 fn produce_one(server: &Server, offset: u64) {
@@ -57,58 +45,13 @@ fn produce_one(server: &Server, offset: u64) {
     assert_eq!(r.body["offset"], offset, "{r:?}");
 }
 
-fn produce_range(server: &Server, offsets: std::ops::Range<u64>) {
-    for chunk in offsets.collect::<Vec<_>>().chunks(50) {
-        let messages: Vec<Value> =
-            chunk.iter().map(|&i| json!({"payload_base64": STANDARD.encode(payload(i))})).collect();
-        let r = server.json(
-            "POST",
-            &format!("/v1/stations/{STATION}/messages/batch"),
-            Some(&json!({"messages": messages})),
-        );
-        assert_eq!(r.status, 200, "{r:?}");
-    }
-}
-
-fn stats(server: &Server) -> Value {
-    let r = server.json("GET", &format!("/v1/stations/{STATION}"), None);
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["stats"].clone()
-}
-
 fn tiered_segments(stats: &Value) -> u64 {
     stats["tiered"]["segments"].as_u64().unwrap_or(0)
 }
 
-fn metric(server: &Server, name: &str) -> i64 {
-    let text = String::from_utf8_lossy(&server.json("GET", "/metrics", None).raw).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
-fn dseg_objects(s3: &S3Server) -> Vec<String> {
-    s3.objects(BUCKET).into_iter().map(|(k, _)| k).filter(|k| k.ends_with(".dseg")).collect()
-}
-
-/// The whole station, oldest first, following `next_cursor`.
-fn browse_all(server: &Server) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut path = format!("/v1/stations/{STATION}/messages?limit=100");
-    loop {
-        let r = server.json("GET", &path, None);
-        assert_eq!(r.status, 200, "{r:?}");
-        out.extend(r.body["messages"].as_array().unwrap().iter().cloned());
-        match r.body["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/v1/stations/{STATION}/messages?limit=100&cursor={cursor}"),
-            None => return out,
-        }
-    }
-}
-
 /// Every message of `0..count` once, in order, byte-identical.
 fn check_all(server: &Server, count: u64, what: &str) {
-    let all = browse_all(server);
+    let all = browse_all(server, STATION, "");
     let offsets: Vec<u64> = all.iter().map(|m| m["offset"].as_u64().unwrap()).collect();
     assert_eq!(offsets, (0..count).collect::<Vec<_>>(), "{what}: the offsets browsed");
     for m in &all {
@@ -136,7 +79,7 @@ fn a_bucket_answering_500s_or_slowly_delays_tiering_but_never_produce_and_loses_
 
     // 500s: produce and local reads carry on; uploads fail and say so; nothing is tiered.
     front.set_mode(Mode::Error500);
-    produce_range(&server, 0..COUNT);
+    produce_range(&server, STATION, 0..COUNT, 50);
     let failures = eventually(WITHIN, "uploads fail against the 500s", || {
         let n = metric(&server, "depot_tier_upload_failures_total");
         (n >= 2).then_some(n)
@@ -151,9 +94,9 @@ fn a_bucket_answering_500s_or_slowly_delays_tiering_but_never_produce_and_loses_
     });
     let error = ready.body["tiering"]["last_error"].as_str().unwrap_or_else(|| panic!("no last_error: {ready:?}"));
     assert!(error.contains("500") || error.contains("InternalError"), "{error}");
-    let s = stats(&server);
+    let s = stats(&server, STATION);
     assert_eq!(tiered_segments(&s), 0, "{s}");
-    assert!(dseg_objects(&s3).is_empty(), "{:?}", dseg_objects(&s3));
+    assert!(dseg_objects(&s3, BUCKET).is_empty(), "{:?}", dseg_objects(&s3, BUCKET));
     assert!(s["local_bytes"].as_u64() >= s["bytes"].as_u64(), "{s}");
     check_all(&server, COUNT, "with the bucket answering 500s");
     let mut count = COUNT;
@@ -172,7 +115,7 @@ fn a_bucket_answering_500s_or_slowly_delays_tiering_but_never_produce_and_loses_
             last_sent = Some(sent);
             count += 1;
         }
-        let s = stats(&server);
+        let s = stats(&server, STATION);
         (tiered_segments(&s) >= 2).then_some(s)
     });
     let during_slow = front.counts();
@@ -192,7 +135,7 @@ fn a_bucket_answering_500s_or_slowly_delays_tiering_but_never_produce_and_loses_
     front.set_mode(Mode::Pass);
     let s = eventually(WITHIN, "tiering caught up and the local copies deleted", || {
         let ready = server.json("GET", "/readyz", None);
-        let s = stats(&server);
+        let s = stats(&server, STATION);
         (ready.body["tiering"]["reachable"] == true
             && ready.body["tiering"]["lag_bytes"] == 0
             && tiered_segments(&s) >= 5
@@ -200,7 +143,7 @@ fn a_bucket_answering_500s_or_slowly_delays_tiering_but_never_produce_and_loses_
         .then_some(s)
     });
     assert_eq!(s["messages"], count, "{s}");
-    assert_eq!(dseg_objects(&s3).len() as u64, tiered_segments(&s), "{s}");
+    assert_eq!(dseg_objects(&s3, BUCKET).len() as u64, tiered_segments(&s), "{s}");
     let tiered_last = s["tiered"]["last_offset"].as_u64().unwrap();
     assert!(tiered_last + 1 < count, "{s}");
 

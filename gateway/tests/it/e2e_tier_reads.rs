@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::e2e::*;
+use crate::tier_common::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use depot_tests::s3::S3Server;
@@ -36,41 +37,6 @@ fn start_armed(dir: &Path, s3: &S3Server, failpoint: Option<&str>) -> Server {
     start(dir, &env)
 }
 
-fn produce_range(server: &Server, offsets: std::ops::Range<u64>) {
-    for chunk in offsets.collect::<Vec<_>>().chunks(100) {
-        let messages: Vec<Value> =
-            chunk.iter().map(|&i| json!({"payload_base64": STANDARD.encode(payload(i))})).collect();
-        let r = server.json(
-            "POST",
-            &format!("/v1/stations/{STATION}/messages/batch"),
-            Some(&json!({"messages": messages})),
-        );
-        assert_eq!(r.status, 200, "{r:?}");
-    }
-}
-
-fn dseg_objects(s3: &S3Server) -> Vec<String> {
-    s3.objects(BUCKET).into_iter().map(|(k, _)| k).filter(|k| k.ends_with(".dseg")).collect()
-}
-
-fn payload(offset: u64) -> Vec<u8> {
-    // Every byte value, so a decoding or slicing error shows.
-    let mut p = format!("{offset:06}:").into_bytes();
-    p.extend((0..1000u64).map(|i| ((i * 7 + offset) % 256) as u8));
-    p
-}
-
-fn decoded(message: &Value) -> Vec<u8> {
-    STANDARD.decode(message["payload_base64"].as_str().unwrap_or_else(|| panic!("no payload in {message}"))).unwrap()
-}
-
-fn stats(server: &Server) -> Value {
-    let r = server.json("GET", &format!("/v1/stations/{STATION}"), None);
-    assert_eq!(r.status, 200, "{r:?}");
-    r.body["stats"].clone()
-}
-
-/// Station log segment files (`.log`) under the node's data dir.
 fn segment_files(dir: &Path) -> usize {
     let stations = dir.join("sm").join("stations");
     std::fs::read_dir(&stations)
@@ -78,21 +44,6 @@ fn segment_files(dir: &Path) -> usize {
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"))
         .count()
-}
-
-fn browse_all(server: &Server, order: &str, from: Option<u64>) -> Vec<Value> {
-    let mut out = Vec::new();
-    let from = from.map(|c| format!("&from_offset={c}")).unwrap_or_default();
-    let mut path = format!("/v1/stations/{STATION}/messages?limit=97&order={order}{from}");
-    loop {
-        let r = server.json("GET", &path, None);
-        assert_eq!(r.status, 200, "{r:?}");
-        out.extend(r.body["messages"].as_array().unwrap().iter().cloned());
-        match r.body["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/v1/stations/{STATION}/messages?limit=97&cursor={cursor}"),
-            None => return out,
-        }
-    }
 }
 
 /// Fetches (and acks) everything group `group` has, checking each payload.
@@ -124,13 +75,6 @@ fn consume_all(server: &Server, group: &str) -> Vec<u64> {
     }
 }
 
-fn metric(server: &Server, name: &str) -> i64 {
-    let text = String::from_utf8_lossy(&server.json("GET", "/metrics", None).raw).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
 #[test]
 fn tiered_offsets_read_back_from_the_bucket_once_local_copies_are_gone() {
     let mut s3 = S3Server::start();
@@ -145,13 +89,13 @@ fn tiered_offsets_read_back_from_the_bucket_once_local_copies_are_gone() {
     };
     group("g", json!({}));
     group("dl", json!({"max_deliveries": 1}));
-    produce_range(&server, 0..COUNT);
+    produce_range(&server, STATION, 0..COUNT, 100);
     let files_before = segment_files(dir.path());
     assert!(files_before >= 6, "{files_before} segment files");
 
     // Tiered, then deleted locally: the disk shrinks to about the segment being written.
     let s = eventually(WITHIN, "local copies of tiered segments are deleted", || {
-        let s = stats(&server);
+        let s = stats(&server, STATION);
         (s["tiered"]["segments"].as_u64() >= Some(5) && s["local_bytes"].as_u64() < Some(s["bytes"].as_u64()? / 4))
             .then_some(s)
     });
@@ -167,8 +111,12 @@ fn tiered_offsets_read_back_from_the_bucket_once_local_copies_are_gone() {
             assert_eq!(decoded(m), payload(m["offset"].as_u64().unwrap()), "{what}");
         }
     };
-    check(&browse_all(&server, "asc", None), (0..COUNT).collect(), "browse up");
-    check(&browse_all(&server, "desc", Some(tiered_last)), (0..=tiered_last).rev().collect(), "browse down");
+    check(&browse_all(&server, STATION, "order=asc"), (0..COUNT).collect(), "browse up");
+    check(
+        &browse_all(&server, STATION, &format!("order=desc&from_offset={tiered_last}")),
+        (0..=tiered_last).rev().collect(),
+        "browse down",
+    );
     for offset in [0, 1, tiered_last / 2, tiered_last, tiered_last + 1, COUNT - 1] {
         let r = server.json("GET", &format!("/v1/stations/{STATION}/messages/{offset}"), None);
         assert_eq!(r.status, 200, "{r:?}");
@@ -207,7 +155,7 @@ fn tiered_offsets_read_back_from_the_bucket_once_local_copies_are_gone() {
     server.stop(Duration::from_secs(30)).unwrap();
     let server = start_tiered(dir.path(), &s3);
     assert!(segment_files(dir.path()) < files_before / 2);
-    check(&browse_all(&server, "asc", Some(0)), (0..COUNT).collect(), "browse after a restart");
+    check(&browse_all(&server, STATION, "order=asc&from_offset=0"), (0..COUNT).collect(), "browse after a restart");
 
     // The bucket down, the cache cold (another restart): reads that need the bucket answer
     // 503 tier_unavailable with Retry-After; local reads and produce go on.
@@ -278,11 +226,11 @@ fn a_full_disk_waiting_for_the_bucket_says_so_and_tiering_frees_it() {
     s3.restart();
     eventually(WITHIN, "produce resumes once tiering freed the disk", || (produce().status == 201).then_some(()));
     acknowledged += 1;
-    let s = stats(&server);
+    let s = stats(&server, STATION);
     assert_eq!(s["messages"], acknowledged, "{s}");
     assert!(s["tiered"]["segments"].as_u64() >= Some(1), "{s}");
     // Nothing acknowledged is lost: every message reads back, tiered ones from the bucket.
-    let messages = browse_all(&server, "asc", None);
+    let messages = browse_all(&server, STATION, "order=asc");
     assert_eq!(messages.len() as u64, acknowledged);
 }
 
@@ -299,22 +247,22 @@ fn a_crash_between_upload_and_catalog_or_during_the_local_delete_loses_nothing()
     let mut server = start_armed(dir.path(), &s3, Some("tier-after-upload"));
     let r = server.json("PUT", &format!("/v1/stations/{STATION}"), Some(&json!({"tiering": {"after_ms": 1000}})));
     assert_eq!(r.status, 201, "{r:?}");
-    produce_range(&server, 0..400);
+    produce_range(&server, STATION, 0..400, 100);
     let exit = server.wait_exit(WITHIN).expect("the node did not stop at the failpoint");
     assert!(!exit.success(), "{exit:?}");
-    let before = dseg_objects(&s3);
+    let before = dseg_objects(&s3, BUCKET);
     assert_eq!(before.len(), 1, "{before:?}");
 
     let server = start_tiered(dir.path(), &s3);
     let s = eventually(WITHIN, "tiering finishes after the crash", || {
-        let s = stats(&server);
+        let s = stats(&server, STATION);
         (s["tiered"]["segments"].as_u64() >= Some(5) && s["local_bytes"].as_u64() < Some(s["bytes"].as_u64()? / 4))
             .then_some(s)
     });
-    let after = dseg_objects(&s3);
+    let after = dseg_objects(&s3, BUCKET);
     assert_eq!(after.len() as u64, s["tiered"]["segments"].as_u64().unwrap(), "an orphan or a gap: {after:?}");
     assert!(after.contains(&before[0]), "the object uploaded before the crash is not the catalogued one");
-    let all = browse_all(&server, "asc", None);
+    let all = browse_all(&server, STATION, "order=asc");
     assert_eq!(all.len(), 400);
     for m in &all {
         assert_eq!(decoded(m), payload(m["offset"].as_u64().unwrap()));
@@ -327,18 +275,18 @@ fn a_crash_between_upload_and_catalog_or_during_the_local_delete_loses_nothing()
 
     // Killed after the first local segment of a deletion is gone.
     let mut server = start_armed(dir.path(), &s3, Some("tier-local-delete"));
-    produce_range(&server, 400..800);
+    produce_range(&server, STATION, 400..800, 100);
     let exit = server.wait_exit(WITHIN).expect("the node did not stop at the local-delete failpoint");
     assert!(!exit.success(), "{exit:?}");
     let server = start_tiered(dir.path(), &s3);
-    let all = browse_all(&server, "asc", None);
+    let all = browse_all(&server, STATION, "order=asc");
     assert_eq!(all.len(), 800);
     for m in &all {
         assert_eq!(decoded(m), payload(m["offset"].as_u64().unwrap()));
     }
     eventually(WITHIN, "the deletion finishes", || {
-        let s = stats(&server);
+        let s = stats(&server, STATION);
         (s["local_bytes"].as_u64() < Some(s["bytes"].as_u64()? / 4)).then_some(())
     });
-    assert_eq!(dseg_objects(&s3).len() as u64, stats(&server)["tiered"]["segments"].as_u64().unwrap());
+    assert_eq!(dseg_objects(&s3, BUCKET).len() as u64, stats(&server, STATION)["tiered"]["segments"].as_u64().unwrap());
 }

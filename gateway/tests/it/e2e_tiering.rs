@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::e2e::*;
+use crate::tier_common::metric;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use depot_broker::tier::object;
@@ -79,13 +80,6 @@ fn objects(s3: &S3Server) -> Vec<(String, object::Header)> {
             (key, parsed.header)
         })
         .collect()
-}
-
-fn metric(server: &Server, name: &str) -> i64 {
-    let text = String::from_utf8_lossy(&server.json("GET", "/metrics", None).raw).into_owned();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 #[test]

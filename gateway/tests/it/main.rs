@@ -46,4 +46,5 @@ mod push_sign;
 mod source_verify;
 mod stations;
 mod terraform_boot;
+mod tier_common;
 mod token_errors;
