@@ -8,9 +8,10 @@
 //! before a block is written, and an evicted block's file is deleted before its room is
 //! given to another. Every record's CRC32C is checked on every read.
 //!
-//! Concurrent reads of a missing block share one GET (run in a task of its own, so a
-//! cancelled read does not cancel the others'). A read that continues where the last read
-//! of the same object stopped also starts fetching the next blocks (up to [`READ_AHEAD`] per
+//! The last [`HOT_BLOCKS`] blocks read are kept in memory as well (16 MiB; fewer with a budget
+//! under that, none without a cache). Concurrent reads of a missing block share one GET (run in a task of its own, so a
+//! cancelled read does not cancel the others'). A read that continues where the last read of
+//! the same object stopped also starts fetching the next blocks (up to [`READ_AHEAD`] per
 //! object at a time), so a replay does not wait for each block in turn.
 
 use std::collections::{BTreeSet, HashMap};
@@ -40,6 +41,10 @@ const MAX_HEADER: u64 = 1 << 20;
 const READ_AHEAD: u64 = 8;
 /// Blocks one read fetches at once.
 const FETCHES_PER_READ: usize = 4;
+/// Blocks kept in memory as well, most recently used: consumers replaying a station read the
+/// same block many times in a row (a fetch of 100 messages of 1 KiB needs a tenth of one),
+/// and reading its whole file each time cost more than the rest of the fetch.
+const HOT_BLOCKS: usize = 16;
 /// What cache files are named with; `new` deletes files of this kind (and no other).
 const BLOCK_EXT: &str = "blk";
 const TMP_EXT: &str = "blk-tmp";
@@ -120,11 +125,19 @@ struct State {
     bytes: u64,
     /// Blocks being fetched.
     inflight: HashMap<BlockId, Fetch>,
+    /// The last blocks read, in memory ([`HOT_BLOCKS`]).
+    hot: LruCache<BlockId, Bytes>,
     /// The last block a read of each object reached, for read-ahead.
     last_block: LruCache<Arc<str>, u64>,
     /// Objects with read-ahead fetches in flight: how many.
     reading_ahead: HashMap<Arc<str>, u64>,
     stats: TierCacheStats,
+}
+
+/// Blocks kept in memory for a cache of `cache_bytes`: [`HOT_BLOCKS`], or as many as the
+/// budget holds when it is smaller (none without a cache).
+fn hot_blocks(cache_bytes: u64) -> usize {
+    usize::try_from(cache_bytes / BLOCK_BYTES).unwrap_or(usize::MAX).min(HOT_BLOCKS)
 }
 
 fn is_ours(path: &Path) -> bool {
@@ -150,6 +163,7 @@ impl TierReader {
             blocks: LruCache::new_unbounded(),
             bytes: 0,
             inflight: HashMap::new(),
+            hot: LruCache::new(hot_blocks(cache_bytes).max(1)),
             last_block: LruCache::new(LAYOUTS),
             reading_ahead: HashMap::new(),
             stats: TierCacheStats::default(),
@@ -307,6 +321,9 @@ impl Inner {
             let cached = {
                 let mut st = self.lock();
                 st.stats.hits += 1;
+                if let Some(data) = st.hot.get(&id) {
+                    return Ok(data.clone());
+                }
                 if st.blocks.get(&id).is_some() {
                     None
                 } else if let Some(fetch) = st.inflight.get(&id) {
@@ -318,11 +335,17 @@ impl Inner {
                 }
             };
             if let Some(fetch) = cached {
-                return fetch.await;
+                let data = fetch.await?;
+                self.keep_hot(id, &data);
+                return Ok(data);
             }
             let path = self.path(&id);
             match tokio::fs::read(&path).await {
-                Ok(data) if data.len() as u64 == len => return Ok(Bytes::from(data)),
+                Ok(data) if data.len() as u64 == len => {
+                    let data = Bytes::from(data);
+                    self.keep_hot(id, &data);
+                    return Ok(data);
+                }
                 // Evicted meanwhile, or damaged on disk: forget it and look again.
                 _ => {
                     let mut st = self.lock();
@@ -335,6 +358,12 @@ impl Inner {
         }
         // The block keeps vanishing (another process in the directory?): read it uncached.
         self.get(key, range).await.map(Bytes::from)
+    }
+
+    fn keep_hot(&self, id: BlockId, data: &Bytes) {
+        if hot_blocks(self.cache_bytes) > 0 {
+            self.lock().hot.insert(id, data.clone());
+        }
     }
 
     /// Starts fetching a block into the cache, in a task of its own; the caller holds the
