@@ -149,8 +149,7 @@ impl Inner {
     /// Whether offsets `first..local_first`, missing from a station's log, were tiered and
     /// deleted locally: the catalog holds them and metas files keep what the state needs.
     fn tiered_away(&self, id: u64, first: u64, local_first: u64) -> Result<bool, StorageError> {
-        Ok(self.state.tier_covered_until(id, first) >= local_first
-            && self.metas_from_files(id, first, local_first)?.is_some())
+        Ok(self.state.tier_covered_until(id, first) >= local_first && self.metas_cover(id, first, local_first))
     }
 
     pub(super) fn open_station_log(&mut self, id: u64) -> Result<Option<SegmentedLog>, StorageError> {

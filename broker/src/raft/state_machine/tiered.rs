@@ -162,6 +162,20 @@ impl Inner {
         Ok(())
     }
 
+    /// Whether station `id`'s metas files (as `scan_metas` found and checked them) cover
+    /// offsets `first..end` without a gap; reads no file.
+    pub(super) fn metas_cover(&self, id: u64, first: u64, end: u64) -> bool {
+        let files = self.metas.get(&id);
+        let mut next = first;
+        while next < end {
+            match files.and_then(|f| f.range(..=next).next_back()).filter(|(_, m)| m.end > next) {
+                Some((_, m)) => next = m.end,
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// The metas of offsets `first..end` of station `id` from its metas files, or `None` when
     /// they do not cover that range without a gap.
     pub(super) fn metas_from_files(
