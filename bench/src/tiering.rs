@@ -100,11 +100,56 @@ fn du(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Samples the disk use of a data dir (without and with its read cache) every 250 ms until
-/// dropped; keeps the peaks.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
+}
+
+/// Disk use of a data dir's parts at one moment, in bytes as `du` counts them (allocated blocks,
+/// each hard-linked file once, in the part listed first).
+#[derive(Clone, Copy, Debug, Default)]
+struct DiskUse {
+    raft: u64,
+    stations: u64,
+    /// Only what no station log links any more (hard links to live segments count there).
+    snapshots: u64,
+    cache: u64,
+    other: u64,
+}
+
+impl DiskUse {
+    fn sample(data: &std::path::Path) -> DiskUse {
+        let parts = ["raft", "sm/stations", "sm/snapshots", "tier-cache"].map(|p| data.join(p));
+        let out = std::process::Command::new("du").arg("-s").arg("--block-size=1").args(&parts).arg(data).output();
+        let text = out.ok().and_then(|o| String::from_utf8(o.stdout).ok()).unwrap_or_default();
+        let mut sizes = [0u64; 5];
+        for (line, size) in text.lines().zip(sizes.iter_mut()) {
+            *size = line.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        }
+        let [raft, stations, snapshots, cache, other] = sizes;
+        DiskUse { raft, stations, snapshots, cache, other }
+    }
+
+    /// Everything but the read cache.
+    fn local(&self) -> u64 {
+        self.raft + self.stations + self.snapshots + self.other
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "raft log {:.0}, station logs {:.0}, snapshots only {:.0}, other {:.0}",
+            mib(self.raft),
+            mib(self.stations),
+            mib(self.snapshots),
+            mib(self.other)
+        )
+    }
+}
+
+/// Samples the disk use of a data dir every 250 ms until dropped; keeps the sample with the most
+/// local bytes (the read cache apart) and the cache's own peak.
 struct DiskPeak {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    handle: Option<std::thread::JoinHandle<(u64, u64)>>,
+    handle: Option<std::thread::JoinHandle<(DiskUse, u64)>>,
 }
 
 impl DiskPeak {
@@ -112,23 +157,24 @@ impl DiskPeak {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let (mut local, mut cache) = (0u64, 0u64);
+            let (mut peak, mut cache) = (DiskUse::default(), 0u64);
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                let all = du(&data);
-                let c = du(&data.join("tier-cache"));
-                local = local.max(all.saturating_sub(c));
-                cache = cache.max(c);
+                let now = DiskUse::sample(&data);
+                if now.local() > peak.local() {
+                    peak = now;
+                }
+                cache = cache.max(now.cache);
                 std::thread::sleep(Duration::from_millis(250));
             }
-            (local, cache)
+            (peak, cache)
         });
         DiskPeak { stop, handle: Some(handle) }
     }
 
-    /// (peak without the cache, peak of the cache).
-    fn finish(mut self) -> (u64, u64) {
+    /// (the sample with the most local bytes, the peak of the cache).
+    fn finish(mut self) -> (DiskUse, u64) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.take().and_then(|h| h.join().ok()).unwrap_or((0, 0))
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
     }
 }
 
@@ -182,7 +228,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(expect(&server, "PUT", &format!("/v1/stations/{STATION}"), json!({}), &[201]))?;
     let peak = DiskPeak::start(plain_dir.join("data"));
     let plain = produce(&rt, &server, bytes, conns)?;
-    let (plain_disk, _) = peak.finish();
+    let (plain_peak, _) = peak.finish();
+    let plain_disk = plain_peak.local();
     eprintln!("produce without tiering: {:.0} MB/s, server CPU {:.2} s", plain.mb_per_s(), plain.server_cpu_s);
     stop(server, &plain_dir.join("depot.log"))?;
     std::fs::remove_dir_all(&plain_dir)?;
@@ -194,8 +241,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(expect(&server, "PUT", &format!("/v1/stations/{STATION}"), station, &[201]))?;
     let peak = DiskPeak::start(tiered_dir.join("data"));
     let started = Instant::now();
+    // The S3 server shares the 2 cores: its CPU while produce runs is what the bucket costs
+    // produce here, and would be another machine's in production.
+    let s3_cpu = || s3.pid().map_or(0.0, |pid| depot_tests::process::cpu_seconds(&format!("/proc/{pid}/stat")));
+    let s3_cpu0 = s3_cpu();
     let tiered = produce(&rt, &server, bytes, conns)?;
-    eprintln!("produce with tiering: {:.0} MB/s, server CPU {:.2} s", tiered.mb_per_s(), tiered.server_cpu_s);
+    let s3_cpu_s = s3_cpu() - s3_cpu0;
+    eprintln!(
+        "produce with tiering: {:.0} MB/s, server CPU {:.2} s, S3 server CPU meanwhile {s3_cpu_s:.2} s",
+        tiered.mb_per_s(),
+        tiered.server_cpu_s
+    );
     let sealed = (tiered.bytes / SEGMENT).saturating_sub(1).max(1);
     let deadline = Instant::now() + Duration::from_secs(900);
     let uploaded = loop {
@@ -232,7 +288,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(250));
     };
-    let (tiered_disk, _) = peak.finish();
+    let (tiered_peak, _) = peak.finish();
+    let tiered_disk = tiered_peak.local();
+    eprintln!("peak data dir with tiering {:.0} MiB: {}", mib(tiered_disk), tiered_peak.describe());
     let part = |p: &str| du(&data.join(p)) >> 20;
     eprintln!(
         "after tiering: {stats}; data dir {settled_disk} bytes (MiB: raft {}, snapshots {}, stations {})",
@@ -260,7 +318,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     };
     let peak = DiskPeak::start(tiered_dir.join("data"));
     let replay = load(&rt, Target::of(&server), work, 16, Duration::ZERO, Duration::from_secs(30))?;
-    let (replay_disk, replay_cache) = peak.finish();
+    let (replay_peak, replay_cache) = peak.finish();
+    let replay_disk = replay_peak.local();
     if replay.errors > 0 {
         bail!("replay: {} errors, the first: {:?}", replay.errors, replay.first_error);
     }
@@ -303,7 +362,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let _ = tmp.keep();
     }
 
-    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
     let ratio = tiered.mb_per_s() / plain.mb_per_s();
     let upload_ratio = upload_mb_s / sdk_mb_s;
     println!("| run | MB/s | server CPU | peak data dir (without cache) | note |");
@@ -315,10 +373,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         mib(plain_disk)
     );
     println!(
-        "| produce with tiering | {:.0} | {:.2} s per GiB | {:.0} MiB | ratio {ratio:.2}; {:.0} MiB once drained |",
+        "| produce with tiering | {:.0} | {:.2} s per GiB (+ S3 server {:.2}) | {:.0} MiB ({}) | ratio {ratio:.2}; {:.0} MiB once drained |",
         tiered.mb_per_s(),
         tiered.cpu_s_per_gib(),
+        s3_cpu_s / (tiered.bytes as f64 / f64::from(1u32 << 30)),
         mib(tiered_disk),
+        tiered_peak.describe(),
         mib(settled_disk)
     );
     println!(
@@ -337,7 +397,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "{}",
         json!({"bytes": bytes, "after_ms": after_ms, "conns": conns, "produce_mb_s_plain": plain.mb_per_s().round(), "produce_mb_s_tiered": tiered.mb_per_s().round(),
             "produce_ratio": (ratio * 100.0).round() / 100.0, "peak_disk_mib_plain": mib(plain_disk).round(),
-            "peak_disk_mib_tiered": mib(tiered_disk).round(), "replay_mb_s": replay_mb_s.round(),
+            "peak_disk_mib_tiered": mib(tiered_disk).round(), "peak_disk_parts_tiered": tiered_peak.describe(), "s3_server_cpu_s_during_produce": (s3_cpu_s * 100.0).round() / 100.0, "replay_mb_s": replay_mb_s.round(),
             "replay_cpu_us_per_msg": (replay_cpu_us * 10.0).round() / 10.0,
             "upload_mb_s": upload_mb_s.round(), "sdk_mb_s": sdk_mb_s.round(),
             "upload_ratio": (upload_ratio * 100.0).round() / 100.0,

@@ -17,8 +17,10 @@ use crate::station::{Command, TieredSegment};
 pub const SCAN_EVERY: Duration = Duration::from_millis(500);
 /// Waits after failed passes: doubling from [`SCAN_EVERY`] up to this, with jitter.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Snapshots asked for to delete local copies of tiered segments come at most this often.
-const SNAPSHOT_AT_MOST_EVERY: Duration = Duration::from_secs(2);
+/// Snapshots asked for to delete local copies of tiered segments come at most this often. A
+/// copy's bytes leave the disk at the second snapshot after its catalog entry (the first deletes
+/// the file, the next stops linking it), so this bounds how long catalogued data lingers.
+const SNAPSHOT_AT_MOST_EVERY: Duration = Duration::from_millis(500);
 /// A follower checks that the bucket answers this often (for /readyz and /metrics).
 const PROBE_EVERY: Duration = Duration::from_secs(30);
 /// The leader looks for orphaned objects on its first pass and then this often.
@@ -83,7 +85,7 @@ pub(crate) async fn run(replica: Arc<Replica>, bucket: Bucket, status: StatusCel
     let mut snapshot_asked: Option<tokio::time::Instant> = None;
     while !*shutdown.borrow() {
         let ok = if replica.leads() {
-            let mut ok = pass(&replica, &bucket, &status).await;
+            let mut ok = pass(&replica, &bucket, &status, &mut snapshot_asked).await;
             if ok && swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
                 ok = sweep(&replica, &bucket, &status).await;
                 if ok {
@@ -137,8 +139,14 @@ fn backoff(failures: u32) -> Duration {
     base / 2 + base.mul_f64(rand::random::<f64>() / 2.0)
 }
 
-/// One pass; false when the bucket or a proposal failed.
-async fn pass(replica: &Arc<Replica>, bucket: &Bucket, status: &StatusCell) -> bool {
+/// One pass; false when the bucket or a proposal failed. Each catalogued segment may ask for the
+/// snapshot that frees it at once, so a long pass (an upload backlog) does not hold copies.
+async fn pass(
+    replica: &Arc<Replica>,
+    bucket: &Bucket,
+    status: &StatusCell,
+    snapshot_asked: &mut Option<tokio::time::Instant>,
+) -> bool {
     let mut ok = forget_garbage(replica, bucket, status).await;
     let now = now_ms();
     let stations = replica.read(|s| s.tiering_stations());
@@ -210,11 +218,13 @@ async fn pass(replica: &Arc<Replica>, bucket: &Bucket, status: &StatusCell) -> b
             let segment = TieredSegment { first_offset: first, last_offset: last, bytes, key, tiered_at: now };
             match replica.submit(Command::TierSegment { station: station.clone(), station_id: id, segment }).await {
                 Ok(_) => {
-                    let mut s = status.lock();
-                    s.uploads_total += 1;
-                    s.uploaded_bytes_total += bytes;
-                    drop(s);
+                    {
+                        let mut s = status.lock();
+                        s.uploads_total += 1;
+                        s.uploaded_bytes_total += bytes;
+                    }
                     lag = lag.saturating_sub(segment_bytes);
+                    free_local_copies(replica, snapshot_asked).await;
                 }
                 // Retention or a deletion got there first: the object is garbage now.
                 Err(BrokerError::Command(e)) => tracing::debug!(error = %e, station, first, "segment not catalogued"),
