@@ -95,6 +95,11 @@ pub fn app(
 fn serve(listener: TcpListener, state: AppState) -> std::io::Result<actix_web::dev::Server> {
     use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
     let addr = listener.local_addr()?;
+    let keep_alive = match state.keep_alive {
+        d if d.is_zero() => actix_http::KeepAlive::Disabled,
+        d => actix_http::KeepAlive::Timeout(d),
+    };
+    let head_timeout = state.request_head_timeout;
     let builder = actix_server::Server::build();
     let drain = builder.graceful_shutdown_signal();
     let server = builder
@@ -104,7 +109,8 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<actix_web::d
             let drain = drain.clone();
             let app = app(state.clone()).into_factory().map_err(|e| e.error_response());
             actix_http::HttpService::build()
-                .client_request_timeout(Duration::from_secs(5))
+                .keep_alive(keep_alive)
+                .client_request_timeout(head_timeout)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .h1_allow_half_closed(true)
                 .local_addr(addr)

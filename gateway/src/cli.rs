@@ -23,7 +23,7 @@ use crate::state::AppState;
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DEPOT_GIT_COMMIT"), ")");
 
 const ENV_HELP: &str = "Environment: DEPOT_LOG (log filter, default info,openraft=warn), DEPOT_LOG_FORMAT (json, the \
-default, or text). `depot serve --help` lists every setting with its DEPOT_* variable and default.";
+default of serve, or text, the default of dev). `depot serve --help` lists every setting with its DEPOT_* variable and default.";
 
 /// The `depot` command line.
 #[derive(Debug, Parser)]
@@ -247,8 +247,12 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("binding the cluster port {}", config.cluster_listen))?;
         opts.cluster = config.broker_cluster(addr, port);
     }
-    let broker =
-        Broker::open(opts).await.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
+    // Until the broker is open, probes are answered (a member may wait minutes for its peers).
+    let starting = crate::starting::serve(&listener, opts.cluster.as_ref().map(|c| c.startup.clone()))
+        .context("answering probes while starting")?;
+    let opened = Broker::open(opts).await;
+    starting.stop().await;
+    let broker = opened.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
     let state = AppState::with_config(broker, auth.clone(), config.gateway());
     let shutdown = shutdown_signal();
     match mode {
@@ -303,7 +307,7 @@ fn print_dev_banner(
          curl -X PUT http://{addr}/v1/stations/orders -H \"Authorization: Bearer $DEPOT_TOKEN\"\n  \
          curl -X POST http://{addr}/v1/stations/orders/messages -H \"Authorization: Bearer $DEPOT_TOKEN\" -H 'Content-Type: application/json' -d '{{\"id\": 1}}'\n  \
          curl -X PUT http://{addr}/v1/stations/orders/consumer-groups/billing -H \"Authorization: Bearer $DEPOT_TOKEN\"\n  \
-         curl -X POST http://{addr}/v1/stations/orders/consumer-groups/billing/fetch -H \"Authorization: Bearer $DEPOT_TOKEN\" -d '{{\"wait_ms\": 1000}}'"
+         curl -X POST http://{addr}/v1/stations/orders/consumer-groups/billing/fetch -H \"Authorization: Bearer $DEPOT_TOKEN\" -H 'Content-Type: application/json' -d '{{\"wait_ms\": 1000}}'"
     ));
     if config.push_allow_private_networks {
         text.push_str(

@@ -20,6 +20,7 @@ pub mod push;
 pub mod rate_limit;
 pub mod routes;
 pub mod sources;
+pub mod starting;
 pub mod state;
 
 pub use app::{app, configure, run, MAX_BODY};

@@ -17,14 +17,19 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    // JSON logs by default (each line carries the request span with its request_id);
-    // DEPOT_LOG_FORMAT=text for humans.
+    // JSON logs by default (each line carries the request span with its request_id); text for
+    // `depot dev`, coloured only on a terminal; DEPOT_LOG_FORMAT=json|text chooses.
     // actix's h1 dispatcher logs a client's malformed request at ERROR: that output is dropped
     // and logged again at WARN (depot_gateway::http_limits).
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG").unwrap_or_else(|_| "info,openraft=warn".into());
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let format = std::env::var("DEPOT_LOG_FORMAT");
+    let format = std::env::var("DEPOT_LOG_FORMAT").or_else(|_| match args.first().map(String::as_str) {
+        Some("dev") => Ok("text".to_owned()),
+        _ => Err(std::env::VarError::NotPresent),
+    });
+    let logs = logs.with_ansi(format.as_deref() == Ok("text") && std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format.as_deref() {
         Ok("text") => install(filter, logs),
         Ok("json") | Err(_) => install(filter, logs.json().with_current_span(true).with_span_list(false)),
@@ -33,7 +38,6 @@ async fn run() -> anyhow::Result<()> {
             tracing::warn!(format = other, "unknown DEPOT_LOG_FORMAT; use json or text; logging JSON");
         }
     }
-    let args: Vec<String> = std::env::args().skip(1).collect();
     depot_gateway::cli::main(&args).await
 }
 

@@ -47,7 +47,8 @@ pub struct RateLimitConfig {
     /// Requests allowed at once before the sustained rate applies.
     pub burst: u32,
     /// Peers whose `X-Forwarded-For` is believed (exact addresses). Empty: never believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxies (single addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for RateLimitConfig {
@@ -152,7 +153,7 @@ impl RateLimiter {
     /// peer is a trusted proxy.
     pub fn client_ip(&self, peer: Option<SocketAddr>, forwarded_for: Option<&str>) -> IpAddr {
         let peer = peer.map(|p| p.ip().to_canonical()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let trusted = |ip: &IpAddr| self.config.trusted_proxies.iter().any(|t| t.to_canonical() == *ip);
+        let trusted = |ip: &IpAddr| self.config.trusted_proxies.iter().any(|net| net.contains(ip));
         if !trusted(&peer) {
             return peer;
         }

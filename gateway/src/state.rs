@@ -24,6 +24,13 @@ pub const DEFAULT_MAX_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// How long a request body may take to arrive, by default.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle client connection stays open, by default: longer than the idle timeouts of
+/// the load balancers in front of Depot (AWS ALB and DigitalOcean 60 s, Google Cloud's 600 s),
+/// so the balancer closes idle connections first and never sends a request into one Depot is
+/// closing (a classic source of intermittent 502s).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(650);
+/// How long a client may take to send a request line and headers, by default.
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The gateway's own settings.
 #[derive(Clone, Debug)]
@@ -36,6 +43,12 @@ pub struct GatewayConfig {
     pub max_delay_ms: u64,
     /// A body still arriving after this long is answered 408.
     pub body_read_timeout: Duration,
+    /// How long an idle client connection stays open (zero: closed after each response).
+    pub keep_alive: Duration,
+    /// One INFO line per request (`depot::access`).
+    pub access_log: bool,
+    /// A request line and headers still arriving after this long are answered 408.
+    pub request_head_timeout: Duration,
     /// Push delivery may go to loopback, private and link-local addresses.
     pub push_allow_private_networks: bool,
     /// Resolves push hosts; `None`: the system resolver. Tests inject their own.
@@ -55,6 +68,9 @@ impl Default for GatewayConfig {
             credential_rate_limit: RateLimitConfig::default(),
             max_delay_ms: DEFAULT_MAX_DELAY_MS,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            access_log: true,
+            request_head_timeout: DEFAULT_REQUEST_HEAD_TIMEOUT,
             push_allow_private_networks: false,
             push_resolver: None,
         }
@@ -78,6 +94,11 @@ pub struct AppState {
     pub max_delay_ms: u64,
     /// A body still arriving after this long is answered 408.
     pub body_read_timeout: Duration,
+    /// One INFO line per request (`depot::access`).
+    pub access_log: bool,
+    /// Connection settings for the server that serves this state.
+    pub keep_alive: Duration,
+    pub request_head_timeout: Duration,
     /// The OpenAPI document as `/openapi.json` serves it; attached by the app builder, which
     /// builds the routes the document describes.
     pub(crate) openapi_json: web::Bytes,
@@ -105,6 +126,9 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             max_delay_ms: config.max_delay_ms,
             body_read_timeout: config.body_read_timeout,
+            keep_alive: config.keep_alive,
+            request_head_timeout: config.request_head_timeout,
+            access_log: config.access_log,
             openapi_json: web::Bytes::new(),
             shutting_down: Arc::new(AtomicBool::new(false)),
         }
@@ -138,7 +162,10 @@ impl AppState {
             return Some(format!("storage failure, rebuilding the Raft core from disk: {fault}"));
         }
         if !self.broker.has_leader() {
-            return Some("no Raft leader".to_owned());
+            return Some(match self.broker.startup() {
+                Some(progress) => format!("starting: {}", progress.describe()),
+                None => "no Raft leader".to_owned(),
+            });
         }
         if let Ok(space) = self.broker.disk_space() {
             if space.low() {

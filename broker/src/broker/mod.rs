@@ -130,10 +130,14 @@ impl Broker {
         let dir_lock = DirLock::acquire(&dir)?;
         // Before anything else touches the dir: a refused one is left as it was (but for the lock).
         refuse_new_cluster_node_without_id(&opts)?;
+        // No Raft log yet: a new data dir, with nothing to recover.
+        let new_dir = !dir.join("raft").exists();
         let identity = crate::identity::establish(&dir, opts.node_id, opts.cluster_id.as_deref())?;
         let marker = dir.join(CLEAN_MARKER);
         let clean = marker.exists();
-        if !clean {
+        if new_dir {
+            tracing::info!(dir = %dir.display(), "new data dir");
+        } else if !clean {
             tracing::info!(dir = %dir.display(), "no clean-shutdown marker: verifying every checksum");
         }
         let verify = if clean { Verify::Tail } else { Verify::Full };
@@ -257,6 +261,7 @@ impl Broker {
             member,
             directory,
             clustered: cluster.is_some(),
+            startup: cluster.as_ref().map(|c| c.startup.clone()),
             leader_wait: opts.leader_wait,
             commit_timeout: opts.commit_timeout,
             data_dir: dir,
@@ -303,6 +308,12 @@ impl Broker {
     }
 
     /// Whether the Raft group currently knows a leader (this node or, in a cluster, another).
+    /// A member's start while it has not known a leader yet: which configured nodes answer.
+    /// `None` for a cluster of one and once the start is over.
+    pub fn startup(&self) -> Option<crate::cluster::progress::Progress> {
+        self.replica.startup.as_ref().map(|s| s.get()).filter(|p| !p.active)
+    }
+
     pub fn has_leader(&self) -> bool {
         self.replica.raft().metrics().borrow().current_leader.is_some()
     }

@@ -2,13 +2,13 @@
 //! the leader this node's incarnation and API address.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::membership::record_join;
 use super::probe::probe_peers;
 use super::ClusterOptions;
 use crate::error::BrokerError;
-use crate::net::rpc::{Call, Reply};
+use crate::net::rpc::{Call, NodeStatus, Reply};
 use crate::raft::{Member, NodeId};
 use crate::replica::{call_leader, unexpected, Replica, Routed};
 
@@ -16,12 +16,13 @@ use crate::replica::{call_leader, unexpected, Replica, Routed};
 /// its data dir was wiped (or replaced) since it last took part. A node whose own log is empty
 /// waits until at least one peer answers (unless it may go active alone, `wait_for` 1), so it
 /// cannot slip in while they are merely slow.
-pub(super) async fn check_incarnation(r: &Replica, wait_for: usize, fresh: bool) -> Result<(), BrokerError> {
+pub(super) async fn check_incarnation(r: &Replica, opts: &ClusterOptions, fresh: bool) -> Result<(), BrokerError> {
     let me = r.node_id;
+    let wait_for = opts.wait_for;
     let others = r.directory.configured().keys().filter(|id| **id != me).count();
-    let mut waited = Instant::now();
     loop {
         let answers = probe_peers(r).await;
+        observe(r, opts, &answers);
         for s in &answers {
             let Some(known) = s.membership.as_ref().and_then(|m| m.membership().get_node(&me).cloned()) else {
                 continue;
@@ -43,10 +44,6 @@ pub(super) async fn check_incarnation(r: &Replica, wait_for: usize, fresh: bool)
         if !answers.is_empty() || others == 0 || !fresh || wait_for <= 1 {
             return Ok(());
         }
-        if waited.elapsed() >= Duration::from_secs(5) {
-            tracing::info!(node = me, "new data dir: waiting for a peer to answer before joining");
-            waited = Instant::now();
-        }
         if *r.shutdown.borrow() {
             return Err(BrokerError::ShuttingDown);
         }
@@ -63,13 +60,13 @@ pub(super) async fn bootstrap(r: &Replica, opts: &ClusterOptions) {
         return;
     }
     let mut shutdown = r.shutdown.subscribe();
-    let mut logged = Instant::now() - Duration::from_secs(60);
     loop {
         match r.raft().is_initialized().await {
             Ok(true) | Err(_) => return,
             Ok(false) => {}
         }
         let answers = probe_peers(r).await;
+        observe(r, opts, &answers);
         if answers.iter().any(|s| s.initialized) {
             return;
         }
@@ -94,10 +91,6 @@ pub(super) async fn bootstrap(r: &Replica, opts: &ClusterOptions) {
                 Err(e) => tracing::info!(node = me, error = %e, "cluster not initialized here"),
             }
             return;
-        }
-        if logged.elapsed() >= Duration::from_secs(5) {
-            tracing::info!(up, wait_for = opts.wait_for, "waiting for members before the cluster goes active");
-            logged = Instant::now();
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -137,6 +130,32 @@ pub(super) async fn announce(r: &Replica) {
             }
             None => {}
         }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Records which configured nodes answered, for `/readyz` and the log (one line per change).
+fn observe(r: &Replica, opts: &ClusterOptions, answers: &[NodeStatus]) {
+    let configured: Vec<NodeId> = r.directory.configured().keys().copied().collect();
+    let answered: Vec<NodeId> = answers.iter().map(|s| s.node_id).collect();
+    opts.startup.observe(r.node_id, &configured, &answered, opts.wait_for);
+}
+
+/// Until this node knows a leader, keeps probing the configured peers so the start's progress
+/// stays current; then marks the start over.
+pub(super) async fn track_startup(r: &Replica, opts: &ClusterOptions) {
+    let mut shutdown = r.shutdown.subscribe();
+    loop {
+        let leader = r.raft().metrics().borrow().current_leader;
+        if let Some(leader) = leader {
+            opts.startup.activate(r.node_id, leader);
+            return;
+        }
+        let answers = probe_peers(r).await;
+        observe(r, opts, &answers);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = shutdown.changed() => return,

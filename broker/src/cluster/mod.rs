@@ -17,6 +17,7 @@
 mod bootstrap;
 pub(crate) mod membership;
 mod probe;
+pub mod progress;
 mod serve;
 
 use std::sync::atomic::Ordering;
@@ -44,6 +45,9 @@ pub struct ClusterOptions {
     pub api_addr: String,
     /// Bootstrap waits until this many configured peers answer (this node included).
     pub wait_for: usize,
+    /// Which peers answer until the cluster has a leader; the caller may read it while
+    /// [`crate::Broker::open`] waits for them.
+    pub startup: progress::StartupProgress,
 }
 
 impl ClusterOptions {
@@ -74,12 +78,14 @@ pub(crate) async fn start(
     let gate = Arc::new(serve::Gate::new(replica.clone()));
     let stop = replica.shutdown.subscribe();
     replica.track(tokio::spawn(transport::serve(listener, me, gate.clone(), stop)));
-    bootstrap::check_incarnation(replica, opts.wait_for, fresh).await?;
+    bootstrap::check_incarnation(replica, opts, fresh).await?;
     gate.open.store(true, Ordering::Release);
     let (r, o) = (replica.clone(), opts.clone());
     replica.track(tokio::spawn(async move { bootstrap::bootstrap(&r, &o).await }));
     let r = replica.clone();
     replica.track(tokio::spawn(async move { bootstrap::announce(&r).await }));
+    let (r, o) = (replica.clone(), opts.clone());
+    replica.track(tokio::spawn(async move { bootstrap::track_startup(&r, &o).await }));
     Ok(())
 }
 

@@ -63,6 +63,8 @@ pub(crate) struct Replica {
     pub(crate) directory: Arc<Directory>,
     /// This node serves a cluster port (it may have peers), so reads need the leader's word.
     pub(crate) clustered: bool,
+    /// A member's start: which peers answer until it knows a leader; `None` for a cluster of one.
+    pub(crate) startup: Option<crate::cluster::progress::StartupProgress>,
     pub(crate) leader_wait: Duration,
     pub(crate) commit_timeout: Duration,
     pub(crate) data_dir: PathBuf,

@@ -45,6 +45,7 @@ impl Layout {
             peers: self.addrs.iter().enumerate().map(|(i, a)| (i as u64 + 1, a.to_string())).collect(),
             api_addr: format!("api-{id}:1"),
             wait_for: self.addrs.len(),
+            startup: Default::default(),
         });
         opts
     }

@@ -7,7 +7,7 @@
 //! with each default. External token issuers are lists, so only the file sets them
 //! (`[[external_issuers]]` with `algorithm`, `public_key_pem`, `issuer`, `audience`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,11 +97,17 @@ pub struct Config {
     pub rate_limit_ip_burst: u32,
     pub rate_limit_credential_per_second: u32,
     pub rate_limit_credential_burst: u32,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The longest a message may be withheld, in milliseconds; longer delays are refused.
     pub max_delay_ms: u64,
     /// Milliseconds a request body may take to arrive before the request is answered 408.
     pub body_read_timeout_ms: u64,
+    /// One INFO line per request (method, route, status, latency, principal, request id).
+    pub access_log: bool,
+    /// Seconds an idle keep-alive connection stays open (0: none).
+    pub keep_alive_secs: u64,
+    /// Milliseconds a client may take to send a request head.
+    pub request_head_timeout_ms: u64,
     /// Push delivery may go to loopback, private and link-local addresses.
     pub push_allow_private_networks: bool,
     /// `[tiering]`: where sealed segments go (API.md "Tiering"); off without a bucket.
@@ -195,6 +201,9 @@ impl Config {
             trusted_proxies: Vec::new(),
             max_delay_ms: crate::state::DEFAULT_MAX_DELAY_MS,
             body_read_timeout_ms: crate::state::DEFAULT_BODY_READ_TIMEOUT.as_millis() as u64,
+            access_log: true,
+            keep_alive_secs: crate::state::DEFAULT_KEEP_ALIVE.as_secs(),
+            request_head_timeout_ms: crate::state::DEFAULT_REQUEST_HEAD_TIMEOUT.as_millis() as u64,
             push_allow_private_networks: mode == Mode::Dev,
             tiering: Tiering::default(),
         }
@@ -431,6 +440,12 @@ impl Config {
         if !(100..=3_600_000).contains(&self.body_read_timeout_ms) {
             return Err("body_read_timeout_ms must be 100-3600000".to_owned());
         }
+        if self.keep_alive_secs > 86_400 {
+            return Err("keep_alive_secs must be 0-86400".to_owned());
+        }
+        if !(100..=600_000).contains(&self.request_head_timeout_ms) {
+            return Err("request_head_timeout_ms must be 100-600000".to_owned());
+        }
         for issuer in &self.external_issuers {
             if !matches!(issuer.algorithm.as_str(), "RS256" | "EdDSA") {
                 return Err(format!("external issuer {}: algorithm must be RS256 or EdDSA", issuer.issuer));
@@ -451,6 +466,9 @@ impl Config {
             credential_rate_limit: limit(self.rate_limit_credential_per_second, self.rate_limit_credential_burst),
             max_delay_ms: self.max_delay_ms,
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            keep_alive: Duration::from_secs(self.keep_alive_secs),
+            access_log: self.access_log,
+            request_head_timeout: Duration::from_millis(self.request_head_timeout_ms),
             push_allow_private_networks: self.push_allow_private_networks,
             push_resolver: None,
         }
@@ -488,6 +506,7 @@ impl Config {
             peers,
             api_addr: api_addr.to_string(),
             wait_for,
+            startup: Default::default(),
         })
     }
 
@@ -550,6 +569,7 @@ impl Config {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn load(mode: Mode, args: &[&str], env: &[(&str, &str)], file: Option<&str>) -> Result<Config, String> {
         let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
@@ -565,7 +585,7 @@ mod tests {
 
     #[test]
     fn file_then_env_then_flags() {
-        let file = "listen = \"127.0.0.1:1\"\nrate_limit_ip_burst = 7\naccess_token_ttl = 120\ntrusted_proxies = [\"10.0.0.1\", \"10.0.0.2\"]\n";
+        let file = "listen = \"127.0.0.1:1\"\nrate_limit_ip_burst = 7\naccess_token_ttl = 120\ntrusted_proxies = [\"10.0.0.1\", \"10.1.0.0/16\"]\n";
         let c = load(
             Mode::Serve,
             &["--config", "f.toml", "--access-token-ttl", "300"],
@@ -577,7 +597,23 @@ mod tests {
         assert_eq!(c.access_token_ttl, 300, "flags beat env");
         assert_eq!(c.rate_limit_ip_burst, 7, "the file beats defaults");
         assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[1].contains(&"10.1.200.3".parse::<IpAddr>().unwrap()));
+        assert!(!c.trusted_proxies[0].contains(&"10.0.0.2".parse::<IpAddr>().unwrap()));
         assert_eq!(c.data_dir, PathBuf::from("depot-data"));
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let c =
+            load(Mode::Serve, &["--trusted-proxies", "192.168.0.0/24, ::ffff:10.0.0.7,fd00::/8"], &[], None).unwrap();
+        let trusted = |ip: &str| c.trusted_proxies.iter().any(|n| n.contains(&ip.parse::<IpAddr>().unwrap()));
+        assert!(trusted("192.168.0.200") && trusted("10.0.0.7") && trusted("fd12::1"));
+        assert!(!trusted("192.168.1.1") && !trusted("10.0.0.8") && !trusted("fe80::1"));
+        for bad in ["10.0.0.1/8", "10.0.0.0/33", "proxy.example", "10.0.0/8"] {
+            let e = load(Mode::Serve, &["--trusted-proxies", bad], &[], None).unwrap_err();
+            assert!(e.contains("trusted-proxies") || e.contains("trusted_proxies"), "{bad}: {e}");
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -311,14 +311,14 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "trusted_proxies",
-        help: "comma-separated proxy IPs whose X-Forwarded-For is believed",
+        help: "comma-separated proxy addresses or CIDR ranges (10.0.0.0/8) whose X-Forwarded-For is believed",
         show: |c| c.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
         set: |c, v| {
             c.trusted_proxies = v
                 .split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .map(|p| parse(p, "an IP address"))
+                .map(parse_net)
                 .collect::<Result<_, _>>()?;
             Ok(())
         },
@@ -405,6 +405,33 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "access_log",
+        help: "log one INFO line per request (target depot::access: method, route pattern, status, latency, principal, request id; never a token or a path)",
+        show: |c| c.access_log.to_string(),
+        set: |c, v| {
+            c.access_log = parse_bool(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "keep_alive_secs",
+        help: "seconds an idle client connection is kept open; above load balancers' idle timeouts (AWS 60 s, DigitalOcean 60 s, Google Cloud 600 s) so the balancer, not Depot, closes idle connections (else intermittent 502s); 0 closes after each response",
+        show: |c| c.keep_alive_secs.to_string(),
+        set: |c, v| {
+            c.keep_alive_secs = parse(v, "seconds")?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "request_head_timeout_ms",
+        help: "milliseconds a client may take to send a request's line and headers, from the connection (or the previous response); a slower one is answered 408 and closed",
+        show: |c| c.request_head_timeout_ms.to_string(),
+        set: |c, v| {
+            c.request_head_timeout_ms = parse(v, "milliseconds")?;
+            Ok(())
+        },
+    },
+    Setting {
         name: "body_read_timeout_ms",
         help: "milliseconds a request body may take to arrive; a slower one is answered 408",
         show: |c| c.body_read_timeout_ms.to_string(),
@@ -469,4 +496,18 @@ pub fn command(command: clap::Command, mode: Mode) -> clap::Command {
 /// `--help` of a command: every setting with its flag, env var and default.
 pub fn help(mode: Mode) -> String {
     command(clap::Command::new(mode.command()), mode).render_help().to_string()
+}
+
+/// An address (a single-host range) or a CIDR range.
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip.to_canonical()));
+    }
+    let net: ipnet::IpNet =
+        text.parse().map_err(|_| format!("{text:?} is not an IP address or a CIDR range such as 10.0.0.0/8"))?;
+    // 10.0.0.1/8 is almost always a typo for 10.0.0.0/8 or 10.0.0.1/32: refused, not widened.
+    if net.trunc() != net {
+        return Err(format!("{text:?} has host bits set: write {} or a single address", net.trunc()));
+    }
+    Ok(net)
 }

@@ -1,5 +1,9 @@
 //! Per-request observability: a request id (`X-Request-Id`), a tracing span around the request
-//! (method, route pattern, status, latency), and the request metrics.
+//! (method, route pattern, status, latency), the request metrics, and the access log: one line
+//! per request at INFO with target `depot::access` (method, route pattern, status, latency,
+//! principal, request id). It names the route pattern, never the path (an ingest URL's path is
+//! its credential), and no header, so no token reaches the log. `access_log = false` turns it
+//! off; answers 5xx are logged at WARN either way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -12,6 +16,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 use tracing::Instrument;
 
+use crate::auth::Principal;
 use crate::state::AppState;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -65,19 +70,20 @@ pub async fn observe(
     span.record("route", route.as_deref().unwrap_or(crate::metrics::UNMATCHED));
     span.record("status", status.as_u16());
     span.record("latency_us", u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    let principal = match &result {
+        Ok(res) => res.request().extensions().get::<Principal>().map(Principal::actor),
+        Err(_) => None,
+    };
+    let access_log = state.as_ref().is_none_or(|s| s.access_log);
     span.in_scope(|| {
+        let route = route.as_deref().unwrap_or(crate::metrics::UNMATCHED);
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let principal = principal.as_deref().unwrap_or("-");
+        // The span's fields are repeated: with a filter above INFO they are not recorded.
         if status.is_server_error() {
-            // With the filter at warn the span's fields are not recorded: repeat them here.
-            tracing::warn!(
-                request_id = %id,
-                %method,
-                route = route.as_deref().unwrap_or(crate::metrics::UNMATCHED),
-                status = status.as_u16(),
-                latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-                "request answered"
-            );
-        } else {
-            tracing::debug!("request answered");
+            tracing::warn!(target: "depot::access", request_id = %id, %method, route = %route, status = status.as_u16(), latency_us, principal = %principal, "request answered");
+        } else if access_log {
+            tracing::info!(target: "depot::access", request_id = %id, %method, route = %route, status = status.as_u16(), latency_us, principal = %principal, "request answered");
         }
     });
     if let Some(state) = &state {

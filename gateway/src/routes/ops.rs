@@ -24,6 +24,28 @@ pub struct Health {
     /// make the node unready (messages stay on local disk until it is back).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiering: Option<TieringHealth>,
+    /// On a member of a cluster that has not known a leader since it started: which configured
+    /// nodes answer and which are missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup: Option<StartupHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartupHealth {
+    /// Every configured node id, this one included.
+    pub configured: Vec<u64>,
+    /// The configured nodes that answered the last probe, this one included.
+    pub up: Vec<u64>,
+    /// The configured nodes that did not.
+    pub missing: Vec<u64>,
+    /// How many must answer before a new cluster is initialized.
+    pub wait_for: usize,
+}
+
+impl From<depot_broker::cluster::progress::Progress> for StartupHealth {
+    fn from(p: depot_broker::cluster::progress::Progress) -> StartupHealth {
+        StartupHealth { missing: p.missing(), configured: p.configured, up: p.up, wait_for: p.wait_for }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,7 +72,7 @@ fn tiering_health(state: &AppState) -> Option<TieringHealth> {
 #[utoipa::path(tag = "operations", responses((status = 200, body = Health)))]
 #[get("/livez")]
 async fn livez() -> web::Json<Health> {
-    web::Json(Health { status: "ok".to_owned(), reason: None, tiering: None })
+    web::Json(Health { status: "ok".to_owned(), reason: None, tiering: None, startup: None })
 }
 
 /// How long /readyz waits for the metadata store.
@@ -80,12 +102,14 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         },
     };
     let tiering = tiering_health(&state);
+    let startup = state.broker.startup();
     match reason {
-        None => HttpResponse::Ok().json(Health { status: "ok".to_owned(), reason: None, tiering }),
+        None => HttpResponse::Ok().json(Health { status: "ok".to_owned(), reason: None, tiering, startup: None }),
         Some(reason) => HttpResponse::ServiceUnavailable().json(Health {
             status: "unavailable".to_owned(),
             reason: Some(reason),
             tiering,
+            startup: startup.map(StartupHealth::from),
         }),
     }
 }

@@ -458,3 +458,74 @@ fn a_followers_full_disk_keeps_the_cluster_writing_and_it_catches_up_once_space_
     drop(c);
     drop(disk);
 }
+
+/// The JSON log lines of node `id`'s current launch whose message contains `text`.
+fn log_lines(c: &Cluster, id: u64, text: &str) -> usize {
+    let log = std::fs::read_to_string(c.logs(id)[1]).unwrap_or_default();
+    let launch = log.rsplit("===== launch").next().unwrap_or_default().to_owned();
+    launch.lines().filter(|l| l.contains(text)).count()
+}
+
+#[test]
+fn a_member_waiting_for_its_peers_answers_probes_and_names_the_missing() {
+    let mut c = cluster::start_with(3, None, &[]);
+    // The start's progress is logged at INFO.
+    c.env.push(("DEPOT_LOG".to_owned(), "warn,depot_broker::cluster::progress=info".to_owned()));
+    c.launch_in_background(1);
+    let get = |c: &Cluster, path: &str| request(c.api(1), None, "GET", path, &[], &[], Duration::from_secs(5));
+    // /livez answers at once (before, the port accepted and never answered while node 1 waited).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match get(&c, "/livez") {
+            Ok(r) if r.status == 200 => break,
+            other => assert!(Instant::now() < deadline, "node 1's /livez never answered 200: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Readiness names who is missing, once the first probe of the peers is done.
+    let wanted = "1 of 3 nodes up, waiting for 2, 3";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let r = get(&c, "/readyz").expect("/readyz answers while starting");
+        assert_eq!(r.status, 503, "{r:?}");
+        if r.body["reason"].as_str().is_some_and(|s| s.contains(wanted)) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "/readyz never said {wanted:?}: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ready.body["startup"]["missing"], json!([2, 3]), "{ready:?}");
+    assert_eq!(ready.body["startup"]["up"], json!([1]), "{ready:?}");
+    // Anything else: 503 problem+json with Retry-After, not a hang.
+    let r = get(&c, "/v1/stations").expect("the API answers while starting");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.body["code"], "not_leader_unavailable", "{r:?}");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+
+    // Node 2 comes: node 1 opens; readiness and the log follow, one line per change.
+    c.launch_in_background(2);
+    c.await_started(1).expect("node 1 opens once a peer answers");
+    c.await_started(2).expect("node 2 opens");
+    let wanted = "2 of 3 nodes up, waiting for 3";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get(&c, "/readyz").expect("/readyz answers");
+        if r.status == 503 && r.body["reason"].as_str().is_some_and(|s| s.contains(wanted)) {
+            assert_eq!(r.body["startup"]["missing"], json!([3]), "{r:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never said {wanted:?}: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(log_lines(&c, 1, "1 of 3 nodes up, waiting for 2, 3"), 1, "one log line per change");
+    assert!(log_lines(&c, 1, wanted) >= 1, "the change to 2 of 3 is logged");
+
+    c.launch(3);
+    c.wait_ready(Duration::from_secs(60));
+    for id in c.ids() {
+        let r = request(c.api(id), None, "GET", "/readyz", &[], &[], Duration::from_secs(5)).expect("/readyz");
+        assert_eq!(r.status, 200, "node {id}: {r:?}");
+        assert!(r.body.get("startup").is_none(), "node {id}: {r:?}");
+    }
+    assert_eq!(log_lines(&c, 1, "the cluster is active"), 1);
+}

@@ -32,6 +32,7 @@ mod e2e_sources;
 mod e2e_tier_faults;
 mod e2e_tier_reads;
 mod e2e_tiering;
+mod first_run;
 mod http_wire;
 mod many_stations;
 mod messages;

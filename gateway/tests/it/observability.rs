@@ -23,7 +23,7 @@ fn tiny(trusted: &[&str]) -> GatewayConfig {
             requests: 1,
             period: Duration::from_secs(3600),
             burst: 2,
-            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            trusted_proxies: trusted.iter().map(|t| t.parse::<ipnet::IpNet>().unwrap()).collect(),
         },
         ..GatewayConfig::default()
     }
@@ -76,7 +76,7 @@ async fn spoofed_forwarded_for_from_an_untrusted_peer_is_ignored() {
 #[actix_web::test]
 async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
     let n = node().await;
-    let app = test::init_service(app(n.state_with(tiny(&["10.9.9.9"])))).await;
+    let app = test::init_service(app(n.state_with(tiny(&["10.9.9.9/32"])))).await;
     for client in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
         // The leftmost hop is client-controlled; the rightmost untrusted one counts.
         let req = get("/v1/stations")
@@ -84,6 +84,30 @@ async fn forwarded_for_from_a_trusted_proxy_names_the_client() {
             .insert_header(("x-forwarded-for", format!("6.6.6.6, {client}")));
         send(&app, req).await.ok(200);
     }
+}
+
+#[actix_web::test]
+async fn a_trusted_proxy_range_covers_every_balancer_address_and_no_other() {
+    // Load balancers forward from any address of their subnet.
+    let n = node().await;
+    let app = test::init_service(app(n.state_with(tiny(&["10.20.0.0/16"])))).await;
+    for (balancer, client) in [("10.20.0.5", "1.1.1.1"), ("10.20.200.7", "2.2.2.2"), ("10.20.3.3", "3.3.3.3")] {
+        let req = get("/v1/stations").peer_addr(peer(balancer)).insert_header(("x-forwarded-for", client));
+        send(&app, req).await.ok(200);
+    }
+    // One client behind several balancer addresses shares its bucket (a burst of 2).
+    let req = get("/v1/stations").peer_addr(peer("10.20.9.9")).insert_header(("x-forwarded-for", "1.1.1.1"));
+    send(&app, req).await.ok(200);
+    let req = get("/v1/stations").peer_addr(peer("10.20.8.8")).insert_header(("x-forwarded-for", "1.1.1.1"));
+    send(&app, req).await.problem(429, "rate_limited");
+    // Outside the range the header is not believed: the peer is the key.
+    for i in 0..2 {
+        let req =
+            get("/v1/stations").peer_addr(peer("10.21.0.1")).insert_header(("x-forwarded-for", format!("4.4.4.{i}")));
+        send(&app, req).await.ok(200);
+    }
+    let req = get("/v1/stations").peer_addr(peer("10.21.0.1")).insert_header(("x-forwarded-for", "4.4.4.9"));
+    send(&app, req).await.problem(429, "rate_limited");
 }
 
 #[test]

@@ -394,6 +394,17 @@ impl Cluster {
         self.await_banner(id)
     }
 
+    /// Starts node `id` without waiting for its banner (a member waiting for its peers prints it
+    /// only once one answers); [`Cluster::await_started`] waits for it later.
+    pub fn launch_in_background(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    /// Waits for the banner of a node started by [`Cluster::launch_in_background`].
+    pub fn await_started(&mut self, id: u64) -> Result<(), String> {
+        self.await_banner(id)
+    }
+
     fn spawn(&mut self, id: u64) {
         assert!(self.node(id).child.is_none(), "node {id} is already running");
         let peers = match &self.node(id).peers {
