@@ -1,5 +1,5 @@
-//! Records the git commit the binary is built from, for `depot --version`: `unknown` outside a
-//! git checkout (a source tarball) or without git.
+//! Records the git commit the binary is built from, for `depot --version`: `DEPOT_GIT_COMMIT` if
+//! set, else `git rev-parse`; `unknown` outside a git checkout (a source tarball) or without git.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,9 +11,13 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".to_owned());
+    // A build without the git dir (a container build whose context leaves out .git) passes the
+    // commit in DEPOT_GIT_COMMIT.
+    let given = std::env::var("DEPOT_GIT_COMMIT").ok().filter(|c| !c.trim().is_empty());
+    let commit = given.or_else(|| git(&["rev-parse", "--short", "HEAD"])).unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=DEPOT_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=DEPOT_GIT_COMMIT");
     // A commit moves HEAD, or the branch HEAD names (a loose ref, or packed-refs after a gc). In a
     // worktree HEAD lives in its own git dir and the refs in the common one. Only paths that
     // exist are watched: cargo would rerun this script on every build for a missing one.

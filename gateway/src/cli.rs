@@ -46,6 +46,12 @@ enum Command {
     Admin(AdminCommand),
     /// Print the OpenAPI document
     Openapi,
+    /// Exit 0 if a node's /livez answers 200 within 3 s, else 1 (a container health check)
+    Probe {
+        /// What to ask; default: /livez on DEPOT_LISTEN's port (4444) on loopback
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +102,10 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
         Some(Command::Openapi) => {
             emit(&crate::openapi::openapi_json());
             Ok(())
+        }
+        Some(Command::Probe { url }) => {
+            let url = url.unwrap_or_else(|| default_probe_url(std::env::var("DEPOT_LISTEN").ok().as_deref()));
+            probe(&url, std::time::Duration::from_secs(3))
         }
         None => {
             emit(&grammar().bin_name("depot").render_help().to_string());
@@ -343,6 +353,37 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// `/livez` on loopback at the port `listen` (a `DEPOT_LISTEN` value) names, else 4444.
+fn default_probe_url(listen: Option<&str>) -> String {
+    let port = listen.and_then(|l| l.parse::<std::net::SocketAddr>().ok()).map_or(4444, |a| a.port());
+    format!("http://127.0.0.1:{port}/livez")
+}
+
+/// `depot probe`: one GET over plain HTTP/1.1 (no client library, so the health check of a
+/// minimal container image needs nothing but this binary); `Ok` on a 200.
+fn probe(url: &str, within: std::time::Duration) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").with_context(|| format!("{url}: only http:// URLs can be probed"))?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .with_context(|| format!("{url}: cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("{url}: {authority} has no address"))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, within).with_context(|| format!("{url}: connecting"))?;
+    stream.set_read_timeout(Some(within))?;
+    stream.set_write_timeout(Some(within))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).with_context(|| format!("{url}: no answer"))?;
+    let status_line = String::from_utf8_lossy(&head[..n]);
+    let status = status_line.split_whitespace().nth(1).unwrap_or_default();
+    if status != "200" {
+        bail!("{url}: answered {}", status_line.lines().next().unwrap_or_default());
+    }
+    Ok(())
+}
+
 /// Prints a line for the operator. A closed stdout (a supervisor that stopped reading) must not
 /// turn a clean run into a panic, so write errors are ignored.
 pub fn say(text: &str) {
@@ -363,6 +404,15 @@ mod tests {
     #[test]
     fn the_grammar_is_consistent() {
         grammar().debug_assert();
+    }
+
+    #[test]
+    fn the_probe_asks_loopback_at_the_listen_port() {
+        assert_eq!(default_probe_url(None), "http://127.0.0.1:4444/livez");
+        assert_eq!(default_probe_url(Some("0.0.0.0:8080")), "http://127.0.0.1:8080/livez");
+        assert_eq!(default_probe_url(Some("not an address")), "http://127.0.0.1:4444/livez");
+        let e = probe("https://127.0.0.1:1/livez", std::time::Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("only http://"), "{e}");
     }
 
     #[test]
