@@ -411,8 +411,8 @@ mod tests {
         assert_eq!(default_probe_url(None), "http://127.0.0.1:4444/livez");
         assert_eq!(default_probe_url(Some("0.0.0.0:8080")), "http://127.0.0.1:8080/livez");
         assert_eq!(default_probe_url(Some("not an address")), "http://127.0.0.1:4444/livez");
-        let e = probe("https://127.0.0.1:1/livez", std::time::Duration::from_secs(1)).unwrap_err();
-        assert!(e.to_string().contains("only http://"), "{e}");
+        let refused = probe("https://127.0.0.1:1/livez", std::time::Duration::from_secs(1));
+        assert!(refused.is_err_and(|e| e.to_string().contains("only http://")));
     }
 
     #[test]
