@@ -31,3 +31,8 @@ pub fn start_with(n: usize, wait_for: Option<usize>, start_ids: &[u64]) -> Clust
     config.proxied = true;
     Cluster::start(config, n, start_ids)
 }
+
+/// A fresh database of the shared test Postgres.
+pub fn metadata_database() -> String {
+    runtime().block_on(depot_pgtest::database())
+}

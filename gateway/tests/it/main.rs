@@ -20,6 +20,7 @@ mod cluster_push;
 mod cluster_sources;
 mod cluster_tiering;
 mod consume;
+mod deploy_artifacts;
 mod deploy_files;
 mod dev_binary;
 mod disk_full;

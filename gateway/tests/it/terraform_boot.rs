@@ -22,14 +22,14 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// `terraform/modules/node-config` of this checkout.
-fn node_config_module() -> PathBuf {
+pub(crate) fn node_config_module() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../terraform/modules/node-config").canonicalize().unwrap()
 }
 
 /// Runs `terraform ARGS` in `dir` with its data, plugin cache and CLI config inside `dir` (no
 /// network, no user config), up to [`TERRAFORM_DEADLINE`]; its stdout. Panics with its output
 /// if it fails, and with a clear message if terraform is not installed.
-fn terraform(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn terraform(dir: &Path, args: &[&str]) -> String {
     let (out, err) = (dir.join("terraform.out"), dir.join("terraform.err"));
     let mut child = Command::new("terraform")
         .args(args)

@@ -58,3 +58,9 @@ output "volume_script" {
   description = "The script that formats (when blank) and mounts the data volume."
   value       = local.prepare_volume
 }
+
+output "files" {
+  description = "Every file cloud-init writes, by path: its mode and content (the secrets file too, when secrets_env is used), for provisioning without cloud-init and for tests."
+  value       = { for f in local.write_files : f.path => { permissions = f.permissions, content = f.content } }
+  sensitive   = true
+}
