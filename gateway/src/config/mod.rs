@@ -72,6 +72,9 @@ pub struct Config {
     pub segment_bytes: u64,
     /// `None`: the embedded SQLite file `<data_dir>/metadata.sqlite`.
     pub metadata_url: Option<String>,
+    /// CA certificates (PEM) that Postgres's certificate must chain to; `None`: the URL's
+    /// `sslrootcert`, else the system's roots.
+    pub metadata_ca_file: Option<PathBuf>,
     /// Postgres connections per node.
     pub metadata_pool_size: usize,
     /// Longest wait on Postgres for a connection or a query, in milliseconds.
@@ -174,6 +177,7 @@ impl Config {
             snapshot_every: broker.snapshot_every,
             segment_bytes: broker.segment_bytes,
             metadata_url: None,
+            metadata_ca_file: None,
             metadata_pool_size: pool.max_size,
             metadata_timeout_ms: pool.query_timeout.as_millis() as u64,
             cluster_secret: None,
@@ -349,6 +353,11 @@ impl Config {
                     "metadata_url: scheme {scheme:?} is not postgres:// or sqlite:PATH (or leave it unset)"
                 ));
             }
+        }
+        if self.uses_postgres() {
+            // An unknown sslmode is refused here, at start, rather than at the first connection.
+            let url = self.metadata_url.as_deref().unwrap_or_default();
+            crate::meta::postgres::split_url(url)?;
         }
         if self.clustered() {
             if !self.uses_postgres() {
