@@ -636,6 +636,15 @@ mod tests {
         assert!(e.contains("postgres://"), "{e}");
         let c = load(Mode::Serve, &["--metadata-url", "postgres://u@127.0.0.1/depot"], &[], None).unwrap();
         assert!(c.uses_postgres());
+        let e =
+            load(Mode::Serve, &["--metadata-url", "postgres://u:pw@h/depot?sslmode=verfy-ca"], &[], None).unwrap_err();
+        assert!(e.contains("sslmode=\"verfy-ca\" is not supported") && !e.contains("pw@"), "{e}");
+        let file =
+            "metadata_url = \"postgres://u@h/depot?sslmode=verify-full\"\nmetadata_ca_file = \"/etc/depot/pg.pem\"";
+        let c = load(Mode::Serve, &["--config", "f.toml"], &[], Some(file)).unwrap();
+        assert_eq!(c.metadata_ca_file.as_deref(), Some(std::path::Path::new("/etc/depot/pg.pem")));
+        let c = load(Mode::Serve, &[], &[("DEPOT_METADATA_CA_FILE", "/x.pem")], None).unwrap();
+        assert_eq!(c.metadata_ca_file.as_deref(), Some(std::path::Path::new("/x.pem")));
         let e = load(Mode::Serve, &["--listen"], &[], None).unwrap_err();
         assert!(e.contains("--listen") && e.contains("value"), "{e}");
         let e = load(Mode::Serve, &["--rate-limit-ip-burst", "0"], &[], None).unwrap_err();

@@ -157,7 +157,7 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "metadata_ca_file",
-        help: "PEM file of the CA certificates that sign Postgres's certificate, for sslmode=verify-ca/verify-full (and require, which then verifies the CA) unless the URL names sslrootcert; unset: the system's roots",
+        help: "PEM file of the CAs that Postgres's certificate must chain to (sslmode verify-ca and verify-full; require then verifies too); the URL's sslrootcert wins; unset: the system's roots",
         show: |c| c.metadata_ca_file.as_ref().map_or_else(|| "(unset)".to_owned(), |p| p.display().to_string()),
         set: |c, v| {
             c.metadata_ca_file = non_empty(v).map(PathBuf::from);
