@@ -34,16 +34,20 @@ fn with_ca(query: &str, db: &pg::TlsDatabase) -> String {
     query.replace("{ca}", &ca)
 }
 
-/// Whether the server sees the session `url` opens as encrypted, through the store's own connector.
-async fn session_is_encrypted(url: &str) -> bool {
+/// A raw connection to `url` through the store's own kind of connector, for looking behind its back.
+async fn raw(url: &str) -> tokio_postgres::Client {
     let split = split_url(url).unwrap();
     let tls = PgTls::new(split.sslmode, split.sslrootcert.as_deref(), None).unwrap();
     let mut config: tokio_postgres::Config = split.rest.parse().unwrap();
     config.ssl_mode(tls.tokio_mode());
     let (client, connection) = config.connect(tls.connector.clone()).await.unwrap();
-    let driver = tokio::spawn(connection);
-    let row = client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap();
-    driver.abort();
+    tokio::spawn(connection);
+    client
+}
+
+/// Whether the server sees the session `url` opens as encrypted.
+async fn session_is_encrypted(url: &str) -> bool {
+    let row = raw(url).await.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap();
     row.get(0)
 }
 
@@ -243,4 +247,42 @@ async fn require_against_a_server_without_tls_is_refused() {
     assert!(e.contains("server does not support TLS") && e.contains("sslmode=require"), "{e}");
     // prefer, the default, falls back to plain.
     migrate_and_round_trip(&url, None).await.unwrap();
+}
+
+/// A statement stuck on a lock is cancelled on the server when the call times out: the cancel
+/// request goes over TLS too (the server refuses it in plain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_statement_is_cancelled_over_tls() {
+    let db = pg::tls_database().await;
+    let url = db.url("localhost", &with_ca("sslmode=verify-full&sslrootcert={ca}", &db));
+    let timeout = Duration::from_secs(1);
+    let options = PoolOptions { max_size: 2, query_timeout: timeout, ..PoolOptions::default() };
+    let store = PostgresStore::connect(&url, options).unwrap();
+    store.migrate().await.unwrap();
+    store.create_user(&user("alice")).await.unwrap();
+
+    let mut locker = raw(&url).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let outcome = store.user_count().await;
+    assert!(matches!(outcome, Err(MetaError::Unavailable(_))), "{outcome:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let waiting: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the timed-out statement must be cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tx.rollback().await.unwrap();
+    assert_eq!(store.user_count().await.unwrap(), 1, "the store works once the lock is gone");
 }
