@@ -16,7 +16,8 @@
 //!
 //! [`tls_database`] is the same on a second, TLS-only throwaway server ([`PgServer::try_start_tls_only`]):
 //! its certificate, for `localhost` and `127.0.0.1`, is signed by a [`TestCa`] made up for the run,
-//! and its `pg_hba.conf` refuses every TCP connection without TLS.
+//! and its `pg_hba.conf` refuses every TCP connection without TLS. It is always a local throwaway,
+//! `DEPOT_TEST_DATABASE_URL` or not, since the test needs the certificate's CA.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

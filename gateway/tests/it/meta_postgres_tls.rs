@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::e2e::depot;
+use crate::e2e::{depot, send, Server};
 use depot_gateway::meta::postgres::{split_url, PgTls, SCHEMA_VERSION};
 use depot_gateway::meta::{Invalidation, MetaError, MetadataStore, PoolOptions, PostgresStore, Role, User};
 
@@ -285,4 +285,36 @@ async fn a_timed_out_statement_is_cancelled_over_tls() {
     }
     tx.rollback().await.unwrap();
     assert_eq!(store.user_count().await.unwrap(), 1, "the store works once the lock is gone");
+}
+
+/// `depot serve` on the TLS-only server with `verify-full` and the CA from `DEPOT_METADATA_CA_FILE`:
+/// it migrates at start, the admin logs in (a read of the store), and `/readyz` is ready.
+#[tokio::test]
+async fn depot_serve_runs_on_a_tls_only_postgres() {
+    let db = pg::tls_database().await;
+    let url = db.url("localhost", "sslmode=verify-full");
+    let ca = db.ca_file.clone();
+    tokio::task::spawn_blocking(move || {
+        let data = tempfile::tempdir().unwrap();
+        let mut command = Command::new(depot());
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--metadata-url", &url, "--data-dir"])
+            .arg(data.path())
+            .env("DEPOT_METADATA_CA_FILE", &ca)
+            .env("DEPOT_LOG", "warn")
+            .env("DEPOT_ADMIN_PASSWORD", "tls-admin-password")
+            .env("DEPOT_RATE_LIMIT", "off")
+            .stderr(Stdio::null());
+        let server = Server::start("depot serve", command, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+        let body = br#"{"username": "admin", "password": "tls-admin-password"}"#;
+        let json = [("Content-Type", "application/json")];
+        let login = send(server.addr, None, "POST", "/v1/auth/token", &json, body);
+        assert_eq!(login.status, 200, "{login:?}");
+        let ready = send(server.addr, None, "GET", "/readyz", &[], b"");
+        assert_eq!(ready.status, 200, "{ready:?}");
+        let exit = server.stop(Duration::from_secs(30)).unwrap();
+        assert!(exit.success(), "depot serve exited with {exit} after SIGTERM");
+    })
+    .await
+    .unwrap();
 }
