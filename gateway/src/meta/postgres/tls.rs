@@ -17,7 +17,8 @@
 //! - `verify-full`: the chain, and the certificate must name the host of the URL.
 //!
 //! Trusted roots: the CA file (`sslrootcert=PATH` in the URL, else the `metadata_ca_file`
-//! setting), else the system's store (`sslrootcert=system` asks for it explicitly).
+//! setting), else the system's store. `sslrootcert=system` asks for the system's store explicitly
+//! and, as in libpq 16, implies `verify-full` and refuses a weaker mode.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -238,11 +239,7 @@ impl PgTls {
             Some(path) => Some(Roots::File(PathBuf::from(path))),
             None => ca_file.map(|path| Roots::File(path.to_owned())),
         };
-        let requested = sslmode.unwrap_or(SslMode::Prefer);
-        let mode = match (requested, &explicit) {
-            (SslMode::Require, Some(Roots::File(_))) => SslMode::VerifyCa,
-            _ => requested,
-        };
+        let (requested, mode) = modes(sslmode, explicit.as_ref())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let algorithms = provider.signature_verification_algorithms;
         let (verifier, roots): (Arc<dyn ServerCertVerifier>, _) = if mode.verifies() {
@@ -305,6 +302,26 @@ impl PgTls {
         }
         described
     }
+}
+
+/// The mode asked for and the mode in effect, given the roots named, if any.
+fn modes(sslmode: Option<SslMode>, explicit: Option<&Roots>) -> Result<(SslMode, SslMode), String> {
+    // As libpq 16 has it: the system's store is only worth trusting for a checked name.
+    let requested = match (sslmode, explicit) {
+        (None, Some(Roots::System)) => SslMode::VerifyFull,
+        (Some(mode), Some(Roots::System)) if mode != SslMode::VerifyFull => {
+            return Err(format!(
+                "metadata_url: sslrootcert=system needs sslmode=verify-full (or no sslmode), not {}",
+                mode.name()
+            ));
+        }
+        (mode, _) => mode.unwrap_or(SslMode::Prefer),
+    };
+    let mode = match (requested, explicit) {
+        (SslMode::Require, Some(Roots::File(_))) => SslMode::VerifyCa,
+        _ => requested,
+    };
+    Ok((requested, mode))
 }
 
 fn load_roots(roots: &Roots) -> Result<RootCertStore, String> {
@@ -470,6 +487,14 @@ mod tests {
         std::fs::write(&ca, "not a certificate").unwrap();
         let empty = PgTls::new(Some(SslMode::VerifyFull), Some(ca.to_str().unwrap()), None).unwrap_err();
         assert!(empty.contains("no usable certificate"), "{empty}");
+        let system = Some(&Roots::System);
+        assert_eq!(modes(None, system).unwrap(), (SslMode::VerifyFull, SslMode::VerifyFull));
+        assert!(modes(Some(SslMode::Require), system).is_err());
+        let file = Roots::File(ca.clone());
+        assert_eq!(modes(Some(SslMode::Require), Some(&file)).unwrap(), (SslMode::Require, SslMode::VerifyCa));
+        assert_eq!(modes(Some(SslMode::Prefer), Some(&file)).unwrap(), (SslMode::Prefer, SslMode::Prefer));
+        let weaker = PgTls::new(Some(SslMode::VerifyCa), Some("system"), None).unwrap_err();
+        assert!(weaker.contains("sslrootcert=system needs sslmode=verify-full"), "{weaker}");
         let plain = PgTls::new(Some(SslMode::Require), None, None).unwrap();
         assert_eq!((plain.mode, plain.roots), (SslMode::Require, None));
         assert_eq!(PgTls::new(None, None, None).unwrap().mode, SslMode::Prefer);
