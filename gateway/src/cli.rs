@@ -127,7 +127,8 @@ fn load_config(mode: Mode, matches: &clap::ArgMatches) -> anyhow::Result<Box<Con
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     if config.uses_postgres() {
         let url = config.metadata_url.as_deref().unwrap_or_default();
-        let store = PostgresStore::connect(url, config.pool_options()).context("connecting to Postgres")?;
+        let store = PostgresStore::connect_with_ca_file(url, config.pool_options(), config.metadata_ca_file.as_deref())
+            .context("connecting to Postgres")?;
         let applied = store.migrate().await.context("migrating")?;
         let version = store.schema_version().await?;
         say(&format!("depot: Postgres schema at version {version} (applied now: {applied:?})"));
@@ -145,7 +146,8 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn MetadataStore>> {
     if config.uses_postgres() {
         let url = config.metadata_url.as_deref().unwrap_or_default();
-        let store = PostgresStore::connect(url, config.pool_options()).context("connecting to Postgres")?;
+        let store = PostgresStore::connect_with_ca_file(url, config.pool_options(), config.metadata_ca_file.as_deref())
+            .context("connecting to Postgres")?;
         store.migrate().await.context("migrating the Postgres metadata store")?;
         return Ok(Arc::new(store));
     }

@@ -13,8 +13,14 @@
 //! Postgres refuses to run as root: as root, the server runs as the `postgres` system user when it
 //! exists, else as `depot-pg-test` (created with `useradd --system`), through `runuser`.
 //! Missing binaries fail the test, naming the package to install; nothing is skipped.
+//!
+//! [`tls_database`] is the same on a second, TLS-only throwaway server ([`PgServer::try_start_tls_only`]):
+//! its certificate, for `localhost` and `127.0.0.1`, is signed by a [`TestCa`] made up for the run,
+//! and its `pg_hba.conf` refuses every TCP connection without TLS. It is always a local throwaway,
+//! `DEPOT_TEST_DATABASE_URL` or not, since the test needs the certificate's CA.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
@@ -54,6 +60,11 @@ pub async fn database() -> String {
 
 /// Creates a database with a random name through `admin_url` and returns its URL.
 pub async fn create_database(admin_url: &str) -> String {
+    with_dbname(admin_url, &create_named_database(admin_url).await)
+}
+
+/// Creates a database with a random name through `admin_url` and returns the name.
+async fn create_named_database(admin_url: &str) -> String {
     let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connecting to the test Postgres server: {e} ({e:?})"));
@@ -64,7 +75,77 @@ pub async fn create_database(admin_url: &str) -> String {
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap_or_else(|e| panic!("CREATE DATABASE on the test server (the role needs CREATEDB): {e:?}"));
-    with_dbname(admin_url, &name)
+    name
+}
+
+static SHARED_TLS: OnceLock<Result<(PgServer, TestCa), String>> = OnceLock::new();
+
+/// A new, empty database on the TLS-only server this test binary shares.
+#[derive(Clone, Debug)]
+pub struct TlsDatabase {
+    pub port: u16,
+    pub name: String,
+    /// The PEM file of the CA that signed the server's certificate.
+    pub ca_file: PathBuf,
+}
+
+impl TlsDatabase {
+    /// `postgres://postgres@HOST:PORT/NAME` followed by `query` (`sslmode=...&...`), if any.
+    pub fn url(&self, host: &str, query: &str) -> String {
+        let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+        format!("postgres://postgres@{host}:{}/{}{query}", self.port, self.name)
+    }
+}
+
+/// A new, empty database on a TLS-only server (started on first use, see the module's doc).
+pub async fn tls_database() -> TlsDatabase {
+    let shared = SHARED_TLS.get_or_init(|| {
+        let ca = TestCa::new("depot test CA");
+        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
+        let server = PgServer::try_start_tls_only(&cert, &key)?;
+        let ca_file = server.dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).map_err(|e| format!("writing {}: {e}", ca_file.display()))?;
+        Ok((server, ca))
+    });
+    let (server, _) = shared.as_ref().unwrap_or_else(|e| panic!("{e}"));
+    // Through the Unix socket, where the server trusts without TLS.
+    let name = create_named_database(&server.socket_url("postgres")).await;
+    TlsDatabase { port: server.port, name, ca_file: server.dir.join("ca.pem") }
+}
+
+/// A certificate authority made up for a test run.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    /// A new CA with its own key, called `name`.
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("generating a CA key: {e}"));
+        let cert = params.self_signed(&key).unwrap_or_else(|e| panic!("signing the test CA: {e}"));
+        TestCa { issuer: rcgen::Issuer::new(params, key), pem: cert.pem() }
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A server certificate for `names` (DNS names or IP addresses) and its private key, PEM.
+    pub fn issue(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap_or_else(|e| panic!("{e}"));
+        params.distinguished_name.push(rcgen::DnType::CommonName, "depot test server");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("generating a server key: {e}"));
+        let cert = params.signed_by(&key, &self.issuer).unwrap_or_else(|e| panic!("signing a server certificate: {e}"));
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// `url` pointing at database `name` instead: a `postgres://` URL or a `key=value` string.
@@ -98,6 +179,8 @@ pub struct PgServer {
     /// Who the server runs as when we are root.
     user: Option<String>,
     durability: Durability,
+    /// Whether the server only takes TLS over TCP (its certificate and key are in `dir`).
+    tls_only: bool,
     /// Stops the server and removes `dir` when its stdin closes: on drop, or when this process
     /// ends in any way (the static shared server is never dropped).
     watchdog: Option<(Child, ChildStdin)>,
@@ -116,6 +199,17 @@ impl PgServer {
 
     /// Starts a new server with the given durability; the error names what is missing.
     pub fn try_start_with(durability: Durability) -> Result<PgServer, String> {
+        PgServer::try_start_inner(durability, None)
+    }
+
+    /// Starts a new server that refuses TCP connections without TLS (`hostnossl ... reject`) and
+    /// shows the certificate `cert_pem`, whose key is `key_pem`. Its Unix socket still takes plain
+    /// connections ([`PgServer::socket_url`]).
+    pub fn try_start_tls_only(cert_pem: &str, key_pem: &str) -> Result<PgServer, String> {
+        PgServer::try_start_inner(Durability::Off, Some((cert_pem, key_pem)))
+    }
+
+    fn try_start_inner(durability: Durability, tls: Option<(&str, &str)>) -> Result<PgServer, String> {
         let bin = find_binaries()?;
         let user = server_user()?;
         let dir = tempfile::Builder::new()
@@ -128,7 +222,7 @@ impl PgServer {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 .map_err(|e| format!("chown {} to {user}: {e}", dir.display()))?;
         }
-        let mut server = PgServer { bin, dir, port: 0, user, durability, watchdog: None };
+        let mut server = PgServer { bin, dir, port: 0, user, durability, tls_only: tls.is_some(), watchdog: None };
         server.spawn_watchdog()?;
         let data = server.data();
         server.run(
@@ -146,6 +240,9 @@ impl PgServer {
                 "--locale=C".as_ref(),
             ],
         )?;
+        if let Some((cert, key)) = tls {
+            server.install_tls(cert, key)?;
+        }
         // The port is free when we look; another process may take it before the server binds, so
         // try a few.
         let mut last = String::new();
@@ -161,6 +258,37 @@ impl PgServer {
 
     fn data(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// Writes the certificate and key where the server reads them (the key owned by the server
+    /// user, mode 0600, or Postgres refuses it) and a `pg_hba.conf` that takes TCP only over TLS.
+    fn install_tls(&self, cert: &str, key: &str) -> Result<(), String> {
+        const HBA: &str = "local all all trust\n\
+                           hostnossl all all all reject\n\
+                           hostssl all all 127.0.0.1/32 trust\n\
+                           hostssl all all ::1/128 trust\n";
+        let owner = match &self.user {
+            Some(user) => Some((id(&["-u", user])?, id(&["-g", user])?)),
+            None => None,
+        };
+        for (name, text, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+            let path = self.dir.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| format!("chown {}: {e}", path.display()))?;
+            }
+        }
+        // Rewriting the file initdb made keeps its owner.
+        let hba = self.data().join("pg_hba.conf");
+        std::fs::write(&hba, HBA).map_err(|e| format!("writing {}: {e}", hba.display()))
+    }
+
+    /// A plain connection string through the server's Unix socket, to database `name`.
+    pub fn socket_url(&self, name: &str) -> String {
+        format!("host={} port={} user=postgres dbname={name}", self.dir.display(), self.port)
     }
 
     pub fn durability(&self) -> Durability {
@@ -187,8 +315,17 @@ impl PgServer {
             Durability::Off => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             Durability::Full => "-c fsync=on -c synchronous_commit=on -c full_page_writes=on",
         };
+        let tls = if self.tls_only {
+            format!(
+                "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                self.dir.join("server.crt").display(),
+                self.dir.join("server.key").display()
+            )
+        } else {
+            String::new()
+        };
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 {durability} -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 {durability} -c max_connections=300 {tls}",
             self.port,
             self.dir.display()
         );

@@ -72,6 +72,9 @@ pub struct Config {
     pub segment_bytes: u64,
     /// `None`: the embedded SQLite file `<data_dir>/metadata.sqlite`.
     pub metadata_url: Option<String>,
+    /// CA certificates (PEM) that Postgres's certificate must chain to; `None`: the URL's
+    /// `sslrootcert`, else the system's roots.
+    pub metadata_ca_file: Option<PathBuf>,
     /// Postgres connections per node.
     pub metadata_pool_size: usize,
     /// Longest wait on Postgres for a connection or a query, in milliseconds.
@@ -180,6 +183,7 @@ impl Config {
             snapshot_every: broker.snapshot_every,
             segment_bytes: broker.segment_bytes,
             metadata_url: None,
+            metadata_ca_file: None,
             metadata_pool_size: pool.max_size,
             metadata_timeout_ms: pool.query_timeout.as_millis() as u64,
             cluster_secret: None,
@@ -358,6 +362,11 @@ impl Config {
                     "metadata_url: scheme {scheme:?} is not postgres:// or sqlite:PATH (or leave it unset)"
                 ));
             }
+        }
+        if self.uses_postgres() {
+            // An unknown sslmode is refused here, at start, rather than at the first connection.
+            let url = self.metadata_url.as_deref().unwrap_or_default();
+            crate::meta::postgres::split_url(url)?;
         }
         if self.clustered() {
             if !self.uses_postgres() {
@@ -663,6 +672,15 @@ mod tests {
         assert!(e.contains("postgres://"), "{e}");
         let c = load(Mode::Serve, &["--metadata-url", "postgres://u@127.0.0.1/depot"], &[], None).unwrap();
         assert!(c.uses_postgres());
+        let e =
+            load(Mode::Serve, &["--metadata-url", "postgres://u:pw@h/depot?sslmode=verfy-ca"], &[], None).unwrap_err();
+        assert!(e.contains("sslmode=\"verfy-ca\" is not supported") && !e.contains("pw@"), "{e}");
+        let file =
+            "metadata_url = \"postgres://u@h/depot?sslmode=verify-full\"\nmetadata_ca_file = \"/etc/depot/pg.pem\"";
+        let c = load(Mode::Serve, &["--config", "f.toml"], &[], Some(file)).unwrap();
+        assert_eq!(c.metadata_ca_file.as_deref(), Some(std::path::Path::new("/etc/depot/pg.pem")));
+        let c = load(Mode::Serve, &[], &[("DEPOT_METADATA_CA_FILE", "/x.pem")], None).unwrap();
+        assert_eq!(c.metadata_ca_file.as_deref(), Some(std::path::Path::new("/x.pem")));
         let e = load(Mode::Serve, &["--listen"], &[], None).unwrap_err();
         assert!(e.contains("--listen") && e.contains("value"), "{e}");
         let e = load(Mode::Serve, &["--rate-limit-ip-burst", "0"], &[], None).unwrap_err();

@@ -156,6 +156,15 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "metadata_ca_file",
+        help: "PEM file of the CAs that Postgres's certificate must chain to (sslmode verify-ca and verify-full; require then verifies too); the URL's sslrootcert wins; unset: the system's roots",
+        show: |c| c.metadata_ca_file.as_ref().map_or_else(|| "(unset)".to_owned(), |p| p.display().to_string()),
+        set: |c, v| {
+            c.metadata_ca_file = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
+    },
+    Setting {
         name: "metadata_pool_size",
         help: "Postgres connections per node",
         show: |c| c.metadata_pool_size.to_string(),

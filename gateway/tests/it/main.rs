@@ -39,6 +39,7 @@ mod http_wire;
 mod many_stations;
 mod messages;
 mod meta_postgres;
+mod meta_postgres_tls;
 mod meta_sqlite;
 mod observability;
 mod open_files;

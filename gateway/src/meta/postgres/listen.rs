@@ -5,8 +5,9 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 
+use super::rows::describe;
+use super::PgTls;
 use crate::meta::Invalidation;
 
 /// The channel on which deletions of users and API keys are announced to every node.
@@ -40,8 +41,8 @@ struct Subscription {
     driver: JoinHandle<()>,
 }
 
-async fn subscribe(config: &tokio_postgres::Config) -> Result<Subscription, Failure> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(Failure::Connect)?;
+async fn subscribe(config: &tokio_postgres::Config, tls: &PgTls) -> Result<Subscription, Failure> {
+    let (client, mut connection) = config.connect(tls.connector.clone()).await.map_err(Failure::Connect)?;
     let (heard_tx, heard) = mpsc::unbounded_channel::<String>();
     let driver = tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -69,7 +70,7 @@ async fn subscribe(config: &tokio_postgres::Config) -> Result<Subscription, Fail
 /// forwards what it hears until `tx`'s receiver is gone. Each time LISTEN takes effect (the first
 /// time, and after every reconnection) it sends [`Invalidation::All`]: whatever was cached before
 /// may have been deleted while nobody listened.
-pub(super) async fn listen(mut config: tokio_postgres::Config, tx: mpsc::Sender<Invalidation>) {
+pub(super) async fn listen(mut config: tokio_postgres::Config, tls: PgTls, tx: mpsc::Sender<Invalidation>) {
     // A half-open connection (after a partition) would look alive for hours without keepalives;
     // with them it is noticed within about a minute, and the reconnect drops every cache.
     config
@@ -78,12 +79,13 @@ pub(super) async fn listen(mut config: tokio_postgres::Config, tx: mpsc::Sender<
         .keepalives_interval(Duration::from_secs(10))
         .keepalives_retries(3);
     while !tx.is_closed() {
-        let subscribed = (|| subscribe(&config))
+        let subscribed = (|| subscribe(&config, &tls))
             .retry(reconnect_backoff())
             .when(|_| !tx.is_closed())
             .notify(|failure, after| match failure {
                 Failure::Connect(e) => {
-                    tracing::debug!(error = %e, ?after, "metadata store: cannot connect to listen; retrying")
+                    let error = tls.explain(describe(e));
+                    tracing::debug!(%error, ?after, "metadata store: cannot connect to listen; retrying")
                 }
                 Failure::Listen(e) => tracing::warn!(error = %e, ?after, "metadata store: LISTEN failed; retrying"),
             })

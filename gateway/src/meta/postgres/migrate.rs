@@ -1,8 +1,6 @@
 //! The schema: [`MIGRATIONS`], applied in order under [`MIGRATION_LOCK`].
 
-use tokio_postgres::NoTls;
-
-use super::rows::Pg;
+use super::rows::{describe, Pg};
 use super::{MetaError, PostgresStore};
 
 /// Forward-only migrations as (version, SQL), in order; versions are 1, 2, 3...
@@ -23,11 +21,13 @@ impl PostgresStore {
     /// this node or another, waits for this one and then finds nothing to do. Waiting for that lock
     /// is not bounded by the pool's timeouts; connecting is.
     pub async fn migrate(&self) -> Result<Vec<i32>, MetaError> {
-        let connecting = self.config.connect(NoTls);
+        let connecting = self.config.connect(self.tls.connector.clone());
         let (mut client, connection) = tokio::time::timeout(self.options.create_timeout, connecting)
             .await
             .map_err(|_| MetaError::Unavailable("timed out connecting to postgres to migrate".to_owned()))?
-            .meta()?;
+            .map_err(|e| {
+                MetaError::Unavailable(format!("connecting to postgres to migrate: {}", self.tls.explain(describe(&e))))
+            })?;
         // A dedicated session: when it ends, even by cancellation, the server releases the lock.
         let driver = tokio::spawn(connection);
         let result = migrate_on(&mut client).await;

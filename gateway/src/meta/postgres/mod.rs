@@ -1,9 +1,9 @@
 //! [`MetadataStore`] on Postgres: what a cluster uses, one database shared by every node.
 //!
 //! Connections: a deadpool-postgres pool over tokio-postgres, created lazily ([`PostgresStore::connect`]
-//! touches no network, so a node starts while Postgres is down). **No TLS yet**: connections use
-//! `NoTls`, so the metadata URL must point at a trusted network path (loopback, a private link or a
-//! sidecar proxy) until TLS support lands.
+//! touches no network, so a node starts while Postgres is down). TLS is rustls, configured by
+//! libpq's `sslmode` and `sslrootcert` in the URL and the `metadata_ca_file` setting (see [`tls`]);
+//! the pool, `migrate`, the LISTEN connection and query cancellation share one connector.
 //!
 //! Bounded waits: every call gives up with [`MetaError::Unavailable`] instead of hanging. Getting a
 //! connection is bounded by the pool's `wait_timeout` (a free slot), `create_timeout` (connecting,
@@ -34,14 +34,16 @@
 
 use std::time::Duration;
 
+use std::path::Path;
+
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use super::MetaError;
 
 pub use listen::NOTIFY_CHANNEL;
 pub use migrate::{MIGRATIONS, MIGRATION_LOCK, SCHEMA_VERSION};
 use rows::describe;
+pub use tls::{split_url, PgTls, SslMode};
 
 /// Pool size and timeouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,12 +78,13 @@ pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
     options: PoolOptions,
+    tls: PgTls,
 }
 
 impl std::fmt::Debug for PostgresStore {
     // The config holds the password: print neither.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("PostgresStore").field("options", &self.options).field("tls", &self.tls).finish_non_exhaustive()
     }
 }
 
@@ -100,11 +103,25 @@ macro_rules! with_conn {
 impl PostgresStore {
     /// A store on the database at `url` (`postgres://user:password@host:port/dbname?...`). Opens no
     /// connection: the first call does, and [`PostgresStore::migrate`] must have run before the
-    /// others succeed.
+    /// others succeed. TLS as the URL's `sslmode` and `sslrootcert` say (see [`tls`]).
     pub fn connect(url: &str, options: PoolOptions) -> Result<PostgresStore, MetaError> {
+        PostgresStore::connect_with_ca_file(url, options, None)
+    }
+
+    /// Like [`PostgresStore::connect`], trusting the CA certificates of the PEM file `ca_file`
+    /// (the `metadata_ca_file` setting) unless the URL names its own `sslrootcert`. Reads that file
+    /// now: an unreadable one is an error here, not at the first call.
+    pub fn connect_with_ca_file(
+        url: &str,
+        options: PoolOptions,
+        ca_file: Option<&Path>,
+    ) -> Result<PostgresStore, MetaError> {
+        let split = split_url(url).map_err(MetaError::Unavailable)?;
+        let tls = PgTls::new(split.sslmode, split.sslrootcert.as_deref(), ca_file).map_err(MetaError::Unavailable)?;
         // Never echo the URL: it may hold a password.
         let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| MetaError::Unavailable(format!("invalid postgres metadata url: {e}")))?;
+            split.rest.parse().map_err(|e| MetaError::Unavailable(format!("invalid postgres metadata url: {e}")))?;
+        config.ssl_mode(tls.tokio_mode());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.create_timeout);
         }
@@ -113,7 +130,7 @@ impl PostgresStore {
         }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.connector.clone(),
             // `Fast` only checks that the connection is open; a dead one that looks open is caught
             // by the query timeout, which discards it.
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
@@ -126,12 +143,14 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| MetaError::Unavailable(format!("building the postgres pool: {e}")))?;
-        Ok(PostgresStore { pool, config, options })
+        Ok(PostgresStore { pool, config, options, tls })
     }
 
     async fn conn(&self) -> Result<Object, MetaError> {
         self.pool.get().await.map_err(|e| match e {
-            PoolError::Backend(e) => MetaError::Unavailable(format!("connecting to postgres: {}", describe(&e))),
+            PoolError::Backend(e) => {
+                MetaError::Unavailable(format!("connecting to postgres: {}", self.tls.explain(describe(&e))))
+            }
             other => MetaError::Unavailable(format!("postgres pool: {other}")),
         })
     }
@@ -149,8 +168,9 @@ impl PostgresStore {
                 let client = Object::take(c);
                 let cancel = client.cancel_token();
                 let limit = self.options.create_timeout;
+                let tls = self.tls.connector.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(limit, cancel.cancel_query(NoTls)).await;
+                    let _ = tokio::time::timeout(limit, cancel.cancel_query(tls)).await;
                 });
                 drop(client);
                 Err(MetaError::Unavailable(format!("postgres did not answer within {:?}", self.options.query_timeout)))
@@ -163,3 +183,4 @@ mod listen;
 mod migrate;
 mod rows;
 mod store;
+pub mod tls;

@@ -27,7 +27,7 @@ const INSERT_TOKEN: &str =
 impl MetadataStore for PostgresStore {
     async fn invalidations(&self) -> Result<Option<mpsc::Receiver<Invalidation>>, MetaError> {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(listen(self.config.clone(), tx));
+        tokio::spawn(listen(self.config.clone(), self.tls.clone(), tx));
         Ok(Some(rx))
     }
 
