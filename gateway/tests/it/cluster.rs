@@ -32,7 +32,7 @@ pub fn start_with(n: usize, wait_for: Option<usize>, start_ids: &[u64]) -> Clust
     Cluster::start(config, n, start_ids)
 }
 
-/// A fresh database of the shared test Postgres.
-pub fn metadata_database() -> String {
-    runtime().block_on(depot_pgtest::database())
+/// A fresh database of the shared TLS-only test Postgres.
+pub fn tls_metadata_database() -> depot_pgtest::TlsDatabase {
+    runtime().block_on(depot_pgtest::tls_database())
 }

@@ -3,7 +3,9 @@
 //! exactly the files it renders, the way systemd would run them: `ExecStart` of the rendered
 //! `depot.service`, its `EnvironmentFile` filled from the rendered secrets file, the rendered
 //! config file with its data dir, ports and peers. The rendered units pass
-//! `systemd-analyze verify`. Then a produce / fetch / ack round goes through every node.
+//! `systemd-analyze verify`. The metadata store is a TLS-only Postgres (plain connections refused),
+//! reached with the `sslmode=require` URL the cloud modules deliver. Then a produce / fetch / ack
+//! round goes through every node.
 //!
 //! The nodes listen on three loopback addresses (127.77.0.1-3) with the same ports, as three VMs
 //! would; only paths are relocated under a temp dir (`/etc/depot/...` and the binary).
@@ -188,7 +190,9 @@ fn three_nodes_start_from_the_rendered_deploy_files_and_serve_a_round() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("vms");
     let (api_port, cluster_port) = free_ports();
-    let metadata_url = crate::cluster::metadata_database();
+    // A TLS-only Postgres, with the URL the cloud modules build (`sslmode=require`: every managed
+    // Postgres they create refuses plain connections).
+    let metadata_url = crate::cluster::tls_metadata_database().url("localhost", "sslmode=require");
     let rendered = render(&dir.path().join("terraform"), api_port, cluster_port, &metadata_url, &root);
 
     let mut commands: Vec<Command> =
