@@ -109,7 +109,25 @@ fn load_config(mode: Mode, matches: &clap::ArgMatches) -> anyhow::Result<Box<Con
     let env = |name: &str| std::env::var(name).ok();
     let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"));
     let sources = Sources { args: &[], env: &env, read_file: &read };
-    Ok(Box::new(Config::from_matches(mode, matches, &sources).map_err(anyhow::Error::msg)?))
+    let config = Config::from_matches(mode, matches, &sources).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &config.cluster_secret_file {
+        warn_if_others_may_read(path);
+    }
+    Ok(Box::new(config))
+}
+
+/// A secret file that others than its owner may read or write is used, with a warning.
+fn warn_if_others_may_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:03o}"),
+            "the cluster secret file is open to group or others: chmod 600 it"
+        );
+    }
 }
 
 /// `depot migrate`: brings the configured store's schema up to date. Concurrent runs are safe:

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use depot_broker::cluster::ClusterOptions;
-use depot_broker::net::rpc::{secret_proof, Call};
+use depot_broker::net::rpc::Call;
 use depot_broker::net::transport::{CallError, Credentials, Peers};
 use depot_broker::station::{Command, GroupConfig, NewMessage, Outcome, ReceiptResult, SettleOp, StationConfig};
 use depot_broker::{Broker, BrokerOptions};
@@ -150,18 +150,14 @@ async fn the_handshake_refuses_a_wrong_secret_another_cluster_and_a_wrong_node()
         let addr = addr.clone();
         async move { Peers::new(credentials).call(to, &addr, Call::Status, Duration::from_secs(2)).await }
     };
-    let me = |cluster: &str, secret: &str| Credentials {
-        cluster_id: cluster.into(),
-        node_id: 9,
-        proof: secret_proof(secret),
-    };
+    let me = |cluster: &str, secret: &str| Credentials::new(cluster, 9, secret);
     let e = call(me("in-process", "not-the-secret-at-all"), 1).await.unwrap_err();
     assert!(matches!(&e, CallError::Unreachable(..)) && e.to_string().contains("wrong cluster secret"), "{e}");
     let e = call(me("other-cluster", SECRET), 1).await.unwrap_err();
     let text = e.to_string();
     assert!(text.contains("other-cluster") && text.contains("in-process"), "both ids named: {text}");
     let e = call(me("in-process", SECRET), 2).await.unwrap_err();
-    assert!(e.to_string().contains("this is node 1, not node 2"), "{e}");
+    assert!(e.to_string().contains("wrong node: this is node 1, not node 2"), "{e}");
     assert!(call(me("in-process", SECRET), 1).await.is_ok());
     for b in brokers {
         b.shutdown().await.unwrap();

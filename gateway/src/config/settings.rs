@@ -175,10 +175,19 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "cluster_secret",
-        help: "shared secret authenticating cluster traffic",
+        help: "shared secret authenticating cluster traffic, at least 16 bytes; as a flag it shows in the process list: prefer cluster_secret_file or DEPOT_CLUSTER_SECRET",
         show: |c| c.cluster_secret.as_ref().map_or("(unset)", |_| "(set)").to_owned(),
         set: |c, v| {
             c.cluster_secret = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "cluster_secret_file",
+        help: "file holding the cluster secret (one trailing newline is ignored), read at start; readable by depot's user only",
+        show: |c| c.cluster_secret_file.as_ref().map_or_else(|| "(unset)".to_owned(), |p| p.display().to_string()),
+        set: |c, v| {
+            c.cluster_secret_file = non_empty(v).map(PathBuf::from);
             Ok(())
         },
     },
