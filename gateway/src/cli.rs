@@ -264,6 +264,9 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
         let port = TcpListener::bind(config.cluster_listen)
             .with_context(|| format!("binding the cluster port {}", config.cluster_listen))?;
         opts.cluster = config.broker_cluster(addr, port);
+        if let Some(cluster) = opts.cluster.as_mut() {
+            cluster.tls = config.cluster_tls().map_err(anyhow::Error::msg).context("TLS on the cluster port")?;
+        }
     }
     let broker =
         Broker::open(opts).await.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;

@@ -185,7 +185,8 @@ impl Broker {
             identity.cluster_id.clone(),
             opts.node_id,
             cluster.as_ref().map_or("", |c| c.secret.as_str()),
-        );
+        )
+        .with_tls(cluster.as_ref().and_then(|c| c.tls.clone()));
         let directory = Arc::new(Directory::new(Peers::new(credentials.clone()), &configured));
         let node_id = opts.node_id;
         let alone = configured.iter().all(|(id, _)| *id == node_id);

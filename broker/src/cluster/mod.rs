@@ -44,6 +44,8 @@ pub struct ClusterOptions {
     pub api_addr: String,
     /// Bootstrap waits until this many configured peers answer (this node included).
     pub wait_for: usize,
+    /// TLS on the cluster port, served and dialed; `None`: plain TCP.
+    pub tls: Option<crate::net::tls::ClusterTls>,
 }
 
 impl ClusterOptions {

@@ -21,7 +21,8 @@
 //! What it does not do: without TLS, every frame after the handshake is plaintext and not
 //! authenticated. Someone on the path can read the traffic, and one able to rewrite packets can
 //! take over or alter an authenticated connection. The handshake keeps out nodes and clients
-//! that do not know the secret; TLS on the cluster port is what protects the traffic itself.
+//! that do not know the secret; TLS on the cluster port ([`super::tls`]) is what protects the
+//! traffic itself.
 
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::rpc::{self, PROTOCOL};
+use super::tls::ClusterTls;
 use crate::raft::NodeId;
 
 /// The largest handshake message either side reads: a hello is a cluster id (at most 128 bytes)
@@ -69,11 +71,17 @@ pub struct Credentials {
     pub cluster_id: String,
     pub node_id: NodeId,
     pub key: ClusterKey,
+    /// TLS on the cluster port, when configured: then every connection, served or dialed, is TLS.
+    pub tls: Option<ClusterTls>,
 }
 
 impl Credentials {
     pub fn new(cluster_id: impl Into<String>, node_id: NodeId, secret: &str) -> Credentials {
-        Credentials { cluster_id: cluster_id.into(), node_id, key: ClusterKey::derive(secret) }
+        Credentials { cluster_id: cluster_id.into(), node_id, key: ClusterKey::derive(secret), tls: None }
+    }
+
+    pub fn with_tls(self, tls: Option<ClusterTls>) -> Credentials {
+        Credentials { tls, ..self }
     }
 }
 

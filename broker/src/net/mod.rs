@@ -7,6 +7,7 @@
 pub mod handshake;
 pub mod network;
 pub mod rpc;
+pub mod tls;
 pub mod transport;
 
 use std::collections::BTreeMap;

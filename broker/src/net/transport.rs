@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -21,6 +21,16 @@ pub use super::handshake::Credentials;
 /// How long a dial and its handshake may take. Short: a peer that does not answer within it is
 /// treated as down, and openraft retries.
 const DIAL_TIMEOUT: Duration = Duration::from_millis(500);
+/// The two directions of a connection, plain TCP or TLS alike.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits `stream`, which is TCP or TLS, for a reader and a writer task.
+fn halves<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (ReadHalf, WriteHalf) {
+    let (read, write) = tokio::io::split(stream);
+    (Box::new(read), Box::new(write))
+}
+
 /// A handshake refused for the same reason by (or to) the same node is logged once per this
 /// long: openraft and the probes retry several times a second.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -159,10 +169,26 @@ impl Peers {
         let unreachable = |e: String| CallError::Unreachable(to, format!("{addr}: {e}"));
         let stream = TcpStream::connect(addr).await.map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let ((read, write), binding) = match &self.me.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                let plain: (ReadHalf, WriteHalf) = (Box::new(read), Box::new(write));
+                (plain, Vec::new())
+            }
+            Some(tls) => match tls.connect(addr, stream).await {
+                Ok((stream, binding)) => (halves(stream), binding.to_vec()),
+                Err(e) => {
+                    let reason = format!("TLS: {e}");
+                    if self.refusals.worth_logging(to, &reason) {
+                        tracing::warn!(node = to, %addr, %reason, "cluster handshake failed: no connection to this node");
+                    }
+                    return Err(unreachable(reason));
+                }
+            },
+        };
         let mut read = BufReader::with_capacity(64 << 10, read);
         let mut write = BufWriter::with_capacity(64 << 10, write);
-        match handshake::dial(&mut read, &mut write, &self.me, to, b"").await {
+        match handshake::dial(&mut read, &mut write, &self.me, to, &binding).await {
             Ok(()) => {}
             Err(HandshakeError::Io(e)) => return Err(unreachable(e.to_string())),
             Err(e) => {
@@ -272,10 +298,30 @@ async fn serve_connection<H: Handler>(
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let (read, write) = stream.into_split();
+    let started = tokio::time::Instant::now();
+    let ((read, write), binding) = match &me.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            let plain: (ReadHalf, WriteHalf) = (Box::new(read), Box::new(write));
+            (plain, Vec::new())
+        }
+        Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok((stream, binding))) => (halves(stream), binding.to_vec()),
+            Ok(Err(e)) => {
+                // The dialer's node id is not known yet: one line per reason.
+                let reason = format!("TLS: {e}");
+                if refusals.worth_logging(0, &reason) {
+                    tracing::warn!(%peer_addr, %reason, "cluster connection refused");
+                }
+                return Err(e);
+            }
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake")),
+        },
+    };
     let mut read = BufReader::with_capacity(64 << 10, read);
     let mut write = BufWriter::with_capacity(64 << 10, write);
-    let from = match handshake::accept(&mut read, &mut write, &me, b"", HANDSHAKE_TIMEOUT).await {
+    let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
+    let from = match handshake::accept(&mut read, &mut write, &me, &binding, left).await {
         Ok(from) => from,
         Err(HandshakeError::Io(e)) => return Err(e),
         Err(HandshakeError::Refused { peer, reason }) => {

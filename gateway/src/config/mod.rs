@@ -81,6 +81,11 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// A file holding the cluster secret, so that it is on no command line.
     pub cluster_secret_file: Option<PathBuf>,
+    /// TLS on the cluster port: this node's certificate and key, and the CA of every node's
+    /// certificate (PEM files). All three or none.
+    pub cluster_tls_cert: Option<PathBuf>,
+    pub cluster_tls_key: Option<PathBuf>,
+    pub cluster_tls_ca: Option<PathBuf>,
     /// The cluster this node belongs to; `None`: whatever the data dir holds (a new one gets a
     /// random id).
     pub cluster_id: Option<String>,
@@ -182,6 +187,9 @@ impl Config {
             metadata_timeout_ms: pool.query_timeout.as_millis() as u64,
             cluster_secret: None,
             cluster_secret_file: None,
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
+            cluster_tls_ca: None,
             cluster_id: None,
             wait_for: None,
             jwt_secret: None,
@@ -399,6 +407,17 @@ impl Config {
                 return Err(format!("{what}: the cluster secret must be at least 16 bytes"));
             }
         }
+        let tls = [&self.cluster_tls_cert, &self.cluster_tls_key, &self.cluster_tls_ca];
+        if tls.iter().any(|f| f.is_some()) {
+            if tls.iter().any(|f| f.is_none()) {
+                return Err(
+                    "cluster_tls_cert, cluster_tls_key and cluster_tls_ca go together: set all three".to_owned()
+                );
+            }
+            if self.cluster_secret.is_none() {
+                return Err("cluster_tls_*: the cluster port is served only with a cluster secret".to_owned());
+            }
+        }
         let mut ids: Vec<u64> = self.peers.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -519,7 +538,18 @@ impl Config {
             peers,
             api_addr: api_addr.to_string(),
             wait_for,
+            tls: None,
         })
+    }
+
+    /// TLS on the cluster port from the three PEM files, when they are set.
+    pub fn cluster_tls(&self) -> Result<Option<depot_broker::net::tls::ClusterTls>, String> {
+        let (Some(cert), Some(key), Some(ca)) = (&self.cluster_tls_cert, &self.cluster_tls_key, &self.cluster_tls_ca)
+        else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()));
+        depot_broker::net::tls::ClusterTls::from_pem(&read(cert)?, &read(key)?, &read(ca)?).map(Some)
     }
 
     pub fn auth(&self, jwt_secret: Vec<u8>) -> AuthConfig {
@@ -739,6 +769,21 @@ mod tests {
             run(&["--config", "depot.toml", "--cluster-secret-file", "/crlf"], &[], Some(toml)),
             secret("0123456789abcdef-crlf")
         );
+    }
+
+    #[test]
+    fn cluster_tls_takes_all_three_files_and_a_secret() {
+        let secret = ["--cluster-secret", "0123456789abcdef"];
+        let files =
+            ["--cluster-tls-cert", "/no/c.pem", "--cluster-tls-key", "/no/k.pem", "--cluster-tls-ca", "/no/ca.pem"];
+        let e = load(Mode::Serve, &[&secret[..], &files[..2]].concat(), &[], None).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let e = load(Mode::Serve, &files, &[], None).unwrap_err();
+        assert!(e.contains("only with a cluster secret"), "{e}");
+        let c = load(Mode::Serve, &[&secret[..], &files[..]].concat(), &[], None).unwrap();
+        let e = c.cluster_tls().unwrap_err();
+        assert!(e.contains("reading /no/c.pem"), "{e}");
+        assert!(load(Mode::Serve, &secret, &[], None).unwrap().cluster_tls().unwrap().is_none());
     }
 
     #[test]
