@@ -119,7 +119,25 @@ fn load_config(mode: Mode, matches: &clap::ArgMatches) -> anyhow::Result<Box<Con
     let env = |name: &str| std::env::var(name).ok();
     let read = |path: &str| std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"));
     let sources = Sources { args: &[], env: &env, read_file: &read };
-    Ok(Box::new(Config::from_matches(mode, matches, &sources).map_err(anyhow::Error::msg)?))
+    let config = Config::from_matches(mode, matches, &sources).map_err(anyhow::Error::msg)?;
+    if let Some(path) = &config.cluster_secret_file {
+        warn_if_others_may_read(path);
+    }
+    Ok(Box::new(config))
+}
+
+/// A secret file that others than its owner may read or write is used, with a warning.
+fn warn_if_others_may_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{mode:03o}"),
+            "the cluster secret file is open to group or others: chmod 600 it"
+        );
+    }
 }
 
 /// `depot migrate`: brings the configured store's schema up to date. Concurrent runs are safe:
@@ -258,6 +276,9 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
         let port = TcpListener::bind(config.cluster_listen)
             .with_context(|| format!("binding the cluster port {}", config.cluster_listen))?;
         opts.cluster = config.broker_cluster(addr, port);
+        if let Some(cluster) = opts.cluster.as_mut() {
+            cluster.tls = config.cluster_tls().map_err(anyhow::Error::msg).context("TLS on the cluster port")?;
+        }
     }
     // Until the broker is open, probes are answered (a member may wait minutes for its peers).
     let starting = crate::starting::serve(&listener, opts.cluster.as_ref().map(|c| c.startup.clone()))

@@ -19,7 +19,6 @@ use crate::disk::{DiskWatch, MinFree, Space};
 use crate::error::BrokerError;
 use crate::log::{LogOptions, Verify};
 use crate::net::network::Network;
-use crate::net::rpc;
 use crate::net::transport::{Credentials, Peers};
 use crate::net::Directory;
 use crate::open_files::{open_file_budget, DEFAULT_MAX_OPEN_FILES};
@@ -186,11 +185,12 @@ impl Broker {
             api_addr: cluster.as_ref().map(|c| c.api_addr.clone()).unwrap_or_default(),
             incarnation: identity.incarnation.clone(),
         };
-        let credentials = Credentials {
-            cluster_id: identity.cluster_id.clone(),
-            node_id: opts.node_id,
-            proof: rpc::secret_proof(cluster.as_ref().map_or("", |c| c.secret.as_str())),
-        };
+        let credentials = Credentials::new(
+            identity.cluster_id.clone(),
+            opts.node_id,
+            cluster.as_ref().map_or("", |c| c.secret.as_str()),
+        )
+        .with_tls(cluster.as_ref().and_then(|c| c.tls.clone()));
         let directory = Arc::new(Directory::new(Peers::new(credentials.clone()), &configured));
         let node_id = opts.node_id;
         let alone = configured.iter().all(|(id, _)| *id == node_id);

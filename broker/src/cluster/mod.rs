@@ -48,6 +48,8 @@ pub struct ClusterOptions {
     /// Which peers answer until the cluster has a leader; the caller may read it while
     /// [`crate::Broker::open`] waits for them.
     pub startup: progress::StartupProgress,
+    /// TLS on the cluster port, served and dialed; `None`: plain TCP.
+    pub tls: Option<crate::net::tls::ClusterTls>,
 }
 
 impl ClusterOptions {

@@ -1,10 +1,13 @@
-//! Talking to the other nodes: the framed protocol on the cluster port ([`rpc`]), the
-//! connections that carry it ([`transport`]), openraft's network over them ([`network`]), and
+//! Talking to the other nodes: the framed protocol on the cluster port ([`rpc`]), how both ends
+//! of a connection prove they know the cluster secret ([`handshake`]), the connections that
+//! carry it ([`transport`]), openraft's network over them ([`network`]), and
 //! where each node is ([`Directory`]). Nothing here knows what a call means; the replica and the
 //! cluster jobs do.
 
+pub mod handshake;
 pub mod network;
 pub mod rpc;
+pub mod tls;
 pub mod transport;
 
 use std::collections::BTreeMap;

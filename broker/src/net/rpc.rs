@@ -1,13 +1,13 @@
-//! The cluster protocol on the wire: length-prefixed bincode frames over TCP.
+//! The cluster protocol on the wire: length-prefixed bincode frames over TCP (or TLS).
 //!
-//! A connection opens with [`Hello`] from the dialing node, answered by [`Welcome`]. After that,
-//! the dialer sends `(call id, group, Call)` frames and the listener answers `(call id, Reply)`
-//! frames in whatever order the calls finish, so one connection carries heartbeats, appends and
-//! forwarded commands at once. `group` names the Raft group a call is for; today there is one
-//! (0), and per-station groups can share this transport later.
+//! A connection opens with the handshake of [`super::handshake`], in which both nodes prove they
+//! know the cluster secret. After that, the dialer sends `(call id, group, Call)` frames and the
+//! listener answers `(call id, Reply)` frames in whatever order the calls finish, so one
+//! connection carries heartbeats, appends and forwarded commands at once. `group` names the Raft
+//! group a call is for; today there is one (0), and per-station groups can share this transport
+//! later.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::BrokerError;
@@ -24,26 +24,10 @@ use openraft::raft::{
 pub const MAX_FRAME: usize = 256 << 20;
 /// Bumped when a frame's meaning changes; a node speaking another version is refused.
 /// 2: sealed receipts (`Command::Settle`, `Command::InitReceiptKey`, `Applied::station_id`).
-pub const PROTOCOL: u32 = 2;
+/// 3: the challenge-response handshake (a nonce each way instead of a static proof).
+pub const PROTOCOL: u32 = 3;
 /// The one Raft group of today.
 pub const GROUP: u64 = 0;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Hello {
-    pub protocol: u32,
-    pub cluster_id: String,
-    pub from: NodeId,
-    /// The node the dialer means to reach, so a misrouted connection is refused.
-    pub to: NodeId,
-    /// [`secret_proof`] of the cluster secret; compared in constant time.
-    pub proof: [u8; 32],
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Welcome {
-    Accepted,
-    Refused(String),
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Call {
@@ -92,20 +76,6 @@ pub struct NodeStatus {
     pub membership: Option<StoredMembership>,
 }
 
-/// What proves knowledge of the cluster secret: a hash bound to this protocol, so the secret
-/// itself never crosses the wire.
-pub fn secret_proof(secret: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"depot-cluster-v1\0");
-    h.update(secret.as_bytes());
-    h.finalize().into()
-}
-
-/// Equality whose running time does not depend on where the inputs differ.
-pub fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    subtle::ConstantTimeEq::ct_eq(&a[..], &b[..]).into()
-}
-
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, BrokerError> {
     let mut out = vec![0u8; 4];
     bincode::serialize_into(&mut out, value).map_err(|e| BrokerError::Storage(format!("encoding a frame: {e}")))?;
@@ -124,11 +94,16 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, value: 
 }
 
 pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) -> std::io::Result<T> {
+    read_frame_within(r, MAX_FRAME).await
+}
+
+/// Reads a frame of at most `max` bytes; a longer one is refused before its body is read.
+pub async fn read_frame_within<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R, max: usize) -> std::io::Result<T> {
     let len = r.read_u32_le().await? as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds {MAX_FRAME}"),
+            format!("frame of {len} bytes exceeds {max}"),
         ));
     }
     let mut body = vec![0u8; len];
@@ -141,22 +116,15 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R) ->
 mod tests {
     use super::*;
 
-    #[test]
-    fn proofs_compare_in_constant_time() {
-        let a = secret_proof("s3cret");
-        assert!(constant_time_eq(&a, &secret_proof("s3cret")));
-        assert!(!constant_time_eq(&a, &secret_proof("s3cret ")));
-    }
-
     #[tokio::test]
     async fn frames_round_trip_and_oversized_ones_are_refused() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        write_frame(&mut a, &(7u64, Welcome::Refused("no".into()))).await.unwrap();
-        let (id, w): (u64, Welcome) = read_frame(&mut b).await.unwrap();
+        write_frame(&mut a, &(7u64, Reply::Refused("no".into()))).await.unwrap();
+        let (id, w): (u64, Reply) = read_frame(&mut b).await.unwrap();
         assert_eq!(id, 7);
-        assert!(matches!(w, Welcome::Refused(r) if r == "no"));
+        assert!(matches!(w, Reply::Refused(r) if r == "no"));
         a.write_all(&((MAX_FRAME as u32) + 1).to_le_bytes()).await.unwrap();
-        let e = read_frame::<_, Welcome>(&mut b).await.unwrap_err();
+        let e = read_frame::<_, Reply>(&mut b).await.unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     }
 }

@@ -1,24 +1,39 @@
 //! Connections between nodes: one multiplexed TCP connection per peer, dialed on demand and
-//! authenticated with the cluster secret, and the listener that serves the other nodes.
+//! authenticated by the handshake of [`super::handshake`], and the listener that serves the
+//! other nodes.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::rpc::{self, Call, Hello, Reply, Welcome, GROUP, PROTOCOL};
+use super::handshake::{self, HandshakeError, HANDSHAKE_TIMEOUT};
+use super::rpc::{self, Call, Reply, GROUP};
 use crate::raft::NodeId;
+
+pub use super::handshake::Credentials;
 
 /// How long a dial and its handshake may take. Short: a peer that does not answer within it is
 /// treated as down, and openraft retries.
 const DIAL_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a listener waits for a dialer's [`Hello`].
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The two directions of a connection, plain TCP or TLS alike.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits `stream`, which is TCP or TLS, for a reader and a writer task.
+fn halves<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (ReadHalf, WriteHalf) {
+    let (read, write) = tokio::io::split(stream);
+    (Box::new(read), Box::new(write))
+}
+
+/// A handshake refused for the same reason by (or to) the same node is logged once per this
+/// long: openraft and the probes retry several times a second.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a call got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -32,18 +47,42 @@ pub enum CallError {
     NoAnswer(NodeId, String),
 }
 
-/// Who this node is on the wire.
-#[derive(Clone)]
-pub struct Credentials {
-    pub cluster_id: String,
-    pub node_id: NodeId,
-    pub proof: [u8; 32],
+/// Which handshake refusals were logged lately, so that a misconfigured node shows up in the
+/// log without flooding it.
+#[derive(Default)]
+struct Refusals(Mutex<HashMap<(NodeId, String), Instant>>);
+
+impl Refusals {
+    /// Whether this refusal was not logged within [`REFUSAL_LOG_EVERY`] (and records it now).
+    fn worth_logging(&self, peer: NodeId, reason: &str) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        // Dialers choose the node id they claim: bounded, whatever they send.
+        if seen.len() >= 1024 {
+            seen.retain(|_, at| now.duration_since(*at) < REFUSAL_LOG_EVERY);
+            if seen.len() >= 1024 {
+                seen.clear();
+            }
+        }
+        match seen.get_mut(&(peer, reason.to_owned())) {
+            Some(at) if now.duration_since(*at) < REFUSAL_LOG_EVERY => false,
+            Some(at) => {
+                *at = now;
+                true
+            }
+            None => {
+                seen.insert((peer, reason.to_owned()), now);
+                true
+            }
+        }
+    }
 }
 
 /// The dialing side: a connection per peer, reused by every call to that peer.
 pub struct Peers {
     me: Credentials,
     slots: Mutex<HashMap<NodeId, Slot>>,
+    refusals: Refusals,
 }
 
 /// The connection to one peer; the async lock makes concurrent callers share one dial.
@@ -77,7 +116,7 @@ impl Drop for Conn {
 
 impl Peers {
     pub fn new(me: Credentials) -> Peers {
-        Peers { me, slots: Mutex::new(HashMap::new()) }
+        Peers { me, slots: Mutex::new(HashMap::new()), refusals: Refusals::default() }
     }
 
     /// Sends `call` to node `to` at `addr` and waits up to `timeout` for its reply.
@@ -130,20 +169,35 @@ impl Peers {
         let unreachable = |e: String| CallError::Unreachable(to, format!("{addr}: {e}"));
         let stream = TcpStream::connect(addr).await.map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let ((read, write), binding) = match &self.me.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                let plain: (ReadHalf, WriteHalf) = (Box::new(read), Box::new(write));
+                (plain, Vec::new())
+            }
+            Some(tls) => match tls.connect(addr, stream).await {
+                Ok((stream, binding)) => (halves(stream), binding.to_vec()),
+                Err(e) => {
+                    let reason = format!("TLS: {e}");
+                    if self.refusals.worth_logging(to, &reason) {
+                        tracing::warn!(node = to, %addr, %reason, "cluster handshake failed: no connection to this node");
+                    }
+                    return Err(unreachable(reason));
+                }
+            },
+        };
         let mut read = BufReader::with_capacity(64 << 10, read);
         let mut write = BufWriter::with_capacity(64 << 10, write);
-        let hello = Hello {
-            protocol: PROTOCOL,
-            cluster_id: self.me.cluster_id.clone(),
-            from: self.me.node_id,
-            to,
-            proof: self.me.proof,
-        };
-        rpc::write_frame(&mut write, &hello).await.map_err(|e| unreachable(e.to_string()))?;
-        match rpc::read_frame::<_, Welcome>(&mut read).await.map_err(|e| unreachable(e.to_string()))? {
-            Welcome::Accepted => {}
-            Welcome::Refused(reason) => return Err(unreachable(format!("refused: {reason}"))),
+        match handshake::dial(&mut read, &mut write, &self.me, to, &binding).await {
+            Ok(()) => {}
+            Err(HandshakeError::Io(e)) => return Err(unreachable(e.to_string())),
+            Err(e) => {
+                let reason = e.to_string();
+                if self.refusals.worth_logging(to, &reason) {
+                    tracing::warn!(node = to, %addr, %reason, "cluster handshake failed: no connection to this node");
+                }
+                return Err(unreachable(reason));
+            }
         }
         let (frames, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
         let conn = Arc::new(Conn {
@@ -200,15 +254,16 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: NodeId, call: Call) -> impl Future<Output = Reply> + Send;
 }
 
-/// Accepts connections until `stop` turns true. Each connection must open with a [`Hello`]
-/// carrying this cluster's id, this node's id and the secret's proof; anything else is refused
-/// with the reason and closed.
+/// Accepts connections until `stop` turns true. Each connection must open with the handshake
+/// ([`handshake::accept`]): a dialer that does not prove the cluster secret, or means another
+/// cluster or node, is refused with the reason and closed.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     me: Credentials,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let refusals = Arc::new(Refusals::default());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -225,8 +280,9 @@ pub async fn serve<H: Handler>(
         let me = me.clone();
         let handler = handler.clone();
         let stop = stop.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, me, handler, stop).await {
+            if let Err(e) = serve_connection(stream, me, handler, stop, &refusals).await {
                 tracing::debug!(%peer, error = %e, "cluster connection closed");
             }
         });
@@ -238,21 +294,44 @@ async fn serve_connection<H: Handler>(
     me: Credentials,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
+    refusals: &Refusals,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
+    let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let started = tokio::time::Instant::now();
+    let ((read, write), binding) = match &me.tls {
+        None => {
+            let (read, write) = stream.into_split();
+            let plain: (ReadHalf, WriteHalf) = (Box::new(read), Box::new(write));
+            (plain, Vec::new())
+        }
+        Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok((stream, binding))) => (halves(stream), binding.to_vec()),
+            Ok(Err(e)) => {
+                // The dialer's node id is not known yet: one line per reason.
+                let reason = format!("TLS: {e}");
+                if refusals.worth_logging(0, &reason) {
+                    tracing::warn!(%peer_addr, %reason, "cluster connection refused");
+                }
+                return Err(e);
+            }
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake")),
+        },
+    };
     let mut read = BufReader::with_capacity(64 << 10, read);
     let mut write = BufWriter::with_capacity(64 << 10, write);
-    let hello: Hello = tokio::time::timeout(HELLO_TIMEOUT, rpc::read_frame(&mut read))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no hello"))??;
-    if let Some(reason) = refusal(&hello, &me) {
-        tracing::warn!(from = hello.from, %reason, "cluster connection refused");
-        rpc::write_frame(&mut write, &Welcome::Refused(reason.clone())).await?;
-        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason));
-    }
-    rpc::write_frame(&mut write, &Welcome::Accepted).await?;
-    let from = hello.from;
+    let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
+    let from = match handshake::accept(&mut read, &mut write, &me, &binding, left).await {
+        Ok(from) => from,
+        Err(HandshakeError::Io(e)) => return Err(e),
+        Err(HandshakeError::Refused { peer, reason }) => {
+            if refusals.worth_logging(peer, &reason) {
+                tracing::warn!(node = peer, %peer_addr, %reason, "cluster connection refused");
+            }
+            return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, reason));
+        }
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
     let (replies, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
         while let Some(frame) = outgoing.recv().await {
@@ -289,23 +368,4 @@ async fn serve_connection<H: Handler>(
     drop(replies);
     writer.abort();
     Ok(())
-}
-
-fn refusal(hello: &Hello, me: &Credentials) -> Option<String> {
-    if !rpc::constant_time_eq(&hello.proof, &me.proof) {
-        return Some("wrong cluster secret".into());
-    }
-    if hello.protocol != PROTOCOL {
-        return Some(format!("protocol {} spoken, {PROTOCOL} expected", hello.protocol));
-    }
-    if hello.cluster_id != me.cluster_id {
-        return Some(format!(
-            "node {} belongs to cluster {}, this node (node {}) to cluster {}",
-            hello.from, hello.cluster_id, me.node_id, me.cluster_id
-        ));
-    }
-    if hello.to != me.node_id {
-        return Some(format!("this is node {}, not node {}", me.node_id, hello.to));
-    }
-    None
 }

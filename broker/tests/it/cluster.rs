@@ -1,6 +1,6 @@
 //! Three brokers in one process, talking over the cluster transport on loopback: forwarding to
 //! the leader, a node that was away catching up from a snapshot after the leader purged its log,
-//! and the handshake refusing a wrong secret or another cluster.
+//! the handshake refusing a wrong secret or another cluster, and all of it over TLS.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use depot_broker::cluster::ClusterOptions;
-use depot_broker::net::rpc::{secret_proof, Call};
+use depot_broker::net::rpc::Call;
+use depot_broker::net::tls::ClusterTls;
 use depot_broker::net::transport::{CallError, Credentials, Peers};
 use depot_broker::station::{Command, GroupConfig, NewMessage, Outcome, ReceiptResult, SettleOp, StationConfig};
 use depot_broker::{Broker, BrokerOptions};
@@ -46,8 +47,41 @@ impl Layout {
             api_addr: format!("api-{id}:1"),
             wait_for: self.addrs.len(),
             startup: Default::default(),
+            tls: None,
         });
         opts
+    }
+}
+
+/// A CA of the test's own, and node certificates for 127.0.0.1 signed by it.
+struct Pki {
+    ca_pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        Pki { ca_pem: issuer.pem(), issuer }
+    }
+
+    /// A node's TLS: a certificate of this CA, trusting `trusted` (this CA's PEM, normally).
+    fn node_trusting(&self, trusted: &str) -> ClusterTls {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "depot node");
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        ClusterTls::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), trusted.as_bytes()).unwrap()
+    }
+
+    fn node(&self) -> ClusterTls {
+        self.node_trusting(&self.ca_pem)
     }
 }
 
@@ -151,18 +185,14 @@ async fn the_handshake_refuses_a_wrong_secret_another_cluster_and_a_wrong_node()
         let addr = addr.clone();
         async move { Peers::new(credentials).call(to, &addr, Call::Status, Duration::from_secs(2)).await }
     };
-    let me = |cluster: &str, secret: &str| Credentials {
-        cluster_id: cluster.into(),
-        node_id: 9,
-        proof: secret_proof(secret),
-    };
+    let me = |cluster: &str, secret: &str| Credentials::new(cluster, 9, secret);
     let e = call(me("in-process", "not-the-secret-at-all"), 1).await.unwrap_err();
     assert!(matches!(&e, CallError::Unreachable(..)) && e.to_string().contains("wrong cluster secret"), "{e}");
     let e = call(me("other-cluster", SECRET), 1).await.unwrap_err();
     let text = e.to_string();
     assert!(text.contains("other-cluster") && text.contains("in-process"), "both ids named: {text}");
     let e = call(me("in-process", SECRET), 2).await.unwrap_err();
-    assert!(e.to_string().contains("this is node 1, not node 2"), "{e}");
+    assert!(e.to_string().contains("wrong node: this is node 1, not node 2"), "{e}");
     assert!(call(me("in-process", SECRET), 1).await.is_ok());
     for b in brokers {
         b.shutdown().await.unwrap();
@@ -209,6 +239,47 @@ async fn a_receipt_sealed_on_one_node_settles_on_any_other_after_a_failover() {
     assert_eq!(results, vec![ReceiptResult::Ok; 2]);
     let results = third.settle("s", "g", &fetched.receipts[..1], SettleOp::Ack).await.unwrap();
     assert_eq!(results, vec![ReceiptResult::Stale]);
+    for b in brokers {
+        b.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_over_tls_works_and_refuses_a_peer_of_another_ca_or_without_tls() {
+    let layout = Layout::new(3);
+    let pki = Pki::new("depot test CA");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let opens = dirs.iter().enumerate().map(|(i, d)| {
+        let mut opts = layout.options(d.path(), i as u64 + 1, 1000);
+        opts.cluster.as_mut().unwrap().tls = Some(pki.node());
+        Broker::open(opts)
+    });
+    let brokers: Vec<Broker> = futures_util::future::join_all(opens).await.into_iter().map(|b| b.unwrap()).collect();
+    let leader_id = leader(&brokers).await;
+    let follower = brokers.iter().find(|b| b.node_id() != leader_id).unwrap().clone();
+    follower.submit(Command::PutStation { station: "s".into(), config: StationConfig::default() }).await.unwrap();
+    let applied = follower.submit(Command::Produce { station: "s".into(), messages: vec![message(0)] }).await.unwrap();
+    assert!(matches!(applied.outcome, Outcome::Produced(_)), "forwarded to the leader over TLS");
+
+    let addr = layout.addrs[0].to_string();
+    let call = |credentials: Credentials| {
+        let addr = addr.clone();
+        async move { Peers::new(credentials).call(1, &addr, Call::Status, Duration::from_secs(2)).await }
+    };
+    let me = |secret: &str, tls: Option<ClusterTls>| Credentials::new("in-process", 9, secret).with_tls(tls);
+    assert!(call(me(SECRET, Some(pki.node()))).await.is_ok(), "a certificate of the cluster's CA is accepted");
+    let other = Pki::new("another CA");
+    for (what, credentials) in [
+        ("a certificate of another CA", me(SECRET, Some(other.node()))),
+        ("a certificate of another CA, trusting the cluster's", me(SECRET, Some(other.node_trusting(&pki.ca_pem)))),
+        ("no TLS", me(SECRET, None)),
+    ] {
+        let e = call(credentials).await.unwrap_err();
+        assert!(matches!(e, CallError::Unreachable(..)), "{what}: {e}");
+    }
+    // Inside TLS, the handshake still wants the secret.
+    let e = call(me("not-the-secret-at-all", Some(pki.node()))).await.unwrap_err();
+    assert!(e.to_string().contains("wrong cluster secret"), "{e}");
     for b in brokers {
         b.shutdown().await.unwrap();
     }

@@ -269,6 +269,7 @@ async fn a_new_cluster_node_without_a_cluster_id_is_refused_saying_what_to_add()
         api_addr: "api-1:1".into(),
         wait_for: 1,
         startup: Default::default(),
+        tls: None,
     });
     let err = Broker::open(opts.clone()).await.err().expect("a new cluster node started without a cluster id");
     let text = err.to_string();

@@ -79,7 +79,16 @@ pub struct Config {
     pub metadata_pool_size: usize,
     /// Longest wait on Postgres for a connection or a query, in milliseconds.
     pub metadata_timeout_ms: u64,
+    /// From `cluster_secret`, `DEPOT_CLUSTER_SECRET`, or the file `cluster_secret_file` names
+    /// (read by [`Config::from_matches`]).
     pub cluster_secret: Option<String>,
+    /// A file holding the cluster secret, so that it is on no command line.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// TLS on the cluster port: this node's certificate and key, and the CA of every node's
+    /// certificate (PEM files). All three or none.
+    pub cluster_tls_cert: Option<PathBuf>,
+    pub cluster_tls_key: Option<PathBuf>,
+    pub cluster_tls_ca: Option<PathBuf>,
     /// The cluster this node belongs to; `None`: whatever the data dir holds (a new one gets a
     /// random id).
     pub cluster_id: Option<String>,
@@ -187,6 +196,10 @@ impl Config {
             metadata_pool_size: pool.max_size,
             metadata_timeout_ms: pool.query_timeout.as_millis() as u64,
             cluster_secret: None,
+            cluster_secret_file: None,
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
+            cluster_tls_ca: None,
             cluster_id: None,
             wait_for: None,
             jwt_secret: None,
@@ -265,8 +278,31 @@ impl Config {
                 (s.set)(&mut config, &v).map_err(|e| format!("{}: {e}", s.flag()))?;
             }
         }
+        config.read_cluster_secret_file(sources)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Takes the cluster secret from `cluster_secret_file`, if one is named: its contents less
+    /// one trailing newline. Refuses an empty file, and a secret given both ways (which one
+    /// wins would depend on the layer, and an operator moving it to a file means the file).
+    fn read_cluster_secret_file(&mut self, sources: &Sources<'_>) -> Result<(), String> {
+        let Some(path) = &self.cluster_secret_file else { return Ok(()) };
+        if self.cluster_secret.is_some() {
+            return Err("cluster_secret and cluster_secret_file are both set; set only one (the file, or \
+                        DEPOT_CLUSTER_SECRET, keeps the secret off the command line)"
+                .to_owned());
+        }
+        let text = (sources.read_file)(&path.to_string_lossy()).map_err(|e| format!("cluster_secret_file: {e}"))?;
+        let secret = match text.strip_suffix('\n') {
+            Some(line) => line.strip_suffix('\r').unwrap_or(line),
+            None => &text,
+        };
+        if secret.is_empty() {
+            return Err(format!("cluster_secret_file: {} is empty", path.display()));
+        }
+        self.cluster_secret = Some(secret.to_owned());
+        Ok(())
     }
 
     fn apply_toml(&mut self, text: &str) -> Result<(), String> {
@@ -379,11 +415,25 @@ impl Config {
             }
         }
         if !self.peers.is_empty() && self.cluster_secret.is_none() {
-            return Err("cluster_secret: required with peers (it authenticates the cluster port)".to_owned());
+            return Err("cluster_secret: required with peers (it authenticates the cluster port); give it in a file \
+                        with cluster_secret_file, or as DEPOT_CLUSTER_SECRET"
+                .to_owned());
         }
         if let Some(secret) = &self.cluster_secret {
             if secret.len() < 16 {
-                return Err("cluster_secret must be at least 16 bytes".to_owned());
+                let what = if self.cluster_secret_file.is_some() { "cluster_secret_file" } else { "cluster_secret" };
+                return Err(format!("{what}: the cluster secret must be at least 16 bytes"));
+            }
+        }
+        let tls = [&self.cluster_tls_cert, &self.cluster_tls_key, &self.cluster_tls_ca];
+        if tls.iter().any(|f| f.is_some()) {
+            if tls.iter().any(|f| f.is_none()) {
+                return Err(
+                    "cluster_tls_cert, cluster_tls_key and cluster_tls_ca go together: set all three".to_owned()
+                );
+            }
+            if self.cluster_secret.is_none() {
+                return Err("cluster_tls_*: the cluster port is served only with a cluster secret".to_owned());
             }
         }
         let mut ids: Vec<u64> = self.peers.iter().map(|(id, _)| *id).collect();
@@ -516,7 +566,18 @@ impl Config {
             api_addr: api_addr.to_string(),
             wait_for,
             startup: Default::default(),
+            tls: None,
         })
+    }
+
+    /// TLS on the cluster port from the three PEM files, when they are set.
+    pub fn cluster_tls(&self) -> Result<Option<depot_broker::net::tls::ClusterTls>, String> {
+        let (Some(cert), Some(key), Some(ca)) = (&self.cluster_tls_cert, &self.cluster_tls_key, &self.cluster_tls_ca)
+        else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()));
+        depot_broker::net::tls::ClusterTls::from_pem(&read(cert)?, &read(key)?, &read(ca)?).map(Some)
     }
 
     pub fn auth(&self, jwt_secret: Vec<u8>) -> AuthConfig {
@@ -693,6 +754,90 @@ mod tests {
         assert_eq!(c.gateway().max_delay_ms, 1000);
         assert_eq!(c.gateway().body_read_timeout, Duration::from_millis(500));
         assert_eq!(Config::defaults(Mode::Serve).gateway().max_delay_ms, 365 * 24 * 3600 * 1000);
+    }
+
+    #[test]
+    fn the_cluster_secret_comes_from_a_file_or_the_environment() {
+        let read = |path: &str| match path {
+            "/run/depot/secret" => Ok("0123456789abcdef-from-file\n".to_owned()),
+            "/crlf" => Ok("0123456789abcdef-crlf\r\n".to_owned()),
+            "/spaces" => Ok(" 0123456789abcdef \n".to_owned()),
+            "/empty" => Ok(String::new()),
+            "/newline" => Ok("\n".to_owned()),
+            "/short" => Ok("short\n".to_owned()),
+            _ => Err(format!("reading {path}: No such file or directory")),
+        };
+        let run = |args: &[&str], env: &[(&str, &str)], config: Option<&str>| {
+            let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+            let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let config = config.map(str::to_owned);
+            let read = move |path: &str| match (path, &config) {
+                ("depot.toml", Some(text)) => Ok(text.clone()),
+                _ => read(path),
+            };
+            match Config::load(Mode::Serve, &Sources { args: &args, env: &lookup, read_file: &read }) {
+                Ok(Loaded::Config(c)) => Ok(c.cluster_secret),
+                Ok(Loaded::Help) => Err("help".to_owned()),
+                Err(e) => Err(e),
+            }
+        };
+        let secret = |s: &str| Ok(Some(s.to_owned()));
+        assert_eq!(
+            run(&["--cluster-secret-file", "/run/depot/secret"], &[], None),
+            secret("0123456789abcdef-from-file")
+        );
+        assert_eq!(run(&["--cluster-secret-file", "/crlf"], &[], None), secret("0123456789abcdef-crlf"));
+        assert_eq!(
+            run(&["--cluster-secret-file", "/spaces"], &[], None),
+            secret(" 0123456789abcdef "),
+            "only the newline goes"
+        );
+        assert_eq!(
+            run(&[], &[("DEPOT_CLUSTER_SECRET_FILE", "/run/depot/secret")], None),
+            secret("0123456789abcdef-from-file")
+        );
+        let toml = "cluster_secret_file = \"/run/depot/secret\"\n";
+        assert_eq!(run(&["--config", "depot.toml"], &[], Some(toml)), secret("0123456789abcdef-from-file"));
+        assert_eq!(run(&[], &[("DEPOT_CLUSTER_SECRET", "0123456789abcdef-env")], None), secret("0123456789abcdef-env"));
+        assert_eq!(run(&["--cluster-secret", "0123456789abcdef-flag"], &[], None), secret("0123456789abcdef-flag"));
+
+        for (args, env, refused) in [
+            (&["--cluster-secret-file", "/empty"][..], &[][..], "cluster_secret_file: /empty is empty"),
+            (&["--cluster-secret-file", "/newline"], &[], "cluster_secret_file: /newline is empty"),
+            (&["--cluster-secret-file", "/short"], &[], "cluster_secret_file: the cluster secret must be at least 16"),
+            (&["--cluster-secret-file", "/missing"], &[], "cluster_secret_file: reading /missing: No such file"),
+            (
+                &["--cluster-secret-file", "/run/depot/secret"],
+                &[("DEPOT_CLUSTER_SECRET", "0123456789abcdef-env")],
+                "cluster_secret and cluster_secret_file are both set",
+            ),
+        ] {
+            let e = run(args, env, None).unwrap_err();
+            assert!(e.contains(refused), "{args:?}: {e}");
+            assert!(!e.contains("from-file") && !e.contains("-env"), "a refusal never echoes the secret: {e}");
+        }
+        // A flag naming the file overrides the file the config names.
+        let toml = "cluster_secret_file = \"/missing\"\n";
+        assert_eq!(
+            run(&["--config", "depot.toml", "--cluster-secret-file", "/crlf"], &[], Some(toml)),
+            secret("0123456789abcdef-crlf")
+        );
+    }
+
+    #[test]
+    fn cluster_tls_takes_all_three_files_and_a_secret() {
+        let secret = ["--cluster-secret", "0123456789abcdef"];
+        let files =
+            ["--cluster-tls-cert", "/no/c.pem", "--cluster-tls-key", "/no/k.pem", "--cluster-tls-ca", "/no/ca.pem"];
+        let e = load(Mode::Serve, &[&secret[..], &files[..2]].concat(), &[], None).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        let e = load(Mode::Serve, &files, &[], None).unwrap_err();
+        assert!(e.contains("only with a cluster secret"), "{e}");
+        let c = load(Mode::Serve, &[&secret[..], &files[..]].concat(), &[], None).unwrap();
+        let e = c.cluster_tls().unwrap_err();
+        assert!(e.contains("reading /no/c.pem"), "{e}");
+        assert!(load(Mode::Serve, &secret, &[], None).unwrap().cluster_tls().unwrap().is_none());
     }
 
     #[test]

@@ -60,6 +60,10 @@ fn show_opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| "(unset)".to_owned(), ToString::to_string)
 }
 
+fn show_path(v: &Option<PathBuf>) -> String {
+    v.as_ref().map_or_else(|| "(unset)".to_owned(), |p| p.display().to_string())
+}
+
 /// Every setting but the file-only `external_issuers`.
 pub const SETTINGS: &[Setting] = &[
     Setting {
@@ -184,10 +188,46 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "cluster_secret",
-        help: "shared secret authenticating cluster traffic",
+        help: "shared secret authenticating cluster traffic, at least 16 bytes; as a flag it shows in the process list: prefer cluster_secret_file or DEPOT_CLUSTER_SECRET",
         show: |c| c.cluster_secret.as_ref().map_or("(unset)", |_| "(set)").to_owned(),
         set: |c, v| {
             c.cluster_secret = non_empty(v);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "cluster_secret_file",
+        help: "file holding the cluster secret (one trailing newline is ignored), read at start; readable by depot's user only",
+        show: |c| show_path(&c.cluster_secret_file),
+        set: |c, v| {
+            c.cluster_secret_file = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "cluster_tls_cert",
+        help: "PEM certificate of this node for TLS on the cluster port, naming its cluster address; with cluster_tls_key and cluster_tls_ca",
+        show: |c| show_path(&c.cluster_tls_cert),
+        set: |c, v| {
+            c.cluster_tls_cert = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "cluster_tls_key",
+        help: "PEM private key of cluster_tls_cert",
+        show: |c| show_path(&c.cluster_tls_key),
+        set: |c, v| {
+            c.cluster_tls_key = non_empty(v).map(PathBuf::from);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "cluster_tls_ca",
+        help: "PEM CA certificate(s) every node's cluster_tls_cert chains to; peers without such a certificate are refused",
+        show: |c| show_path(&c.cluster_tls_ca),
+        set: |c, v| {
+            c.cluster_tls_ca = non_empty(v).map(PathBuf::from);
             Ok(())
         },
     },

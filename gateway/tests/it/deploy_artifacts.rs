@@ -8,7 +8,9 @@
 //! round goes through every node.
 //!
 //! The nodes listen on three loopback addresses (127.77.0.1-3) with the same ports, as three VMs
-//! would; only paths are relocated under a temp dir (`/etc/depot/...` and the binary).
+//! would; only the VM's directories (`/etc/depot`, `/run/depot`, ...) and the binary's path are
+//! relocated under a temp dir, in every file. `depot-secrets.service`'s script runs as on the VM
+//! (it needs the `depot` user, created if missing) and leaves the cluster secret in its own file.
 
 #![allow(clippy::unwrap_used)]
 
@@ -127,31 +129,45 @@ fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
     unit.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("no {key}= in\n{unit}"))
 }
 
-/// Writes node `id`'s rendered files under `root/node-{id}` (VM paths relocated), checks the
-/// units with systemd-analyze, and returns the command systemd would run.
+/// The VM directories the rendered files name, which the test relocates under a node's home.
+const VM_DIRS: [&str; 4] = ["/etc/depot", "/run/depot", "/usr/local/lib/depot", "/etc/systemd/system"];
+
+/// The service user the rendered units and scripts name (`useradd` as on the VM, if missing).
+fn ensure_depot_user() {
+    let known = Command::new("getent").args(["passwd", "depot"]).output().is_ok_and(|o| o.status.success());
+    if !known {
+        let out = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "depot"])
+            .output()
+            .unwrap_or_else(|e| panic!("useradd depot: {e} (the test runs as root, as CI does)"));
+        let raced = String::from_utf8_lossy(&out.stderr).contains("already exists");
+        assert!(out.status.success() || raced, "useradd depot: {out:?}");
+    }
+}
+
+/// Writes node `id`'s rendered files under `root/node-{id}` (only the VM's directories
+/// relocated, in every file), checks the units with systemd-analyze, runs `depot-secrets`'s
+/// script as systemd would before each start, and returns the command `depot.service` runs.
 fn install(root: &Path, id: u8, files: &BTreeMap<String, String>) -> Command {
     let home = root.join(format!("node-{id}"));
-    let relocate = |vm_path: &str| -> PathBuf { home.join(vm_path.trim_start_matches('/')) };
+    let relocate_text = |text: &str| -> String {
+        let mut text = text.replace("/usr/local/bin/depot", &depot().display().to_string());
+        for dir in VM_DIRS {
+            text = text.replace(dir, &home.join(dir.trim_start_matches('/')).display().to_string());
+        }
+        text
+    };
+    let relocate = |vm_path: &str| -> PathBuf { PathBuf::from(relocate_text(vm_path)) };
     for (path, content) in files {
         let local = relocate(path);
         std::fs::create_dir_all(local.parent().unwrap()).unwrap();
-        std::fs::write(&local, content).unwrap();
+        std::fs::write(&local, relocate_text(content)).unwrap();
+        if path.starts_with("/usr/local/lib/depot/") {
+            std::fs::set_permissions(&local, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        }
     }
-    let unit = &files["/etc/systemd/system/depot.service"];
-    let secrets_unit = &files["/etc/systemd/system/depot-secrets.service"];
-
-    // systemd-analyze checks that the programs exist: the relocated ones stand in.
-    let units = home.join("units");
-    std::fs::create_dir_all(&units).unwrap();
-    let depot_path = depot().display().to_string();
-    std::fs::write(units.join("depot.service"), unit.replace("/usr/local/bin/depot", &depot_path)).unwrap();
-    let fetch = relocate("/usr/local/lib/depot/fetch-secrets");
-    std::fs::set_permissions(&fetch, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    std::fs::write(
-        units.join("depot-secrets.service"),
-        secrets_unit.replace("/usr/local/lib/depot/fetch-secrets", &fetch.display().to_string()),
-    )
-    .unwrap();
+    let unit = std::fs::read_to_string(relocate("/etc/systemd/system/depot.service")).unwrap();
+    let units = relocate("/etc/systemd/system");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(units.join("depot.service"))
@@ -166,20 +182,27 @@ fn install(root: &Path, id: u8, files: &BTreeMap<String, String>) -> Command {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // What fetch-secrets leaves in the EnvironmentFile is what read-secrets prints: the secrets
-    // file as the module wrote it.
-    assert_eq!(unit_value(unit, "EnvironmentFile"), "/run/depot/secrets.env");
-    assert!(files["/usr/local/lib/depot/read-secrets"].contains("cat /etc/depot/secrets.env"));
-    let env = environment_file(&files["/etc/depot/secrets.env"]);
+    // depot-secrets.service: its script, as root, before the start.
+    ensure_depot_user();
+    let secrets_unit = std::fs::read_to_string(units.join("depot-secrets.service")).unwrap();
+    let out = Command::new(unit_value(&secrets_unit, "ExecStart")).output().unwrap();
+    assert!(out.status.success(), "node {id}: fetch-secrets failed: {out:?}");
+    let env_file = unit_value(&unit, "EnvironmentFile");
+    let env = environment_file(&std::fs::read_to_string(env_file).unwrap());
+    assert!(env.iter().all(|(k, _)| k != "DEPOT_CLUSTER_SECRET"), "the cluster secret is not in the environment");
+    let secret_file = relocate("/run/depot/cluster-secret");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&secret_file).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", secret_file.display());
 
-    let exec_start: Vec<&str> = unit_value(unit, "ExecStart").split_whitespace().collect();
-    assert_eq!(exec_start[0], "/usr/local/bin/depot");
-    let args: Vec<String> = exec_start[1..]
-        .iter()
-        .map(|a| if a.starts_with("/etc/depot/") { relocate(a).display().to_string() } else { (*a).to_owned() })
-        .collect();
+    let exec_start: Vec<String> = unit_value(&unit, "ExecStart").split_whitespace().map(str::to_owned).collect();
+    assert_eq!(Path::new(&exec_start[0]), depot());
+    let args = &exec_start[1..];
+    assert!(
+        !args.iter().any(|a| a.contains("secret") && !a.ends_with(".toml")),
+        "a secret on the command line: {args:?}"
+    );
     let mut command = Command::new(depot());
-    command.args(&args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command.args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
     command.envs(env).env("DEPOT_LOG", "warn");
     command.stderr(Stdio::from(std::fs::File::create(home.join("depot.log")).unwrap()));
     command

@@ -124,6 +124,8 @@ fn without_tiering(toml: &str) -> String {
 /// `depot serve --config FILE` with what cannot work on this machine overridden, waiting for
 /// its banner; its stderr goes to `stderr_log`.
 fn serve(config: &Path, data_dir: &Path, stderr_log: &Path) -> Server {
+    let secret_file = data_dir.with_extension("cluster-secret");
+    depot_tests::cluster::write_secret_file(&secret_file, "terraform-boot-cluster-secret").unwrap();
     let mut command = Command::new(depot());
     command
         .arg("serve")
@@ -134,7 +136,11 @@ fn serve(config: &Path, data_dir: &Path, stderr_log: &Path) -> Server {
         // ports, here. A temp dir and loopback ports of the kernel's choosing instead.
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"]);
+        .args(["--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"])
+        // The file names /run/depot/cluster-secret, which depot-secrets.service writes on the VM
+        // from the secrets' DEPOT_CLUSTER_SECRET: the same, in the temp dir.
+        .arg("--cluster-secret-file")
+        .arg(secret_file);
     // Nothing inherited may change what the file says (DEPOT_*), or where the AWS SDK looks for
     // credentials (AWS_*).
     for (name, _) in std::env::vars_os() {
@@ -143,11 +149,10 @@ fn serve(config: &Path, data_dir: &Path, stderr_log: &Path) -> Server {
             command.env_remove(name);
         }
     }
-    // What the VM's secrets.env delivers (the file says so): the cluster secret (required with
-    // peers) and the admin's password. Static AWS credentials as a platform without an instance
-    // role would give them; no instance metadata probe, no ~/.aws files.
+    // What the VM's secrets.env delivers (the file says so): the admin's password. Static AWS
+    // credentials as a platform without an instance role would give them; no instance metadata
+    // probe, no ~/.aws files.
     command
-        .env("DEPOT_CLUSTER_SECRET", "terraform-boot-cluster-secret")
         .env("DEPOT_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("DEPOT_LOG", "info")
         .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
@@ -205,6 +210,7 @@ fn terraform_rendered_node_config_boots_depot_serve() {
         "peers = \"1=127.0.0.1:6222\"".to_owned(),
         "wait_for = 1".to_owned(),
         "cluster_id = \"tf-boot\"".to_owned(),
+        "cluster_secret_file = \"/run/depot/cluster-secret\"".to_owned(),
     ] {
         assert!(toml.lines().any(|l| l == line), "{line:?} not in the rendered config:\n{toml}");
     }

@@ -4,9 +4,11 @@
 
 locals {
   config_path = "/etc/depot/depot.toml"
-  data_dir    = "${var.mount_point}/data"
-  log_dir     = "/var/log/depot"
-  wait_for    = coalesce(var.wait_for, length(var.peers))
+  # Written by depot-secrets.service before each start: tmpfs, readable by depot only.
+  cluster_secret_path = "/run/depot/cluster-secret"
+  data_dir            = "${var.mount_point}/data"
+  log_dir             = "/var/log/depot"
+  wait_for            = coalesce(var.wait_for, length(var.peers))
 
   # `--peers` format of API.md: node ids with their cluster addresses, ordered by id.
   sorted_peers = [for id in sort([for p in var.peers : format("%06d", p.id)]) : one([for p in var.peers : p if p.id == tonumber(id)])]
@@ -18,8 +20,9 @@ locals {
   # TOML: strings through jsonencode, whose escapes are valid TOML basic-string escapes.
   config_toml = join("\n", compact([
     "# Depot node ${var.node_id}: rendered by Terraform (terraform/modules/node-config). Do not edit on the VM.",
-    "# Secrets are not in this file: DEPOT_CLUSTER_SECRET, DEPOT_JWT_SECRET, DEPOT_METADATA_URL and",
-    "# DEPOT_ADMIN_PASSWORD reach depot as environment, from /run/depot/secrets.env.",
+    "# Secrets are not in this file: the cluster secret is read from cluster_secret_file, and",
+    "# DEPOT_JWT_SECRET, DEPOT_METADATA_URL and DEPOT_ADMIN_PASSWORD reach depot as environment,",
+    "# from /run/depot/secrets.env. Both are written by depot-secrets.service before each start.",
     "node_id = ${var.node_id}",
     "cluster_id = ${jsonencode(var.cluster_id)}",
     "listen = ${jsonencode(local.listen)}",
@@ -27,6 +30,7 @@ locals {
     "peers = ${jsonencode(local.peers)}",
     "data_dir = ${jsonencode(local.data_dir)}",
     "wait_for = ${local.wait_for}",
+    "cluster_secret_file = ${jsonencode(local.cluster_secret_path)}",
     var.metadata_url == null ? "" : "metadata_url = ${jsonencode(var.metadata_url)}",
     var.tiering == null ? "" : "\n[tiering]",
     var.tiering == null ? "" : "bucket = ${jsonencode(var.tiering.bucket)}",
@@ -121,7 +125,8 @@ locals {
   })
 
   fetch_secrets = templatefile("${path.module}/templates/fetch-secrets.sh.tftpl", {
-    attempts = 60
+    attempts            = 60
+    cluster_secret_path = local.cluster_secret_path
   })
 
   read_secrets = join("\n", [

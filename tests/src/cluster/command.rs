@@ -10,6 +10,15 @@ pub fn hex(bytes: usize) -> String {
     (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
 }
 
+/// Writes `secret` to `path`, readable by its owner only, as `--cluster-secret-file` expects.
+pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    writeln!(file, "{secret}")
+}
+
 /// What every node of a cluster shares.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -55,7 +64,8 @@ impl Config {
 }
 
 /// The `depot serve` command line of node `id` of a cluster: its API and cluster addresses, its
-/// `--peers`, its data dir, and what every node shares. Rate limits are off (clients of a test
+/// `--peers`, its data dir, the file holding the cluster secret (as a deployment would: never on
+/// the command line; see [`write_secret_file`]), and what every node shares. Rate limits are off (clients of a test
 /// run many requests from one address) and access tokens last a day (long runs outlast the
 /// default 15 minutes).
 pub fn serve_command(
@@ -65,6 +75,7 @@ pub fn serve_command(
     cluster: SocketAddr,
     peers: &str,
     data_dir: &Path,
+    secret_file: &Path,
 ) -> Command {
     let mut command = Command::new(&config.depot);
     command
@@ -76,7 +87,8 @@ pub fn serve_command(
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--metadata-url", &config.metadata_url])
-        .args(["--cluster-secret", &config.cluster_secret])
+        .arg("--cluster-secret-file")
+        .arg(secret_file)
         .args(["--cluster-id", &config.cluster_id])
         .env("DEPOT_ADMIN_PASSWORD", &config.admin_password)
         .env("DEPOT_LOG", &config.log)

@@ -18,7 +18,7 @@ mod command;
 pub mod proxy;
 pub mod workload;
 
-pub use command::{hex, serve_command, Config};
+pub use command::{hex, serve_command, write_secret_file, Config};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
@@ -79,6 +79,8 @@ struct Node {
     stderr_from: u64,
     /// Lines of stdout, until the banner has been seen.
     stdout: Option<mpsc::Receiver<String>>,
+    /// This node's cluster secret, when it is not the cluster's.
+    secret: Option<String>,
 }
 
 pub struct Cluster {
@@ -171,6 +173,7 @@ impl Cluster {
             last_exit: None,
             stderr_from: 0,
             stdout: None,
+            secret: None,
         };
         if self.config.proxied {
             for (&other, peer) in &self.nodes {
@@ -387,6 +390,17 @@ impl Cluster {
         }
     }
 
+    /// Starts node `id` without waiting for its banner (a node that cannot join never prints it).
+    pub fn launch_unawaited(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    /// Gives node `id` its own cluster secret from its next launch on (the others keep the
+    /// cluster's).
+    pub fn set_secret(&mut self, id: u64, secret: &str) {
+        self.node_mut(id).secret = Some(secret.to_owned());
+    }
+
     /// Like [`Cluster::launch`]; `Err` with the launch's stdout and stderr if the process ends
     /// (or prints nothing) before its banner.
     pub fn try_launch(&mut self, id: u64) -> Result<(), String> {
@@ -426,7 +440,10 @@ impl Cluster {
         let mut stderr = open(&node.stderr_log);
         let _ = writeln!(stderr, "===== launch {} of node {id} =====", node.launches);
         node.stderr_from = stderr.metadata().map_or(0, |m| m.len());
-        let mut command = serve_command(&config, id, node.api, node.cluster, &peers, &node.dir);
+        let secret_file = node.dir.with_file_name("cluster-secret");
+        let secret = node.secret.as_deref().unwrap_or(&config.cluster_secret);
+        write_secret_file(&secret_file, secret).unwrap_or_else(|e| panic!("{}: {e}", secret_file.display()));
+        let mut command = serve_command(&config, id, node.api, node.cluster, &peers, &node.dir, &secret_file);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(stderr));
         let mut child = command.spawn().unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
         let stdout = child.stdout.take().expect("piped");

@@ -240,6 +240,30 @@ run "cloud_init_document" {
   }
 }
 
+run "cluster_secret_in_a_file" {
+  command = apply
+
+  assert {
+    condition     = strcontains(output.config_toml, "\ncluster_secret_file = \"/run/depot/cluster-secret\"")
+    error_message = "the config must name the file holding the cluster secret"
+  }
+
+  assert {
+    condition     = !strcontains(output.exec_start, "secret")
+    error_message = "no secret, and no secret option, on the command line: ${output.exec_start}"
+  }
+
+  assert {
+    condition     = strcontains(one([for f in yamldecode(output.user_data).write_files : f.content if f.path == "/usr/local/lib/depot/fetch-secrets"]), "chown depot:depot /run/depot/cluster-secret.tmp\n    chmod 0600 /run/depot/cluster-secret.tmp\n    mv -f /run/depot/cluster-secret.tmp /run/depot/cluster-secret\n")
+    error_message = "fetch-secrets must write the cluster secret to a file only depot may read"
+  }
+
+  assert {
+    condition     = strcontains(one([for f in yamldecode(output.user_data).write_files : f.content if f.path == "/usr/local/lib/depot/fetch-secrets"]), "grep -v '^DEPOT_CLUSTER_SECRET=' /run/depot/secrets.read > /run/depot/secrets.env.tmp\n")
+    error_message = "the environment file must leave the cluster secret out (given both ways, depot refuses to start)"
+  }
+}
+
 run "five_nodes_with_tiering" {
   command = apply
 
