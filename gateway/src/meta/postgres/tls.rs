@@ -250,11 +250,11 @@ impl PgTls {
                     .build()
                     .map_err(|e| format!("metadata TLS: {roots}: {e}"))?
             } else {
-                Arc::new(ChainOnly { roots: store, algorithms })
+                Arc::new(WithoutName { roots: Some(store), algorithms })
             };
             (verifier, Some(roots))
         } else {
-            (Arc::new(AnyCertificate { algorithms }), None)
+            (Arc::new(WithoutName { roots: None, algorithms }), None)
         };
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -350,55 +350,16 @@ fn load_roots(roots: &Roots) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// `prefer` and `require`: any certificate, but the handshake must be signed with its key.
+/// The checks short of `verify-full`'s: `prefer` and `require` (`roots` `None`) take any
+/// certificate, `verify-ca` one that chains to `roots`, whatever its names. Either way the
+/// handshake must be signed with the certificate's key.
 #[derive(Debug)]
-struct AnyCertificate {
+struct WithoutName {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// `verify-ca`: the certificate must chain to a root; its names are not looked at.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for WithoutName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -407,14 +368,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
