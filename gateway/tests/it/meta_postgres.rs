@@ -31,7 +31,7 @@ async fn raw(url: &str) -> Client {
     client
 }
 
-fn user(name: &str) -> User {
+pub(crate) fn user(name: &str) -> User {
     User {
         id: format!("usr_{name}"),
         username: name.to_owned(),
@@ -395,23 +395,7 @@ async fn a_stuck_statement_is_unavailable_within_the_query_timeout() {
     assert!(took < timeout + Duration::from_millis(700), "a call must not wait past the query timeout: {took:?}");
 
     // The abandoned statement was cancelled on the server, not left queued behind the lock.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let waiting: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND datname = current_database() AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the timed-out statement must be cancelled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_no_statement_waits_for_a_lock(&tx).await;
     tx.rollback().await.unwrap();
     assert_eq!(store.user_count().await.unwrap(), 1, "the store works once the lock is gone");
 }
@@ -463,4 +447,26 @@ async fn deletions_reach_every_node_within_a_second() {
     assert!(node_a.delete_user("kim").await.unwrap());
     gone_within("the deleted user's token", kim_token).await;
     forwarder.abort();
+}
+
+/// Waits (up to 5 s) until no other session of `tx`'s database waits for a lock: a timed-out
+/// statement was cancelled on the server, not left queued behind the lock `tx` holds.
+pub(crate) async fn wait_until_no_statement_waits_for_a_lock(tx: &tokio_postgres::Transaction<'_>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let waiting: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the timed-out statement must be cancelled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -13,18 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::e2e::{depot, send, Server};
+use crate::meta_postgres::user;
 use depot_gateway::meta::postgres::{split_url, PgTls, SCHEMA_VERSION};
-use depot_gateway::meta::{Invalidation, MetaError, MetadataStore, PoolOptions, PostgresStore, Role, User};
-
-fn user(name: &str) -> User {
-    User {
-        id: format!("usr_{name}"),
-        username: name.to_owned(),
-        password_hash: "$argon2id$x".to_owned(),
-        role: Role::Member,
-        created_at: 1,
-    }
-}
+use depot_gateway::meta::{Invalidation, MetaError, MetadataStore, PoolOptions, PostgresStore};
 
 /// `query`'s `{ca}` replaced by the test CA's file, percent-encoded.
 fn with_ca(query: &str, db: &pg::TlsDatabase) -> String {
@@ -266,23 +257,7 @@ async fn a_timed_out_statement_is_cancelled_over_tls() {
     tx.batch_execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE").await.unwrap();
     let outcome = store.user_count().await;
     assert!(matches!(outcome, Err(MetaError::Unavailable(_))), "{outcome:?}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let waiting: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND datname = current_database() AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if waiting == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the timed-out statement must be cancelled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::meta_postgres::wait_until_no_statement_waits_for_a_lock(&tx).await;
     tx.rollback().await.unwrap();
     assert_eq!(store.user_count().await.unwrap(), 1, "the store works once the lock is gone");
 }
