@@ -168,13 +168,30 @@ fn scan(segment: &[u8], first: u64, last: u64) -> Result<Vec<u32>, String> {
 /// The object for the segment file at `path`, which must hold exactly the offsets
 /// `header.first_offset..=header.last_offset`, each record intact (else `InvalidData`).
 /// `header.records` is set from them.
-pub fn build(header: &Header, path: &Path) -> std::io::Result<Vec<u8>> {
-    let segment = std::fs::read(path)?;
+///
+/// The file is read once, into the tail of the buffer the object is made in: the header and
+/// the index go in front of it afterwards, so 64 MiB segments are not copied a second time.
+pub fn build(header: &Header, path: &Path) -> std::io::Result<bytes::Bytes> {
+    use std::io::Read;
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()));
     if header.last_offset < header.first_offset {
         return Err(invalid(format!("offsets {}..={}", header.first_offset, header.last_offset)));
     }
-    let index = scan(&segment, header.first_offset, header.last_offset).map_err(invalid)?;
+    let mut file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+    // Room in front: the prefix, the JSON header (its fields are bounded but for the names)
+    // and the index (4 bytes per record, and no record is shorter than its header). Pages of
+    // the room never written are never touched: a fresh zeroed allocation this large is
+    // mapped on demand.
+    let json_room = 1024 + header.station.len() + header.cluster_id.len();
+    let room = PREFIX_LEN as usize + json_room + 4 * (len / RECORD_HEADER_LEN + 1);
+    let mut buf = vec![0u8; room + len];
+    file.read_exact(&mut buf[room..])?;
+    if file.read(&mut [0u8; 1])? != 0 {
+        return Err(invalid("the segment grew while it was read".to_owned()));
+    }
+    let segment = &buf[room..];
+    let index = scan(segment, header.first_offset, header.last_offset).map_err(invalid)?;
     let index: Vec<u8> = index.iter().flat_map(|p| p.to_le_bytes()).collect();
     let mut header = header.clone();
     header.format = FORMAT;
@@ -184,17 +201,25 @@ pub fn build(header: &Header, path: &Path) -> std::io::Result<Vec<u8>> {
         index_bytes: index.len() as u64,
         index_crc32c: crc32c::crc32c(&index),
         segment_bytes: segment.len() as u64,
-        segment_crc32c: crc32c::crc32c(&segment),
+        segment_crc32c: crc32c::crc32c(segment),
     };
     let json = serde_json::to_vec(&written).map_err(std::io::Error::other)?;
     let json_len = u32::try_from(json.len()).map_err(std::io::Error::other)?;
-    let mut out = Vec::with_capacity(PREFIX_LEN as usize + json.len() + index.len() + segment.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&json_len.to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&index);
-    out.extend_from_slice(&segment);
-    Ok(out)
+    let front = PREFIX_LEN as usize + json.len() + index.len();
+    let Some(start) = room.checked_sub(front) else {
+        // Names that escape to more than the room (not a name Depot accepts): a copy.
+        let mut out = Vec::with_capacity(front + len);
+        for part in [MAGIC.as_slice(), &json_len.to_le_bytes(), &json, &index, segment] {
+            out.extend_from_slice(part);
+        }
+        return Ok(out.into());
+    };
+    let mut at = start;
+    for part in [MAGIC.as_slice(), &json_len.to_le_bytes(), &json, &index] {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    Ok(bytes::Bytes::from(buf).slice(start..))
 }
 
 /// A whole object, decoded: its header, the index (each record's start within the segment
@@ -271,10 +296,23 @@ mod tests {
     }
 
     #[test]
+    fn names_that_escape_past_the_room_in_front_still_build_the_same_object() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _) = segment_file(dir.path());
+        // Control characters escape to six bytes each in JSON: more than the room reserved.
+        let long = Header { station: "\u{1}".repeat(400), ..header(7, 9) };
+        let object = build(&long, &path).expect("build");
+        let parsed = parse(&object).expect("parse");
+        assert_eq!(parsed.header.station, long.station);
+        assert_eq!(parsed.segment, std::fs::read(&path).expect("read").as_slice());
+        assert_eq!(parsed.index, vec![16, 36, 61]);
+    }
+
+    #[test]
     fn a_damaged_or_truncated_object_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, _) = segment_file(dir.path());
-        let object = build(&header(7, 9), &path).expect("build");
+        let object = build(&header(7, 9), &path).expect("build").to_vec();
         let segment_start = object.len() - std::fs::read(&path).expect("read").len();
         let index_start = segment_start - 12;
 

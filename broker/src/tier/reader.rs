@@ -213,22 +213,35 @@ impl TierReader {
             .try_collect()
             .await?;
         let mut out = Vec::with_capacity(spans.len());
+        let short = |b: u64| corrupt(format!("block {b} is short"));
         for (offset, start, end) in spans {
-            let mut record = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
-            let mut pos = start;
-            while pos < end {
-                let b = pos / BLOCK_BYTES;
-                let upto = end.min((b + 1) * BLOCK_BYTES);
-                let from = (pos - b * BLOCK_BYTES) as usize;
-                let bytes = blocks
-                    .get(&b)
-                    .and_then(|data| data.get(from..from + (upto - pos) as usize))
-                    .ok_or_else(|| corrupt(format!("block {b} is short")))?;
-                record.extend_from_slice(bytes);
-                pos = upto;
-            }
+            let (b, from) = (start / BLOCK_BYTES, (start % BLOCK_BYTES) as usize);
+            let record = if (end - 1) / BLOCK_BYTES == b {
+                // Within one block (nearly every record): a view of it, not a copy.
+                let data = blocks.get(&b).ok_or_else(|| short(b))?;
+                let to = from + (end - start) as usize;
+                if to > data.len() {
+                    return Err(short(b));
+                }
+                data.slice(from..to)
+            } else {
+                let mut record = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
+                let mut pos = start;
+                while pos < end {
+                    let b = pos / BLOCK_BYTES;
+                    let upto = end.min((b + 1) * BLOCK_BYTES);
+                    let from = (pos - b * BLOCK_BYTES) as usize;
+                    let bytes = blocks
+                        .get(&b)
+                        .and_then(|data| data.get(from..from + (upto - pos) as usize))
+                        .ok_or_else(|| short(b))?;
+                    record.extend_from_slice(bytes);
+                    pos = upto;
+                }
+                Bytes::from(record)
+            };
             object::check_record(&record, offset).map_err(corrupt)?;
-            out.push(Bytes::from(record).slice(RECORD_HEADER_LEN..));
+            out.push(record.slice(RECORD_HEADER_LEN..));
         }
         Ok(out)
     }

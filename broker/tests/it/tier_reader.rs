@@ -87,7 +87,7 @@ async fn fixture() -> Fixture {
         last_offset: LAST,
         records: RECORDS,
     };
-    let object = object::build(&header, &segments[0].path).unwrap();
+    let object = object::build(&header, &segments[0].path).unwrap().to_vec();
     assert!(object.len() as u64 > 5 * MIB, "{} bytes", object.len());
 
     let server = S3Server::start();
