@@ -1,0 +1,252 @@
+//! The client commands end to end: the `depot` binary as a subprocess against a real `depot dev`
+//! node, with its own config dir. Login with a password on stdin, stations, produce in batches,
+//! consume and ack, seek, dead letters and redrive, scoped API keys, `--json`, exit codes,
+//! refresh-token rotation across commands, logout, completions.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::e2e::*;
+
+/// What one client command did.
+#[derive(Debug)]
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn ok(self) -> Ran {
+        assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A user of the client: a home of their own (so a config dir of their own) and a server.
+struct User {
+    home: tempfile::TempDir,
+    url: String,
+}
+
+impl User {
+    fn new(server: &Server) -> User {
+        User { home: tempfile::tempdir().unwrap(), url: format!("http://{}", server.addr) }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.home.path().join(".config/depot/config.toml")
+    }
+
+    fn run(&self, args: &[&str], stdin: &[u8]) -> Ran {
+        self.run_with(args, stdin, &[])
+    }
+
+    /// Runs `depot ARGS` with `stdin`, waiting up to a minute for it to end.
+    fn run_with(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Ran {
+        let mut child = Command::new(depot())
+            .args(args)
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
+            .env_remove("DEPOT_URL")
+            .env_remove("DEPOT_TOKEN")
+            .env_remove("DEPOT_CONTEXT")
+            .env_remove("DEPOT_CONFIG")
+            .env("DEPOT_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let pipe = |mut p: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = p.read_to_string(&mut text);
+                text
+            })
+        };
+        let stdout = pipe(Box::new(child.stdout.take().unwrap()));
+        let stderr = pipe(Box::new(child.stderr.take().unwrap()));
+        let status =
+            eventually(Duration::from_secs(60), &format!("depot {args:?} to end"), || child.try_wait().unwrap());
+        let _ = writer.join();
+        Ran { code: status.code().unwrap_or(-1), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+    }
+
+    fn config(&self) -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(self.config_path()).unwrap()).unwrap()
+    }
+
+    /// A field of a stored context, as a string ("" when absent).
+    fn stored(&self, context: &str, field: &str) -> String {
+        let config = self.config();
+        match config.get("contexts").and_then(|c| c.get(context)).and_then(|c| c.get(field)) {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        }
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn cli_client_logs_in_produces_consumes_and_manages_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let user = User::new(&server);
+    let context = format!("127.0.0.1-{}", server.addr.port());
+
+    // Not logged in yet: exit 4 and a hint.
+    let ran = user.run(&["station", "ls"], b"");
+    assert!(ran.code == 4 && ran.stderr.contains("depot login"), "{ran:?}");
+
+    // Login with the password on stdin; the file is private.
+    let ran = user.run(&["login", &user.url, "--username", "admin"], format!("{ADMIN_PASSWORD}\n").as_bytes()).ok();
+    assert!(ran.stderr.contains(&context), "{ran:?}");
+    assert_eq!(mode(&user.config_path()), 0o600);
+    assert_eq!(mode(user.config_path().parent().unwrap()), 0o700);
+    assert!(!user.stored(&context, "refresh_token").is_empty(), "{:?}", user.config());
+    let wrong = user.run(&["login", &user.url, "--username", "admin", "--context", "bad"], b"wrong-password\n");
+    assert_eq!(wrong.code, 4, "{wrong:?}");
+
+    // Stations.
+    user.run(&["station", "create", "orders"], b"").ok();
+    let ls = user.run(&["station", "ls"], b"").ok();
+    assert!(ls.stdout.starts_with("NAME") && ls.stdout.lines().nth(1).unwrap().starts_with("orders "), "{ls:?}");
+    let listed = user.run(&["station", "ls", "--json"], b"").ok().json();
+    assert_eq!(listed["stations"][0]["name"], "orders", "{listed}");
+    let got = user.run(&["station", "--json", "get", "orders"], b"").ok().json();
+    assert_eq!(got["name"], "orders", "{got}");
+
+    // A missing station: exit 3 and the server's own words.
+    let missing = user.run(&["station", "get", "nope"], b"");
+    let detail = server.json("GET", "/v1/stations/nope", None).body["detail"].as_str().unwrap().to_owned();
+    assert_eq!(missing.code, 3, "{missing:?}");
+    assert!(missing.stderr.contains(&detail) && missing.stderr.contains("station_not_found"), "{missing:?}");
+
+    // Bad command lines: exit 2.
+    for args in [&["station", "frobnicate"][..], &["produce"], &["consume", "orders", "billing", "--max", "0"]] {
+        let ran = user.run(args, b"");
+        assert_eq!(ran.code, 2, "{args:?}: {ran:?}");
+    }
+
+    // Produce 25 lines in batches of 10, then consume exactly those and ack them.
+    user.run(&["group", "create", "orders", "billing"], b"").ok();
+    let lines: Vec<String> =
+        (0..25).map(|i| if i % 2 == 0 { format!("{{\"n\":{i}}}") } else { format!("line {i}") }).collect();
+    let input = lines.join("\n") + "\n";
+    let produced = user.run(&["produce", "orders", "--batch", "10", "--json"], input.as_bytes()).ok().json();
+    assert_eq!((produced["produced"].as_u64(), produced["last_offset"].as_u64()), (Some(25), Some(24)), "{produced}");
+    let consumed = user.run(&["consume", "orders", "billing", "--max", "25"], b"").ok();
+    assert_eq!(consumed.stdout.lines().collect::<Vec<_>>(), lines, "{consumed:?}");
+    let again = user.run(&["consume", "orders", "billing", "--max", "5"], b"").ok();
+    assert_eq!(again.stdout, "", "acked messages came again: {again:?}");
+    let group = server.json("GET", "/v1/stations/orders/consumer-groups/billing", None).body;
+    assert_eq!((group["lag"].as_u64(), group["pending"].as_u64()), (Some(0), Some(0)), "{group}");
+
+    // --no-ack leaves them pending; --file reads a file.
+    let file = user.home.path().join("more.txt");
+    std::fs::write(&file, "a\nb\nc\n").unwrap();
+    user.run(&["produce", "orders", "--file", file.to_str().unwrap(), "--batch", "2"], b"").ok();
+    let peeked = user.run(&["consume", "orders", "billing", "--max", "3", "--no-ack", "--json"], b"").ok();
+    let payloads: Vec<Value> =
+        peeked.stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["payload"].clone()).collect();
+    assert_eq!(payloads, [json!("a"), json!("b"), json!("c")], "{peeked:?}");
+    let group = user.run(&["group", "get", "orders", "billing", "--json"], b"").ok().json();
+    assert_eq!(group["pending"].as_u64(), Some(3), "{group}");
+
+    // Seek back to offset 20: the group delivers from there again.
+    let sought = user.run(&["group", "seek", "orders", "billing", "--offset", "20", "--json"], b"").ok().json();
+    assert_eq!(sought["delivered_offset"].as_u64(), Some(20), "{sought}");
+    let replay = user.run(&["consume", "orders", "billing", "--max", "1", "--json"], b"").ok();
+    let first: Value = serde_json::from_str(replay.stdout.lines().next().unwrap_or("null")).unwrap();
+    assert_eq!(first["offset"].as_u64(), Some(20), "{replay:?}");
+    let seek_usage = user.run(&["group", "seek", "orders", "billing"], b"");
+    assert_eq!(seek_usage.code, 2, "{seek_usage:?}");
+
+    // A dead letter, listed and redriven to its group.
+    user.run(&["station", "create", "dl"], b"").ok();
+    user.run(&["group", "create", "dl", "g"], b"").ok();
+    user.run(&["produce", "dl"], b"doomed\n").ok();
+    let fetched =
+        server.json("POST", "/v1/stations/dl/consumer-groups/g/fetch", Some(&json!({"max_messages": 1}))).body;
+    let receipt = fetched["messages"][0]["receipt"].clone();
+    let dead =
+        server.json("POST", "/v1/stations/dl/consumer-groups/g/dead-letter", Some(&json!({"receipts": [receipt]})));
+    assert_eq!(dead.status, 200, "{:?}", dead.body);
+    let table = user.run(&["dls", "ls", "dl"], b"").ok();
+    assert!(table.stdout.contains("explicit"), "{table:?}");
+    let listed = user.run(&["dls", "ls", "dl", "--json"], b"").ok().json();
+    let id = listed["dead_letters"][0]["id"].as_u64().unwrap().to_string();
+    let redriven = user.run(&["dls", "redrive", "dl", "--id", &id, "--json"], b"").ok().json();
+    assert_eq!(redriven, json!({"redriven": 1}));
+    let back = user.run(&["consume", "dl", "g", "--max", "1"], b"").ok();
+    assert_eq!(back.stdout, "doomed\n", "{back:?}");
+    assert_eq!(user.run(&["dls", "ls", "dl", "--json"], b"").ok().json()["dead_letters"], json!([]));
+
+    // A scoped API key, through DEPOT_TOKEN and through a login with the key.
+    let key =
+        user.run(&["key", "create", "orders-only", "--scope", "orders:produce,consume", "--json"], b"").ok().json();
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let keys = user.run(&["key", "ls"], b"").ok();
+    assert!(keys.stdout.contains("orders-only") && !keys.stdout.contains(&secret), "{keys:?}");
+    let env = [("DEPOT_URL", user.url.as_str()), ("DEPOT_TOKEN", secret.as_str())];
+    user.run_with(&["consume", "orders", "billing", "--max", "1"], b"", &env).ok();
+    let refused = user.run_with(&["station", "get", "dl"], b"", &env);
+    assert_eq!(refused.code, 4, "{refused:?}");
+    user.run(&["login", &user.url, "--api-key", "-", "--context", "scoped"], format!("{secret}\n").as_bytes()).ok();
+    let refused = user.run(&["station", "get", "dl", "--context", "scoped"], b"");
+    assert_eq!(refused.code, 4, "{refused:?}");
+    let contexts = user.run(&["context", "ls", "--json"], b"").ok().json();
+    assert_eq!(contexts["contexts"].as_array().map(Vec::len), Some(2), "{contexts}");
+    user.run(&["context", "use", &context], b"").ok();
+
+    // Logging out revokes the session on the server.
+    let scoped_refresh = user.stored("scoped", "refresh_token");
+    user.run(&["logout", "--context", "scoped"], b"").ok();
+    let spent = server.json_as(None, "POST", "/v1/auth/refresh", Some(&json!({"refresh_token": scoped_refresh})));
+    assert_eq!(spent.status, 401, "{:?}", spent.body);
+    assert!(user.stored("scoped", "url").is_empty());
+
+    // Refresh tokens rotate across commands: a forced refresh, then an expired access token.
+    let r1 = user.stored(&context, "refresh_token");
+    let token = user.run(&["token", "--refresh"], b"").ok().stdout.trim().to_owned();
+    let r2 = user.stored(&context, "refresh_token");
+    assert!(r2 != r1 && !r2.is_empty() && token.starts_with("ey"), "{r1} {r2} {token}");
+    let mut config = user.config();
+    let stored = config.get_mut("contexts").and_then(|c| c.get_mut(&context)).and_then(toml::Value::as_table_mut);
+    stored.unwrap().insert("access_expires_at".to_owned(), toml::Value::Integer(1));
+    std::fs::write(user.config_path(), toml::to_string(&config).unwrap()).unwrap();
+    user.run(&["station", "ls"], b"").ok();
+    let r3 = user.stored(&context, "refresh_token");
+    assert!(r3 != r2 && !r3.is_empty());
+    assert_eq!(mode(&user.config_path()), 0o600);
+    // Someone replays the first, spent token: the server revokes the whole session, and the
+    // client says so instead of failing obscurely.
+    let replay = server.json_as(None, "POST", "/v1/auth/refresh", Some(&json!({"refresh_token": r1})));
+    assert_eq!(replay.status, 401);
+    let revoked = user.run(&["token", "--refresh"], b"");
+    assert!(revoked.code == 4 && revoked.stderr.contains("depot login"), "{revoked:?}");
+
+    // Completions.
+    let bash = user.run(&["completions", "bash"], b"").ok();
+    assert!(bash.stdout.contains("depot") && bash.stdout.len() > 1000, "{}", bash.stdout.len());
+}
