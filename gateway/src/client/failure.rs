@@ -105,6 +105,19 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// The JSON of a success (`null` for an empty body such as a 204), or the failure.
+pub fn answer(status: u16, bytes: &[u8]) -> Result<Value, Failure> {
+    if !(200..300).contains(&status) {
+        return Err(Failure::from_answer(status, bytes));
+    }
+    if bytes.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        Failure::new(Exit::Other, format!("the server answered HTTP {status} with a body that is not JSON: {e}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde_json::Value;
 
-use super::failure::{Exit, Failure};
-use super::session::Session;
+use super::config;
+use super::failure::{self, Failure};
+use super::globals::Globals;
+use super::session::{self, Session};
 
 /// What a path segment may hold unescaped: RFC 3986's unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
@@ -34,6 +36,40 @@ pub fn client() -> Result<reqwest::Client, Failure> {
         .timeout(TIMEOUT)
         .build()
         .map_err(|e| Failure::other(format!("building the HTTP client: {e}")))
+}
+
+/// The server and credentials a command uses: `DEPOT_TOKEN` (with `DEPOT_URL`, or the context's
+/// URL, or [`session::DEFAULT_URL`]), else the context `--context` names, else the current context.
+pub fn connect(globals: &Globals) -> Result<Api, Failure> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let path = config::path()?;
+    let file = config::load(&path)?;
+    if let Some(token) = env("DEPOT_TOKEN") {
+        let url = match env("DEPOT_URL") {
+            Some(url) => url,
+            None => {
+                file.context(globals.context.as_deref()).map_or(session::DEFAULT_URL.to_owned(), |(_, c)| c.url.clone())
+            }
+        };
+        return Api::new(session::parse_url(&url)?, Session::Static(token));
+    }
+    let (name, context) = match (env("DEPOT_URL"), &globals.context) {
+        // A refresh token goes only to the server that issued it.
+        (Some(url), None) => {
+            let url = session::parse_url(&url)?;
+            let found = file.contexts.iter().find(|(_, c)| session::parse_url(&c.url).is_ok_and(|u| u == url));
+            let (name, context) = found.ok_or_else(|| {
+                Failure::auth(format!(
+                    "DEPOT_URL is {url} but no context is logged in there: run `depot login {url}` or set DEPOT_TOKEN"
+                ))
+            })?;
+            (name.clone(), context)
+        }
+        (_, name) => file.context(name.as_deref())?,
+    };
+    let access = context.access_token.clone().zip(context.access_expires_at);
+    let url = session::parse_url(&context.url)?;
+    Api::new(url, Session::Stored { path, name, access })
 }
 
 /// A server and the credentials to call it.
@@ -113,22 +149,9 @@ impl Api {
                 retried = true;
                 continue;
             }
-            return answer(status, &bytes);
+            return failure::answer(status, &bytes);
         }
     }
-}
-
-/// The JSON of a success (`null` for an empty body such as a 204), or the failure.
-pub fn answer(status: u16, bytes: &[u8]) -> Result<Value, Failure> {
-    if !(200..300).contains(&status) {
-        return Err(Failure::from_answer(status, bytes));
-    }
-    if bytes.is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
-        Failure::new(Exit::Other, format!("the server answered HTTP {status} with a body that is not JSON: {e}"))
-    })
 }
 
 #[cfg(test)]

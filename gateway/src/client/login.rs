@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::config::{self, ConfigLock, Context};
-use super::failure::Failure;
+use super::failure::{self, Failure};
 use super::globals::Globals;
 use super::http;
 use super::output::{self, Table};
@@ -124,7 +124,7 @@ pub async fn logout(globals: Globals) -> Result<(), Failure> {
         .send()
         .await?;
     let status = response.status().as_u16();
-    http::answer(status, &response.bytes().await?)?;
+    failure::answer(status, &response.bytes().await?)?;
     file.contexts.remove(&name);
     if file.current.as_deref() == Some(name.as_str()) {
         file.current = None;
@@ -136,7 +136,7 @@ pub async fn logout(globals: Globals) -> Result<(), Failure> {
 
 /// `depot token`: an access token for other tools (`curl -H "Authorization: Bearer $(depot token)"`).
 pub async fn token(args: TokenArgs) -> Result<(), Failure> {
-    let mut api = session::connect(&args.globals)?;
+    let mut api = http::connect(&args.globals)?;
     let token = api.token(args.refresh).await?;
     if args.globals.json {
         return output::json(&json!({ "access_token": token }));

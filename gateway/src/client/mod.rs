@@ -3,7 +3,8 @@
 //!
 //! They talk to a server over its HTTP API (API.md) and link nothing of the server: each
 //! resource file turns flags into a request and the server's JSON into a table (or prints the
-//! JSON with `--json`). `session` finds the server and the credentials, `http` sends, `output`
+//! JSON with `--json`). `http::connect` finds the server and the credentials, `session` keeps
+//! the access token fresh (rotating the refresh token stored by `config`), `http` sends, `output`
 //! prints, `failure` maps every error to a documented exit code. docs/cli.md is the guide.
 
 mod cluster;
@@ -141,7 +142,7 @@ pub fn is_client_command(name: &str) -> bool {
 
 /// Runs a client command; `grammar` is the whole command line's, for completions.
 pub async fn run(command: ClientCommand, grammar: clap::Command) -> Result<(), Failure> {
-    use session::connect;
+    use http::connect;
     match command {
         ClientCommand::Login(args) => login::login(args).await,
         ClientCommand::Logout { globals } => login::logout(globals).await,

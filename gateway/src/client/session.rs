@@ -12,9 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::config::{self, ConfigLock};
-use super::failure::{Exit, Failure};
-use super::globals::Globals;
-use super::http::{self, Api};
+use super::failure::{self, Exit, Failure};
 
 /// An access token closer than this to its expiry is refreshed first (seconds): clocks drift
 /// and a request takes time.
@@ -28,38 +26,6 @@ pub enum Session {
     Static(String),
     /// A context of the configuration file.
     Stored { path: PathBuf, name: String, access: Option<(String, u64)> },
-}
-
-/// The server and credentials a command uses: `DEPOT_TOKEN` (with `DEPOT_URL`, or the context's
-/// URL, or [`DEFAULT_URL`]), else the context `--context` names, else the current context.
-pub fn connect(globals: &Globals) -> Result<Api, Failure> {
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let path = config::path()?;
-    let file = config::load(&path)?;
-    if let Some(token) = env("DEPOT_TOKEN") {
-        let url = match env("DEPOT_URL") {
-            Some(url) => url,
-            None => file.context(globals.context.as_deref()).map_or(DEFAULT_URL.to_owned(), |(_, c)| c.url.clone()),
-        };
-        return Api::new(parse_url(&url)?, Session::Static(token));
-    }
-    let (name, context) = match (env("DEPOT_URL"), &globals.context) {
-        // A refresh token goes only to the server that issued it.
-        (Some(url), None) => {
-            let url = parse_url(&url)?;
-            let found = file.contexts.iter().find(|(_, c)| parse_url(&c.url).is_ok_and(|u| u == url));
-            let (name, context) = found.ok_or_else(|| {
-                Failure::auth(format!(
-                    "DEPOT_URL is {url} but no context is logged in there: run `depot login {url}` or set DEPOT_TOKEN"
-                ))
-            })?;
-            (name.clone(), context)
-        }
-        (_, name) => file.context(name.as_deref())?,
-    };
-    let access = context.access_token.clone().zip(context.access_expires_at);
-    let url = parse_url(&context.url)?;
-    Api::new(url, Session::Stored { path, name, access })
 }
 
 /// A server's base URL, with a trailing slash so paths join below it.
@@ -149,7 +115,7 @@ pub async fn post_token(http: &reqwest::Client, base: &url::Url, path: &str, bod
     let url = base.join(path).map_err(|e| Failure::other(e.to_string()))?;
     let response = http.post(url).header("content-type", "application/json").body(body.to_string()).send().await?;
     let status = response.status().as_u16();
-    let answer = http::answer(status, &response.bytes().await?)?;
+    let answer = failure::answer(status, &response.bytes().await?)?;
     let text = |field: &str| answer[field].as_str().map(str::to_owned);
     match (text("access_token"), text("refresh_token"), answer["expires_in"].as_u64()) {
         (Some(access_token), Some(refresh_token), Some(expires_in)) => {

@@ -153,7 +153,10 @@ fn cli_client_logs_in_produces_consumes_and_manages_end_to_end() {
     let lines: Vec<String> =
         (0..25).map(|i| if i % 2 == 0 { format!("{{\"n\":{i}}}") } else { format!("line {i}") }).collect();
     let input = lines.join("\n") + "\n";
-    let produced = user.run(&["produce", "orders", "--batch", "10", "--json"], input.as_bytes()).ok().json();
+    let produce = user.run(&["produce", "orders", "--batch", "10", "--json"], input.as_bytes()).ok();
+    // No progress bar in a pipe: no escape sequences, no carriage returns.
+    assert!(!produce.stderr.contains(['\u{1b}', '\r']), "{produce:?}");
+    let produced = produce.json();
     assert_eq!((produced["produced"].as_u64(), produced["last_offset"].as_u64()), (Some(25), Some(24)), "{produced}");
     let consumed = user.run(&["consume", "orders", "billing", "--max", "25"], b"").ok();
     assert_eq!(consumed.stdout.lines().collect::<Vec<_>>(), lines, "{consumed:?}");
@@ -249,4 +252,71 @@ fn cli_client_logs_in_produces_consumes_and_manages_end_to_end() {
     // Completions.
     let bash = user.run(&["completions", "bash"], b"").ok();
     assert!(bash.stdout.contains("depot") && bash.stdout.len() > 1000, "{}", bash.stdout.len());
+}
+
+#[test]
+fn cli_client_admin_commands_streams_and_concurrent_refreshes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let user = User::new(&server);
+    let context = format!("127.0.0.1-{}", server.addr.port());
+    user.run(&["login", &user.url, "-u", "admin"], format!("{ADMIN_PASSWORD}\n").as_bytes()).ok();
+
+    // A stream larger than a batch goes in several requests, all of it stored in order.
+    user.run(&["station", "create", "bulk"], b"").ok();
+    let input: String = (0..2500).map(|i| format!("{i}\n")).collect();
+    let produced = user.run(&["produce", "bulk", "--batch", "1000", "--json"], input.as_bytes()).ok().json();
+    assert_eq!((produced["produced"].as_u64(), produced["last_offset"].as_u64()), (Some(2500), Some(2499)));
+    let station = user.run(&["station", "get", "bulk", "--json"], b"").ok().json();
+    assert_eq!(station["stats"]["messages"].as_u64(), Some(2500), "{station}");
+
+    // Users.
+    user.run(&["user", "create", "carol", "--role", "member"], b"carol-password\n").ok();
+    let users = user.run(&["user", "ls", "--json"], b"").ok().json();
+    let names: Vec<&str> = users["users"].as_array().unwrap().iter().filter_map(|u| u["username"].as_str()).collect();
+    assert!(names.contains(&"carol"), "{users}");
+    user.run(&["user", "rm", "carol"], b"").ok();
+    assert_eq!(user.run(&["user", "rm", "carol"], b"").code, 3);
+
+    // Cluster, hooks and sources.
+    let cluster = user.run(&["cluster", "status", "--json"], b"").ok().json();
+    assert_eq!(cluster["leader_id"], cluster["node_id"], "{cluster}");
+    let hook = user.run(&["hook", "create", "bulk", "http://127.0.0.1:9/hook", "--json"], b"").ok().json();
+    let id = hook["id"].as_str().unwrap().to_owned();
+    assert!(hook["secret"].is_string(), "{hook}");
+    let hooks = user.run(&["hook", "ls", "--json"], b"").ok().json();
+    assert_eq!(hooks["hooks"][0]["id"], hook["id"], "{hooks}");
+    let got = user.run(&["hook", "get", &id, "--json"], b"").ok().json();
+    assert!(got["target_url"] == "http://127.0.0.1:9/hook" && got.get("secret").is_none(), "{got}");
+    user.run(&["hook", "rm", &id], b"").ok();
+    assert_eq!(user.run(&["hook", "get", &id], b"").code, 3);
+    let source = user
+        .run(&["source", "create", "gh", "--station", "bulk", "--scheme", "github", "--secret", "s3cret"], b"")
+        .ok();
+    assert!(source.stderr.contains(&format!("{}/v1/ingest/gh/", user.url)), "{source:?}");
+    let sources = user.run(&["source", "ls"], b"").ok();
+    assert!(sources.stdout.lines().nth(1).is_some_and(|l| l.starts_with("gh ") && l.contains("github")), "{sources:?}");
+    user.run(&["source", "get", "gh"], b"").ok();
+    user.run(&["source", "rm", "gh"], b"").ok();
+    assert_eq!(user.run(&["source", "get", "gh"], b"").code, 3);
+
+    // Four commands at once after the access token expired: one refreshes, the others wait for
+    // the lock and use what it stored. No refresh token is spent twice, so the session lives.
+    let mut config = user.config();
+    let stored = config.get_mut("contexts").and_then(|c| c.get_mut(&context)).and_then(toml::Value::as_table_mut);
+    stored.unwrap().insert("access_expires_at".to_owned(), toml::Value::Integer(1));
+    std::fs::write(user.config_path(), toml::to_string(&config).unwrap()).unwrap();
+    let codes: Vec<i32> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4).map(|_| s.spawn(|| user.run(&["station", "ls"], b"").code)).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(codes, [0, 0, 0, 0]);
+    user.run(&["token", "--refresh"], b"").ok();
+    user.run(&["station", "ls"], b"").ok();
+
+    // Nothing listens: exit 6.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{free}");
+    let down = user.run_with(&["station", "ls"], b"", &[("DEPOT_URL", url.as_str()), ("DEPOT_TOKEN", "x")]);
+    assert_eq!(down.code, 6, "{down:?}");
 }
