@@ -129,7 +129,7 @@ mod tests {
         let mut t = Table::new(&["NAME", "MESSAGES"]);
         t.row(vec!["orders".to_owned(), "12".to_owned()]);
         t.row(vec!["a\u{1b}[31m".to_owned(), "3".to_owned()]);
-        assert_eq!(t.render(), "NAME      MESSAGES\norders    12\na?[31m    3\n");
+        assert_eq!(t.render(), "NAME    MESSAGES\norders  12\na?[31m  3\n");
         assert_eq!(cell(&Value::Null), "-");
         assert_eq!(cell(&serde_json::json!(5)), "5");
     }

@@ -270,6 +270,16 @@ fn cli_client_admin_commands_streams_and_concurrent_refreshes() {
     let station = user.run(&["station", "get", "bulk", "--json"], b"").ok().json();
     assert_eq!(station["stats"]["messages"].as_u64(), Some(2500), "{station}");
 
+    // --follow long-polls for messages produced after it started.
+    user.run(&["group", "create", "bulk", "tail", "--start", "latest"], b"").ok();
+    let tail = std::thread::scope(|s| {
+        let follower = s.spawn(|| user.run(&["consume", "bulk", "tail", "--follow", "--max", "2"], b""));
+        user.run(&["produce", "bulk"], b"late-1\n").ok();
+        user.run(&["produce", "bulk"], b"late-2\n").ok();
+        follower.join().unwrap()
+    });
+    assert_eq!(tail.ok().stdout, "late-1\nlate-2\n");
+
     // Users.
     user.run(&["user", "create", "carol", "--role", "member"], b"carol-password\n").ok();
     let users = user.run(&["user", "ls", "--json"], b"").ok().json();
