@@ -87,14 +87,22 @@ impl std::error::Error for Failure {}
 
 impl From<reqwest::Error> for Failure {
     fn from(e: reqwest::Error) -> Failure {
-        // reqwest's own Display stops at "error sending request"; the cause says why.
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            message.push_str(&format!(": {cause}"));
-            source = cause.source();
+        // reqwest's own Display stops at "error sending request"; the innermost cause says why
+        // (`Connection refused (os error 111)`, a certificate problem, ...).
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
         }
-        let exit = if e.is_connect() || e.is_timeout() || e.is_request() { Exit::Unavailable } else { Exit::Other };
+        let server = e.url().map(|u| format!("{}://{}", u.scheme(), u.authority())).unwrap_or_default();
+        let (exit, message) = if e.is_timeout() {
+            (Exit::Unavailable, format!("no answer from {server} in time"))
+        } else if e.is_connect() {
+            (Exit::Unavailable, format!("cannot reach {server}: {cause}"))
+        } else if e.is_request() {
+            (Exit::Unavailable, format!("the request to {server} failed: {cause}"))
+        } else {
+            (Exit::Other, format!("{e}: {cause}"))
+        };
         Failure::new(exit, message)
     }
 }

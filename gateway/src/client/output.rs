@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::Value;
 
 use super::failure::Failure;
@@ -110,11 +110,15 @@ pub fn progress(total: Option<u64>, what: &str, bytes: bool) -> ProgressBar {
     };
     let template = match (total.is_some(), bytes) {
         (true, true) => format!("{{bar:30}} {{bytes}}/{{total_bytes}} {what}  {{bytes_per_sec}}  ETA {{eta}}"),
-        (true, false) => format!("{{bar:30}} {{pos}}/{{len}} {what}  {{per_sec}}  ETA {{eta}}"),
-        (false, _) => format!("{{spinner}} {{pos}} {what}  {{per_sec}}  {{elapsed}}"),
+        (true, false) => format!("{{bar:30}} {{pos}}/{{len}} {what}  {{rate}}  ETA {{eta}}"),
+        (false, _) => format!("{{spinner}} {{pos}} {what}  {{rate}}  {{elapsed}}"),
     };
     if let Ok(style) = ProgressStyle::with_template(&template) {
-        bar.set_style(style);
+        // Whole items per second: indicatif's own {per_sec} shows four decimals.
+        let rate = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/s", state.per_sec());
+        };
+        bar.set_style(style.with_key("rate", rate));
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
