@@ -15,15 +15,19 @@ use super::session::{self, Session};
 /// What a path segment may hold unescaped: RFC 3986's unreserved characters.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+const DOT: &str = "%2E";
+const DOT_DOT: &str = "%2E%2E";
+
 /// Long polls wait up to 20 s on the server; a request gets that and some more.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A path segment, escaped: names come from the command line and must not turn into paths.
 pub fn seg(name: &str) -> String {
     match name {
-        // Unreserved, yet a URL resolves them: `.` and `..` would climb out of the resource.
-        "." => "%2E".to_owned(),
-        ".." => "%2E%2E".to_owned(),
+        // Unreserved, yet a URL resolves them (escaped too): `.` and `..` would climb out of
+        // the resource, so they become markers that `Api::call` refuses to send.
+        "." => DOT.to_owned(),
+        ".." => DOT_DOT.to_owned(),
         _ => utf8_percent_encode(name, SEGMENT).to_string(),
     }
 }
@@ -134,6 +138,10 @@ impl Api {
     /// One request; a 401 with a stored session refreshes the access token and tries once more
     /// (the cached one may have been issued by a server that has since changed its secret).
     pub async fn call(&mut self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+        let route = path.split('?').next().unwrap_or_default();
+        if route.split('/').any(|s| s == DOT || s == DOT_DOT) {
+            return Err(Failure::usage("`.` and `..` are not names"));
+        }
         let url = self.base.join(path.trim_start_matches('/')).map_err(|e| Failure::other(format!("{path}: {e}")))?;
         let mut retried = false;
         loop {
@@ -163,6 +171,7 @@ mod tests {
         assert_eq!(seg("orders.v1_a-b"), "orders.v1_a-b");
         assert_eq!(seg("../admin"), "..%2Fadmin");
         assert_eq!(seg("a b?c#d"), "a%20b%3Fc%23d");
-        assert_eq!((seg(".."), seg(".")), ("%2E%2E".to_owned(), "%2E".to_owned()));
+        assert_eq!((seg(".."), seg(".")), (DOT_DOT.to_owned(), DOT.to_owned()));
+        assert_eq!(seg("a..b"), "a..b");
     }
 }

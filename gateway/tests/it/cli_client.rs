@@ -143,7 +143,12 @@ fn cli_client_logs_in_produces_consumes_and_manages_end_to_end() {
     assert!(missing.stderr.contains(&detail) && missing.stderr.contains("station_not_found"), "{missing:?}");
 
     // Bad command lines: exit 2.
-    for args in [&["station", "frobnicate"][..], &["produce"], &["consume", "orders", "billing", "--max", "0"]] {
+    for args in [
+        &["station", "frobnicate"][..],
+        &["produce"],
+        &["consume", "orders", "billing", "--max", "0"],
+        &["group", "rm", "orders", ".."],
+    ] {
         let ran = user.run(args, b"");
         assert_eq!(ran.code, 2, "{args:?}: {ran:?}");
     }
