@@ -51,9 +51,10 @@ impl User {
         self.run_with(args, stdin, &[])
     }
 
-    /// Runs `depot ARGS` with `stdin`, waiting up to a minute for it to end.
-    fn run_with(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Ran {
-        let mut child = Command::new(depot())
+    /// `depot ARGS` in this user's home, with none of the caller's DEPOT_* settings.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(depot());
+        command
             .args(args)
             .env("HOME", self.home.path())
             .env("XDG_CONFIG_HOME", self.home.path().join(".config"))
@@ -61,7 +62,14 @@ impl User {
             .env_remove("DEPOT_TOKEN")
             .env_remove("DEPOT_CONTEXT")
             .env_remove("DEPOT_CONFIG")
-            .env("DEPOT_LOG", "warn")
+            .env("DEPOT_LOG", "warn");
+        command
+    }
+
+    /// Runs `depot ARGS` with `stdin`, waiting up to a minute for it to end.
+    fn run_with(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Ran {
+        let mut child = self
+            .command(args)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -284,6 +292,16 @@ fn cli_client_admin_commands_streams_and_concurrent_refreshes() {
         follower.join().unwrap()
     });
     assert_eq!(tail.ok().stdout, "late-1\nlate-2\n");
+
+    // A consumer whose stdout is gone acks nothing: the messages stay pending for a redelivery.
+    user.run(&["group", "create", "bulk", "lost"], b"").ok();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = user.command(&["consume", "bulk", "lost", "--max", "3"]).stdout(writer).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && stderr.contains("stdout was closed"), "{out:?}");
+    let lost = user.run(&["group", "get", "bulk", "lost", "--json"], b"").ok().json();
+    assert_eq!((lost["acked_floor"].as_u64(), lost["pending"].as_u64()), (Some(0), Some(3)), "{lost}");
 
     // Users.
     user.run(&["user", "create", "carol", "--role", "member"], b"carol-password\n").ok();
