@@ -120,7 +120,7 @@ pub enum ClientCommand {
         #[command(flatten)]
         globals: Globals,
     },
-    /// Push groups: pause, resume, rotate-secret, test, attempts
+    /// Push groups: ls, create, get, rm, pause, resume, rotate-secret, test, attempts
     #[command(after_help = EXIT_CODES)]
     Push {
         #[command(subcommand)]

@@ -323,6 +323,20 @@ fn cli_client_admin_commands_streams_and_concurrent_refreshes() {
     assert!(got["target_url"] == "http://127.0.0.1:9/hook" && got.get("secret").is_none(), "{got}");
     user.run(&["hook", "rm", &id], b"").ok();
     assert_eq!(user.run(&["hook", "get", &id], b"").code, 3);
+    let push =
+        user.run(&["push", "create", "bulk", "out", "http://127.0.0.1:9/out", "--start", "latest", "--json"], b"");
+    assert!(push.ok().json()["push"]["secret"].is_string());
+    user.run(&["group", "create", "bulk", "pull"], b"").ok();
+    let listed = user.run(&["push", "ls", "bulk", "--json"], b"").ok().json();
+    let names: Vec<&str> =
+        listed["consumer_groups"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
+    assert_eq!(names, ["out"], "{listed}");
+    let paused = user.run(&["push", "pause", "bulk", "out", "--json"], b"").ok().json();
+    assert_eq!(paused["push"]["state"], "paused", "{paused}");
+    let got = user.run(&["push", "get", "bulk", "out", "--json"], b"").ok().json();
+    assert!(got["push"]["state"] == "paused" && got["push"].get("secret").is_none(), "{got}");
+    user.run(&["push", "rm", "bulk", "out"], b"").ok();
+    assert_eq!(user.run(&["push", "get", "bulk", "out"], b"").code, 3);
     let source = user
         .run(&["source", "create", "gh", "--station", "bulk", "--scheme", "github", "--secret", "s3cret"], b"")
         .ok();
