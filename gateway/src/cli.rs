@@ -1,5 +1,6 @@
 //! The commands of the `depot` binary: `dev`, `serve`, `migrate`, `admin inspect`, `openapi`, and
-//! `--version`, and the client commands of [`crate::client`] (`login`, `station`, `produce`, ...). The grammar is clap's; the node commands take their flags from the settings table
+//! `--version`, and the client commands of [`crate::client`] (`login`, `station`, `produce`,
+//! ...). The grammar is clap's; the node commands take their flags from the settings table
 //! (`crate::config`), so one table drives the file, the environment, the flags and `--help`.
 
 use std::net::TcpListener;
@@ -90,7 +91,9 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
         }
         Err(e) => {
             let message = e.to_string().trim_end().trim_start_matches("error: ").to_owned();
-            if args.first().is_some_and(|a| crate::client::is_client_command(a)) {
+            // The client commands' usage errors exit 2 (docs/cli.md); the node commands' stay 1.
+            let command = args.iter().find(|a| !a.starts_with('-'));
+            if command.is_some_and(|a| crate::client::is_client_command(a)) {
                 return Err(crate::client::Failure::usage(message).into());
             }
             bail!("{message}")

@@ -94,14 +94,13 @@ pub async fn login(args: LoginArgs) -> Result<(), Failure> {
     );
     file.current = Some(name.clone());
     config::save(&path, &file)?;
-    if let Some(old) = replaced {
-        // The session this login replaces is of no more use; ending it is a courtesy.
-        let _ = http
-            .post(url.join("v1/auth/revoke").map_err(|e| Failure::other(e.to_string()))?)
-            .header("content-type", "application/json")
-            .body(json!({ "refresh_token": old.refresh_token }).to_string())
-            .send()
-            .await;
+    // The session this login replaces is of no more use: ending it is a courtesy, sent to the
+    // server that issued it (the name may have pointed elsewhere).
+    let old_revoke =
+        replaced.and_then(|old| Some((session::parse_url(&old.url).ok()?.join("v1/auth/revoke").ok()?, old)));
+    if let Some((revoke, old)) = old_revoke {
+        let body = json!({ "refresh_token": old.refresh_token }).to_string();
+        let _ = http.post(revoke).header("content-type", "application/json").body(body).send().await;
     }
     if args.globals.json {
         return output::json(&json!({ "context": name, "url": url.as_str(), "principal": principal }));
