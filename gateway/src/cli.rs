@@ -1,5 +1,6 @@
 //! The commands of the `depot` binary: `dev`, `serve`, `migrate`, `admin inspect`, `openapi`, and
-//! `--version`. The grammar is clap's; the node commands take their flags from the settings table
+//! `--version`, and the client commands of [`crate::client`] (`login`, `station`, `produce`,
+//! ...). The grammar is clap's; the node commands take their flags from the settings table
 //! (`crate::config`), so one table drives the file, the environment, the flags and `--help`.
 
 use std::net::TcpListener;
@@ -23,7 +24,9 @@ use crate::state::AppState;
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DEPOT_GIT_COMMIT"), ")");
 
 const ENV_HELP: &str = "Environment: DEPOT_LOG (log filter, default info,openraft=warn), DEPOT_LOG_FORMAT (json, the \
-default of serve, or text, the default of dev). `depot serve --help` lists every setting with its DEPOT_* variable and default.";
+default of serve, or text, the default of dev). `depot serve --help` lists every setting with its DEPOT_* variable and default.
+The client commands use the context `depot login` stored; DEPOT_URL and DEPOT_TOKEN (an access token or API key) override it.
+Client exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 not logged in or not allowed, 5 conflict, 6 server unavailable.";
 
 /// The `depot` command line.
 #[derive(Debug, Parser)]
@@ -52,6 +55,8 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +89,15 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
             emit(&e.to_string());
             return Ok(());
         }
-        Err(e) => bail!("{}", e.to_string().trim_end().trim_start_matches("error: ")),
+        Err(e) => {
+            let message = e.to_string().trim_end().trim_start_matches("error: ").to_owned();
+            // The client commands' usage errors exit 2 (docs/cli.md); the node commands' stay 1.
+            let command = args.iter().find(|a| !a.starts_with('-'));
+            if command.is_some_and(|a| crate::client::is_client_command(a)) {
+                return Err(crate::client::Failure::usage(message).into());
+            }
+            bail!("{message}")
+        }
     };
     let cli = Cli::from_arg_matches(&matches)?;
     let settings = |mode: Mode| -> anyhow::Result<Box<Config>> {
@@ -107,6 +120,7 @@ pub async fn main(args: &[String]) -> anyhow::Result<()> {
             let url = url.unwrap_or_else(|| default_probe_url(std::env::var("DEPOT_LISTEN").ok().as_deref()));
             probe(&url, std::time::Duration::from_secs(3))
         }
+        Some(Command::Client(command)) => Ok(crate::client::run(command, grammar().bin_name("depot")).await?),
         None => {
             emit(&grammar().bin_name("depot").render_help().to_string());
             Ok(())

@@ -11,7 +11,9 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("depot: {e:#}");
-            std::process::ExitCode::FAILURE
+            // The client commands' exit codes are documented (docs/cli.md); everything else is 1.
+            let code = e.downcast_ref::<depot_gateway::client::Failure>().map_or(1, |f| f.exit as u8);
+            std::process::ExitCode::from(code)
         }
     }
 }

@@ -13,6 +13,7 @@ mod meta;
 
 mod auth;
 mod browse;
+mod cli_client;
 mod cluster_auth;
 mod cluster_failover;
 mod cluster_jepsen;
