@@ -143,6 +143,10 @@ fn sealed_segments_become_objects_that_decode_alone_and_retention_and_deletion_r
         (!keys.contains(&old)).then_some(keys)
     });
     assert!(s3.objects(BUCKET).iter().any(|(k, _)| *k == recent), "the recent orphan was deleted too early");
+    // Counted once the bucket's delete has answered, a moment after the object is gone.
+    eventually(WITHIN, "the orphan's delete is counted", || {
+        (metric(&server, "depot_tier_orphans_deleted_total") >= 1).then_some(())
+    });
     assert_eq!(metric(&server, "depot_tier_orphans_deleted_total"), 1);
     std::fs::remove_file(s3.object_path(BUCKET, &recent)).unwrap();
 
@@ -158,7 +162,8 @@ fn sealed_segments_become_objects_that_decode_alone_and_retention_and_deletion_r
     eventually(WITHIN, "objects of removed messages are deleted", || {
         objects(&s3).iter().all(|(_, h)| h.last_offset >= first).then_some(())
     });
-    assert!(metric(&server, "depot_tier_deletes_total") >= 1);
+    // Counted once the catalog forgets them, a Raft round after the bucket's delete.
+    eventually(WITHIN, "the deletes are counted", || (metric(&server, "depot_tier_deletes_total") >= 1).then_some(()));
 
     // Deleting the station deletes the rest.
     assert_eq!(server.json("DELETE", &format!("/v1/stations/{STATION}"), None).status, 204);
