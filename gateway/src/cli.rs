@@ -297,7 +297,9 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
     // Until the broker is open, probes are answered (a member may wait minutes for its peers).
     let starting = crate::starting::serve(&listener, opts.cluster.as_ref().map(|c| c.startup.clone()))
         .context("answering probes while starting")?;
-    let opened = Broker::open(opts).await;
+    // The broker and every task it spawns run on their own thread (see `core_thread`).
+    let core = crate::core_thread::CoreThread::start()?;
+    let opened = core.run(Broker::open(opts)).await?;
     starting.stop().await;
     let broker = opened.with_context(|| format!("opening the broker in {}", config.data_dir.display()))?;
     let state = AppState::with_config(broker, auth.clone(), config.gateway());
@@ -315,6 +317,7 @@ async fn run_node(mode: Mode, config: &Config) -> anyhow::Result<()> {
         }
     }
     crate::run(listener, state, shutdown).await?;
+    drop(core);
     say("depot: stopped cleanly");
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod core_thread;
 pub mod encoding;
 pub mod error;
 pub mod meta;
