@@ -91,8 +91,9 @@ def main():
         page.get_by_role("button", name="Sign in", exact=True).click()
         expect(page.locator("#signin-error")).not_to_be_empty()
         shot(page, "signin")
+        # From the keyboard: Enter in the password field submits.
         page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.get_by_label("Password").press("Enter")
         expect(page.get_by_role("heading", name="Stations")).to_be_visible()
         stored = page.evaluate("() => [Object.keys(sessionStorage), Object.keys(localStorage)]")
         assert "depot.session" in stored[0] and not stored[1], f"tokens must be in sessionStorage only: {stored}"
@@ -246,6 +247,23 @@ def main():
         kp.get_by_role("button", name="Sign in", exact=True).click()
         expect(kp.locator("#stations").get_by_role("link", name=STATION, exact=True)).to_be_visible()
         scoped.close()
+
+        # A member: the admin pages are not offered, and one opened anyway shows the API's 403
+        # detail instead of breaking.
+        member = browser.new_context(viewport={"width": 1280, "height": 800})
+        mp = member.new_page()
+        mp.on("pageerror", lambda e: problems.append(f"page error (member session): {e}"))
+        mp.goto(f"{BASE}/ui/#/signin")
+        mp.get_by_label("Username").fill("alice")
+        mp.get_by_label("Password").fill("alice-password-1")
+        mp.get_by_label("Password").press("Enter")
+        expect(mp.get_by_role("heading", name="Stations")).to_be_visible()
+        expect(mp.get_by_role("link", name="Users")).to_be_hidden()
+        expect(mp.get_by_role("link", name="Cluster")).to_be_hidden()
+        mp.goto(f"{BASE}/ui/#/users")
+        expect(mp.get_by_role("heading", name="Not allowed")).to_be_visible()
+        expect(mp.locator("main .notice")).to_contain_text("administrator")
+        member.close()
 
         # Sign out ends the session.
         page.get_by_role("button", name="Sign out").click()

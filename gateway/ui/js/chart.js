@@ -25,6 +25,7 @@ export function lineChart(samples, { label, width = 1000, height = 220 } = {}) {
     s('text', { x: pad.l + w, y: height - 6, 'text-anchor': 'end' }, new Date(t1).toLocaleTimeString()),
   );
   const points = samples.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
-  svg.append(s('polyline', { class: 'line', points }));
+  const last = samples[samples.length - 1];
+  svg.append(s('polyline', { class: 'line', points }), s('circle', { class: 'dot', cx: x(last.t).toFixed(1), cy: y(last.v).toFixed(1), r: 3 }));
   return svg;
 }

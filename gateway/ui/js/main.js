@@ -47,12 +47,17 @@ function context() {
     alive: true,
     every(ms, fn) {
       let running = false;
+      let failed = false;
       const tick = async () => {
         if (!ctx.alive || running) return;
         running = true;
         try {
           await fn();
+          // A poll that failed (node restarting, leader election) and works again clears its alert.
+          if (failed && ctx.alive) showAlert('');
+          failed = false;
         } catch (e) {
+          failed = true;
           ctx.error(e);
         } finally {
           running = false;

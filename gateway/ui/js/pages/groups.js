@@ -65,7 +65,10 @@ export async function render(ctx, station, group) {
       stat('Next to deliver', count(g.delivered_offset)),
       stat('Acked below', count(g.acked_floor)),
       stat('Dead-lettered', count(g.dead_lettered)));
-    replace(chartBox, lineChart(samples, { label: `Lag of ${group} since ${new Date(samples[0].t).toLocaleTimeString()}` }),
+    // Drawn at the box's own width, so its text is the CSS size on a phone as on a laptop.
+    const width = Math.max(280, Math.round(chartBox.clientWidth || 1000));
+    const height = Math.round(Math.min(220, Math.max(150, width * 0.3)));
+    replace(chartBox, lineChart(samples, { width, height, label: `Lag of ${group} since ${new Date(samples[0].t).toLocaleTimeString()}` }),
       h('p', { class: 'muted' }, `${samples.length} samples, every ${POLL_MS / 1000} s while this page is open (up to an hour).`));
     replace(pushBox, pushControls(g));
     const c = g.config || {};
