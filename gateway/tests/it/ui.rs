@@ -150,6 +150,7 @@ fn the_dashboard_end_to_end_in_headless_chromium() {
         "users",
         "cluster",
         "push",
+        "push-group",
         "sources",
         "tiering",
         "overview-phone",

@@ -209,12 +209,22 @@ def main():
         expect(page.locator("#nodes")).to_contain_text("leader")
         shot(page, "cluster")
 
-        # Push groups: one pointed at a closed local port (depot dev allows private addresses).
-        call("PUT", f"/v1/stations/{STATION}/consumer-groups/hook", {"push": {"url": "http://127.0.0.1:9/hook"}}, token)
-        page.get_by_role("link", name="Push").click()
+        # A push group from the station page, pointed at a closed local port (depot dev allows
+        # private addresses): its secret is shown once, its failing attempts on its page.
+        page.goto(f"{BASE}/ui/#/stations/{STATION}")
+        page.get_by_label("New consumer group").fill("hook")
+        page.get_by_label("Push URL").fill("http://127.0.0.1:9/hook")
+        page.get_by_role("button", name="Create group").click()
+        expect(page.locator("#alert")).to_contain_text("signing secret, shown only now: whsec_")
+        page.get_by_role("link", name="Push", exact=True).click()
         expect(page.locator("#push-groups")).to_contain_text(f"{STATION} / hook")
         expect(page.locator("#push-groups")).to_contain_text("http://127.0.0.1:9/hook")
         shot(page, "push")
+        page.locator("#push-groups").get_by_role("link", name=f"{STATION} / hook").click()
+        expect(page.locator("#push-attempts tbody tr").first).to_be_visible()
+        page.get_by_role("button", name="Send test event").click()
+        expect(page.locator("#alert")).to_contain_text("Test event")
+        shot(page, "push-group")
 
         # A source: its ingest URL is shown once.
         page.get_by_role("link", name="Sources").click()

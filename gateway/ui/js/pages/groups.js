@@ -32,25 +32,41 @@ export async function render(ctx, station, group) {
       try {
         const r = await api('POST', `${base}/push/${what}`, body === undefined ? {} : { json: body });
         if (what === 'rotate-secret') ctx.info(`New secret (shown once): ${r.secret}`);
-        else if (what === 'test') ctx.info(r.error ? `Test event failed: ${r.error}` : `Test event answered ${r.status} in ${r.latency_ms} ms.`);
+        else if (what === 'test' && r.error) ctx.error(new Error(`Test event failed: ${r.error}`));
+        else if (what === 'test') ctx.info(`Test event answered ${r.status} in ${r.latency_ms} ms.`);
         await load();
       } catch (err) {
         ctx.error(err);
       }
     };
     return h('section', { class: 'card' }, h('h2', {}, 'Push delivery'),
-      table([['Field', ([k]) => k], ['Value', ([, v]) => v]], [
-        ['URL', h('code', {}, p.url)], ['State', p.state + (p.disabled_reason ? ` (${p.disabled_reason})` : '')],
-        ['In flight', count(p.in_flight)], ['Delivered', count(p.delivered_total)], ['Failed', count(p.failed_total)],
-        ['Last attempt', time(p.last_attempt_at)], ['Last success', time(p.last_success_at)],
-        ['Last error', p.last_error || '–'], ['Secret ends in', p.secret_hint || '–'],
-      ]),
+      h('p', {}, 'To ', h('code', {}, p.url), `; secret ends in ${p.secret_hint || '–'}.`),
+      h('div', { class: 'grid' },
+        stat('State', p.state + (p.disabled_reason ? ` (${p.disabled_reason})` : ''), { id: 'push-state' }),
+        stat('In flight', count(p.in_flight)), stat('Delivered', count(p.delivered_total)), stat('Failed', count(p.failed_total)),
+        stat('Last attempt', time(p.last_attempt_at)), stat('Last success', time(p.last_success_at))),
+      p.last_error ? h('p', { class: 'error' }, `Last error: ${p.last_error}`) : null,
       h('div', { class: 'actions' },
         p.state === 'active'
           ? h('button', { type: 'button', class: 'secondary', onclick: act('pause') }, 'Pause')
           : h('button', { type: 'button', class: 'secondary', onclick: act('resume') }, 'Resume'),
         h('button', { type: 'button', class: 'secondary', onclick: act('test', {}) }, 'Send test event'),
         h('button', { type: 'button', class: 'secondary', onclick: act('rotate-secret', {}) }, 'Rotate secret')));
+  };
+
+  const attemptsBox = h('div', { id: 'push-attempts' });
+  const loadAttempts = async () => {
+    const r = await api('GET', `${base}/push/attempts?limit=20`);
+    if (!ctx.alive) return;
+    replace(attemptsBox, h('h3', {}, 'Latest delivery attempts'), table([
+      ['At', (a) => time(a.at)],
+      ['Offset', (a) => count(a.offset), { num: true }],
+      ['Attempt', (a) => count(a.attempt), { num: true }],
+      ['Status', (a) => (a.status === null || a.status === undefined ? '–' : String(a.status))],
+      ['Latency', (a) => `${count(a.latency_ms)} ms`, { num: true }],
+      ['Error', (a) => a.error || '–'],
+      ['Response', (a) => (a.response_excerpt ? h('code', {}, a.response_excerpt) : '–')],
+    ], r.attempts, { empty: 'No attempts yet.' }));
   };
 
   const load = async () => {
@@ -71,6 +87,10 @@ export async function render(ctx, station, group) {
     replace(chartBox, lineChart(samples, { width, height, label: `Lag of ${group} since ${new Date(samples[0].t).toLocaleTimeString()}` }),
       h('p', { class: 'muted' }, `${samples.length} samples, every ${POLL_MS / 1000} s while this page is open (up to an hour).`));
     replace(pushBox, pushControls(g));
+    if (g.push) {
+      pushBox.append(attemptsBox);
+      await loadAttempts();
+    }
     const c = g.config || {};
     replace(configBox, h('details', { class: 'card' }, h('summary', {}, 'Configuration'),
       table([['Setting', ([k]) => k], ['Value', ([, v]) => v]], [
@@ -115,10 +135,10 @@ export async function render(ctx, station, group) {
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Stations'), ' / ',
       h('a', { href: `#/stations/${encodeURIComponent(station)}` }, station), ' / ', group),
     h('h1', {}, `Consumer group ${group}`),
-    statsBox,
+    statsBox, pushBox,
     h('h2', {}, 'Lag over time'), chartBox,
     h('h2', {}, 'Seek'), seek,
-    pushBox, configBox,
+    configBox,
     h('div', { class: 'actions' }, h('a', { href: `#/stations/${encodeURIComponent(station)}/dead-letters` }, 'Dead letters'), remove));
   await load();
   ctx.every(POLL_MS, load);

@@ -132,17 +132,25 @@ export async function render(ctx, name) {
   // New consumer group.
   const groupName = h('input', { name: 'group', required: true, maxlength: 128, placeholder: 'billing' });
   const start = h('select', { name: 'start' }, h('option', { value: 'earliest' }, 'earliest'), h('option', { value: 'latest' }, 'latest'));
+  const pushUrl = h('input', { name: 'push_url', type: 'url', placeholder: 'webhook URL; empty for a pull group' });
   const newGroup = h('form', { class: 'row', onsubmit: async (e) => {
     e.preventDefault();
     try {
-      await api('PUT', path(base, 'consumer-groups', groupName.value), { json: { start: start.value } });
-      ctx.info(`Consumer group ${groupName.value} created.`);
+      const body = { start: start.value };
+      if (pushUrl.value) body.push = { url: pushUrl.value };
+      const g = await api('PUT', path(base, 'consumer-groups', groupName.value), { json: body });
+      // A push group's signing secret is in this answer only.
+      ctx.info(g.push?.secret
+        ? `Push group ${groupName.value} created. Its signing secret, shown only now: ${g.push.secret}`
+        : `Consumer group ${groupName.value} created.`);
+      pushUrl.value = '';
       groupName.value = '';
       await load();
     } catch (err) {
       ctx.error(err);
     }
-  } }, field('New consumer group', groupName), field('Start', start), h('button', { type: 'submit' }, 'Create group'));
+  } }, field('New consumer group', groupName), field('Start', start), field('Push URL (optional)', pushUrl),
+  h('button', { type: 'submit' }, 'Create group'));
 
   const remove = h('button', { type: 'button', class: 'danger', onclick: async () => {
     if (!window.confirm(`Delete station ${name} and all its messages?`)) return;
