@@ -132,6 +132,11 @@ def main():
         expect(binary.locator("pre.payload")).to_contain_text("00 01 02 03 fe ff")
         binary.get_by_role("button", name="base64").click()
         expect(binary.locator("pre.payload")).to_have_text("AAECA/7/")
+        # Browsing upward from an offset.
+        page.get_by_label("From offset").fill("1")
+        page.get_by_role("button", name="Go", exact=True).click()
+        expect(page.locator("#messages details").first).to_have_attribute("data-offset", "1")
+        expect(page.locator("#messages details")).to_have_count(2)
 
         # A consumer group from the station page; its lag is every message.
         page.get_by_label("New consumer group").fill("billing")

@@ -86,19 +86,32 @@ export async function render(ctx, name) {
     ], st.consumer_groups, { empty: 'No consumer groups.' }));
   };
 
+  // Newest first by default; "from offset" pages upward from there. The cursor keeps the order.
   let cursor = null;
-  const browse = async (from) => {
-    const q = new URLSearchParams({ order: 'desc', limit: String(PAGE) });
+  let order = 'desc';
+  const fromOffset = h('input', { name: 'from_offset', inputmode: 'numeric', pattern: '[0-9]+', size: 10 });
+  const browse = async (from, start) => {
+    const q = new URLSearchParams({ order, limit: String(PAGE) });
     if (from) q.set('cursor', from);
+    else if (start !== undefined) q.set('from_offset', String(start));
     const page = await api('GET', `${base}/messages?${q}`);
     if (!ctx.alive) return;
     cursor = page.next_cursor || null;
     replace(messagesBox, page.messages.length
       ? page.messages.map((m) => messageView(m))
-      : h('p', { class: 'muted' }, from ? 'No older messages.' : 'No messages.'));
+      : h('p', { class: 'muted' }, from || start !== undefined ? 'No more messages.' : 'No messages.'));
     replace(pager,
-      h('button', { type: 'button', class: 'secondary', onclick: () => browse(null).catch(ctx.error) }, 'Newest'),
-      cursor ? h('button', { type: 'button', class: 'secondary', onclick: () => browse(cursor).catch(ctx.error) }, 'Older') : null);
+      h('button', { type: 'button', class: 'secondary', onclick: () => { order = 'desc'; browse(null).catch(ctx.error); } }, 'Newest'),
+      cursor ? h('button', { type: 'button', class: 'secondary', onclick: () => browse(cursor).catch(ctx.error) }, order === 'desc' ? 'Older' : 'Newer') : null,
+      h('form', { class: 'row', onsubmit: (e) => {
+        e.preventDefault();
+        if (!/^\d+$/.test(fromOffset.value.trim())) {
+          ctx.error(new Error('The offset is a whole number.'));
+          return;
+        }
+        order = 'asc';
+        browse(null, Number(fromOffset.value.trim())).catch(ctx.error);
+      } }, field('From offset', fromOffset), h('button', { type: 'submit', class: 'secondary' }, 'Go')));
   };
 
   // Produce a test message.
@@ -120,6 +133,7 @@ export async function render(ctx, name) {
       const body = binary ? base64ToBytes(payload.value.trim()) : payload.value;
       const r = await api('POST', `${base}/messages`, { body, contentType: contentType.value, headers: extra });
       produced.textContent = r.duplicate ? `Duplicate of offset ${r.offset}.` : `Stored at offset ${r.offset}.`;
+      order = 'desc';
       await Promise.all([load(), browse(null).catch((e2) => denied(messagesBox, e2))]);
     } catch (err) {
       ctx.error(err);
