@@ -60,8 +60,9 @@ pub fn assets() -> impl Iterator<Item = (&'static str, &'static str)> {
     ASSETS.iter().map(|a| (a.path, a.content_type))
 }
 
-/// A strong validator per file, computed once: the files change only with the binary.
-fn etag(asset: &Asset) -> &'static str {
+/// A strong validator per file (by index in [`ASSETS`]), computed once: the files change only
+/// with the binary.
+fn etag(i: usize) -> &'static str {
     static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let tags = TAGS.get_or_init(|| {
         ASSETS
@@ -73,12 +74,11 @@ fn etag(asset: &Asset) -> &'static str {
             })
             .collect()
     });
-    let i = ASSETS.iter().position(|a| std::ptr::eq(a, asset)).unwrap_or_default();
     tags[i].as_str()
 }
 
-fn serve(req: &HttpRequest, asset: &'static Asset) -> HttpResponse {
-    let tag = etag(asset);
+fn serve(req: &HttpRequest, i: usize) -> HttpResponse {
+    let (asset, tag) = (&ASSETS[i], etag(i));
     let mut resp = if req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -103,13 +103,13 @@ fn serve(req: &HttpRequest, asset: &'static Asset) -> HttpResponse {
 }
 
 async fn index(req: HttpRequest) -> HttpResponse {
-    serve(&req, &ASSETS[0])
+    serve(&req, 0)
 }
 
 async fn file(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let path = path.into_inner();
-    match ASSETS.iter().find(|a| a.path == path) {
-        Some(asset) => Ok(serve(&req, asset)),
+    match ASSETS.iter().position(|a| a.path == path) {
+        Some(i) => Ok(serve(&req, i)),
         None => Err(ApiError::RouteNotFound(format!("{} {}", req.method(), req.path()))),
     }
 }
