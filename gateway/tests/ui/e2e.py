@@ -252,7 +252,8 @@ def main():
         expect(page.locator(f'[data-lag="{STATION}/billing"]')).to_have_text("0")
         shot(page, "overview-phone")
 
-        # The scoped key signs in too, sees its station, and is not offered the admin pages.
+        # The scoped key (orders*) signs in too and sees its station only.
+        call("PUT", "/v1/stations/payments", {}, token)
         scoped = browser.new_context(viewport={"width": 1280, "height": 800})
         kp = scoped.new_page()
         kp.on("pageerror", lambda e: problems.append(f"page error (key session): {e}"))
@@ -261,6 +262,9 @@ def main():
         kp.get_by_label("API key").fill(key)
         kp.get_by_role("button", name="Sign in", exact=True).click()
         expect(kp.locator("#stations").get_by_role("link", name=STATION, exact=True)).to_be_visible()
+        expect(kp.locator("#stations")).not_to_contain_text("payments")
+        page.goto(f"{BASE}/ui/#/")
+        expect(page.locator("#stations").get_by_role("link", name="payments", exact=True)).to_be_visible()
         scoped.close()
 
         # A member: the admin pages are not offered, and one opened anyway shows the API's 403
