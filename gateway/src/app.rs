@@ -65,6 +65,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     routes::configure(&mut utoipa_actix_web::service_config::ServiceConfig::new(cfg));
     cfg.route("/docs", web::get().to(docs_redirect))
         .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
+    // The dashboard, like /docs, is a page and not part of the API document.
+    crate::ui::configure(cfg);
 }
 
 /// The application with its state; what [`run`] serves and tests call in-process.

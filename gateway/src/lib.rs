@@ -24,6 +24,7 @@ pub mod routes;
 pub mod sources;
 pub mod starting;
 pub mod state;
+pub mod ui;
 
 pub use app::{app, configure, run, MAX_BODY};
 pub use middleware::{http_limits, observe, ratelimit};

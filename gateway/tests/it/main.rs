@@ -54,3 +54,4 @@ mod stations;
 mod terraform_boot;
 mod tier_common;
 mod token_errors;
+mod ui;
