@@ -180,15 +180,16 @@ pub fn build(header: &Header, path: &Path) -> std::io::Result<bytes::Bytes> {
     let mut file = std::fs::File::open(path)?;
     let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
     // Room in front: the prefix, the JSON header (its fields are bounded but for the names)
-    // and the index (4 bytes per record, and no record is shorter than its header). Pages of
-    // the room never written are never touched: a fresh zeroed allocation this large is
-    // mapped on demand.
+    // and the index (4 bytes per record, and no record is shorter than its header). Only the
+    // room is zeroed; the file is read into the rest of the capacity as it is.
     let json_room = 1024 + header.station.len() + header.cluster_id.len();
     let room = PREFIX_LEN as usize + json_room + 4 * (len / RECORD_HEADER_LEN + 1);
-    let mut buf = vec![0u8; room + len];
-    file.read_exact(&mut buf[room..])?;
-    if file.read(&mut [0u8; 1])? != 0 {
-        return Err(invalid("the segment grew while it was read".to_owned()));
+    let mut buf = Vec::with_capacity(room + len + 1);
+    buf.resize(room, 0);
+    // One byte more than the file had, to notice a file that changed while it was read.
+    (&mut file).take(len as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() - room != len {
+        return Err(invalid(format!("the segment changed size while it was read ({len} bytes before)")));
     }
     let segment = &buf[room..];
     let index = scan(segment, header.first_offset, header.last_offset).map_err(invalid)?;
