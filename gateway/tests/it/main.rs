@@ -45,6 +45,7 @@ mod meta_postgres;
 mod meta_postgres_tls;
 mod meta_sqlite;
 mod observability;
+mod observability_cluster;
 mod observability_dashboard;
 mod observability_traces;
 mod open_files;
