@@ -66,3 +66,33 @@ pub(crate) fn timed(sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_lands_in_its_bucket_and_in_the_count_and_sum() {
+        // The histogram is process-wide and other tests sync too: compare readings, never
+        // absolute values, and only in the direction other syncs cannot undo.
+        let before = fsync_stats();
+        let started = Instant::now();
+        let err = timed(|| {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            Err(io::Error::other("a failed sync counts too"))
+        });
+        assert!(err.is_err(), "the sync's own result comes back");
+        let after = fsync_stats();
+        assert!(after.count > before.count);
+        assert!(after.sum_nanos >= before.sum_nanos + 30_000_000);
+        // 30 ms is above the 25 ms bound: the 50 ms bucket or a higher one got it (unless the
+        // process was paused past the last bound, 5 s, which only the count records).
+        let at_least_50ms = |s: &FsyncStats| -> u64 {
+            FSYNC_BUCKETS.iter().zip(s.buckets).filter(|(le, _)| **le >= 0.05).map(|(_, n)| n).sum()
+        };
+        if started.elapsed().as_secs_f64() < 5.0 {
+            assert!(at_least_50ms(&after) > at_least_50ms(&before));
+        }
+        assert!(after.count >= after.buckets.iter().sum::<u64>());
+    }
+}
