@@ -35,7 +35,7 @@ mod replica;
 pub mod station;
 pub mod tier;
 
-pub use broker::{Broker, BrokerOptions, BrowsePage, DeadLetterPage, Fetched, ProduceResults, Put};
+pub use broker::{Broker, BrokerOptions, BrowsePage, DeadLetterPage, Fetched, ProduceResults, Put, RaftStatus};
 pub use error::BrokerError;
 pub use inspect::{inspect, Inspection};
 pub use raft::{Applied, StoredMessage};

@@ -17,13 +17,16 @@ pub mod error;
 pub mod meta;
 pub mod metrics;
 pub mod middleware;
+pub mod node_metrics;
 pub mod openapi;
+pub mod process_stats;
 pub mod push;
 pub mod rate_limit;
 pub mod routes;
 pub mod sources;
 pub mod starting;
 pub mod state;
+pub mod telemetry;
 pub mod ui;
 
 pub use app::{app, configure, run, MAX_BODY};

@@ -32,9 +32,11 @@ mod manage;
 mod messages;
 mod push;
 mod sources;
+mod status;
 
 pub use manage::{DeadLetterPage, Put};
 pub use messages::{BrowsePage, Fetched, ProduceResults};
+pub use status::RaftStatus;
 
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 /// Where the cache of tiered data is kept in the data dir (emptied at every start).
@@ -275,6 +277,7 @@ impl Broker {
             dir_lock: Mutex::new(Some(dir_lock)),
             disk,
             receipt_key: OnceLock::new(),
+            leader_changes: AtomicU64::new(0),
             tier_reader,
             tier: opts.tier.as_ref().map(|bucket| {
                 let status = crate::tier::uploader::StatusCell::default();

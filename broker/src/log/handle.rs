@@ -174,11 +174,13 @@ impl Handle {
     }
 
     pub fn sync_data(&self) -> io::Result<()> {
-        self.file()?.sync_data()
+        let file = self.file()?;
+        super::fsync_stats::timed(|| file.sync_data())
     }
 
     pub fn sync_all(&self) -> io::Result<()> {
-        self.file()?.sync_all()
+        let file = self.file()?;
+        super::fsync_stats::timed(|| file.sync_all())
     }
 }
 

@@ -65,6 +65,7 @@
 //! last purge point. Owners that need an exact logical start persist it themselves.
 
 pub(crate) mod format;
+mod fsync_stats;
 mod group_commit;
 mod handle;
 mod iter;
@@ -85,6 +86,7 @@ use self::group_commit::DirtyTracker;
 use self::handle::Handle;
 use self::segment::{io_err, remove_if_exists, write_zeros, Segment, MAX_RECORD_START};
 
+pub use self::fsync_stats::{fsync_stats, FsyncStats, FSYNC_BUCKETS};
 pub use self::group_commit::{GroupCommit, SyncPoint};
 pub use self::handle::{FileCache, FileCacheStats};
 pub use self::iter::LogIter;

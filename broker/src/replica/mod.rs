@@ -82,6 +82,9 @@ pub(crate) struct Replica {
     pub(crate) disk: DiskWatch,
     /// The replicated receipt key once this node has seen it (it never changes once set).
     pub(crate) receipt_key: OnceLock<ReceiptKey>,
+    /// Times the leader this node knows of became a different node (the first one it learns of
+    /// counts); kept by [`supervisor::supervise_raft`], which sees every change of the metrics.
+    pub(crate) leader_changes: AtomicU64,
 }
 
 /// The leader's clock: wall time in ms, never going backwards, stamped on every proposal.

@@ -1,6 +1,7 @@
 //! Keeps the Raft core running: openraft's core quits for good on a storage error, and this
 //! rebuilds it from disk in-process (see [`supervise_raft`]).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use tokio::sync::watch;
 use super::{storage, Replica};
 use crate::net::network::Network;
 use crate::raft::log_store::LogStore;
-use crate::raft::Raft;
+use crate::raft::{NodeId, Raft};
 use crate::BrokerError;
 
 /// Retries of a Raft core rebuild back off from this...
@@ -35,6 +36,7 @@ pub(crate) async fn supervise_raft(replica: Arc<Replica>) {
         .without_max_times();
     let mut delays = policy.build();
     let mut rebuilt_at: Option<Instant> = None;
+    let mut leader: Option<NodeId> = None;
     loop {
         let mut metrics = inner.raft().metrics();
         let fatal = loop {
@@ -43,6 +45,11 @@ pub(crate) async fn supervise_raft(replica: Arc<Replica>) {
             }
             if let Err(fatal) = &metrics.borrow().running_state {
                 break fatal.to_string();
+            }
+            let seen = metrics.borrow().current_leader;
+            if seen.is_some() && seen != leader {
+                leader = seen;
+                inner.leader_changes.fetch_add(1, Ordering::Relaxed);
             }
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { break "the Raft core stopped".to_owned() },

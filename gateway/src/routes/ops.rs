@@ -136,7 +136,16 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
 )]
 #[get("/metrics")]
 async fn metrics(_auth: Authorized<ScrapeMetrics>, state: web::Data<AppState>) -> HttpResponse {
-    let mut text = state.metrics.render(&state.broker.stations_now(), state.broker.open_files());
+    let stations = state.broker.stations_now();
+    let mut text = state.metrics.render(&stations, state.broker.open_files());
+    let node = crate::node_metrics::NodeFigures {
+        raft: state.broker.raft_status().await,
+        fsyncs: depot_broker::log::fsync_stats(),
+        disk: state.broker.disk_space().ok(),
+        stations: &stations,
+        process: crate::process_stats::read(),
+    };
+    crate::node_metrics::render_node(&mut text, &node);
     let states: Vec<(String, String, &'static str)> =
         state.broker.push_groups_now().into_iter().map(|(s, g, p)| (s, g, p.state.as_str())).collect();
     state.pusher.live().render(&mut text, &states);

@@ -10,6 +10,7 @@ mod cluster;
 mod common;
 mod e2e;
 mod meta;
+mod scrape;
 
 mod auth;
 mod browse;
@@ -44,6 +45,9 @@ mod meta_postgres;
 mod meta_postgres_tls;
 mod meta_sqlite;
 mod observability;
+mod observability_cluster;
+mod observability_dashboard;
+mod observability_traces;
 mod open_files;
 mod openapi;
 mod power_cut;

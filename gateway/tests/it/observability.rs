@@ -1,4 +1,4 @@
-//! Rate limits, /metrics and request ids.
+//! Rate limits, /metrics (in-process, and on a live node) and request ids.
 
 #![allow(clippy::unwrap_used)]
 
@@ -232,4 +232,99 @@ async fn metrics_need_an_admin_or_a_metrics_key() {
     let mia = mia.ok(200)["access_token"].as_str().unwrap().to_owned();
     send(&app, bearer(get("/metrics"), &mia)).await.problem(403, "forbidden");
     send(&app, bearer(key(metrics_only), &mia)).await.problem(403, "forbidden");
+}
+
+/// Issue 20: a real node's /metrics carries Raft, fsync, disk, station-size and process series,
+/// each with HELP and TYPE, and they move as the node works. (A plain test: `test` here is actix's.)
+#[::std::prelude::v1::test]
+fn a_live_node_exports_raft_fsync_disk_station_and_process_figures() {
+    use crate::e2e::{eventually, start};
+    use crate::scrape::Scrape;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &[]);
+    let within = Duration::from_secs(60);
+    let before = eventually(within, "this node to lead", || {
+        let m = Scrape::of(&server);
+        (m.get("depot_raft_is_leader") == Some(1.0)).then_some(m)
+    });
+    for (name, kind) in [
+        ("depot_raft_term", "gauge"),
+        ("depot_raft_last_log_index", "gauge"),
+        ("depot_raft_commit_index", "gauge"),
+        ("depot_raft_last_applied_index", "gauge"),
+        ("depot_raft_apply_lag", "gauge"),
+        ("depot_raft_leader_changes_total", "counter"),
+        ("depot_raft_is_leader", "gauge"),
+        ("depot_raft_has_leader", "gauge"),
+        ("depot_log_fsync_duration_seconds", "histogram"),
+        ("depot_disk_free_bytes", "gauge"),
+        ("depot_disk_total_bytes", "gauge"),
+        ("depot_disk_min_free_bytes", "gauge"),
+        ("depot_station_messages", "gauge"),
+        ("depot_station_bytes", "gauge"),
+        ("depot_station_local_bytes", "gauge"),
+        ("depot_station_tiered_bytes", "gauge"),
+        ("depot_process_resident_memory_bytes", "gauge"),
+        ("depot_process_virtual_memory_bytes", "gauge"),
+        ("depot_process_cpu_seconds_total", "counter"),
+        ("depot_process_start_time_seconds", "gauge"),
+        ("depot_process_max_fds", "gauge"),
+        ("depot_process_threads", "gauge"),
+        ("depot_open_fds", "gauge"),
+    ] {
+        assert!(before.declares(name, kind), "{name} is not a {kind} with HELP in\n{}", before.text);
+    }
+    assert!(before.value("depot_raft_term") >= 1.0);
+    assert!(before.value("depot_raft_leader_changes_total") >= 1.0);
+    assert_eq!(before.value("depot_raft_has_leader"), 1.0);
+
+    let r = server.json("PUT", "/v1/stations/observed", Some(&json!({})));
+    assert_eq!(r.status, 201, "{r:?}");
+    for i in 0..20 {
+        let r = server.json("POST", "/v1/stations/observed/messages", Some(&json!({"n": i, "pad": "x".repeat(100)})));
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    let committed_before = before.value("depot_raft_commit_index");
+    let after = eventually(within, "the commit index to grow and every committed entry to be applied", || {
+        let m = Scrape::of(&server);
+        let grew = m.value("depot_raft_commit_index") >= committed_before + 20.0;
+        (grew && m.value("depot_raft_apply_lag") == 0.0).then_some(m)
+    });
+    assert!(after.value("depot_raft_last_applied_index") >= after.value("depot_raft_commit_index"));
+    assert!(after.value("depot_raft_last_log_index") >= after.value("depot_raft_commit_index"));
+    assert_eq!(after.value("depot_raft_term"), before.value("depot_raft_term"), "no election on a single node");
+    assert_eq!(after.value("depot_raft_leader_changes_total"), before.value("depot_raft_leader_changes_total"));
+
+    // Every acknowledged produce waited for the Raft log's fsync.
+    let fsyncs = |m: &Scrape| m.value("depot_log_fsync_duration_seconds_count");
+    assert!(fsyncs(&after) >= fsyncs(&before) + 20.0, "{} -> {}", fsyncs(&before), fsyncs(&after));
+    assert_eq!(after.value("depot_log_fsync_duration_seconds_bucket{le=\"+Inf\"}"), fsyncs(&after));
+    assert!(after.value("depot_log_fsync_duration_seconds_sum") > before.value("depot_log_fsync_duration_seconds_sum"));
+    let mut previous = 0.0;
+    for line in after.text.lines().filter(|l| l.starts_with("depot_log_fsync_duration_seconds_bucket")) {
+        let n: f64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
+        assert!(n >= previous, "buckets must be cumulative: {line}");
+        previous = n;
+    }
+
+    let (free, total) = (after.value("depot_disk_free_bytes"), after.value("depot_disk_total_bytes"));
+    assert!(free > 0.0 && free <= total, "free {free}, total {total}");
+    assert!(after.value("depot_disk_min_free_bytes") <= total);
+
+    assert_eq!(after.value("depot_station_messages{station=\"observed\"}"), 20.0);
+    assert!(after.value("depot_station_bytes{station=\"observed\"}") >= 20.0 * 100.0);
+    assert!(after.value("depot_station_local_bytes{station=\"observed\"}") > 0.0);
+    assert_eq!(after.value("depot_station_tiered_bytes{station=\"observed\"}"), 0.0);
+
+    assert!(after.value("depot_process_resident_memory_bytes") > 1e6);
+    assert!(after.value("depot_process_virtual_memory_bytes") >= after.value("depot_process_resident_memory_bytes"));
+    assert!(after.value("depot_open_fds") > 0.0);
+    assert!(after.value("depot_open_fds") <= after.value("depot_process_max_fds"));
+    assert!(after.value("depot_process_threads") >= 1.0);
+    assert!(after.value("depot_process_cpu_seconds_total") >= before.value("depot_process_cpu_seconds_total"));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = after.value("depot_process_start_time_seconds");
+    // Clock ticks round the start; the node started within this test.
+    assert!(started > now - 600.0 && started <= now + 1.0, "started {started}, now {now}");
 }
