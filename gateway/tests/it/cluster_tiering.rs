@@ -109,8 +109,12 @@ fn object_ranges(s3: &S3Server) -> Vec<(u64, u64)> {
         .objects(BUCKET)
         .into_iter()
         .filter(|(key, _)| key.ends_with(".dseg"))
-        .map(|(key, _)| {
-            let bytes = std::fs::read(s3.object_path(BUCKET, &key)).unwrap();
+        // An object deleted between the listing and the read is gone, not listed.
+        .filter_map(|(key, _)| match std::fs::read(s3.object_path(BUCKET, &key)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            read => Some((key, read.unwrap())),
+        })
+        .map(|(key, bytes)| {
             let parsed = object::parse(&bytes).unwrap_or_else(|e| panic!("{key}: {e}"));
             let h = parsed.header;
             assert_eq!(h.records, h.last_offset - h.first_offset + 1, "{key}: {h:?}");
