@@ -6,11 +6,18 @@
 //! the SDK reads `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_EXPORTER_OTLP_*_{HEADERS,
 //! TIMEOUT,COMPRESSION}` and `OTEL_RESOURCE_ATTRIBUTES`. The service name is `OTEL_SERVICE_NAME`,
 //! else `depot`.
+//!
+//! A request that carries a W3C `traceparent` header (and `tracestate`) continues that trace: its
+//! `request` span gets the caller's trace id and the caller's span as parent, so a trace started
+//! in a client or a proxy runs on through the gateway ([`incoming_parent`]).
 
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
+use actix_web::http::header::HeaderMap;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use opentelemetry_sdk::Resource;
 
@@ -55,6 +62,32 @@ pub fn warnings(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
         out.push(format!("OTEL_TRACES_EXPORTER={e:?} is not supported; traces go out over OTLP"));
     }
     out
+}
+
+/// The request headers as the propagator reads them: values that are not visible ASCII are
+/// treated as absent (a malformed `traceparent` starts a new trace).
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The caller's trace context from a valid W3C `traceparent` header (with its `tracestate`), to
+/// parent the request span on; `None` without one or when it does not parse, and the request
+/// starts a trace of its own. Whether the request is sampled follows the header's sampled flag
+/// (the SDK's default sampler is parent-based).
+pub fn incoming_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
+    if !headers.contains_key("traceparent") {
+        return None;
+    }
+    let context = TraceContextPropagator::new().extract(&Headers(headers));
+    context.span().span_context().is_valid().then_some(context)
 }
 
 /// The trace pipeline while it runs; [`Traces::shutdown`] sends what is still buffered.
@@ -130,6 +163,38 @@ mod tests {
         assert!(bad_endpoints(env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://c.example/v1/traces")])).is_empty());
         for bad in ["127.0.0.1:4318", "grpc://c:4317", "http://", "not a url", "file:///tmp/x"] {
             assert_eq!(bad_endpoints(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", bad)])).len(), 1, "{bad:?}");
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(
+                actix_web::http::header::HeaderName::from_static(k),
+                actix_web::http::header::HeaderValue::from_static(v),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_the_parent_and_anything_else_is_none() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let context = incoming_parent(&headers(&[("traceparent", parent), ("tracestate", "vendor=1")]));
+        let span = context.as_ref().map(|c| c.span().span_context().clone());
+        let span = span.expect("a valid traceparent");
+        assert_eq!(span.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(span.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(span.is_remote() && span.is_sampled());
+        assert_eq!(span.trace_state().header(), "vendor=1");
+        assert!(incoming_parent(&headers(&[])).is_none());
+        for bad in [
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(incoming_parent(&headers(&[("traceparent", bad)])).is_none(), "{bad}");
         }
     }
 

@@ -3,7 +3,8 @@
 //! per request at INFO with target `depot::access` (method, route pattern, status, latency,
 //! principal, request id). It names the route pattern, never the path (an ingest URL's path is
 //! its credential), and no header, so no token reaches the log. `access_log = false` turns it
-//! off; answers 5xx are logged at WARN either way.
+//! off; answers 5xx are logged at WARN either way. With traces on, a W3C `traceparent` header
+//! makes the span a child of the caller's span ([`crate::telemetry::incoming_parent`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -61,6 +62,11 @@ pub async fn observe(
         status = tracing::field::Empty,
         latency_us = tracing::field::Empty,
     );
+    if let Some(parent) = crate::telemetry::incoming_parent(req.headers()) {
+        // Fails only without the OpenTelemetry layer (traces off), when there is nothing to
+        // continue.
+        let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+    }
     let result = next.call(req).instrument(span.clone()).await;
     let latency = start.elapsed();
     let (status, route) = match &result {

@@ -1,7 +1,8 @@
 //! OpenTelemetry traces of the real `depot dev` binary: with `OTEL_EXPORTER_OTLP_ENDPOINT` set,
 //! the request spans (with their request_id) reach an OTLP/HTTP receiver as protobuf, in batches
 //! and once more when the node stops; without it, with `OTEL_SDK_DISABLED=true` or with an
-//! endpoint that is not a URL, nothing goes out and the node serves as usual.
+//! endpoint that is not a URL, nothing goes out and the node serves as usual. A request with a
+//! W3C `traceparent` continues the caller's trace.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -12,6 +13,7 @@ use depot_tests::receiver::{Behaviour, Receiver, Recorded};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::e2e::{depot, eventually, send, Server, ADMIN_PASSWORD};
@@ -41,6 +43,11 @@ fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str
 /// The `request` spans of the OTLP exports received so far whose request_id is `id`, with the
 /// service name of their resource.
 fn request_spans(requests: &[Recorded], id: &str) -> Vec<String> {
+    exported_request_spans(requests, id).into_iter().map(|(service, _)| service).collect()
+}
+
+/// Like [`request_spans`], with each span.
+fn exported_request_spans(requests: &[Recorded], id: &str) -> Vec<(String, Span)> {
     let mut found = Vec::new();
     for r in requests {
         assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/traces"), "{r:?}");
@@ -52,7 +59,7 @@ fn request_spans(requests: &[Recorded], id: &str) -> Vec<String> {
             for span in resource_spans.scope_spans.iter().flat_map(|s| &s.spans) {
                 if span.name == "request" && string_attribute(&span.attributes, "request_id") == Some(id) {
                     assert_eq!(span.trace_id.len(), 16, "{span:?}");
-                    found.push(service.clone());
+                    found.push((service.clone(), span.clone()));
                 }
             }
         }
@@ -81,6 +88,42 @@ fn request_spans_are_exported_over_otlp_http_when_an_endpoint_is_set() {
     });
     assert_eq!(services, ["depot"], "OTEL_SERVICE_NAME unset: the service is depot");
     server.terminate();
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_request_with_a_w3c_traceparent_continues_the_callers_trace() {
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
+    let receiver = Receiver::start(Behaviour::Status(200));
+    let endpoint = format!("http://{}", receiver.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_with_otel(
+        &dir.path().join("data"),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01");
+    let headers = [("x-request-id", "otel-continued"), ("traceparent", traceparent.as_str())];
+    let r = send(server.addr, Some(&server.token), "GET", "/v1/stations", &headers, b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    get_with_request_id(&server, "otel-fresh");
+    let spans = eventually(WITHIN, "both request spans at the OTLP receiver", || {
+        let requests = receiver.requests();
+        let continued = exported_request_spans(&requests, "otel-continued");
+        let fresh = exported_request_spans(&requests, "otel-fresh");
+        (!continued.is_empty() && !fresh.is_empty()).then(|| (continued[0].1.clone(), fresh[0].1.clone()))
+    });
+    server.terminate();
+    let (continued, fresh) = spans;
+    assert_eq!(hex(&continued.trace_id), TRACE_ID, "{continued:?}");
+    assert_eq!(hex(&continued.parent_span_id), PARENT_SPAN_ID, "{continued:?}");
+    assert_ne!(hex(&continued.span_id), PARENT_SPAN_ID, "the gateway's span is a new child");
+    // Without the header the request is the root of a trace of its own.
+    assert_ne!(hex(&fresh.trace_id), TRACE_ID, "{fresh:?}");
+    assert!(fresh.parent_span_id.is_empty(), "{fresh:?}");
 }
 
 #[test]
