@@ -121,11 +121,22 @@ async fn openapi_json(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(state.openapi_json.clone())
 }
 
-/// Prometheus metrics, text exposition format 0.0.4: `depot_http_requests_total` (route pattern,
-/// method, status class), `depot_http_request_duration_seconds` (histogram per route pattern and
-/// method), `depot_messages_{produced,fetched,acked,dead_lettered}_total`,
-/// `depot_rate_limited_total`, and per consumer group `depot_consumer_group_lag`,
-/// `depot_consumer_group_pending` and `depot_consumer_group_dead_lettered` (read at scrape time).
+/// Prometheus metrics, text exposition format 0.0.4, every name starting with `depot_`; each
+/// family, its labels and meaning are in docs/observability.md. The main ones: requests
+/// (`depot_http_requests_total`, `depot_http_request_duration_seconds`,
+/// `depot_rate_limited_total`, `depot_login_failures_total`); messages
+/// (`depot_messages_produced_total`, `depot_messages_fetched_total`,
+/// `depot_messages_acked_total`, `depot_messages_dead_lettered_total`); consumer groups
+/// (`depot_consumer_group_lag`, `depot_consumer_group_pending`,
+/// `depot_consumer_group_dead_lettered`); stations (`depot_station_messages`,
+/// `depot_station_bytes`, `depot_station_local_bytes`, `depot_station_tiered_bytes`); Raft
+/// (`depot_raft_term`, `depot_raft_commit_index`, `depot_raft_apply_lag`,
+/// `depot_raft_leader_changes_total`, `depot_raft_is_leader`, `depot_raft_has_leader`); disk
+/// (`depot_log_fsync_duration_seconds`, `depot_disk_free_bytes`, `depot_disk_min_free_bytes`);
+/// push (`depot_push_deliveries_total`, `depot_push_attempt_duration_seconds`); sources
+/// (`depot_source_requests_total`); tiering, on nodes with a bucket (`depot_tier_uploads_total`,
+/// `depot_tier_upload_failures_total`, `depot_tier_lag_bytes`); and the process
+/// (`depot_process_resident_memory_bytes`, `depot_process_cpu_seconds_total`, `depot_open_fds`).
 ///
 /// It names every station and group, so it needs a bearer token: an administrator's, or an API
 /// key (or a token exchanged for one) of an administrator whose scopes grant the `metrics` action
