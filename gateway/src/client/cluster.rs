@@ -5,7 +5,7 @@ use clap::Subcommand;
 use super::failure::Failure;
 use super::globals::Globals;
 use super::http::Api;
-use super::output::{self, cell, Table};
+use super::output::{self, cell, col, col_with};
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
@@ -27,20 +27,17 @@ pub async fn run(command: ClusterCommand, globals: &Globals, api: &mut Api) -> R
                 cell(&cluster["term"]),
                 cell(&cluster["node_id"]),
             ))?;
-            let mut table = Table::new(&["ID", "ROLE", "API", "CLUSTER", "MATCHED", "REACHABLE", ""]);
-            for n in cluster["nodes"].as_array().into_iter().flatten() {
-                let leader = if n["id"] == cluster["leader_id"] { "leader" } else { "" };
-                table.row(vec![
-                    cell(&n["id"]),
-                    cell(&n["role"]),
-                    cell(&n["api_addr"]),
-                    cell(&n["cluster_addr"]),
-                    cell(&n["matched_index"]),
-                    cell(&n["reachable"]),
-                    leader.to_owned(),
-                ]);
-            }
-            table.print()
+            let leader = |n: &serde_json::Value| if n["id"] == cluster["leader_id"] { "leader" } else { "" }.to_owned();
+            let columns = [
+                col("ID", "id"),
+                col("ROLE", "role"),
+                col("API", "api_addr"),
+                col("CLUSTER", "cluster_addr"),
+                col("MATCHED", "matched_index"),
+                col("REACHABLE", "reachable"),
+                col_with("", &leader),
+            ];
+            output::table(&cluster["nodes"], &columns).print()
         }
     }
 }

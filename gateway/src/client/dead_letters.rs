@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::failure::Failure;
 use super::globals::Globals;
 use super::http::{seg, Api};
-use super::output::{self, cell, Table};
+use super::output::{self, col};
 
 /// Ids per redrive request.
 const REDRIVE_CHUNK: usize = 1000;
@@ -63,22 +63,16 @@ pub async fn run(command: DlsCommand, globals: &Globals, api: &mut Api) -> Resul
             }
             let path = format!("v1/stations/{}/dead-letters?{}", seg(&args.station), query.join("&"));
             let list = api.get_all(&path, "dead_letters").await?;
-            if globals.json {
-                return output::json(&list);
-            }
-            let mut table = Table::new(&["ID", "OFFSET", "GROUP", "REASON", "ATTEMPTS", "DEAD AT", "LAST ERROR"]);
-            for d in list["dead_letters"].as_array().into_iter().flatten() {
-                table.row(vec![
-                    cell(&d["id"]),
-                    cell(&d["offset"]),
-                    cell(&d["consumer_group"]),
-                    cell(&d["reason"]),
-                    cell(&d["attempts"]),
-                    cell(&d["dead_at"]),
-                    cell(&d["last_error"]),
-                ]);
-            }
-            table.print()
+            let columns = [
+                col("ID", "id"),
+                col("OFFSET", "offset"),
+                col("GROUP", "consumer_group"),
+                col("REASON", "reason"),
+                col("ATTEMPTS", "attempts"),
+                col("DEAD AT", "dead_at"),
+                col("LAST ERROR", "last_error"),
+            ];
+            output::list(globals.json, &list, "dead_letters", &columns)
         }
         DlsCommand::Redrive(args) => {
             let path = format!("v1/stations/{}/dead-letters/redrive", seg(&args.station));

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::failure::Failure;
 use super::globals::Globals;
 use super::http::{seg, Api};
-use super::output::{self, cell, Table};
+use super::output::{self, col};
 
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
@@ -76,22 +76,16 @@ pub async fn run(command: GroupCommand, globals: &Globals, api: &mut Api) -> Res
     match command {
         GroupCommand::Ls { station } => {
             let list = api.get(&format!("v1/stations/{}/consumer-groups", seg(&station))).await?;
-            if globals.json {
-                return output::json(&list);
-            }
-            let mut table = Table::new(&["NAME", "LAG", "PENDING", "DELIVERED", "ACKED FLOOR", "DEAD", "PUSH"]);
-            for g in list["consumer_groups"].as_array().into_iter().flatten() {
-                table.row(vec![
-                    cell(&g["name"]),
-                    cell(&g["lag"]),
-                    cell(&g["pending"]),
-                    cell(&g["delivered_offset"]),
-                    cell(&g["acked_floor"]),
-                    cell(&g["dead_lettered"]),
-                    cell(&g["push"]["state"]),
-                ]);
-            }
-            table.print()
+            let columns = [
+                col("NAME", "name"),
+                col("LAG", "lag"),
+                col("PENDING", "pending"),
+                col("DELIVERED", "delivered_offset"),
+                col("ACKED FLOOR", "acked_floor"),
+                col("DEAD", "dead_lettered"),
+                col("PUSH", "push.state"),
+            ];
+            output::list(globals.json, &list, "consumer_groups", &columns)
         }
         GroupCommand::Create(args) => {
             let group = api.put(&group_path(&args.station, &args.group), &create_body(&args)?).await?;

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use super::failure::Failure;
 use super::globals::Globals;
 use super::http::{seg, Api};
-use super::output::{self, cell, Table};
+use super::output::{self, cell, col};
 
 #[derive(Debug, Subcommand)]
 pub enum HookCommand {
@@ -68,22 +68,16 @@ pub async fn hooks(command: HookCommand, globals: &Globals, api: &mut Api) -> Re
     let shown = match command {
         HookCommand::Ls => {
             let list = api.get_all("v1/hooks", "hooks").await?;
-            if globals.json {
-                return output::json(&list);
-            }
-            let mut table = Table::new(&["ID", "STATION", "TARGET", "STATE", "DELIVERED", "FAILED", "CREATED"]);
-            for h in list["hooks"].as_array().into_iter().flatten() {
-                table.row(vec![
-                    cell(&h["id"]),
-                    cell(&h["station"]),
-                    cell(&h["target_url"]),
-                    cell(&h["push"]["state"]),
-                    cell(&h["push"]["delivered_total"]),
-                    cell(&h["push"]["failed_total"]),
-                    cell(&h["created_at"]),
-                ]);
-            }
-            return table.print();
+            let columns = [
+                col("ID", "id"),
+                col("STATION", "station"),
+                col("TARGET", "target_url"),
+                col("STATE", "push.state"),
+                col("DELIVERED", "push.delivered_total"),
+                col("FAILED", "push.failed_total"),
+                col("CREATED", "created_at"),
+            ];
+            return output::list(globals.json, &list, "hooks", &columns);
         }
         HookCommand::Create { station, target_url, secret } => {
             let mut body = json!({ "station": station, "target_url": target_url });
@@ -109,21 +103,15 @@ pub async fn sources(command: SourceCommand, globals: &Globals, api: &mut Api) -
     let shown = match command {
         SourceCommand::Ls => {
             let list = api.get_all("v1/sources", "sources").await?;
-            if globals.json {
-                return output::json(&list);
-            }
-            let mut table = Table::new(&["NAME", "STATION", "SCHEME", "ACCEPTED", "REJECTED", "CREATED"]);
-            for s in list["sources"].as_array().into_iter().flatten() {
-                table.row(vec![
-                    cell(&s["name"]),
-                    cell(&s["station"]),
-                    cell(&s["verify"]["scheme"]),
-                    cell(&s["accepted_total"]),
-                    cell(&s["rejected_total"]),
-                    cell(&s["created_at"]),
-                ]);
-            }
-            return table.print();
+            let columns = [
+                col("NAME", "name"),
+                col("STATION", "station"),
+                col("SCHEME", "verify.scheme"),
+                col("ACCEPTED", "accepted_total"),
+                col("REJECTED", "rejected_total"),
+                col("CREATED", "created_at"),
+            ];
+            return output::list(globals.json, &list, "sources", &columns);
         }
         SourceCommand::Create(args) => {
             api.put(&format!("v1/sources/{}", seg(&args.source)), &source_body(&args)).await?

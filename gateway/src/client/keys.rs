@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::failure::Failure;
 use super::globals::Globals;
 use super::http::{seg, Api};
-use super::output::{self, cell, Table};
+use super::output::{self, cell, col, col_with};
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -76,30 +76,15 @@ pub async fn keys(command: KeyCommand, globals: &Globals, api: &mut Api) -> Resu
         }
         KeyCommand::Ls => {
             let list = api.get("v1/api-keys").await?;
-            if globals.json {
-                return output::json(&list);
-            }
-            let mut table = Table::new(&["ID", "NAME", "OWNER", "SCOPES", "CREATED", "EXPIRES"]);
-            for k in list["api_keys"].as_array().into_iter().flatten() {
-                let scopes: Vec<String> = k["scopes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|s| {
-                        let actions: Vec<String> = s["actions"].as_array().into_iter().flatten().map(cell).collect();
-                        format!("{}:{}", cell(&s["stations"]), actions.join(","))
-                    })
-                    .collect();
-                table.row(vec![
-                    cell(&k["id"]),
-                    cell(&k["name"]),
-                    cell(&k["owner"]),
-                    scopes.join(" "),
-                    cell(&k["created_at"]),
-                    cell(&k["expires_at"]),
-                ]);
-            }
-            table.print()
+            let columns = [
+                col("ID", "id"),
+                col("NAME", "name"),
+                col("OWNER", "owner"),
+                col_with("SCOPES", &scopes),
+                col("CREATED", "created_at"),
+                col("EXPIRES", "expires_at"),
+            ];
+            output::list(globals.json, &list, "api_keys", &columns)
         }
         KeyCommand::Revoke { id } => {
             api.delete(&format!("v1/api-keys/{}", seg(&id))).await?;
@@ -112,18 +97,22 @@ pub async fn keys(command: KeyCommand, globals: &Globals, api: &mut Api) -> Resu
     }
 }
 
+/// A key's scopes on one line: `STATIONS:ACTION,ACTION STATIONS:...`, as `--scope` takes them.
+fn scopes(key: &Value) -> String {
+    let scope = |s: &Value| {
+        let actions: Vec<String> = s["actions"].as_array().into_iter().flatten().map(cell).collect();
+        format!("{}:{}", cell(&s["stations"]), actions.join(","))
+    };
+    let scopes: Vec<String> = key["scopes"].as_array().into_iter().flatten().map(scope).collect();
+    scopes.join(" ")
+}
+
 pub async fn users(command: UserCommand, globals: &Globals, api: &mut Api) -> Result<(), Failure> {
     match command {
         UserCommand::Ls => {
             let list = api.get("v1/users").await?;
-            if globals.json {
-                return output::json(&list);
-            }
-            let mut table = Table::new(&["USERNAME", "ROLE", "CREATED"]);
-            for u in list["users"].as_array().into_iter().flatten() {
-                table.row(vec![cell(&u["username"]), cell(&u["role"]), cell(&u["created_at"])]);
-            }
-            table.print()
+            let columns = [col("USERNAME", "username"), col("ROLE", "role"), col("CREATED", "created_at")];
+            output::list(globals.json, &list, "users", &columns)
         }
         UserCommand::Create { username, role } => {
             let password = if std::io::stdin().is_terminal() {

@@ -69,6 +69,62 @@ impl Table {
     }
 }
 
+/// One column of a list's table: its header, and how an item gives its cell.
+pub struct Column<'a> {
+    header: &'a str,
+    cell: Cell<'a>,
+}
+
+enum Cell<'a> {
+    /// A field by its dotted path (`push.state`), shown by [`cell`].
+    Field(&'a str),
+    /// Computed from the whole item (a count, a joined list).
+    With(&'a dyn Fn(&Value) -> String),
+}
+
+/// A column showing the field at a dotted path of each item (`"push.state"`).
+pub fn col<'a>(header: &'a str, path: &'a str) -> Column<'a> {
+    Column { header, cell: Cell::Field(path) }
+}
+
+/// A column computed from each item.
+pub fn col_with<'a>(header: &'a str, f: &'a dyn Fn(&Value) -> String) -> Column<'a> {
+    Column { header, cell: Cell::With(f) }
+}
+
+/// The value at a dotted path of `item`; `Null` when any step is missing.
+fn at<'v>(item: &'v Value, path: &str) -> &'v Value {
+    path.split('.').fold(item, |v, key| &v[key])
+}
+
+/// A table of `items` (a JSON array; anything else is no rows), one row per item, so every
+/// list command lays out its columns the same way.
+pub fn table(items: &Value, columns: &[Column]) -> Table {
+    let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
+    let mut table = Table::new(&headers);
+    for item in items.as_array().into_iter().flatten() {
+        table.row(
+            columns
+                .iter()
+                .map(|c| match &c.cell {
+                    Cell::Field(path) => cell(at(item, path)),
+                    Cell::With(f) => f(item),
+                })
+                .collect(),
+        );
+    }
+    table
+}
+
+/// What a list command prints: the server's JSON with `--json`, else the table of the array
+/// under `key`.
+pub fn list(json: bool, answer: &Value, key: &str, columns: &[Column]) -> Result<(), Failure> {
+    if json {
+        return self::json(answer);
+    }
+    table(&answer[key], columns).print()
+}
+
 /// A JSON value as a table cell: strings bare, absent values `-`, others as JSON.
 pub fn cell(value: &Value) -> String {
     match value {
@@ -136,5 +192,17 @@ mod tests {
         assert_eq!(t.render(), "NAME    MESSAGES\norders  12\na?[31m  3\n");
         assert_eq!(cell(&Value::Null), "-");
         assert_eq!(cell(&serde_json::json!(5)), "5");
+    }
+
+    #[test]
+    fn list_tables_take_dotted_fields_and_computed_columns() {
+        let items = serde_json::json!([
+            {"name": "a", "push": {"state": "active"}, "tags": [1, 2]},
+            {"name": "bb", "push": null},
+        ]);
+        let count = |item: &Value| item["tags"].as_array().map_or(0, Vec::len).to_string();
+        let t = table(&items, &[col("NAME", "name"), col("PUSH", "push.state"), col_with("TAGS", &count)]);
+        assert_eq!(t.render(), "NAME  PUSH    TAGS\na     active  2\nbb    -       0\n");
+        assert_eq!(table(&Value::Null, &[col("NAME", "name")]).render(), "NAME\n");
     }
 }

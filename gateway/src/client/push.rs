@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::failure::Failure;
 use super::globals::Globals;
 use super::http::{seg, Api};
-use super::output::{self, cell, Table};
+use super::output::{self, col};
 
 #[derive(Debug, Subcommand)]
 pub enum PushCommand {
@@ -81,22 +81,17 @@ pub async fn run(command: PushCommand, globals: &Globals, api: &mut Api) -> Resu
             if globals.json {
                 return output::json(&json!({ "consumer_groups": push }));
             }
-            let mut table =
-                Table::new(&["NAME", "URL", "STATE", "LAG", "IN FLIGHT", "DELIVERED", "FAILED", "LAST ERROR"]);
-            for g in &push {
-                let p = &g["push"];
-                table.row(vec![
-                    cell(&g["name"]),
-                    cell(&p["url"]),
-                    cell(&p["state"]),
-                    cell(&g["lag"]),
-                    cell(&p["in_flight"]),
-                    cell(&p["delivered_total"]),
-                    cell(&p["failed_total"]),
-                    cell(&p["last_error"]),
-                ]);
-            }
-            return table.print();
+            let columns = [
+                col("NAME", "name"),
+                col("URL", "push.url"),
+                col("STATE", "push.state"),
+                col("LAG", "lag"),
+                col("IN FLIGHT", "push.in_flight"),
+                col("DELIVERED", "push.delivered_total"),
+                col("FAILED", "push.failed_total"),
+                col("LAST ERROR", "push.last_error"),
+            ];
+            return output::table(&Value::Array(push), &columns).print();
         }
         PushCommand::Create { station, group, url, secret, header, timeout_ms, max_in_flight, start } => {
             let mut push = json!({ "url": url });
@@ -158,21 +153,15 @@ pub async fn run(command: PushCommand, globals: &Globals, api: &mut Api) -> Resu
         }
         PushCommand::Attempts { station, group } => {
             let list = api.get(&path(&station, &group, "attempts")).await?;
-            if globals.json {
-                return output::json(&list);
-            }
-            let mut table = Table::new(&["AT", "OFFSET", "ATTEMPT", "STATUS", "LATENCY MS", "ERROR"]);
-            for a in list["attempts"].as_array().into_iter().flatten() {
-                table.row(vec![
-                    cell(&a["at"]),
-                    cell(&a["offset"]),
-                    cell(&a["attempt"]),
-                    cell(&a["status"]),
-                    cell(&a["latency_ms"]),
-                    cell(&a["error"]),
-                ]);
-            }
-            return table.print();
+            let columns = [
+                col("AT", "at"),
+                col("OFFSET", "offset"),
+                col("ATTEMPT", "attempt"),
+                col("STATUS", "status"),
+                col("LATENCY MS", "latency_ms"),
+                col("ERROR", "error"),
+            ];
+            return output::list(globals.json, &list, "attempts", &columns);
         }
     };
     if globals.json {

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::failure::Failure;
 use super::globals::Globals;
 use super::http::{seg, Api};
-use super::output::{self, cell, Table};
+use super::output::{self, col, col_with};
 
 #[derive(Debug, Subcommand)]
 pub enum StationCommand {
@@ -50,22 +50,16 @@ pub async fn run(command: StationCommand, globals: &Globals, api: &mut Api) -> R
     match command {
         StationCommand::Ls => {
             let list = api.get_all("v1/stations", "stations").await?;
-            if globals.json {
-                return output::json(&list);
-            }
-            let mut table = Table::new(&["NAME", "MESSAGES", "BYTES", "LAST OFFSET", "GROUPS", "CREATED"]);
-            for s in list["stations"].as_array().into_iter().flatten() {
-                let groups = s["consumer_groups"].as_array().map_or(0, Vec::len);
-                table.row(vec![
-                    cell(&s["name"]),
-                    cell(&s["stats"]["messages"]),
-                    cell(&s["stats"]["bytes"]),
-                    cell(&s["stats"]["last_offset"]),
-                    groups.to_string(),
-                    cell(&s["created_at"]),
-                ]);
-            }
-            table.print()
+            let groups = |s: &Value| s["consumer_groups"].as_array().map_or(0, Vec::len).to_string();
+            let columns = [
+                col("NAME", "name"),
+                col("MESSAGES", "stats.messages"),
+                col("BYTES", "stats.bytes"),
+                col("LAST OFFSET", "stats.last_offset"),
+                col_with("GROUPS", &groups),
+                col("CREATED", "created_at"),
+            ];
+            output::list(globals.json, &list, "stations", &columns)
         }
         StationCommand::Create(args) => {
             let station = api.put(&format!("v1/stations/{}", seg(&args.station)), &create_body(&args)).await?;
@@ -85,12 +79,9 @@ pub async fn run(command: StationCommand, globals: &Globals, api: &mut Api) -> R
                 map.remove("consumer_groups");
             }
             output::details(&shown)?;
-            let mut table = Table::new(&["GROUP", "LAG", "PENDING"]);
-            for g in station["consumer_groups"].as_array().into_iter().flatten() {
-                table.row(vec![cell(&g["name"]), cell(&g["lag"]), cell(&g["pending"])]);
-            }
             output::out("\n")?;
-            table.print()
+            let columns = [col("GROUP", "name"), col("LAG", "lag"), col("PENDING", "pending")];
+            output::table(&station["consumer_groups"], &columns).print()
         }
         StationCommand::Rm { station } => {
             api.delete(&format!("v1/stations/{}", seg(&station))).await?;
