@@ -1,7 +1,8 @@
 //! The client commands end to end: the `depot` binary as a subprocess against a real `depot dev`
 //! node, with its own config dir. Login with a password on stdin, stations, produce in batches,
 //! consume and ack, seek, dead letters and redrive, scoped API keys, `--json`, exit codes,
-//! refresh-token rotation across commands, logout, completions.
+//! refresh-token rotation across commands, logout, completions; progress bars under a
+//! pseudo-terminal (util-linux `script`) and none in pipes.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -96,6 +97,33 @@ impl User {
         Ran { code: status.code().unwrap_or(-1), stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
     }
 
+    /// Runs `depot ARGS` on a pseudo-terminal of 120 columns (through util-linux `script`, with
+    /// this user's environment), `redirect` appended to its shell command line (e.g. `2>FILE`).
+    /// Returns all the terminal showed, escape sequences and carriage returns included.
+    fn run_on_a_terminal(&self, args: &[&str], redirect: &str) -> Ran {
+        let command = self.command(args);
+        let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+        let mut line = format!("stty cols 120 rows 40; exec {}", quote(command.get_program()));
+        for arg in command.get_args() {
+            line.push(' ');
+            line.push_str(&quote(arg));
+        }
+        line.push(' ');
+        line.push_str(redirect);
+        let mut script = Command::new("script");
+        script.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+        for (name, value) in command.get_envs() {
+            match value {
+                Some(value) => script.env(name, value),
+                None => script.env_remove(name),
+            };
+        }
+        let child = script.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+        let child = child.unwrap_or_else(|e| panic!("cannot run script (util-linux): {e}"));
+        let out = wait_for_output(child, args);
+        Ran { code: out.status.code().unwrap_or(-1), stdout: out.stdout, stderr: out.stderr }
+    }
+
     fn config(&self) -> toml::Table {
         toml::from_str(&std::fs::read_to_string(self.config_path()).unwrap()).unwrap()
     }
@@ -109,6 +137,56 @@ impl User {
             None => String::new(),
         }
     }
+}
+
+/// What a finished child wrote, waiting up to a minute for it to end.
+struct Output {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn wait_for_output(mut child: std::process::Child, args: &[&str]) -> Output {
+    let pipe = |mut p: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = p.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = pipe(Box::new(child.stdout.take().unwrap()));
+    let stderr = pipe(Box::new(child.stderr.take().unwrap()));
+    let status = eventually(Duration::from_secs(60), &format!("depot {args:?} to end"), || child.try_wait().unwrap());
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
+/// The frames a terminal was shown: the text between carriage returns and newlines, with the
+/// escape sequences (cursor moves, clearing) taken out.
+fn frames(screen: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = screen.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, then a final byte in @..~.
+            if chars.next_if_eq(&'[').is_some() {
+                while chars.next().is_some_and(|c| !('@'..='~').contains(&c)) {}
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    plain.split(['\r', '\n']).map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect()
+}
+
+/// Whether a frame shows a rate (`1234/s`, `1.20 MiB/s`) and an ETA (`ETA 3s`, `ETA 0s`).
+fn shows_rate_and_eta(frame: &str) -> bool {
+    let words: Vec<&str> = frame.split_whitespace().collect();
+    let rate = words.iter().enumerate().any(|(i, w)| {
+        let number = |s: &str| s.starts_with(|c: char| c.is_ascii_digit());
+        (w.ends_with("/s") && number(w)) || (w.ends_with("B/s") && i > 0 && number(words[i - 1]))
+    });
+    let eta = words.windows(2).any(|w| w[0] == "ETA" && w[1].starts_with(|c: char| c.is_ascii_digit()));
+    rate && eta
 }
 
 fn mode(path: &Path) -> u32 {
@@ -366,4 +444,55 @@ fn cli_client_admin_commands_streams_and_concurrent_refreshes() {
     let url = format!("http://{free}");
     let down = user.run_with(&["station", "ls"], b"", &[("DEPOT_URL", url.as_str()), ("DEPOT_TOKEN", "x")]);
     assert_eq!(down.code, 6, "{down:?}");
+}
+
+/// Issue 20: `produce --file` and `consume --max` draw a bar with a rate and an ETA on a
+/// terminal; with stderr a pipe or a file, nothing of it is written.
+#[test]
+fn progress_bars_show_a_rate_and_an_eta_on_a_terminal_and_nothing_in_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"), &[]);
+    let user = User::new(&server);
+    user.run(&["login", &user.url, "-u", "admin"], format!("{ADMIN_PASSWORD}\n").as_bytes()).ok();
+    user.run(&["station", "create", "bars"], b"").ok();
+    user.run(&["group", "create", "bars", "tty"], b"").ok();
+    user.run(&["group", "create", "bars", "piped"], b"").ok();
+    let lines = dir.path().join("lines.txt");
+    let input: String = (0..5000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(40))).collect();
+    std::fs::write(&lines, input).unwrap();
+    let file = lines.to_str().unwrap();
+
+    let produced = user.run_on_a_terminal(&["produce", "bars", "--file", file], "");
+    assert_eq!(produced.code, 0, "{produced:?}");
+    let shown = frames(&produced.stdout);
+    assert!(
+        shown.iter().any(|f| f.contains(" read ") && shows_rate_and_eta(f)),
+        "no frame of the byte bar with a rate and an ETA: {shown:#?}"
+    );
+    let consumed = user.run_on_a_terminal(&["consume", "bars", "tty", "--max", "5000"], ">/dev/null");
+    assert_eq!(consumed.code, 0, "{consumed:?}");
+    let shown = frames(&consumed.stdout);
+    assert!(
+        shown.iter().any(|f| f.contains("/5000 messages") && shows_rate_and_eta(f)),
+        "no frame of the message bar with a rate and an ETA: {shown:#?}"
+    );
+
+    // stderr a file, stdout still the terminal: the bar goes nowhere.
+    let errors = dir.path().join("stderr.txt");
+    let redirect = format!("2>'{}'", errors.display());
+    let again = user.run_on_a_terminal(&["produce", "bars", "--file", file], &redirect);
+    assert_eq!(again.code, 0, "{again:?}");
+    let written = std::fs::read_to_string(&errors).unwrap();
+    assert!(!written.contains("ETA") && !written.contains('\r'), "{written:?}");
+    assert!(!frames(&again.stdout).iter().any(|f| f.contains("ETA")), "{again:?}");
+
+    // Pipes only: the same commands print their results and no bar.
+    let piped = user.run(&["produce", "bars", "--file", file], b"").ok();
+    let consumed = user.run(&["consume", "bars", "piped", "--max", "5000"], b"").ok();
+    assert_eq!(consumed.stdout.lines().count(), 5000);
+    for ran in [&piped, &consumed] {
+        let bar = ran.stderr.contains("ETA") || ran.stderr.contains('\r') || ran.stderr.contains('\u{1b}');
+        assert!(!bar, "{ran:?}");
+        assert!(!ran.stdout.contains("ETA"), "{ran:?}");
+    }
 }
