@@ -190,6 +190,8 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
     pusher.start();
     // Refused ingest deliveries reach the sources' replicated totals from here on.
     let reporter = state.sources.start(broker.clone());
+    // The dashboard's lag charts have their past hour from here on.
+    let lag_sampler = state.lag_history.start(broker.clone());
     let server = serve(listener, state)?;
     let handle = server.handle();
     let mut server = std::pin::pin!(server);
@@ -208,6 +210,7 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
     };
     pruner.abort();
     reporter.abort();
+    lag_sampler.abort();
     if let Some(task) = listener_task {
         task.abort();
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod core_thread;
 pub mod encoding;
 pub mod error;
+pub mod lag_history;
 pub mod meta;
 pub mod metrics;
 pub mod middleware;

@@ -11,6 +11,7 @@ use actix_web::web;
 use depot_broker::Broker;
 
 use crate::auth::{self, Auth};
+use crate::lag_history::LagHistory;
 use crate::meta;
 use crate::metrics::Metrics;
 use crate::push::engine::Pusher;
@@ -90,6 +91,9 @@ pub struct AppState {
     pub pusher: Pusher,
     /// This node's side of webhook sources: rate limits and refusal counts.
     pub sources: Sources,
+    /// Each group's lag over the last hour, for the dashboard (sampled by the server, see
+    /// `LagHistory::start`).
+    pub lag_history: Arc<LagHistory>,
     /// Longer delays are refused (400), in milliseconds.
     pub max_delay_ms: u64,
     /// A body still arriving after this long is answered 408.
@@ -119,6 +123,7 @@ impl AppState {
         AppState {
             pusher,
             sources: Sources::default(),
+            lag_history: Arc::new(LagHistory::default()),
             broker,
             auth,
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),

@@ -4,12 +4,21 @@
 //! the OpenAPI document, as `/docs` is. Navigation inside the app is by URL fragment
 //! (`/ui/#/stations/orders`), so the only paths are the page and its assets: any other path under
 //! `/ui/` is a problem+json 404.
+//!
+//! One exception, also outside the API document: `/ui/data/...` is JSON for the dashboard alone
+//! (the lag history of a group, which the API does not keep), behind the same credentials and
+//! station permissions as the API resource it extends. It is internal: its shape follows the
+//! dashboard's needs and may change with any release.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 use sha2::{Digest, Sha256};
 
+use crate::auth::extract::SeeStation;
+use crate::auth::Authorized;
 use crate::error::ApiError;
+use crate::lag_history::{Sample, KEEP_MS, SAMPLE_EVERY};
+use crate::state::AppState;
 
 /// No script but our own files, no inline script or style, no framing, API calls only to this
 /// origin. Payloads are put in the page as text nodes, and this is the second line of defence.
@@ -114,14 +123,50 @@ async fn file(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse,
     }
 }
 
+/// What `/ui/data/stations/{station}/groups/{group}/lag` answers.
+#[derive(serde::Serialize)]
+struct LagHistoryBody {
+    station: String,
+    group: String,
+    /// How often the node samples, in milliseconds.
+    interval_ms: u64,
+    /// How far back samples are kept, in milliseconds.
+    keep_ms: i64,
+    /// Oldest first.
+    samples: Vec<Sample>,
+}
+
+/// A group's lag over the last hour as this node sampled it. Reading the group first gives the
+/// API's answers for a station or group that does not exist (404) and for names that are not
+/// names (400); [`SeeStation`] the same 403 as reading the group through the API.
+async fn group_lag(
+    _auth: Authorized<SeeStation>,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (station, group) = crate::routes::groups::names(path)?;
+    state.broker.group(&station, &group).await?;
+    let samples = state.lag_history.samples(&station, &group);
+    let body = LagHistoryBody {
+        interval_ms: u64::try_from(SAMPLE_EVERY.as_millis()).unwrap_or(u64::MAX),
+        keep_ms: KEEP_MS,
+        samples,
+        station,
+        group,
+    };
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+}
+
 /// GET, and HEAD (actix sends the headers without the body).
 fn get_or_head() -> actix_web::Route {
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
-/// Registers `/ui`, `/ui/` (the page) and `/ui/{file}` (its assets).
+/// Registers `/ui`, `/ui/` (the page), the dashboard's data and `/ui/{file}` (its assets; last,
+/// as it takes any path).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ui", get_or_head().to(index))
+    cfg.route("/ui/data/stations/{station}/groups/{group}/lag", web::get().to(group_lag))
+        .route("/ui", get_or_head().to(index))
         .route("/ui/", get_or_head().to(index))
         .route("/ui/{file:.+}", get_or_head().to(file));
 }

@@ -1,7 +1,8 @@
 //! The web dashboard at `/ui`: its page and every embedded asset with the right content type,
 //! CSP and cache headers, a clean 404 for anything else under `/ui/` (in-process); and the
 //! dashboard end to end in Debian's headless Chromium driven by Playwright for Python, against
-//! the real binary (gateway/tests/ui/e2e.py).
+//! the real binary (gateway/tests/ui/e2e.py). The lag history the dashboard's group page draws
+//! (`/ui/data/...`), sampled by a real node and guarded like the group itself.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +11,7 @@ use depot_gateway::app::app;
 use depot_gateway::ui;
 
 use crate::common::{anonymous, get, node, send};
+use crate::e2e::eventually;
 
 fn header<'a>(resp: &'a crate::common::Resp, name: &str) -> &'a str {
     resp.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("no {name}: {resp:?}"))
@@ -159,4 +161,83 @@ fn the_dashboard_end_to_end_in_headless_chromium() {
         let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
         assert!(bytes.starts_with(b"\x89PNG"), "{} is not a PNG", png.display());
     }
+}
+
+/// The problem+json `code` of a response, after checking its status and content type.
+fn problem(r: &depot_tests::http::Response, status: u16) -> String {
+    assert_eq!(r.status, status, "{r:?}");
+    assert!(r.headers.iter().any(|(k, v)| k == "content-type" && v == "application/problem+json"), "{r:?}");
+    r.body["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Issue 20: the group page's chart starts with the node's last hour. The node samples every
+/// group's lag (every 10 s) and `/ui/data/.../lag` answers the samples to whoever may read the
+/// group, as the API would: 401 without a token, 403 for a key scoped to other stations, 404 for
+/// a group or station that does not exist. It is not in the API document.
+#[test]
+fn a_groups_lag_history_is_sampled_by_the_node_and_served_like_the_group() {
+    use serde_json::json;
+    let within = std::time::Duration::from_secs(60);
+    let data = tempfile::tempdir().unwrap();
+    let server = crate::e2e::start(data.path(), &[]);
+    assert_eq!(server.json("PUT", "/v1/stations/hist", Some(&json!({}))).status, 201);
+    let group = server.json("PUT", "/v1/stations/hist/consumer-groups/readers", Some(&json!({})));
+    assert_eq!(group.status, 201, "{group:?}");
+    for i in 0..5 {
+        assert_eq!(server.json("POST", "/v1/stations/hist/messages", Some(&json!({ "n": i }))).status, 201);
+    }
+    let url = "/ui/data/stations/hist/groups/readers/lag";
+    let samples = || {
+        let r = server.json("GET", url, None);
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!((r.body["station"].as_str(), r.body["group"].as_str()), (Some("hist"), Some("readers")));
+        assert_eq!(r.body["interval_ms"], 10_000, "{:?}", r.body);
+        let samples = r.body["samples"].as_array().cloned().unwrap_or_default();
+        let lags: Vec<u64> = samples.iter().filter_map(|s| s["lag"].as_u64()).collect();
+        let times: Vec<i64> = samples.iter().filter_map(|s| s["at_ms"].as_i64()).collect();
+        assert!(times.len() == lags.len() && times.windows(2).all(|w| w[0] < w[1]), "{samples:?}");
+        lags
+    };
+    eventually(within, "a sample of the lag of 5", || samples().contains(&5).then_some(()));
+
+    let fetched =
+        server.json("POST", "/v1/stations/hist/consumer-groups/readers/fetch", Some(&json!({"max_messages": 5})));
+    assert_eq!(fetched.status, 200, "{fetched:?}");
+    let receipts: Vec<serde_json::Value> =
+        fetched.body["messages"].as_array().unwrap().iter().map(|m| m["receipt"].clone()).collect();
+    assert_eq!(receipts.len(), 5, "{fetched:?}");
+    let acked =
+        server.json("POST", "/v1/stations/hist/consumer-groups/readers/ack", Some(&json!({ "receipts": receipts })));
+    assert_eq!(acked.status, 200, "{acked:?}");
+    let lags = eventually(within, "a later sample of lag 0", || {
+        let lags = samples();
+        lags.iter().skip_while(|&&l| l != 5).any(|&l| l == 0).then_some(lags)
+    });
+    assert!(lags.len() >= 2, "{lags:?}");
+
+    // Guarded like GET /v1/stations/hist/consumer-groups/readers.
+    assert_eq!(problem(&server.json_as(None, "GET", url, None), 401), "unauthorized");
+    let key = server.json(
+        "POST",
+        "/v1/api-keys",
+        Some(&json!({"name": "elsewhere", "scopes": [{"stations": "other*", "actions": ["consume"]}]})),
+    );
+    assert_eq!(key.status, 201, "{key:?}");
+    let key = key.body["key"].as_str().unwrap().to_owned();
+    let api = server.json_as(Some(&key), "GET", "/v1/stations/hist/consumer-groups/readers", None);
+    let ui = server.json_as(Some(&key), "GET", url, None);
+    assert_eq!(problem(&ui, 403), problem(&api, 403));
+    assert_eq!(
+        problem(&server.json("GET", "/ui/data/stations/hist/groups/nobody/lag", None), 404),
+        "consumer_group_not_found"
+    );
+    assert_eq!(
+        problem(&server.json("GET", "/ui/data/stations/gone/groups/readers/lag", None), 404),
+        "station_not_found"
+    );
+    // Deleted, the group's history goes with it (and the answer is the group's 404).
+    assert_eq!(server.json("DELETE", "/v1/stations/hist/consumer-groups/readers", None).status, 204);
+    assert_eq!(problem(&server.json("GET", url, None), 404), "consumer_group_not_found");
+    let doc = server.json("GET", "/openapi.json", None);
+    assert!(doc.body["paths"].as_object().unwrap().keys().all(|p| !p.starts_with("/ui")));
 }

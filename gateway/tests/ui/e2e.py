@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import urllib.request
 
 MISSING = 3
@@ -163,6 +164,17 @@ def main():
         call("POST", f"{path}/ack", {"receipts": [m["receipt"] for m in got]}, token)
         expect(lag).to_have_attribute("data-lag", "0")
         expect(page.locator("svg.chart polyline")).to_have_count(1)
+        # The node samples every group's lag every 10 s; a fresh page starts its chart with them.
+        node_history = f"/ui/data/stations/{STATION}/groups/billing/lag"
+        deadline = time.monotonic() + 60
+        while not call("GET", node_history, token=token)["samples"]:
+            assert time.monotonic() < deadline, "no lag sample from the node within 60 s"
+            page.wait_for_timeout(250)
+        sampled = len(call("GET", node_history, token=token)["samples"])
+        page.reload()
+        page.wait_for_function(
+            "n => Number(document.querySelector('#lag-samples')?.dataset.samples) > n", arg=sampled
+        )
         shot(page, "group")
 
         # A message that dead-letters (a consumer gives up on it), redriven from the page.

@@ -1,5 +1,6 @@
-// One consumer group: lag and pending now, lag over time (sampled while this tab shows it, up to
-// an hour), seek, and for a push group its delivery state and controls.
+// One consumer group: lag and pending now, lag over time (the node's samples of the past hour,
+// then the page's own while it is open), seek, and for a push group its delivery state and
+// controls.
 
 import { api, path } from '../api.js';
 import { h, replace, table, field } from '../dom.js';
@@ -11,6 +12,23 @@ const KEEP_MS = 3600 * 1000;
 /** Samples per group, kept for the tab's life so coming back to a group keeps its history. */
 const history = new Map();
 
+/**
+ * The node's samples of the group's past hour (every 10 s) followed by this tab's own that are
+ * newer, so the chart starts with an hour even on a fresh page. Without the node's (an older
+ * node, a failed request) the tab's own are kept.
+ */
+async function withNodeHistory(station, group, samples) {
+  let node;
+  try {
+    node = await api('GET', path('/ui/data/stations', station, 'groups', group, 'lag'));
+  } catch {
+    return samples;
+  }
+  const fromNode = (node?.samples || []).map((p) => ({ t: p.at_ms, v: p.lag }));
+  const last = fromNode.length ? fromNode[fromNode.length - 1].t : -Infinity;
+  return fromNode.concat(samples.filter((p) => p.t > last));
+}
+
 function stat(label, value, attrs = {}) {
   return h('div', { class: 'stat' }, h('div', { class: 'label' }, label), h('div', { class: 'value', ...attrs }, value));
 }
@@ -18,8 +36,8 @@ function stat(label, value, attrs = {}) {
 export async function render(ctx, station, group) {
   const base = path('/v1/stations', station, 'consumer-groups', group);
   const key = `${station}\u0000${group}`;
-  if (!history.has(key)) history.set(key, []);
-  const samples = history.get(key);
+  const samples = await withNodeHistory(station, group, history.get(key) || []);
+  history.set(key, samples);
   const statsBox = h('div', { class: 'grid', 'aria-live': 'polite' });
   const chartBox = h('div');
   const pushBox = h('div');
@@ -85,7 +103,8 @@ export async function render(ctx, station, group) {
     const width = Math.max(280, Math.round(chartBox.clientWidth || 1000));
     const height = Math.round(Math.min(220, Math.max(150, width * 0.3)));
     replace(chartBox, lineChart(samples, { width, height, label: `Lag of ${group} since ${new Date(samples[0].t).toLocaleTimeString()}` }),
-      h('p', { class: 'muted' }, `${samples.length} samples, every ${POLL_MS / 1000} s while this page is open (up to an hour).`));
+      h('p', { class: 'muted', id: 'lag-samples', 'data-samples': String(samples.length) },
+        `${samples.length} samples: the node's, every 10 s over the past hour, then every ${POLL_MS / 1000} s while this page is open.`));
     replace(pushBox, pushControls(g));
     if (g.push) {
       pushBox.append(attemptsBox);
