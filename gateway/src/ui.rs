@@ -60,6 +60,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/pages/users.js", JS),
     asset!("js/pages/cluster.js", JS),
     asset!("js/pages/push.js", JS),
+    asset!("js/pages/hooks.js", JS),
     asset!("js/pages/sources.js", JS),
     asset!("js/pages/tiering.js", JS),
 ];

@@ -153,6 +153,7 @@ fn the_dashboard_end_to_end_in_headless_chromium() {
         "cluster",
         "push",
         "push-group",
+        "hooks",
         "sources",
         "tiering",
         "overview-phone",

@@ -61,9 +61,13 @@ def call(method, path, body=None, token=None):
         return json.loads(text) if text else None
 
 
+# The failed requests this script provokes, which the browser logs as console errors: signing in
+# with a wrong password, and while `PROVOKING` is set, the refusals a form must show.
+PROVOKING = set()
+
+
 def expected(console_text):
-    """The one failed request this script provokes: signing in with a wrong password."""
-    return "status of 401" in console_text
+    return "status of 401" in console_text or any(f"status of {s}" in console_text for s in PROVOKING)
 
 
 def shot(page, name):
@@ -242,6 +246,29 @@ def main():
         page.get_by_role("button", name="Send test event").click()
         expect(page.locator("#alert")).to_contain_text("Test event")
         shot(page, "push-group")
+
+        # A hook: the API's refusal shows its detail; created, its secret is shown once and it is
+        # listed with its state; deleted, it is gone from the page and the API.
+        page.get_by_role("link", name="Hooks", exact=True).click()
+        expect(page.locator("#hooks")).to_contain_text("No hooks")
+        page.get_by_label("Station", exact=True).fill(STATION)
+        page.get_by_label("Target URL").fill("ftp://127.0.0.1/zap")
+        PROVOKING.add(400)
+        page.get_by_role("button", name="Create hook").click()
+        expect(page.locator("#alert")).to_contain_text("the scheme must be http or https")
+        PROVOKING.clear()
+        page.get_by_label("Target URL").fill("http://127.0.0.1:9/zap")
+        page.get_by_role("button", name="Create hook").click()
+        expect(page.locator("#hook-secret")).to_contain_text("whsec_")
+        expect(page.locator("#alert")).to_be_hidden()
+        expect(page.locator("#hooks")).to_contain_text("http://127.0.0.1:9/zap")
+        hooks = call("GET", "/v1/hooks", token=token)["hooks"]
+        assert [(k["station"], k["target_url"]) for k in hooks] == [(STATION, "http://127.0.0.1:9/zap")], hooks
+        assert page.locator("#hook-secret pre").text_content().startswith("whsec_")
+        shot(page, "hooks")
+        page.get_by_role("button", name=f"Delete hook {hooks[0]['id']}").click()
+        expect(page.locator("#hooks")).to_contain_text("No hooks")
+        assert call("GET", "/v1/hooks", token=token)["hooks"] == []
 
         # A source: its ingest URL is shown once.
         page.get_by_role("link", name="Sources").click()

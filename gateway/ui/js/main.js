@@ -12,6 +12,7 @@ import * as keys from './pages/keys.js';
 import * as users from './pages/users.js';
 import * as cluster from './pages/cluster.js';
 import * as push from './pages/push.js';
+import * as hooks from './pages/hooks.js';
 import * as sources from './pages/sources.js';
 import * as tiering from './pages/tiering.js';
 
@@ -25,6 +26,7 @@ const ROUTES = [
   [/^\/users$/, users, 'users'],
   [/^\/cluster$/, cluster, 'cluster'],
   [/^\/push$/, push, 'push'],
+  [/^\/hooks$/, hooks, 'hooks'],
   [/^\/sources$/, sources, 'sources'],
   [/^\/tiering$/, tiering, 'tiering'],
 ];
