@@ -51,6 +51,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/dom.js", JS),
     asset!("js/format.js", JS),
     asset!("js/chart.js", JS),
+    asset!("js/push_form.js", JS),
     asset!("js/pages/signin.js", JS),
     asset!("js/pages/overview.js", JS),
     asset!("js/pages/station.js", JS),

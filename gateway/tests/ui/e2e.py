@@ -113,7 +113,7 @@ def main():
         expect(page.get_by_role("heading", name=f"Station {STATION}")).to_be_visible()
         payload = '{"order": 1, "note": "<img src=x onerror=alert(1)>"}'
         page.get_by_label("Payload", exact=True).fill(payload)
-        page.get_by_label("Headers").fill("source: dashboard")
+        page.get_by_label("Headers (one").fill("source: dashboard")
         page.get_by_role("button", name="Produce").click()
         expect(page.get_by_role("status").filter(has_text="Stored at offset 0")).to_be_visible()
         first = page.locator('#messages details[data-offset="0"]')
@@ -233,10 +233,27 @@ def main():
         # A push group from the station page, pointed at a closed local port (depot dev allows
         # private addresses): its secret is shown once, its failing attempts on its page.
         page.goto(f"{BASE}/ui/#/stations/{STATION}")
+        # Every push setting is in the form; a header the server sets itself is refused by the
+        # API, whose detail shows.
         page.get_by_label("New consumer group").fill("hook")
         page.get_by_label("Push URL").fill("http://127.0.0.1:9/hook")
+        page.get_by_text("Push settings (with a push URL)").click()
+        page.get_by_label("Extra headers").fill("webhook-id: mine")
+        page.get_by_label("Timeout per attempt").fill("5000")
+        page.get_by_label("Attempts in flight at most").fill("4")
+        page.get_by_label("Attempts per second at most").fill("10")
+        PROVOKING.add(400)
+        page.get_by_role("button", name="Create group").click()
+        expect(page.locator("#alert")).to_contain_text('push.headers: "webhook-id" is set by the server')
+        PROVOKING.clear()
+        page.get_by_label("Extra headers").fill("x-team: billing")
         page.get_by_role("button", name="Create group").click()
         expect(page.locator("#alert")).to_contain_text("signing secret, shown only now: whsec_")
+        pushed = call("GET", f"/v1/stations/{STATION}/consumer-groups/hook", token=token)["config"]["push"]
+        want = {"url": "http://127.0.0.1:9/hook", "headers": {"x-team": "billing"}, "timeout_ms": 5000,
+                "max_in_flight": 4, "rate_per_s": 10}
+        assert pushed == want, pushed
+        pushed_hint = call("GET", f"/v1/stations/{STATION}/consumer-groups/hook", token=token)["push"]["secret_hint"]
         page.get_by_role("link", name="Push", exact=True).click()
         expect(page.locator("#push-groups")).to_contain_text(f"{STATION} / hook")
         expect(page.locator("#push-groups")).to_contain_text("http://127.0.0.1:9/hook")
@@ -245,6 +262,15 @@ def main():
         expect(page.locator("#push-attempts tbody tr").first).to_be_visible()
         page.get_by_role("button", name="Send test event").click()
         expect(page.locator("#alert")).to_contain_text("Test event")
+        # The group page edits the settings (the secret stays unless a new one is given).
+        page.get_by_text("Push settings", exact=True).click()
+        expect(page.get_by_label("Extra headers")).to_have_value("x-team: billing")
+        page.get_by_label("Attempts in flight at most").fill("8")
+        page.get_by_role("button", name="Save push settings").click()
+        expect(page.locator("#alert")).to_contain_text("Push settings saved.")
+        saved = call("GET", f"/v1/stations/{STATION}/consumer-groups/hook", token=token)
+        assert saved["config"]["push"] == {**want, "max_in_flight": 8}, saved
+        assert saved["push"]["secret_hint"] == pushed_hint, saved
         shot(page, "push-group")
 
         # A hook: the API's refusal shows its detail; created, its secret is shown once and it is

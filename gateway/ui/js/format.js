@@ -69,3 +69,14 @@ export function payloadText(message, binaryAs = 'hex') {
 export function isBinary(message) {
   return typeof message.payload_base64 === 'string' && message.payload === undefined;
 }
+
+/** "name: value" lines (blank ones skipped) to `{name: value}`; a line without a name and a colon is an error naming it. */
+export function headerLines(text) {
+  const headers = {};
+  for (const line of text.split('\n').map((l) => l.trim()).filter(Boolean)) {
+    const i = line.indexOf(':');
+    if (i <= 0) throw new Error(`header line "${line}" is not "name: value"`);
+    headers[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+  }
+  return headers;
+}

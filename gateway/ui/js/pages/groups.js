@@ -6,6 +6,7 @@ import { api, path } from '../api.js';
 import { h, replace, table, field } from '../dom.js';
 import { count, time, ms } from '../format.js';
 import { lineChart } from '../chart.js';
+import { pushFields } from '../push_form.js';
 
 export const POLL_MS = 2000;
 const KEEP_MS = 3600 * 1000;
@@ -42,6 +43,30 @@ export async function render(ctx, station, group) {
   const chartBox = h('div');
   const pushBox = h('div');
   const configBox = h('div');
+  const settingsBox = h('div');
+  /** The group's configuration as last read: a PUT replaces all of it, so a save sends it back. */
+  let latest = null;
+
+  // Drawn once, not on every poll, so what is being typed stays.
+  const pushSettings = (g) => {
+    const fields = pushFields(g.config.push);
+    const form = h('form', { class: 'stack', id: 'push-settings-form', onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        const push = fields.read();
+        if (!push) throw new Error('A push group needs a URL (delete the group to stop pushing).');
+        const { start, ack_wait_ms, max_deliveries, backoff_ms, max_pending } = latest;
+        await api('PUT', base, { json: { start, ack_wait_ms, max_deliveries, backoff_ms, max_pending, push } });
+        fields.forgetSecret();
+        ctx.info('Push settings saved.');
+        await load();
+      } catch (err) {
+        ctx.error(err);
+      }
+    } }, field('Push URL', fields.url), fields.settings,
+    h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Save push settings')));
+    return h('details', { class: 'card' }, h('summary', {}, 'Push settings'), form);
+  };
 
   const pushControls = (g) => {
     if (!g.push) return null;
@@ -106,6 +131,8 @@ export async function render(ctx, station, group) {
       h('p', { class: 'muted', id: 'lag-samples', 'data-samples': String(samples.length) },
         `${samples.length} samples: the node's, every 10 s over the past hour, then every ${POLL_MS / 1000} s while this page is open.`));
     replace(pushBox, pushControls(g));
+    latest = g.config;
+    if (g.push && !settingsBox.hasChildNodes()) replace(settingsBox, pushSettings(g));
     if (g.push) {
       pushBox.append(attemptsBox);
       await loadAttempts();
@@ -154,7 +181,7 @@ export async function render(ctx, station, group) {
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Stations'), ' / ',
       h('a', { href: `#/stations/${encodeURIComponent(station)}` }, station), ' / ', group),
     h('h1', {}, `Consumer group ${group}`),
-    statsBox, pushBox,
+    statsBox, pushBox, settingsBox,
     h('h2', {}, 'Lag over time'), chartBox,
     h('h2', {}, 'Seek'), seek,
     configBox,

@@ -3,7 +3,8 @@
 
 import { api, path } from '../api.js';
 import { h, replace, table, field, denied } from '../dom.js';
-import { count, bytes, time, ms, payloadText, isBinary, base64ToBytes } from '../format.js';
+import { pushFields } from '../push_form.js';
+import { count, bytes, time, ms, payloadText, isBinary, base64ToBytes, headerLines } from '../format.js';
 
 const PAGE = 20;
 
@@ -37,14 +38,9 @@ export function messageView(m, { open = false } = {}) {
   return view;
 }
 
+/** Message headers as the produce request sends them: `Depot-Header-<name>`. */
 function parseHeaders(text) {
-  const headers = {};
-  for (const line of text.split('\n').map((l) => l.trim()).filter(Boolean)) {
-    const i = line.indexOf(':');
-    if (i <= 0) throw new Error(`header line "${line}" is not "name: value"`);
-    headers[`Depot-Header-${line.slice(0, i).trim()}`] = line.slice(i + 1).trim();
-  }
-  return headers;
+  return Object.fromEntries(Object.entries(headerLines(text)).map(([k, v]) => [`Depot-Header-${k}`, v]));
 }
 
 export async function render(ctx, name) {
@@ -146,24 +142,31 @@ export async function render(ctx, name) {
   // New consumer group.
   const groupName = h('input', { name: 'group', required: true, maxlength: 128, placeholder: 'billing' });
   const start = h('select', { name: 'start' }, h('option', { value: 'earliest' }, 'earliest'), h('option', { value: 'latest' }, 'latest'));
-  const pushUrl = h('input', { name: 'push_url', type: 'url', placeholder: 'webhook URL; empty for a pull group' });
+  let push = pushFields();
+  const pushSettings = h('div', { class: 'stack' }, push.settings);
+  const pushDetails = h('details', { class: 'wide', id: 'push-settings' }, h('summary', {}, 'Push settings (with a push URL)'), pushSettings);
+  const pushUrlBox = h('div', {}, field('Push URL (optional)', push.url));
   const newGroup = h('form', { class: 'row', onsubmit: async (e) => {
     e.preventDefault();
     try {
       const body = { start: start.value };
-      if (pushUrl.value) body.push = { url: pushUrl.value };
+      const pushBody = push.read();
+      if (pushBody) body.push = pushBody;
       const g = await api('PUT', path(base, 'consumer-groups', groupName.value), { json: body });
       // A push group's signing secret is in this answer only.
       ctx.info(g.push?.secret
         ? `Push group ${groupName.value} created. Its signing secret, shown only now: ${g.push.secret}`
         : `Consumer group ${groupName.value} created.`);
-      pushUrl.value = '';
+      // A fresh set of fields: the next group starts from the defaults again.
+      push = pushFields();
+      replace(pushSettings, push.settings);
+      replace(pushUrlBox, field('Push URL (optional)', push.url));
       groupName.value = '';
       await load();
     } catch (err) {
       ctx.error(err);
     }
-  } }, field('New consumer group', groupName), field('Start', start), field('Push URL (optional)', pushUrl),
+  } }, field('New consumer group', groupName), field('Start', start), pushUrlBox, pushDetails,
   h('button', { type: 'submit' }, 'Create group'));
 
   const remove = h('button', { type: 'button', class: 'danger', onclick: async () => {
