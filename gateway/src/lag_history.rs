@@ -148,8 +148,11 @@ fn trim(samples: &mut VecDeque<Sample>, now_ms: i64) {
 mod tests {
     use super::*;
 
-    /// Groups of stations as `(station, id, &[(group, lag)])`.
-    fn groups<'a>(stations: &'a [(&'a str, u64, &'a [(&'a str, u64)])]) -> Vec<Observed<'a>> {
+    /// A station as `(name, id, &[(group, lag)])`.
+    type Station<'a> = (&'a str, u64, &'a [(&'a str, u64)]);
+
+    /// Every group of `stations`.
+    fn groups<'a>(stations: &'a [Station<'a>]) -> Vec<Observed<'a>> {
         stations
             .iter()
             .flat_map(|(station, station_id, groups)| {

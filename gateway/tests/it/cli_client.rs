@@ -450,6 +450,10 @@ fn cli_client_admin_commands_streams_and_concurrent_refreshes() {
 /// terminal; with stderr a pipe or a file, nothing of it is written.
 #[test]
 fn progress_bars_show_a_rate_and_an_eta_on_a_terminal_and_nothing_in_pipes() {
+    // Thousands of messages in batches of 250: the bars get several updates, and the node few
+    // enough fsyncs to stay quick on a busy disk.
+    const MESSAGES: usize = 3000;
+    let max = MESSAGES.to_string();
     let dir = tempfile::tempdir().unwrap();
     let server = start(&dir.path().join("data"), &[]);
     let user = User::new(&server);
@@ -458,38 +462,38 @@ fn progress_bars_show_a_rate_and_an_eta_on_a_terminal_and_nothing_in_pipes() {
     user.run(&["group", "create", "bars", "tty"], b"").ok();
     user.run(&["group", "create", "bars", "piped"], b"").ok();
     let lines = dir.path().join("lines.txt");
-    let input: String = (0..5000).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(40))).collect();
+    let input: String = (0..MESSAGES).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(40))).collect();
     std::fs::write(&lines, input).unwrap();
     let file = lines.to_str().unwrap();
 
-    let produced = user.run_on_a_terminal(&["produce", "bars", "--file", file], "");
+    let produced = user.run_on_a_terminal(&["produce", "bars", "--file", file, "--batch", "250"], "");
     assert_eq!(produced.code, 0, "{produced:?}");
     let shown = frames(&produced.stdout);
     assert!(
         shown.iter().any(|f| f.contains(" read ") && shows_rate_and_eta(f)),
         "no frame of the byte bar with a rate and an ETA: {shown:#?}"
     );
-    let consumed = user.run_on_a_terminal(&["consume", "bars", "tty", "--max", "5000"], ">/dev/null");
+    let consumed = user.run_on_a_terminal(&["consume", "bars", "tty", "--max", &max, "--batch", "250"], ">/dev/null");
     assert_eq!(consumed.code, 0, "{consumed:?}");
     let shown = frames(&consumed.stdout);
     assert!(
-        shown.iter().any(|f| f.contains("/5000 messages") && shows_rate_and_eta(f)),
+        shown.iter().any(|f| f.contains(&format!("/{MESSAGES} messages")) && shows_rate_and_eta(f)),
         "no frame of the message bar with a rate and an ETA: {shown:#?}"
     );
 
     // stderr a file, stdout still the terminal: the bar goes nowhere.
     let errors = dir.path().join("stderr.txt");
     let redirect = format!("2>'{}'", errors.display());
-    let again = user.run_on_a_terminal(&["produce", "bars", "--file", file], &redirect);
+    let again = user.run_on_a_terminal(&["produce", "bars", "--file", file, "--batch", "250"], &redirect);
     assert_eq!(again.code, 0, "{again:?}");
     let written = std::fs::read_to_string(&errors).unwrap();
     assert!(!written.contains("ETA") && !written.contains('\r'), "{written:?}");
     assert!(!frames(&again.stdout).iter().any(|f| f.contains("ETA")), "{again:?}");
 
     // Pipes only: the same commands print their results and no bar.
-    let piped = user.run(&["produce", "bars", "--file", file], b"").ok();
-    let consumed = user.run(&["consume", "bars", "piped", "--max", "5000"], b"").ok();
-    assert_eq!(consumed.stdout.lines().count(), 5000);
+    let piped = user.run(&["produce", "bars", "--file", file, "--batch", "250"], b"").ok();
+    let consumed = user.run(&["consume", "bars", "piped", "--max", &max, "--batch", "250"], b"").ok();
+    assert_eq!(consumed.stdout.lines().count(), MESSAGES);
     for ran in [&piped, &consumed] {
         let bar = ran.stderr.contains("ETA") || ran.stderr.contains('\r') || ran.stderr.contains('\u{1b}');
         assert!(!bar, "{ran:?}");

@@ -33,6 +33,12 @@ fn start_with_otel(data_dir: &Path, otel: &[(&str, &str)]) -> Server {
     Server::start_dev(command, WITHIN).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `depot dev` exporting to `receiver` in batches every 100 ms.
+fn start_exporting_to(receiver: &Receiver, data_dir: &Path) -> Server {
+    let endpoint = format!("http://{}", receiver.addr());
+    start_with_otel(data_dir, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100")])
+}
+
 fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
     attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
         Value::StringValue(s) => Some(s.as_str()),
@@ -75,12 +81,8 @@ fn get_with_request_id(server: &Server, id: &str) {
 #[test]
 fn request_spans_are_exported_over_otlp_http_when_an_endpoint_is_set() {
     let receiver = Receiver::start(Behaviour::Status(200));
-    let endpoint = format!("http://{}", receiver.addr());
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start_with_otel(
-        &dir.path().join("data"),
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
+    let mut server = start_exporting_to(&receiver, &dir.path().join("data"));
     get_with_request_id(&server, "otel-batch-1");
     let services = eventually(WITHIN, "the request span at the OTLP receiver", || {
         let found = request_spans(&receiver.requests(), "otel-batch-1");
@@ -99,12 +101,8 @@ fn a_request_with_a_w3c_traceparent_continues_the_callers_trace() {
     const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
     let receiver = Receiver::start(Behaviour::Status(200));
-    let endpoint = format!("http://{}", receiver.addr());
     let dir = tempfile::tempdir().unwrap();
-    let mut server = start_with_otel(
-        &dir.path().join("data"),
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
-    );
+    let mut server = start_exporting_to(&receiver, &dir.path().join("data"));
     let traceparent = format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01");
     let headers = [("x-request-id", "otel-continued"), ("traceparent", traceparent.as_str())];
     let r = send(server.addr, Some(&server.token), "GET", "/v1/stations", &headers, b"");

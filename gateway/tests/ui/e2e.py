@@ -70,6 +70,14 @@ def expected(console_text):
     return "status of 401" in console_text or any(f"status of {s}" in console_text for s in PROVOKING)
 
 
+def refused(page, button, detail):
+    """Submits a form through `button` that the API must refuse (400), and checks its detail shows."""
+    PROVOKING.add(400)
+    page.get_by_role("button", name=button).click()
+    expect(page.locator("#alert")).to_contain_text(detail)
+    PROVOKING.clear()
+
+
 def shot(page, name):
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))
@@ -242,10 +250,7 @@ def main():
         page.get_by_label("Timeout per attempt").fill("5000")
         page.get_by_label("Attempts in flight at most").fill("4")
         page.get_by_label("Attempts per second at most").fill("10")
-        PROVOKING.add(400)
-        page.get_by_role("button", name="Create group").click()
-        expect(page.locator("#alert")).to_contain_text('push.headers: "webhook-id" is set by the server')
-        PROVOKING.clear()
+        refused(page, "Create group", 'push.headers: "webhook-id" is set by the server')
         page.get_by_label("Extra headers").fill("x-team: billing")
         page.get_by_role("button", name="Create group").click()
         expect(page.locator("#alert")).to_contain_text("signing secret, shown only now: whsec_")
@@ -279,10 +284,7 @@ def main():
         expect(page.locator("#hooks")).to_contain_text("No hooks")
         page.get_by_label("Station", exact=True).fill(STATION)
         page.get_by_label("Target URL").fill("ftp://127.0.0.1/zap")
-        PROVOKING.add(400)
-        page.get_by_role("button", name="Create hook").click()
-        expect(page.locator("#alert")).to_contain_text("the scheme must be http or https")
-        PROVOKING.clear()
+        refused(page, "Create hook", "the scheme must be http or https")
         page.get_by_label("Target URL").fill("http://127.0.0.1:9/zap")
         page.get_by_role("button", name="Create hook").click()
         expect(page.locator("#hook-secret")).to_contain_text("whsec_")
