@@ -29,8 +29,8 @@
 //!
 //! `--quick` runs 1.5 s per layout with 1 and 1,000 stations (under a minute); otherwise 10 s
 //! each with 1, 10 and 1,000. `longest_stall_ms` is the longest gap of a 10 ms ticker during
-//! a run (a SIGSTOP or CPU starvation of this process shows there), `loadavg` the 1-minute
-//! load when it ended.
+//! a run (a SIGSTOP or CPU starvation of this process shows there); a run with a stall over
+//! 250 ms is run again, up to 4 runs in all. `loadavg` is the 1-minute load when it ended.
 //!
 //! Per layout and station count it reports: payload msg/s, p50/p99 batch latency, fsyncs per
 //! second (every fsync through `depot_broker::log`, the snapshot's and segment rolls' included),
@@ -66,6 +66,9 @@ const SNAPSHOT_BYTES: u64 = 256 << 20;
 const MAX_OPEN_FILES: usize = 1024;
 /// The index record of option a: Raft index u64, byte position u32, length u32.
 const INDEX_RECORD: usize = 16;
+/// A run with a longer stall is run again, up to `ATTEMPTS` runs in all.
+const MAX_STALL_MS: u64 = 250;
+const ATTEMPTS: u32 = 4;
 /// Most fsyncs `per-station-parallel` runs at once.
 const PARALLEL_SYNCS: usize = 64;
 
@@ -140,21 +143,32 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     for &stations in &args.stations {
         for &layout in &args.layouts {
             let dir = tmp.path().join(format!("{}-{stations}", layout.name()));
-            std::fs::create_dir_all(&dir)?;
-            // Every run ends with its files fsynced, so none leaves writeback to the next one.
-            let r = measure(layout, stations, &args, &dir, device.as_deref())?;
-            eprintln!("{r}");
+            // A run this process spent stopped (SIGSTOP) or starved of CPU for long is not
+            // a figure of the layout: it is run again, up to `ATTEMPTS` times in all.
+            let mut attempt = 1;
+            let r = loop {
+                std::fs::create_dir_all(&dir)?;
+                // Every run ends with its files fsynced, so none leaves writeback to the next one.
+                let mut r = measure(layout, stations, &args, &dir, device.as_deref())?;
+                std::fs::remove_dir_all(&dir)?;
+                r["attempt"] = json!(attempt);
+                eprintln!("{r}");
+                if r["longest_stall_ms"].as_u64().unwrap_or(0) <= MAX_STALL_MS || attempt == ATTEMPTS {
+                    break r;
+                }
+                attempt += 1;
+            };
             results.push(r);
-            std::fs::remove_dir_all(&dir)?;
         }
     }
-    println!("| layout | stations | msg/s | p50 ms | p99 ms | fsyncs/s | commits/s | CPU µs/msg | write_bytes/payload | device/payload |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| layout | stations | batch | msg/s | p50 ms | p99 ms | fsyncs/s | commits/s | CPU µs/msg | write_bytes/payload | device/payload | stall ms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &results {
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {} | {} |",
             r["layout"].as_str().unwrap_or(""),
             r["stations"],
+            r["batch"],
             r["msg_per_s"],
             r["p50_us"].as_f64().unwrap_or(0.0) / 1000.0,
             r["p99_us"].as_f64().unwrap_or(0.0) / 1000.0,
@@ -163,6 +177,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             r["cpu_us_per_msg"].as_f64().unwrap_or(0.0),
             r["proc_write_bytes_per_payload_byte"].as_f64().unwrap_or(0.0),
             r["device_per_payload_byte"].as_f64().map_or("n/a".into(), |v| format!("{v:.2}")),
+            r["longest_stall_ms"],
         );
     }
     println!("{}", serde_json::to_string(&results)?);
@@ -438,10 +453,7 @@ fn envelopes(round: &mut [Request], now: i64) -> Vec<Envelope> {
         .iter_mut()
         .map(|r| Envelope {
             now,
-            command: Command::Produce {
-                station: format!("s{}", r.station).into(),
-                messages: std::mem::take(&mut r.messages),
-            },
+            command: Command::Produce { station: format!("s{}", r.station), messages: std::mem::take(&mut r.messages) },
         })
         .collect()
 }
@@ -652,7 +664,7 @@ mod tests {
     #[test]
     fn draws_stations_across_the_whole_range() {
         let mut rng = 12345;
-        let mut seen = vec![false; 10];
+        let mut seen = [false; 10];
         for _ in 0..1000 {
             seen[next_station(&mut rng, 10)] = true;
         }
