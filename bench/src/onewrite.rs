@@ -27,8 +27,8 @@
 //!   entry with everything queued there, fsyncs that log on its own thread and answers the
 //!   batches, so up to `--writers` fsync streams run at once, as N Raft groups would.
 //!
-//! `--quick` runs 1.5 s per layout with 1 and 1,000 stations (under a minute); otherwise 10 s
-//! each with 1, 10 and 1,000. `longest_stall_ms` is the longest gap of a 10 ms ticker during
+//! `--quick` runs 1 s per layout with 1 and 1,000 stations (about a minute on a loaded 2-vCPU
+//! machine); otherwise 10 s each with 1, 10 and 1,000. `longest_stall_ms` is the longest gap of a 10 ms ticker during
 //! a run (a SIGSTOP or CPU starvation of this process shows there); a run with a stall over
 //! 250 ms is run again, up to 4 runs in all. `loadavg` is the 1-minute load when it ended.
 //!
@@ -121,7 +121,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Args> {
         None if quick => vec![1, 1000],
         None => vec![1, 10, 1000],
     };
-    let seconds = value("--seconds").map_or(Ok(if quick { 1.5 } else { 10.0 }), |v| v.parse()).context("--seconds")?;
+    let seconds = value("--seconds").map_or(Ok(if quick { 1.0 } else { 10.0 }), |v| v.parse()).context("--seconds")?;
     let layouts = match value("--layouts") {
         Some(list) => list
             .split(',')
