@@ -4,9 +4,10 @@
 //!
 //! It drives Depot's own storage code (`SegmentedLog`, `GroupCommit`, the real Raft entry and
 //! station record encodings) on a temp dir on the real disk (default `/var/tmp`), without
-//! openraft or HTTP: `--writers` threads (16) each submit batches of `--batch` (100) 1 KiB produces,
-//! each batch to a station drawn at random among `--stations`, and wait for it to be durable.
-//! Storage layouts:
+//! openraft or HTTP: `--writers` threads (16) each submit batches of `--batch` (100) 1 KiB
+//! produces, each batch to a station drawn at random among `--stations`, and wait for it to be
+//! durable. Every station log exists and holds one synced record before the clock starts, so
+//! runs measure appends, not log creation. Storage layouts:
 //!
 //! * `today`: one proposer coalesces every waiting batch into one Raft entry, appends it to
 //!   the Raft log and waits for its `GroupCommit` fsync (the broker's depth-1 pipeline), then
@@ -28,9 +29,10 @@
 //!   batches, so up to `--writers` fsync streams run at once, as N Raft groups would.
 //!
 //! `--quick` runs 1 s per layout with 1 and 1,000 stations (about a minute on a loaded 2-vCPU
-//! machine); otherwise 10 s each with 1, 10 and 1,000. `longest_stall_ms` is the longest gap of a 10 ms ticker during
-//! a run (a SIGSTOP or CPU starvation of this process shows there); a run with a stall over
-//! 250 ms is run again, up to 4 runs in all. `loadavg` is the 1-minute load when it ended.
+//! machine); otherwise 10 s each with 1, 10 and 1,000. `longest_stall_ms` is the longest gap
+//! of a 10 ms ticker during a run (a SIGSTOP or CPU starvation of this process shows there); a
+//! run with a stall over 250 ms is run again, up to 4 runs in all. `loadavg` is the 1-minute
+//! load when it ended.
 //!
 //! Per layout and station count it reports: payload msg/s, p50/p99 batch latency, fsyncs per
 //! second (every fsync through `depot_broker::log`, the snapshot's and segment rolls' included),
