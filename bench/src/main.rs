@@ -16,6 +16,9 @@
 //!
 //! `depot-bench push [--quick] [--dir DIR]`: push delivery's throughput, latency and isolation
 //! against receivers in this process; see [`push`].
+//!
+//! `depot-bench onewrite [--quick] [--dir DIR]`: issue 19's storage layouts (today's two writes,
+//! the Raft log as the store, one log per station) on Depot's own log code; see [`onewrite`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,6 +37,7 @@ mod http;
 mod ingest;
 mod load;
 mod meta;
+mod onewrite;
 mod peers;
 mod push;
 mod sys;
@@ -347,11 +351,13 @@ fn main() -> anyhow::Result<()> {
         Some("push") => push::run(&args[1..]),
         Some("ingest") => ingest::run(&args[1..]),
         Some("tiering") => tiering::run(&args[1..]),
+        Some("onewrite") => onewrite::run(&args[1..]),
         _ => bail!(
             "usage: depot-bench broker [--quick] [--dir DIR]\n       depot-bench http [--quick] [--dir DIR]\n       \
              depot-bench meta [--quick]\n       depot-bench peers [--quick] [--dir DIR] [--out DIR]\n       \
              depot-bench cluster [--quick] [--dir DIR] [--out DIR]\n       depot-bench push [--quick] [--dir DIR]\n       \
-             depot-bench ingest [--quick] [--rounds N] [--dir DIR]\n       depot-bench tiering [--quick] [--dir DIR]"
+             depot-bench ingest [--quick] [--rounds N] [--dir DIR]\n       depot-bench tiering [--quick] [--dir DIR]\n       \
+             depot-bench onewrite [--quick] [--dir DIR] [--writers N] [--stations 1,10,1000] [--seconds S]"
         ),
     }
 }
