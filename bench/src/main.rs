@@ -45,7 +45,8 @@ mod tiering;
 
 const KIB: usize = 1024;
 
-fn message(payload: &Bytes) -> NewMessage {
+/// A bench message carrying `payload` (shared, not copied).
+pub(crate) fn message(payload: &Bytes) -> NewMessage {
     NewMessage {
         content_type: "application/octet-stream".into(),
         headers: Vec::new(),

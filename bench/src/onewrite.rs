@@ -233,16 +233,6 @@ fn device_stat_path(dir: &Path) -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-fn message(payload: &Bytes) -> NewMessage {
-    NewMessage {
-        content_type: "application/octet-stream".into(),
-        headers: Vec::new(),
-        payload: payload.clone(),
-        idempotency_key: None,
-        deliver_at: None,
-    }
-}
-
 fn entry(index: u64, envelopes: Vec<Envelope>) -> Entry {
     Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
@@ -576,7 +566,7 @@ fn measure(
             let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let station = next_station(&mut rng, stations);
-                let messages = (0..batch).map(|_| message(&payload)).collect();
+                let messages = (0..batch).map(|_| crate::message(&payload)).collect();
                 let req = Request { station, messages, done: done_tx.clone() };
                 let t = Instant::now();
                 if groups.is_empty() {
