@@ -142,6 +142,11 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
     const CONSUMERS: usize = 2;
     let addr = server.addr;
     let token = token(server).map(str::to_owned);
+    // Every message's timings, for finding where a tail comes from: `P stamp_ns sent_us
+    // produce_us` (sent_us: how late the producer sent it), `C stamp_ns end_to_end_us`, and
+    // `E wall_clock_ns` of the stamps' zero.
+    let trace_to = std::env::var("DEPOT_BENCH_E2E_TRACE").ok().filter(|p| !p.is_empty());
+    let tracing = trace_to.is_some();
     rt.block_on(async {
         let sent = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
@@ -155,16 +160,21 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
             producers.push(tokio::spawn(async move {
                 let mut conn = Conn::open(addr).await?;
                 let mut body = vec![b'x'; KIB];
+                let mut trace = Vec::new();
                 while let Some(stamp) = pacer.tick().await {
                     body[..20].copy_from_slice(format!("{stamp:020}").as_bytes());
                     let req = request("POST", "/v1/stations/w5/messages", token.as_deref(), "text/plain", &body);
+                    let sent_at = e2e_us(stamp);
                     let status = conn.roundtrip(&req).await?;
+                    if tracing {
+                        trace.push(format!("P {stamp} {sent_at} {}\n", e2e_us(stamp) - sent_at));
+                    }
                     if status != 201 {
                         bail!("produce: {status} {}", String::from_utf8_lossy(conn.body()));
                     }
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok::<_, anyhow::Error>(())
+                Ok::<_, anyhow::Error>(trace.concat())
             }));
         }
         let received = Arc::new(AtomicU64::new(0));
@@ -182,11 +192,12 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
                     br#"{"max_messages":100,"wait_ms":200}"#,
                 );
                 let mut lat = Vec::new();
+                let mut trace = Vec::new();
                 let mut receipts = Vec::new();
                 loop {
                     if done.load(Ordering::Relaxed) && received.load(Ordering::Relaxed) >= sent.load(Ordering::Relaxed)
                     {
-                        return Ok::<_, anyhow::Error>(lat);
+                        return Ok::<_, anyhow::Error>((lat, trace.concat()));
                     }
                     let status = conn.roundtrip(&fetch).await?;
                     if status != 200 {
@@ -200,6 +211,9 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
                         let stamp: u64 = digits.parse().with_context(|| format!("bad stamp {digits:?}"))?;
                         if stamp >= measure_from {
                             lat.push(e2e_us(stamp));
+                            if tracing {
+                                trace.push(format!("C {stamp} {}\n", lat[lat.len() - 1]));
+                            }
                         }
                     }
                     if n == 0 {
@@ -215,17 +229,29 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
                 }
             }));
         }
+        let mut traced = String::new();
         for p in producers {
-            p.await??;
+            traced += &p.await??;
         }
         let note = super::lag_note(start, total);
         done.store(true, Ordering::Relaxed);
         let mut lat = Vec::new();
         for c in consumers {
             match tokio::time::timeout(Duration::from_secs(30), c).await {
-                Ok(r) => lat.extend(r??),
+                Ok(r) => {
+                    let (l, t) = r??;
+                    lat.extend(l);
+                    traced += &t;
+                }
                 Err(_) => bail!("consumers did not drain within 30 s of the last produce"),
             }
+        }
+        if let Some(path) = &trace_to {
+            // The wall-clock time of the stamps' zero, to line them up with a server's log.
+            let since = Instant::now() - epoch();
+            let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)? - since;
+            traced += &format!("E {}\n", wall.as_nanos());
+            std::fs::write(path, traced).with_context(|| format!("writing {path}"))?;
         }
         let n = lat.len() as u64;
         let mut s = Sample::new(n, cfg.e2e_duration.as_secs_f64(), lat);

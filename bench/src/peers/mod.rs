@@ -21,6 +21,8 @@
 //! `/var/tmp/depot-peers/venv/bin/nats-server`) and `DEPOT_BENCH_RABBITMQ_SERVER` (default:
 //! `/usr/lib/rabbitmq/bin/rabbitmq-server`). `DEPOT_BENCH_PEERS` selects targets, a comma-separated
 //! subset of `depot,nats,rabbitmq` (default all). `scripts/bench-peers` installs them and runs this.
+//! `DEPOT_BENCH_E2E_TRACE=FILE` writes every W5 message's timings against Depot to `FILE` (see
+//! `depot::e2e`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

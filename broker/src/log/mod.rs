@@ -70,6 +70,7 @@ mod group_commit;
 mod handle;
 mod iter;
 mod peek;
+mod reaper;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -507,7 +508,7 @@ impl SegmentedLog {
         while self.segments.len() > 1 && self.segments.last().is_some_and(|s| s.base_seq >= seq) {
             if let Some(seg) = self.segments.pop() {
                 self.dirty.forget_file(&seg.file);
-                seg.remove_files()?;
+                seg.remove()?;
                 // Newest first, each durable before the next: a cut leaves a contiguous prefix.
                 self.sync_dir()?;
             }
@@ -556,7 +557,7 @@ impl SegmentedLog {
             while log.segments.len() > 1 && log.segments[1].base_seq <= seq {
                 let seg = log.segments.remove(0);
                 log.dirty.forget_file(&seg.file);
-                seg.remove_files()?;
+                seg.remove()?;
                 // One removal durable before the next: a power cut may keep any subset of
                 // unsynced unlinks, and a later one kept with an earlier one lost is a hole.
                 log.sync_dir()?;
@@ -571,7 +572,7 @@ impl SegmentedLog {
             // leaves a contiguous prefix, never a hole.
             while let Some(seg) = log.segments.pop() {
                 log.dirty.forget_file(&seg.file);
-                seg.remove_files()?;
+                seg.remove()?;
                 log.sync_dir()?;
             }
             log.first_seq = next_seq;

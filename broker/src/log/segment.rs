@@ -20,6 +20,8 @@ pub(crate) const CHUNK: usize = 1 << 20;
 /// Record positions are stored as u32, so no record may start beyond this offset; the log
 /// rolls before an append would cross it.
 pub(crate) const MAX_RECORD_START: u64 = u32::MAX as u64;
+/// How much of a removed segment [`Segment::free`] gives back at a time.
+const FREE_STEP: u64 = 4 << 20;
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
     move |source| LogError::Io { path: path.to_path_buf(), source }
@@ -105,12 +107,30 @@ impl Segment {
         fs::rename(&tmp, &idx).map_err(io_err(&idx))
     }
 
-    /// Unlinks the `.log` and then the `.idx`; a crash in between leaves a stray `.idx` that
-    /// `open` removes.
-    pub fn remove_files(&self) -> Result<(), LogError> {
+    /// Unlinks the `.log` and then the `.idx` (a crash in between leaves a stray `.idx` that
+    /// `open` removes), then hands the segment to the reaper, which closes its descriptor and
+    /// so frees the file off this thread. The caller makes the unlinks durable.
+    pub fn remove(self) -> Result<(), LogError> {
         fs::remove_file(&self.path).map_err(io_err(&self.path))?;
         remove_if_exists(&self.index_path())?;
+        super::reaper::later(move || self.free());
         Ok(())
+    }
+
+    /// Frees an unlinked segment's blocks a few MiB at a time, then closes it. One close of a
+    /// whole segment frees it in one go, and on a `discard` mount that is one discard of up
+    /// to `segment_bytes` that the device serves ahead of the fsyncs queued behind it.
+    fn free(self) {
+        if let Ok(fd) = self.fd() {
+            let mut len = self.alloc.max(self.len);
+            while len > FREE_STEP {
+                len -= FREE_STEP;
+                if fd.set_len(len).is_err() {
+                    break;
+                }
+            }
+        }
+        drop(self);
     }
 
     /// Opens and validates an existing segment, repairing a torn tail if this is the last
