@@ -92,6 +92,8 @@ pub use self::group_commit::{GroupCommit, SyncPoint};
 pub use self::handle::{FileCache, FileCacheStats};
 pub use self::iter::LogIter;
 pub use self::peek::{last_record, LastRecord, TailState};
+pub(crate) use self::reaper::drop_later;
+pub use self::reaper::wait_for_removals;
 
 /// Largest payload a record can carry (its length field is a u32).
 pub const MAX_PAYLOAD: usize = u32::MAX as usize - RECORD_HEADER_LEN;
@@ -543,6 +545,15 @@ impl SegmentedLog {
         Ok(())
     }
 
+    /// Whether `purge_before(seq)` would delete any file (a whole segment, or everything through
+    /// `reset`), as opposed to only moving the logical start.
+    pub fn purge_deletes_files(&self, seq: u64) -> bool {
+        if seq <= self.first_seq && !self.poisoned {
+            return false;
+        }
+        seq > self.next_seq || self.segments.get(1).is_some_and(|s| s.base_seq <= seq)
+    }
+
     /// Drops records before `seq` logically and deletes whole segments that hold only such
     /// records. If `seq > next_seq()` every record is dropped and this is `reset(seq)`.
     pub fn purge_before(&mut self, seq: u64) -> Result<(), LogError> {
@@ -561,6 +572,30 @@ impl SegmentedLog {
                 // One removal durable before the next: a power cut may keep any subset of
                 // unsynced unlinks, and a later one kept with an earlier one lost is a hole.
                 log.sync_dir()?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `purge_before` for an owner whose purge point, durable before this call, covers every
+    /// segment removed, and which removes segments left below it before opening the log again
+    /// (the Raft log: [`crate::raft::purged`]). The unlinks are then neither ordered nor made
+    /// durable here: a power cut may keep any subset of them, and the next open settles them
+    /// (as does the next directory sync this log makes for its own reasons). Spares a
+    /// directory fsync per segment.
+    pub fn purge_before_covered(&mut self, seq: u64) -> Result<(), LogError> {
+        if seq <= self.first_seq && !self.poisoned {
+            return Ok(());
+        }
+        if seq > self.next_seq {
+            return self.reset(seq);
+        }
+        self.mutate(|log| {
+            log.first_seq = log.first_seq.max(seq);
+            while log.segments.len() > 1 && log.segments[1].base_seq <= seq {
+                let seg = log.segments.remove(0);
+                log.dirty.forget_file(&seg.file);
+                seg.remove()?;
             }
             Ok(())
         })

@@ -1,4 +1,4 @@
-//! Closes removed segments off the caller's thread.
+//! Closes removed segments (and drops other large things) off the caller's thread.
 //!
 //! Unlinking a segment only removes its name: the file lives on while a descriptor is open, and
 //! the last close frees it. Freeing a 64 MiB segment drops its pages from the page cache and
@@ -33,6 +33,25 @@ pub(crate) fn later(job: impl FnOnce() + Send + 'static) {
         }
         None => job(),
     }
+}
+
+/// Drops `value` on the reaper thread: for large structures whose freeing should not hold up
+/// the thread that lets go of them.
+pub(crate) fn drop_later<T: Send + 'static>(value: T) {
+    later(move || drop(value));
+}
+
+/// Returns once every segment removed so far is closed (for tests that unmount a file
+/// system right after dropping a log).
+pub fn wait_for_removals() {
+    if REAPER.get().is_none() {
+        return;
+    }
+    let (tx, rx) = mpsc::channel();
+    later(move || {
+        let _ = tx.send(());
+    });
+    let _ = rx.recv();
 }
 
 fn spawn() -> Option<Sender<Job>> {

@@ -76,6 +76,8 @@ struct Inner {
     meta: RaftMeta,
     /// The purge openraft asked for, past what the durable snapshot allows so far.
     purge_wanted: Option<LogId>,
+    /// `meta.last_purged` moved past the purge point in the meta file (no file deleted since).
+    purge_unsaved: bool,
     /// Not linked (`None`): purges are not clamped (a log store used without a state machine).
     durable: Option<DurableSnapshot>,
     meta_path: PathBuf,
@@ -119,6 +121,7 @@ impl LogStore {
             log,
             meta,
             purge_wanted: None,
+            purge_unsaved: false,
             durable: None,
             meta_path,
             last_log_id: None,
@@ -274,14 +277,24 @@ impl Inner {
             }
         };
         let err = |e| storage_err(ErrorSubject::Log(target), ErrorVerb::Delete, e);
+        let reset = target.index >= self.log.next_seq() || self.log.is_empty();
         if self.meta.last_purged.is_none_or(|p| p.index < target.index) {
             self.meta.last_purged = Some(target);
+            self.purge_unsaved = true;
+        }
+        // The purge point on disk must cover every file deleted. A purge that deletes none
+        // only moves the log's start in memory, and the meta file (two fsyncs, on the thread
+        // that runs Raft) is written with the next purge that deletes a segment: a crash before
+        // that leaves an older purge point with the entries after it still present, which is
+        // what the log looked like before this purge.
+        if self.purge_unsaved && (reset || self.log.purge_deletes_files(target.index + 1)) {
             self.save_meta()?;
         }
-        if target.index >= self.log.next_seq() || self.log.is_empty() {
+        if reset {
             self.log.reset(target.index + 1).map_err(err)?;
         } else {
-            self.log.purge_before(target.index + 1).map_err(err)?;
+            // The purge point is durable above, and `open` drops what a power cut left below it.
+            self.log.purge_before_covered(target.index + 1).map_err(err)?;
         }
         if target == wanted {
             self.purge_wanted = None;
@@ -289,9 +302,11 @@ impl Inner {
         Ok(())
     }
 
-    fn save_meta(&self) -> Result<(), StorageError> {
+    fn save_meta(&mut self) -> Result<(), StorageError> {
         durable_file::write_atomic(&self.meta_path, &self.meta)
-            .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+            .map_err(|e| storage_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.purge_unsaved = false;
+        Ok(())
     }
 }
 
@@ -428,8 +443,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         inner.advance_purge()?;
         let keep = inner.cache.split_off(&(log_id.index + 1));
-        inner.cache = keep;
-        inner.cache_bytes = inner.cache.values().map(|(_, size)| size).sum();
+        let purged = std::mem::replace(&mut inner.cache, keep);
+        let freed: usize = purged.values().map(|(_, size)| size).sum();
+        inner.cache_bytes = inner.cache_bytes.saturating_sub(freed);
+        // Up to `CACHE_BYTES` of entries: freeing them took milliseconds on the thread that
+        // runs Raft, after every snapshot.
+        crate::log::drop_later(purged);
         if inner.last_log_id.is_none_or(|last| last.index <= log_id.index) {
             inner.last_log_id = Some(log_id);
         }

@@ -1,7 +1,8 @@
 //! Segment files left below a purge point by a power cut.
 //!
-//! A purge unlinks whole segments, oldest first, and fsyncs the directory once at the end. Until
-//! that fsync the unlinks are pending, and a power cut may keep any subset of them: an older
+//! A purge makes the purge point durable in the meta file, then unlinks whole segments, oldest
+//! first, without fsyncing the directory (`SegmentedLog::purge_before_covered`). The unlinks stay
+//! pending until some later directory sync, and a power cut may keep any subset of them: an older
 //! segment can survive while a newer one is gone, a hole that opening the log refuses although
 //! everything in it was disposable. Before a log is opened, [`drop_segments_below`] removes every
 //! segment that lies wholly before the first record still needed.

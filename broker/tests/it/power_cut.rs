@@ -65,7 +65,9 @@ fn a_purge_never_passes_the_durable_snapshot_and_completes_once_one_covers_it() 
     runtime().block_on(async {
         {
             let (mut log, mut sm) = open(tmp.path());
-            log.blocking_append((1..=50).map(blank)).await.unwrap();
+            // From index 0, as openraft starts a log: a log that starts later is a hole
+            // unless a purge point on disk covers what is missing.
+            log.blocking_append((0..=50).map(blank)).await.unwrap();
             sm.apply((1..=20).map(blank)).await.unwrap();
             sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
             // The install of a snapshot up to 40 was queued; openraft purges at once.
@@ -79,7 +81,13 @@ fn a_purge_never_passes_the_durable_snapshot_and_completes_once_one_covers_it() 
         }
         let (mut log, mut sm) = open(tmp.path());
         let state = log.get_log_state().await.unwrap();
-        assert_eq!(state.last_purged_log_id, Some(log_id(20)), "the purge point on disk passed current's last index");
+        // The purge to 20 deleted no segment, so it wrote no purge point (see
+        // `raft_log_purges_write_the_purge_point_only_before_deleting_and_survive_a_power_cut`).
+        assert!(
+            state.last_purged_log_id.is_none_or(|p| p.index <= 20),
+            "the purge point on disk passed current's last index: {:?}",
+            state.last_purged_log_id
+        );
         assert_eq!(state.last_log_id, Some(log_id(50)));
         let entries = log.try_get_log_entries(21..=50).await.unwrap();
         assert_eq!(entries.len(), 30, "entries after the durable snapshot must still be there");
@@ -93,8 +101,10 @@ fn a_purge_never_passes_the_durable_snapshot_and_completes_once_one_covers_it() 
         assert_eq!(log.last_purged(), Some(log_id(40)));
         drop(log);
         let (mut log, _sm) = open(tmp.path());
-        assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, Some(log_id(40)));
-        assert_eq!(log.try_get_log_entries(41..=51).await.unwrap().len(), 11);
+        let on_disk = log.get_log_state().await.unwrap().last_purged_log_id;
+        assert!(on_disk.is_none_or(|p| p.index <= 40), "purged past 40: {on_disk:?}");
+        let from = on_disk.map_or(0, |p| p.index + 1);
+        assert_eq!(log.try_get_log_entries(from..=51).await.unwrap().len() as u64, 52 - from);
     });
 }
 
@@ -229,4 +239,83 @@ fn a_station_log_tail_past_the_snapshot_torn_by_a_power_cut_is_cut_off() {
         }
         assert!(sm.read_message("s", 19).unwrap().is_none(), "seed {seed}: past the snapshot");
     }
+}
+
+/// A Raft log purge that deletes no segment only moves the log's start in memory: it writes
+/// no meta file (before, every purge wrote it: a write, two fsyncs and a rename on the thread
+/// that runs Raft, after every snapshot). A purge that deletes segments writes the purge point
+/// first. Power cut (torn) after each fsync, rename and unlink in turn across a run of purges
+/// of both kinds, the log must reopen with no hole: every entry after its purge point there.
+#[test]
+fn raft_log_purges_write_the_purge_point_only_before_deleting_and_survive_a_power_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (backing, mount) = (tmp.path().join("backing"), tmp.path().join("mount"));
+    std::fs::create_dir(&backing).unwrap();
+    std::fs::create_dir(&mount).unwrap();
+    let mut pc = PowerCut::mount(&backing, &mount)
+        .unwrap_or_else(|e| panic!("this test needs a FUSE mount (/dev/fuse and fusermount3): {e}"));
+    // 1.5 KiB entries in 4 KiB segments: two entries per segment.
+    let entries: Vec<Entry> = std::iter::once(blank(0)).chain(station_history(1, 40)).collect();
+    let purges = [2u64, 3, 6, 7, 8, 15, 16, 30, 31];
+
+    // Without a cut: which purges write anything at all.
+    let dir = pc.mountpoint().join("plain");
+    rt.block_on(async {
+        let mut log = LogStore::open(&dir, log_options()).unwrap();
+        log.blocking_append(entries.clone()).await.unwrap();
+        for upto in purges {
+            let deletes = segment_count(&dir.join("log"));
+            let before = pc.counts();
+            log.purge(log_id(upto)).await.unwrap();
+            let after = pc.counts();
+            if segment_count(&dir.join("log")) == deletes {
+                assert_eq!(
+                    (after.fsync, after.rename),
+                    (before.fsync, before.rename),
+                    "purge to {upto} deleted no segment and still wrote"
+                );
+            } else {
+                assert!(
+                    after.rename > before.rename,
+                    "purge to {upto} deleted a segment before writing the purge point"
+                );
+            }
+        }
+    });
+
+    let mut cuts = 0;
+    for (n, op) in [Op::Fsync, Op::Rename, Op::Unlink].into_iter().flat_map(|op| (1..=8u64).map(move |n| (n, op))) {
+        let dir = pc.mountpoint().join(format!("cut-{op:?}-{n}"));
+        rt.block_on(async {
+            let mut log = LogStore::open(&dir, log_options()).unwrap();
+            log.blocking_append(entries.clone()).await.unwrap();
+        });
+        pc.sync_all();
+        pc.set_mode(Mode::Torn { seed: 0x9a5 + n });
+        rt.block_on(async {
+            let mut log = LogStore::open(&dir, log_options()).unwrap();
+            pc.crash_after(op, n);
+            for upto in purges {
+                if log.purge(log_id(upto)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Removed segments are closed by the reaper; the unmount waits for no descriptor.
+        depot_broker::log::wait_for_removals();
+        pc.cut().unwrap();
+        cuts += 1;
+        rt.block_on(async {
+            let mut log = LogStore::open(&dir, log_options())
+                .unwrap_or_else(|e| panic!("{op:?} {n}: the Raft log does not open after the cut: {e}"));
+            let state = log.get_log_state().await.unwrap();
+            assert_eq!(state.last_log_id, Some(log_id(40)), "{op:?} {n}");
+            let from = state.last_purged_log_id.map_or(0, |p| p.index + 1);
+            let kept = log.try_get_log_entries(from..=40).await.unwrap();
+            assert_eq!(kept.len() as u64, 41 - from, "{op:?} {n}: entries after the purge point {from} missing");
+        });
+        pc.sync_all();
+    }
+    assert_eq!(cuts, 24);
 }
