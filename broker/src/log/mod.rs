@@ -180,6 +180,11 @@ pub struct SegmentedLog {
     buf: Vec<u8>,
     dirty: DirtyTracker,
     poisoned: bool,
+    /// Start the writeback of every this many bytes appended (0: leave it to the kernel); see
+    /// [`SegmentedLog::set_write_behind`].
+    write_behind: u64,
+    /// The active segment (by base) and the offset up to which its writeback was started.
+    written_back: (u64, u64),
 }
 
 impl std::fmt::Debug for SegmentedLog {
@@ -289,8 +294,19 @@ impl SegmentedLog {
             buf: Vec::new(),
             dirty: DirtyTracker::new(),
             poisoned: false,
+            write_behind: 0,
+            written_back: (u64::MAX, 0),
         };
         Ok((log, recovery))
+    }
+
+    /// Once `bytes` have been appended to the active segment since the last time, starts their
+    /// writeback to the disk without waiting for it (`sync_file_range`, on the reaper thread);
+    /// 0 (the default) leaves writeback to the kernel. For logs that are fsynced only now and
+    /// then (station logs, at each snapshot): otherwise that fsync writes out everything since
+    /// the last one in one burst, and the Raft log's fsyncs wait behind it on the same disk.
+    pub fn set_write_behind(&mut self, bytes: u64) {
+        self.write_behind = bytes;
     }
 
     pub fn dir(&self) -> &Path {
@@ -369,6 +385,15 @@ impl SegmentedLog {
         active.alloc = active.alloc.max(active.len);
         self.next_seq += 1;
         self.dirty.mark_file(&active.file);
+        if self.write_behind > 0 {
+            // A truncation or a reset may have moved the end back below what was written back.
+            let from = if self.written_back.0 == active.base_seq { self.written_back.1.min(active.len) } else { 0 };
+            if active.len - from >= self.write_behind {
+                let (fd, to) = (active.fd()?, active.len);
+                self.written_back = (active.base_seq, to);
+                reaper::later(move || reaper::start_writeback(&fd, from, to - from));
+            }
+        }
         Ok(())
     }
 

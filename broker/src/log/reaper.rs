@@ -1,4 +1,5 @@
-//! Closes removed segments (and drops other large things) off the caller's thread.
+//! Closes removed segments, drops other large things and starts writebacks, all off the
+//! caller's thread.
 //!
 //! Unlinking a segment only removes its name: the file lives on while a descriptor is open, and
 //! the last close frees it. Freeing a 64 MiB segment drops its pages from the page cache and
@@ -39,6 +40,17 @@ pub(crate) fn later(job: impl FnOnce() + Send + 'static) {
 /// the thread that lets go of them.
 pub(crate) fn drop_later<T: Send + 'static>(value: T) {
     later(move || drop(value));
+}
+
+/// Starts the writeback of `len` bytes of `file` from `offset` and returns without waiting
+/// for it. Best effort: an error here leaves the pages to the next fsync, which reports it.
+pub(crate) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    // SAFETY: `sync_file_range` reads no memory of ours; the descriptor is open for the call's
+    // duration (borrowed from `file`).
+    #[allow(unsafe_code)]
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// Returns once every segment removed so far is closed (for tests that unmount a file

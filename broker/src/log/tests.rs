@@ -783,6 +783,9 @@ fn run_model(ops: Vec<Op>, seg: u64, preallocate: bool) -> Result<(), TestCaseEr
         sync_on_open: true,
     };
     let (mut log, _) = SegmentedLog::open(tmp.path(), o(Verify::Tail)).unwrap();
+    // Write-behind every third of a segment: its bookkeeping across rolls, truncations,
+    // resets and reopens is exercised along with everything else.
+    log.set_write_behind(seg / 3);
     // `model` holds every record that may still be physically retained; [first, next)
     // is what the log must serve.
     let mut model: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -831,7 +834,8 @@ fn run_model(ops: Vec<Op>, seg: u64, preallocate: bool) -> Result<(), TestCaseEr
             Op::Reopen(full) => {
                 drop(log);
                 let v = if full { Verify::Full } else { Verify::Tail };
-                let (l, rec) = SegmentedLog::open(tmp.path(), o(v)).unwrap();
+                let (mut l, rec) = SegmentedLog::open(tmp.path(), o(v)).unwrap();
+                l.set_write_behind(seg / 3);
                 log = l;
                 prop_assert!(rec.torn_tail.is_none());
                 prop_assert_eq!(rec.truncated_bytes, 0);

@@ -19,6 +19,10 @@ pub(super) fn load_snapshot(dir: &Path) -> Result<(snapshot::Manifest, BrokerSta
 /// Name prefix of a `stations/` tree a snapshot install replaced, until it is deleted.
 pub(super) const TRASH_PREFIX: &str = "stations.trash-";
 
+/// Station logs start writing back every MiB appended, so a snapshot's fsync finds little left
+/// to write (see `SegmentedLog::set_write_behind`).
+const STATION_WRITE_BEHIND: u64 = 1 << 20;
+
 /// Deletes the replaced `stations/` trees a cut left behind.
 pub(super) fn remove_trash(root: &Path) -> Result<(), durable_file::FileError> {
     let mut removed = false;
@@ -70,7 +74,10 @@ impl Inner {
     }
 
     pub(super) fn open_log(&self, dir: &Path) -> Result<(SegmentedLog, crate::log::Recovery), StorageError> {
-        SegmentedLog::open_in(dir, self.log_options(), Some(&self.opts.files)).map_err(sm_err)
+        let (mut log, recovery) =
+            SegmentedLog::open_in(dir, self.log_options(), Some(&self.opts.files)).map_err(sm_err)?;
+        log.set_write_behind(STATION_WRITE_BEHIND);
+        Ok((log, recovery))
     }
 
     /// Opens every station log the state knows and lines it up with the state: records past the
