@@ -173,6 +173,15 @@ impl Handle {
         }
     }
 
+    /// The descriptor if one is open now; never reopens by path (whatever is at the path may
+    /// be another file by then, e.g. after the segment was removed and a new one created).
+    pub fn open_file(&self) -> Option<Arc<File>> {
+        match &self.kind {
+            Kind::Pinned(file) => Some(Arc::clone(file)),
+            Kind::Cached { cache, id } => cache.get(*id),
+        }
+    }
+
     pub fn sync_data(&self) -> io::Result<()> {
         let file = self.file()?;
         super::fsync_stats::timed(|| file.sync_data())

@@ -111,17 +111,21 @@ impl Segment {
     /// `open` removes), then hands the segment to the reaper, which closes its descriptor and
     /// so frees the file off this thread. The caller makes the unlinks durable.
     pub fn remove(self) -> Result<(), LogError> {
+        // Taken before the unlink, so the reaper shrinks this very file: a descriptor reopened
+        // by path later could be a new segment's of the same name.
+        let open = self.file.open_file();
         fs::remove_file(&self.path).map_err(io_err(&self.path))?;
         remove_if_exists(&self.index_path())?;
-        super::reaper::later(move || self.free());
+        super::reaper::later(move || self.free(open));
         Ok(())
     }
 
-    /// Frees an unlinked segment's blocks a few MiB at a time, then closes it. One close of a
-    /// whole segment frees it in one go, and on a `discard` mount that is one discard of up
-    /// to `segment_bytes` that the device serves ahead of the fsyncs queued behind it.
-    fn free(self) {
-        if let Ok(fd) = self.fd() {
+    /// Frees an unlinked segment's blocks a few MiB at a time through `open` (if it was open
+    /// when unlinked; if not, the unlink freed it already), then closes it. One close of a whole
+    /// segment frees it in one go, and on a `discard` mount that is one discard of up to
+    /// `segment_bytes` that the device serves ahead of the fsyncs queued behind it.
+    fn free(self, open: Option<Arc<File>>) {
+        if let Some(fd) = open {
             let mut len = self.alloc.max(self.len);
             while len > FREE_STEP {
                 len -= FREE_STEP;

@@ -421,6 +421,38 @@ fn purge_unlinks_on_the_caller_and_closes_on_the_reaper() {
     assert_contents(&log, log.segments()[0].base_seq.max(log.first_seq())..30);
 }
 
+/// The reaper frees a removed segment through the descriptor it had when it was unlinked,
+/// never by reopening its path: with a file cache that closed that descriptor, the path may
+/// name a new segment by then (a reset to the same base), and shrinking it would cut records
+/// out of the live log. Failed before: the reaper reopened the path and shrank the new file.
+#[test]
+fn the_reaper_never_touches_a_new_segment_of_the_same_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = FileCache::new(1);
+    let big = 64 << 10;
+    let (mut log, _) = SegmentedLog::open_in(tmp.path(), opts(16 << 20, Verify::Full), Some(&cache)).unwrap();
+    for s in 0..80 {
+        log.append(s, &payload(s, big)).unwrap();
+    }
+    log.sync().unwrap();
+    reaper::tests::pause();
+    // Back to seq 0: the 5 MiB segment `0.log` goes to the reaper and a new `0.log` replaces it.
+    let reset = log.truncate_from(0);
+    let refill: Vec<_> = (0..40).map(|s| log.append(s, &payload(s + 1000, big))).collect();
+    reaper::tests::resume();
+    reset.unwrap();
+    refill.into_iter().for_each(|r| r.unwrap());
+    log.sync().unwrap();
+    wait_for_removals();
+    for s in 0..40 {
+        assert_eq!(log.read(s).unwrap().as_deref(), Some(&payload(s + 1000, big)[..]), "record {s}");
+    }
+    drop(log);
+    let (log, recovery) = SegmentedLog::open_in(tmp.path(), opts(16 << 20, Verify::Full), Some(&cache)).unwrap();
+    assert!(recovery.torn_tail.is_none(), "the new segment was changed under the log: {:?}", recovery.torn_tail);
+    assert_eq!(log.next_seq(), 40);
+}
+
 #[test]
 fn purge_before_drops_whole_old_segments() {
     let tmp = tempfile::tempdir().unwrap();
