@@ -379,7 +379,8 @@ impl SegmentedLog {
         let Some(active) = self.segments.last_mut() else {
             return Err(LogError::Io { path: self.dir.clone(), source: std::io::Error::other("no active segment") });
         };
-        active.fd()?.write_all_at(&self.buf, active.len).map_err(io_err(&active.path))?;
+        let fd = active.fd()?;
+        fd.write_all_at(&self.buf, active.len).map_err(io_err(&active.path))?;
         active.positions.push(active.len as u32);
         active.len += self.buf.len() as u64;
         active.alloc = active.alloc.max(active.len);
@@ -389,7 +390,7 @@ impl SegmentedLog {
             // A truncation or a reset may have moved the end back below what was written back.
             let from = if self.written_back.0 == active.base_seq { self.written_back.1.min(active.len) } else { 0 };
             if active.len - from >= self.write_behind {
-                let (fd, to) = (active.fd()?, active.len);
+                let to = active.len;
                 self.written_back = (active.base_seq, to);
                 reaper::later(move || reaper::start_writeback(&fd, from, to - from));
             }
