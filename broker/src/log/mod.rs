@@ -583,24 +583,7 @@ impl SegmentedLog {
     /// Drops records before `seq` logically and deletes whole segments that hold only such
     /// records. If `seq > next_seq()` every record is dropped and this is `reset(seq)`.
     pub fn purge_before(&mut self, seq: u64) -> Result<(), LogError> {
-        if seq <= self.first_seq && !self.poisoned {
-            return Ok(());
-        }
-        if seq > self.next_seq {
-            return self.reset(seq);
-        }
-        self.mutate(|log| {
-            log.first_seq = log.first_seq.max(seq);
-            while log.segments.len() > 1 && log.segments[1].base_seq <= seq {
-                let seg = log.segments.remove(0);
-                log.dirty.forget_file(&seg.file);
-                seg.remove()?;
-                // One removal durable before the next: a power cut may keep any subset of
-                // unsynced unlinks, and a later one kept with an earlier one lost is a hole.
-                log.sync_dir()?;
-            }
-            Ok(())
-        })
+        self.purge(seq, true)
     }
 
     /// `purge_before` for an owner whose purge point, durable before this call, covers every
@@ -610,6 +593,10 @@ impl SegmentedLog {
     /// (as does the next directory sync this log makes for its own reasons). Spares a
     /// directory fsync per segment.
     pub fn purge_before_covered(&mut self, seq: u64) -> Result<(), LogError> {
+        self.purge(seq, false)
+    }
+
+    fn purge(&mut self, seq: u64, ordered: bool) -> Result<(), LogError> {
         if seq <= self.first_seq && !self.poisoned {
             return Ok(());
         }
@@ -622,6 +609,11 @@ impl SegmentedLog {
                 let seg = log.segments.remove(0);
                 log.dirty.forget_file(&seg.file);
                 seg.remove()?;
+                if ordered {
+                    // One removal durable before the next: a power cut may keep any subset of
+                    // unsynced unlinks, and a later one kept with an earlier one lost is a hole.
+                    log.sync_dir()?;
+                }
             }
             Ok(())
         })
