@@ -129,6 +129,15 @@ pub(crate) fn station_history(first_index: u64, count: u64) -> Vec<Entry> {
         .collect()
 }
 
+/// A power-cut file system over `dir/backing`, mounted at `dir/mount`.
+fn power_cut_mount(dir: &Path) -> PowerCut {
+    let (backing, mount) = (dir.join("backing"), dir.join("mount"));
+    std::fs::create_dir(&backing).unwrap();
+    std::fs::create_dir(&mount).unwrap();
+    PowerCut::mount(&backing, &mount)
+        .unwrap_or_else(|e| panic!("this test needs a FUSE mount (/dev/fuse and fusermount3): {e}"))
+}
+
 fn segment_count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|d| d.filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log")).count())
@@ -153,11 +162,7 @@ fn a_power_cut_during_a_snapshot_install_leaves_a_state_machine_that_opens() {
         leader.apply(station_history(1, 30)).await.unwrap();
         leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
     });
-    let (backing, mnt) = (tmp.path().join("backing"), tmp.path().join("mnt"));
-    std::fs::create_dir(&backing).unwrap();
-    std::fs::create_dir(&mnt).unwrap();
-    let mut pc = PowerCut::mount(&backing, &mnt)
-        .unwrap_or_else(|e| panic!("this test needs a FUSE mount (/dev/fuse and fusermount3): {e}"));
+    let mut pc = power_cut_mount(tmp.path());
     let follower = pc.mountpoint().join("follower");
     let mut cuts = 0;
     let mut hit = 0;
@@ -215,10 +220,7 @@ fn a_power_cut_during_a_snapshot_install_leaves_a_state_machine_that_opens() {
 fn a_station_log_tail_past_the_snapshot_torn_by_a_power_cut_is_cut_off() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let (backing, mount) = (tmp.path().join("backing"), tmp.path().join("mount"));
-    std::fs::create_dir(&backing).unwrap();
-    std::fs::create_dir(&mount).unwrap();
-    let mut pc = PowerCut::mount(&backing, &mount).unwrap();
+    let mut pc = power_cut_mount(tmp.path());
     let opts = |dir: &Path| SmOptions::new(dir.join("sm"), 1 << 20, Verify::Full, 8);
     for seed in 0..10u64 {
         let dir = pc.mountpoint().join(format!("n{seed}"));
@@ -250,11 +252,7 @@ fn a_station_log_tail_past_the_snapshot_torn_by_a_power_cut_is_cut_off() {
 fn raft_log_purges_write_the_purge_point_only_before_deleting_and_survive_a_power_cut() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let (backing, mount) = (tmp.path().join("backing"), tmp.path().join("mount"));
-    std::fs::create_dir(&backing).unwrap();
-    std::fs::create_dir(&mount).unwrap();
-    let mut pc = PowerCut::mount(&backing, &mount)
-        .unwrap_or_else(|e| panic!("this test needs a FUSE mount (/dev/fuse and fusermount3): {e}"));
+    let mut pc = power_cut_mount(tmp.path());
     // 1.5 KiB entries in 4 KiB segments: two entries per segment.
     let entries: Vec<Entry> = std::iter::once(blank(0)).chain(station_history(1, 40)).collect();
     let purges = [2u64, 3, 6, 7, 8, 15, 16, 30, 31];
