@@ -516,7 +516,6 @@ pub enum Command {
 }
 
 impl Command {
-    /// The one station the command acts on; `None` for commands that act on none or on many.
     /// The new messages the command stores: a produce's, or an ingest's one.
     pub fn new_messages(&self) -> &[NewMessage] {
         match self {
@@ -526,6 +525,7 @@ impl Command {
         }
     }
 
+    /// The one station the command acts on; `None` for commands that act on none or on many.
     pub fn station(&self) -> Option<&str> {
         match self {
             Command::PutStation { station, .. }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use super::AuthError;
+use super::{AuthError, Claims};
 use crate::meta::{Digest, Invalidation, Millis, Role, Scope};
 
 /// An API key as authentication needs it.
@@ -32,12 +32,20 @@ pub(super) type UserEntry = Option<(String, Role)>;
 /// keys must not grow memory, nor push out every live credential at once).
 const CACHE_MAX: u64 = 100_000;
 
+/// Most verified access tokens kept (each about half a KiB with its claims).
+const TOKENS_MAX: u64 = 10_000;
+
 pub(super) struct CredentialCache {
     ttl: Duration,
     keys_by_digest: Cache<Digest, Option<KeyGrant>>,
     keys_by_id: Cache<String, Option<KeyGrant>>,
     /// By user id.
     users: Cache<String, UserEntry>,
+    /// Our own access tokens whose signature, issuer and audience were verified, by the whole
+    /// token, with their claims: a repeat skips the HMAC and the JSON. Trusted only before
+    /// their `exp`; the subject is still looked up (`users`, `keys_by_id`) on every request, so
+    /// deleting a user or key ends its tokens at once, cached or not.
+    tokens: Cache<Box<str>, Arc<Claims>>,
     /// Bumped by every invalidation. A lookup that started before a bump does not cache its
     /// answer: it may describe what was just deleted. Held while an answer is stored and while
     /// an invalidation runs, so none slips in between.
@@ -54,7 +62,21 @@ impl CredentialCache {
             keys_by_digest: table(ttl),
             keys_by_id: table(ttl),
             users: table(ttl),
+            tokens: Cache::builder().max_capacity(TOKENS_MAX).time_to_live(ttl).build(),
             generation: Mutex::new(0),
+        }
+    }
+
+    /// The claims of `token` if it was verified before and has not expired at `now_secs`
+    /// (strictly before `exp`: near it, the caller verifies again with its leeway).
+    pub fn verified_token(&self, token: &str, now_secs: u64) -> Option<Arc<Claims>> {
+        self.tokens.get(token).filter(|claims| now_secs < claims.exp)
+    }
+
+    /// Remembers `token` as verified, with its claims (not when the TTL is zero: no caching).
+    pub fn remember_token(&self, token: &str, claims: Arc<Claims>) {
+        if !self.ttl.is_zero() {
+            self.tokens.insert(token.into(), claims);
         }
     }
 
@@ -139,5 +161,44 @@ impl CredentialCache {
                 self.keys_by_id.invalidate_all();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::PrincipalKind;
+
+    fn claims(exp: u64) -> Arc<Claims> {
+        Arc::new(Claims {
+            sub: "usr_a".into(),
+            kind: PrincipalKind::User,
+            role: Role::Member,
+            scopes: None,
+            exp,
+            iat: 0,
+            nbf: 0,
+            iss: "depot".into(),
+            aud: "depot".into(),
+            jti: "j".into(),
+        })
+    }
+
+    #[test]
+    fn a_verified_token_is_trusted_only_whole_and_only_before_it_expires() {
+        let cache = CredentialCache::new(Duration::from_secs(30));
+        cache.remember_token("header.claims.signature", claims(100));
+        assert_eq!(cache.verified_token("header.claims.signature", 99).map(|c| c.exp), Some(100));
+        assert!(cache.verified_token("header.claims.signature", 100).is_none(), "expired: verify again");
+        for other in ["header.claims.signaturf", "header.claims.signatur", "header.claims.signature.", ""] {
+            assert!(cache.verified_token(other, 0).is_none(), "{other:?} is not the verified token");
+        }
+    }
+
+    #[test]
+    fn a_zero_ttl_caches_no_token() {
+        let cache = CredentialCache::new(Duration::ZERO);
+        cache.remember_token("t", claims(100));
+        assert!(cache.verified_token("t", 0).is_none());
     }
 }
