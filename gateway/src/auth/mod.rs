@@ -41,7 +41,7 @@ pub use secrets::{
 };
 
 use cache::KeyGrant;
-use secrets::{b64, random_bytes, verify_password};
+use secrets::{b64, now_secs, random_bytes, verify_password};
 
 /// How long a cached key or user is trusted without asking the store again, by default.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
@@ -233,7 +233,7 @@ impl Auth {
 
     /// Signs an access token for `principal`.
     pub fn access_token(&self, principal: &Principal) -> Result<String, AuthError> {
-        let now = u64::try_from(now_millis() / 1000).unwrap_or(0);
+        let now = now_secs();
         let sub = match principal.kind {
             PrincipalKind::User => principal
                 .owner_id
@@ -369,8 +369,7 @@ impl Auth {
                 self.key_by_digest(&digest(token)).await?.ok_or_else(|| unauthorized("unknown or revoked API key"))?;
             return Ok(key_principal(&grant));
         }
-        let now_secs = now_millis().max(0) as u64 / 1000;
-        if let Some(claims) = self.cache.verified_token(token, now_secs) {
+        if let Some(claims) = self.cache.verified_token(token, now_secs()) {
             return self.check_claims(&claims).await;
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("malformed token"))?;

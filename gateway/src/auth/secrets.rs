@@ -17,6 +17,11 @@ pub fn now_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Whole seconds since the Unix epoch, as tokens' `exp`, `iat` and `nbf` count them.
+pub(super) fn now_secs() -> u64 {
+    u64::try_from(now_millis() / 1000).unwrap_or(0)
+}
+
 pub(super) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     rand::rng().fill_bytes(&mut bytes);
