@@ -2,6 +2,7 @@
 //! signalled, and always killed and reaped when dropped, so a failed assertion never leaves one
 //! running.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -244,6 +245,42 @@ pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
 
+/// The local ends of process `pid`'s IPv4 TCP connections to `remote`, from `/proc/PID/net/tcp`
+/// (every socket of the network namespace) kept to the sockets among the process's descriptors.
+/// Stop the process first (SIGSTOP) for a set that cannot change while it is read.
+pub fn tcp_connections_to(pid: u32, remote: SocketAddr) -> Result<BTreeSet<SocketAddr>, String> {
+    let fd_dir = format!("/proc/{pid}/fd");
+    let mut inodes = BTreeSet::new();
+    for entry in std::fs::read_dir(&fd_dir).map_err(|e| format!("{fd_dir}: {e}"))? {
+        let Ok(target) = entry.and_then(|e| std::fs::read_link(e.path())) else { continue };
+        let target = target.to_string_lossy().into_owned();
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let table_path = format!("/proc/{pid}/net/tcp");
+    let table = std::fs::read_to_string(&table_path).map_err(|e| format!("{table_path}: {e}"))?;
+    let mut local = BTreeSet::new();
+    // `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...`
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(from), Some(to), Some(inode)) = (fields.get(1), fields.get(2), fields.get(9)) else { continue };
+        if inodes.contains(*inode) && proc_net_address(to) == Some(remote) {
+            local.extend(proc_net_address(from));
+        }
+    }
+    Ok(local)
+}
+
+/// An IPv4 address as `/proc/net/tcp` prints it: the address's four bytes in memory order as
+/// one host-order hexadecimal number, a colon, the port in hexadecimal.
+fn proc_net_address(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(SocketAddr::from((std::net::Ipv4Addr::from(ip.to_ne_bytes()), port)))
+}
+
 /// CPU seconds (user + system) from a `/proc/PID/stat` file (100 ticks a second).
 pub fn cpu_seconds(stat_path: &str) -> f64 {
     let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
@@ -268,4 +305,39 @@ pub fn sibling_binary(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     [dir.join(name), dir.parent()?.join(name)].into_iter().find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn a_connection_is_found_by_its_owner_and_its_remote_end_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let remote = listener.local_addr().unwrap();
+        let ours = TcpStream::connect(remote).unwrap();
+        let (_accepted, _) = listener.accept().unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _elsewhere = TcpStream::connect(other.local_addr().unwrap()).unwrap();
+
+        let found = tcp_connections_to(std::process::id(), remote).unwrap();
+        // Not the accepted end (its remote end is ours), nor the connection to the other port.
+        assert_eq!(found, BTreeSet::from([ours.local_addr().unwrap()]));
+        // A process without sockets of its own sees the same table and keeps nothing of it.
+        let child = Command::new("sleep").arg("10").spawn();
+        let mut child = child.unwrap();
+        let theirs = tcp_connections_to(child.id(), remote);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(theirs.unwrap(), BTreeSet::new());
+    }
+
+    #[test]
+    fn proc_net_addresses_are_read_as_the_kernel_prints_them() {
+        assert_eq!(proc_net_address("0100007F:1F90"), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(proc_net_address("00000000:0000"), Some("0.0.0.0:0".parse().unwrap()));
+        assert_eq!(proc_net_address("0100007F"), None);
+        assert_eq!(proc_net_address("zz:1F90"), None);
+    }
 }

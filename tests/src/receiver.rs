@@ -46,6 +46,8 @@ pub struct Recorded {
     pub body: Vec<u8>,
     /// The status answered; 0 for [`Behaviour::Hang`] (nothing was answered).
     pub status_sent: u16,
+    /// The sender's end of the connection the request came on.
+    pub peer: Option<SocketAddr>,
 }
 
 impl Recorded {
@@ -234,6 +236,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, shared: web::Data<Arc<Shared
                 .collect(),
             body: body.to_vec(),
             status_sent: status,
+            peer: req.peer_addr(),
         });
         (status, headers, reply, hang)
     };
