@@ -32,7 +32,8 @@ struct Series {
 /// Every metric the gateway exposes.
 #[derive(Default)]
 pub struct Metrics {
-    requests: RwLock<HashMap<(String, &'static str), Arc<Series>>>,
+    /// By route pattern, then method: looked up by `&str`, so a request allocates nothing.
+    requests: RwLock<HashMap<String, HashMap<&'static str, Arc<Series>>>>,
     pub produced: AtomicU64,
     pub fetched: AtomicU64,
     pub acked: AtomicU64,
@@ -74,12 +75,12 @@ impl Metrics {
 
     /// Records one answered request.
     pub fn observe(&self, route: Option<&str>, method: &Method, status: u16, latency: Duration) {
-        let key = (route.unwrap_or(UNMATCHED), method_label(method));
-        let found = self.requests.read().ok().and_then(|m| m.get(&(key.0.to_owned(), key.1)).cloned());
+        let (route, method) = (route.unwrap_or(UNMATCHED), method_label(method));
+        let found = self.requests.read().ok().and_then(|m| m.get(route).and_then(|by| by.get(method)).cloned());
         let series = match found {
             Some(s) => s,
             None => match self.requests.write() {
-                Ok(mut m) => m.entry((key.0.to_owned(), key.1)).or_default().clone(),
+                Ok(mut m) => m.entry(route.to_owned()).or_default().entry(method).or_default().clone(),
                 Err(_) => return,
             },
         };
@@ -98,7 +99,10 @@ impl Metrics {
     pub fn render(&self, stations: &[StationView], files: FileCacheStats) -> String {
         let mut out = String::new();
         let mut series: Vec<((String, &'static str), Arc<Series>)> = match self.requests.read() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Ok(m) => m
+                .iter()
+                .flat_map(|(route, by)| by.iter().map(|(method, s)| ((route.clone(), *method), s.clone())))
+                .collect(),
             Err(_) => Vec::new(),
         };
         series.sort_by(|a, b| a.0.cmp(&b.0));
@@ -281,5 +285,37 @@ pub fn render_tier(out: &mut String, s: &depot_broker::tier::TierStatus) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_route_and_method_is_its_own_series_in_order() {
+        let m = Metrics::default();
+        let ms = Duration::from_millis(1);
+        m.observe(Some("/v1/stations/{station}"), &Method::PUT, 201, ms);
+        m.observe(Some("/v1/stations/{station}"), &Method::GET, 200, ms);
+        m.observe(Some("/v1/stations/{station}"), &Method::GET, 404, ms);
+        m.observe(None, &Method::GET, 404, ms);
+        let text = m.render(&[], FileCacheStats::default());
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("depot_http_requests_total{")).collect();
+        assert_eq!(
+            lines,
+            [
+                "depot_http_requests_total{route=\"/v1/stations/{station}\",method=\"GET\",status=\"2xx\"} 1"
+                    .to_owned(),
+                "depot_http_requests_total{route=\"/v1/stations/{station}\",method=\"GET\",status=\"4xx\"} 1"
+                    .to_owned(),
+                "depot_http_requests_total{route=\"/v1/stations/{station}\",method=\"PUT\",status=\"2xx\"} 1"
+                    .to_owned(),
+                format!("depot_http_requests_total{{route=\"{UNMATCHED}\",method=\"GET\",status=\"4xx\"}} 1"),
+            ]
+        );
+        assert!(text.contains(
+            "depot_http_request_duration_seconds_count{route=\"/v1/stations/{station}\",method=\"GET\"} 2\n"
+        ));
     }
 }
