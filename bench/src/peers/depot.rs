@@ -137,6 +137,12 @@ fn drain(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg, fill: &Arc<Ve
 /// W5: 64 producer connections, each one request at a time, paced together at `cfg.e2e_rate`;
 /// two consumers long-poll fetch 100 + ack. Latency from the stamp in the (text) payload to
 /// the consumer reading it.
+///
+/// Each consumer waits for its ack's answer before the next fetch, unless
+/// `DEPOT_BENCH_E2E_ACK=pipelined`: then it hands the receipts to a task of its own, which acks
+/// on a second connection (the receipts queued meanwhile in one request, up to 1,000), and
+/// fetches again at once, as JetStream's consumer acks without waiting. Every ack must still
+/// answer 200 before the workload ends.
 fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Result<Sample> {
     const PRODUCERS: usize = 64;
     const CONSUMERS: usize = 2;
@@ -147,6 +153,11 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
     // `E wall_clock_ns` of the stamps' zero.
     let trace_to = std::env::var("DEPOT_BENCH_E2E_TRACE").ok().filter(|p| !p.is_empty());
     let tracing = trace_to.is_some();
+    let pipelined = match std::env::var("DEPOT_BENCH_E2E_ACK").as_deref() {
+        Ok("pipelined") => true,
+        Ok("" | "awaited") | Err(_) => false,
+        Ok(other) => bail!("DEPOT_BENCH_E2E_ACK={other:?}: expected \"awaited\" or \"pipelined\""),
+    };
     rt.block_on(async {
         let sent = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
@@ -183,6 +194,48 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
             let (sent, done, received, token) = (sent.clone(), done.clone(), received.clone(), token.clone());
             consumers.push(tokio::spawn(async move {
                 let mut conn = Conn::open(addr).await?;
+                // With pipelined acks, a task of this consumer's sends them, one at a time.
+                let (acks, acker) = if pipelined {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+                    let mut ack_conn = Conn::open(addr).await?;
+                    let token = token.clone();
+                    let acker = tokio::spawn(async move {
+                        // The ack bodies queued meanwhile go in one request, up to 1,000 receipts.
+                        while let Some(first) = rx.recv().await {
+                            let mut body = first;
+                            let mut bodies = 1;
+                            while bodies < 10 {
+                                let Ok(more) = rx.try_recv() else { break };
+                                let (Some(list), Some(rest)) = (
+                                    more.strip_prefix(b"{\"receipts\":[".as_slice()),
+                                    body.strip_suffix(b"]}".as_slice()).map(<[u8]>::len),
+                                ) else {
+                                    bail!("unexpected ack body");
+                                };
+                                let list = list.to_vec();
+                                body.truncate(rest);
+                                body.push(b',');
+                                body.extend_from_slice(&list);
+                                bodies += 1;
+                            }
+                            let ack = request(
+                                "POST",
+                                "/v1/stations/w5/consumer-groups/g/ack",
+                                token.as_deref(),
+                                "application/json",
+                                &body,
+                            );
+                            let status = ack_conn.roundtrip(&ack).await?;
+                            if status != 200 {
+                                bail!("ack: {status} {}", String::from_utf8_lossy(ack_conn.body()));
+                            }
+                        }
+                        Ok::<_, anyhow::Error>(())
+                    });
+                    (Some(tx), Some(acker))
+                } else {
+                    (None, None)
+                };
                 let tok = token.as_deref();
                 let fetch = request(
                     "POST",
@@ -197,6 +250,10 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
                 loop {
                     if done.load(Ordering::Relaxed) && received.load(Ordering::Relaxed) >= sent.load(Ordering::Relaxed)
                     {
+                        drop(acks);
+                        if let Some(acker) = acker {
+                            acker.await??;
+                        }
                         return Ok::<_, anyhow::Error>((lat, trace.concat()));
                     }
                     let status = conn.roundtrip(&fetch).await?;
@@ -222,6 +279,10 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
                     received.fetch_add(n, Ordering::Relaxed);
                     let ack =
                         request("POST", "/v1/stations/w5/consumer-groups/g/ack", tok, "application/json", &receipts);
+                    if let Some(acks) = &acks {
+                        acks.send(receipts.clone()).map_err(|_| anyhow::anyhow!("the ack task stopped"))?;
+                        continue;
+                    }
                     let status = conn.roundtrip(&ack).await?;
                     if status != 200 {
                         bail!("ack: {status} {}", String::from_utf8_lossy(conn.body()));

@@ -22,7 +22,8 @@
 //! `/usr/lib/rabbitmq/bin/rabbitmq-server`). `DEPOT_BENCH_PEERS` selects targets, a comma-separated
 //! subset of `depot,nats,rabbitmq` (default all). `scripts/bench-peers` installs them and runs this.
 //! `DEPOT_BENCH_E2E_TRACE=FILE` writes every W5 message's timings against Depot to `FILE` (see
-//! `depot::e2e`).
+//! `depot::e2e`). `DEPOT_BENCH_E2E_ACK=pipelined` makes W5's Depot consumers ack on a second
+//! connection without waiting before the next fetch (default `awaited`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
