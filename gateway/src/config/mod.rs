@@ -52,7 +52,9 @@ pub struct ExternalIssuerConfig {
     pub audience: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows every setting but the secrets: `cluster_secret`, `jwt_secret` and
+/// `metadata_url` (which may hold the Postgres password) print as whether they are set.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     pub node_id: u64,
     pub listen: SocketAddr,
@@ -123,6 +125,107 @@ pub struct Config {
     pub push_allow_private_networks: bool,
     /// `[tiering]`: where sealed segments go (API.md "Tiering"); off without a bucket.
     pub tiering: Tiering,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a new field cannot be left out (or printed) unnoticed.
+        let Config {
+            node_id,
+            listen,
+            cluster_listen,
+            peers,
+            data_dir,
+            disk_free_min,
+            max_open_files,
+            snapshot_every,
+            segment_bytes,
+            metadata_url,
+            metadata_ca_file,
+            metadata_pool_size,
+            metadata_timeout_ms,
+            cluster_secret,
+            cluster_secret_file,
+            cluster_tls_cert,
+            cluster_tls_key,
+            cluster_tls_ca,
+            cluster_id,
+            wait_for,
+            jwt_secret,
+            jwt_issuer,
+            jwt_audience,
+            jwt_leeway,
+            access_token_ttl,
+            refresh_token_ttl,
+            credential_cache_ttl_ms,
+            external_issuers,
+            rate_limit,
+            rate_limit_ip_per_second,
+            rate_limit_ip_burst,
+            rate_limit_credential_per_second,
+            rate_limit_credential_burst,
+            trusted_proxies,
+            max_delay_ms,
+            body_read_timeout_ms,
+            access_log,
+            keep_alive_secs,
+            request_head_timeout_ms,
+            push_allow_private_networks,
+            tiering,
+        } = self;
+        f.debug_struct("Config")
+            .field("node_id", node_id)
+            .field("listen", listen)
+            .field("cluster_listen", cluster_listen)
+            .field("peers", peers)
+            .field("data_dir", data_dir)
+            .field("disk_free_min", disk_free_min)
+            .field("max_open_files", max_open_files)
+            .field("snapshot_every", snapshot_every)
+            .field("segment_bytes", segment_bytes)
+            .field("metadata_url", &metadata_url.as_ref().map(|_| Redacted))
+            .field("metadata_ca_file", metadata_ca_file)
+            .field("metadata_pool_size", metadata_pool_size)
+            .field("metadata_timeout_ms", metadata_timeout_ms)
+            .field("cluster_secret", &cluster_secret.as_ref().map(|_| Redacted))
+            .field("cluster_secret_file", cluster_secret_file)
+            .field("cluster_tls_cert", cluster_tls_cert)
+            .field("cluster_tls_key", cluster_tls_key)
+            .field("cluster_tls_ca", cluster_tls_ca)
+            .field("cluster_id", cluster_id)
+            .field("wait_for", wait_for)
+            .field("jwt_secret", &jwt_secret.as_ref().map(|_| Redacted))
+            .field("jwt_issuer", jwt_issuer)
+            .field("jwt_audience", jwt_audience)
+            .field("jwt_leeway", jwt_leeway)
+            .field("access_token_ttl", access_token_ttl)
+            .field("refresh_token_ttl", refresh_token_ttl)
+            .field("credential_cache_ttl_ms", credential_cache_ttl_ms)
+            .field("external_issuers", external_issuers)
+            .field("rate_limit", rate_limit)
+            .field("rate_limit_ip_per_second", rate_limit_ip_per_second)
+            .field("rate_limit_ip_burst", rate_limit_ip_burst)
+            .field("rate_limit_credential_per_second", rate_limit_credential_per_second)
+            .field("rate_limit_credential_burst", rate_limit_credential_burst)
+            .field("trusted_proxies", trusted_proxies)
+            .field("max_delay_ms", max_delay_ms)
+            .field("body_read_timeout_ms", body_read_timeout_ms)
+            .field("access_log", access_log)
+            .field("keep_alive_secs", keep_alive_secs)
+            .field("request_head_timeout_ms", request_head_timeout_ms)
+            .field("push_allow_private_networks", push_allow_private_networks)
+            .field("tiering", tiering)
+            .finish()
+    }
+}
+
+/// Stands for a secret in `Debug` output.
+struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The `[tiering]` settings. Credentials are not among them: they come from the AWS SDK's

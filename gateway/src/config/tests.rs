@@ -247,3 +247,20 @@ fn help_lists_every_setting_with_env_and_default() {
     assert!(h.contains("default 0.0.0.0:4444"));
     assert!(matches!(load(Mode::Serve, &["--help"], &[], None), Err(e) if e == "help"));
 }
+
+#[test]
+fn debug_output_names_every_setting_but_shows_no_secret() {
+    let mut c = Config::defaults(Mode::Serve);
+    c.jwt_secret = Some("jwt-secret-0123456789abcdef0123456789".to_owned());
+    c.cluster_secret = Some("cluster-secret-0123456789abcdef01234".to_owned());
+    c.metadata_url = Some("postgres://depot:pg-password-42@db.internal:5432/depot".to_owned());
+    let shown = format!("{c:?}");
+    for secret in ["jwt-secret-0123", "cluster-secret-0123", "pg-password-42"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("jwt_secret: Some(<redacted>)"), "{shown}");
+    assert!(shown.contains("metadata_url: Some(<redacted>)"), "{shown}");
+    assert!(shown.contains("access_token_ttl: "), "{shown}");
+    // Unset secrets say so.
+    assert!(format!("{:?}", Config::defaults(Mode::Serve)).contains("cluster_secret: None"));
+}
