@@ -325,8 +325,7 @@ mod tests {
         // Not the accepted end (its remote end is ours), nor the connection to the other port.
         assert_eq!(found, BTreeSet::from([ours.local_addr().unwrap()]));
         // A process without sockets of its own sees the same table and keeps nothing of it.
-        let child = Command::new("sleep").arg("10").spawn();
-        let mut child = child.unwrap();
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
         let theirs = tcp_connections_to(child.id(), remote);
         let _ = child.kill();
         let _ = child.wait();

@@ -194,7 +194,7 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
             let (sent, done, received, token) = (sent.clone(), done.clone(), received.clone(), token.clone());
             consumers.push(tokio::spawn(async move {
                 let mut conn = Conn::open(addr).await?;
-                // With pipelined acks, a task of this consumer's sends them, one at a time.
+                // With pipelined acks, a task of this consumer's sends them, one request at a time.
                 let (acks, acker) = if pipelined {
                     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
                     let mut ack_conn = Conn::open(addr).await?;
@@ -277,12 +277,12 @@ fn e2e(rt: &tokio::runtime::Runtime, server: &Server, cfg: &Cfg) -> anyhow::Resu
                         continue;
                     }
                     received.fetch_add(n, Ordering::Relaxed);
-                    let ack =
-                        request("POST", "/v1/stations/w5/consumer-groups/g/ack", tok, "application/json", &receipts);
                     if let Some(acks) = &acks {
                         acks.send(receipts.clone()).map_err(|_| anyhow::anyhow!("the ack task stopped"))?;
                         continue;
                     }
+                    let ack =
+                        request("POST", "/v1/stations/w5/consumer-groups/g/ack", tok, "application/json", &receipts);
                     let status = conn.roundtrip(&ack).await?;
                     if status != 200 {
                         bail!("ack: {status} {}", String::from_utf8_lossy(conn.body()));
