@@ -68,6 +68,11 @@ pub fn encode_receipt(sealed: &SealedReceipt) -> String {
     URL_SAFE_NO_PAD.encode(sealed)
 }
 
+/// Appends what [`encode_receipt`] answers, encoded straight into `out`.
+pub fn write_receipt(out: &mut Vec<u8>, sealed: &SealedReceipt) {
+    base64_simd::URL_SAFE_NO_PAD.encode_append(sealed, out);
+}
+
 /// The bytes of a receipt as handed in; `None` when it is not base64url or far longer than any
 /// receipt (the broker then answers it `unknown_receipt` without looking further).
 pub fn decode_receipt(s: &str) -> Option<Vec<u8>> {
@@ -115,12 +120,13 @@ pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || essence.ends_with("+json")
+    let essence = content_type.split(';').next().unwrap_or("").trim().as_bytes();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || essence.len().checked_sub(5).is_some_and(|at| essence[at..].eq_ignore_ascii_case(b"+json"))
 }
 
 fn is_text(content_type: &str) -> bool {
-    content_type.trim_start().to_ascii_lowercase().starts_with("text/")
+    content_type.trim_start().as_bytes().get(..5).is_some_and(|p| p.eq_ignore_ascii_case(b"text/"))
 }
 
 /// A payload as a message body shows it: a JSON value for JSON content, a string for `text/*`,
@@ -148,17 +154,55 @@ fn base64_json(payload: &[u8]) -> Box<serde_json::value::RawValue> {
     serde_json::value::RawValue::from_string(text).unwrap_or_default()
 }
 
-pub fn render_payload(content_type: &str, payload: &[u8]) -> RenderedPayload {
-    let value = if is_json(content_type) {
-        serde_json::from_slice(payload).ok()
+/// How a payload is shown (see [`RenderedPayload`]).
+enum Shown<'a> {
+    Json(serde_json::Value),
+    Text(&'a str),
+    Base64,
+}
+
+fn shown<'a>(content_type: &str, payload: &'a [u8]) -> Shown<'a> {
+    if is_json(content_type) {
+        if let Ok(value) = serde_json::from_slice(payload) {
+            return Shown::Json(value);
+        }
     } else if is_text(content_type) {
-        std::str::from_utf8(payload).ok().map(|s| serde_json::Value::String(s.to_owned()))
-    } else {
-        None
-    };
-    match value {
-        Some(v) => RenderedPayload { payload: Some(v), payload_base64: None },
-        None => RenderedPayload { payload: None, payload_base64: Some(base64_json(payload)) },
+        if let Ok(text) = std::str::from_utf8(payload) {
+            return Shown::Text(text);
+        }
+    }
+    Shown::Base64
+}
+
+pub fn render_payload(content_type: &str, payload: &[u8]) -> RenderedPayload {
+    match shown(content_type, payload) {
+        Shown::Json(value) => RenderedPayload { payload: Some(value), payload_base64: None },
+        Shown::Text(text) => {
+            RenderedPayload { payload: Some(serde_json::Value::String(text.to_owned())), payload_base64: None }
+        }
+        Shown::Base64 => RenderedPayload { payload: None, payload_base64: Some(base64_json(payload)) },
+    }
+}
+
+/// Appends a message object's payload member, `,"payload":…` or `,"payload_base64":"…"`, as
+/// serde_json writes [`render_payload`]'s answer, with base64 encoded straight into `out`: no
+/// string of its own, no check, no copy. For answers with many messages (fetch).
+pub fn write_payload(out: &mut Vec<u8>, content_type: &str, payload: &[u8]) -> serde_json::Result<()> {
+    match shown(content_type, payload) {
+        Shown::Json(value) => {
+            out.extend_from_slice(br#","payload":"#);
+            serde_json::to_writer(out, &value)
+        }
+        Shown::Text(text) => {
+            out.extend_from_slice(br#","payload":"#);
+            serde_json::to_writer(out, text)
+        }
+        Shown::Base64 => {
+            out.extend_from_slice(br#","payload_base64":""#);
+            base64_simd::STANDARD.encode_append(payload, out);
+            out.push(b'"');
+            Ok(())
+        }
     }
 }
 
@@ -615,11 +659,14 @@ mod strict {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     use base64::Engine;
 
-    use super::{base64_json, decode_base64};
+    use super::{
+        base64_json, decode_base64, encode_receipt, is_json, is_text, render_payload, write_payload, write_receipt,
+    };
 
     /// xorshift64*: reproducible inputs without a dependency.
     struct Rng(u64);
@@ -640,6 +687,82 @@ mod tests {
     /// What the `base64` crate (the decoder this replaced) answers: the reference.
     fn reference_decode(s: &str) -> Option<Vec<u8>> {
         STANDARD.decode(s).ok().or_else(|| URL_SAFE_NO_PAD.decode(s).ok())
+    }
+
+    #[test]
+    fn a_receipt_written_in_place_is_the_one_encode_receipt_answers() {
+        let mut rng = Rng(0x7777_0000_1234_5678);
+        for _ in 0..2000 {
+            let sealed: [u8; depot_broker::receipt::SEALED_LEN] = std::array::from_fn(|_| rng.next() as u8);
+            let mut out = b"x".to_vec();
+            write_receipt(&mut out, &sealed);
+            assert_eq!(out, format!("x{}", encode_receipt(&sealed)).into_bytes());
+        }
+    }
+
+    #[test]
+    fn content_types_are_told_apart_as_before_without_allocating() {
+        // The earlier code, lower-casing a copy of the content type: the reference.
+        let reference_json = |ct: &str| {
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            essence == "application/json" || essence.ends_with("+json")
+        };
+        let reference_text = |ct: &str| ct.trim_start().to_ascii_lowercase().starts_with("text/");
+        for ct in [
+            "",
+            "json",
+            "+json",
+            "+JSON",
+            "a+json",
+            "application/json",
+            "Application/JSON",
+            " application/json ; charset=utf-8",
+            "application/vnd.api+json",
+            "application/vnd.api+Json;x=y",
+            "application/jsonx",
+            "application/json5",
+            "text/plain",
+            "TEXT/html; charset=utf-8",
+            "  text/",
+            "text",
+            "tex",
+            "texts/x",
+            "application/octet-stream",
+            "application/€+json",
+            "€json",
+            "text€",
+            "€",
+            "é+json",
+            "application/json€",
+        ] {
+            assert_eq!(is_json(ct), reference_json(ct), "{ct:?}");
+            assert_eq!(is_text(ct), reference_text(ct), "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn a_payload_written_in_place_is_what_serde_json_writes_for_its_rendering() {
+        let mut rng = Rng(0x5151_5151_0000_0001);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("application/json", br#"{"b":[1,2.5,"x\n\u00e9"],"a":null}"#.to_vec()),
+            ("application/json", b" [ 1 , {} ] ".to_vec()),
+            ("application/json", b"{not json".to_vec()),
+            ("application/cloudevents+json; charset=utf-8", br#""quoted \\ \u2028 \/""#.to_vec()),
+            ("text/plain", "tab\t, quote \", control \u{1}, \u{2028}, é".as_bytes().to_vec()),
+            ("text/plain", vec![0xff, 0xfe, b'a']),
+            ("application/octet-stream", rng.bytes(1024)),
+            ("application/octet-stream", Vec::new()),
+            ("", rng.bytes(1)),
+            ("image/png", rng.bytes(65_537)),
+        ];
+        for (ct, payload) in cases {
+            let mut written = b"{\"x\":1".to_vec();
+            write_payload(&mut written, ct, &payload).unwrap();
+            written.push(b'}');
+            let mut rendered = serde_json::to_vec(&render_payload(ct, &payload)).unwrap();
+            rendered.splice(..1, b"{\"x\":1,".iter().copied());
+            assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(rendered).unwrap(), "{ct:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::Broker;
 use crate::error::BrokerError;
 use crate::raft::state_machine::Stored;
 use crate::raft::{Applied, StoredMessage};
-use crate::receipt::{self, ReceiptKey, SealedReceipt};
+use crate::receipt::{self, KeyedReceipts, ReceiptKey, SealedReceipt};
 use crate::station::{
     Command, CommandError, Delivery, ItemError, NewMessage, Outcome, Produced, ReceiptResult, SettleOp,
 };
@@ -178,7 +178,7 @@ impl Broker {
         op: SettleOp,
     ) -> Result<Vec<ReceiptResult>, BrokerError> {
         self.refuse_push(station, group)?;
-        let key = self.receipt_key().await?;
+        let key = self.receipt_key().await?.keyed();
         let opened: Vec<_> = receipts.iter().map(|r| receipt::open(&key, station, group, r.as_ref())).collect();
         let bound: Vec<_> = opened.iter().flatten().copied().collect();
         let mut answered = if bound.is_empty() {
@@ -235,7 +235,7 @@ impl Broker {
         match take {
             Take::Pull { max_messages, max_bytes } => {
                 // Before deliveries are taken, so that sealing them cannot fail.
-                let key = self.receipt_key().await?;
+                let key = self.receipt_key().await?.keyed();
                 let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
                 seal(&key, station, group, self.replica.submit(command).await?)
             }
@@ -304,7 +304,7 @@ impl Broker {
 }
 
 /// Seals the receipts of an applied `Fetch`.
-fn seal(key: &ReceiptKey, station: &str, group: &str, applied: Applied) -> Result<Fetched, BrokerError> {
+fn seal(key: &KeyedReceipts, station: &str, group: &str, applied: Applied) -> Result<Fetched, BrokerError> {
     let Outcome::Fetched(deliveries) = applied.outcome else {
         return Err(unexpected("fetch", applied.outcome));
     };

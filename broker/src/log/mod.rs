@@ -98,6 +98,9 @@ pub use self::reaper::wait_for_removals;
 /// Largest payload a record can carry (its length field is a u32).
 pub const MAX_PAYLOAD: usize = u32::MAX as usize - RECORD_HEADER_LEN;
 
+/// Most bytes [`SegmentedLog::read_run`] reads at once (more only for one longer record).
+pub const READ_RUN_BYTES: u64 = 1 << 20;
+
 /// Preallocation tops up the zeroed space once less than this remains after the next record.
 const PREALLOC_LOW_WATER: u64 = 1 << 20;
 /// Zeros written per preallocation step.
@@ -483,15 +486,41 @@ impl SegmentedLog {
     }
 
     pub fn read(&self, seq: u64) -> Result<Option<Bytes>, LogError> {
-        if seq < self.first_seq || seq >= self.next_seq {
-            return Ok(None);
+        Ok(self.read_run(seq, 1)?.into_iter().next())
+    }
+
+    /// Up to `count` records from `seq` on, as [`read`](Self::read) answers each: read with one
+    /// `pread` into one buffer that the answers share, and each verified. The run stops at the
+    /// end of `seq`'s segment and before [`READ_RUN_BYTES`] (past it only for `seq`'s own
+    /// record). Empty when the log does not hold `seq`.
+    pub fn read_run(&self, seq: u64, count: usize) -> Result<Vec<Bytes>, LogError> {
+        if seq < self.first_seq || seq >= self.next_seq || count == 0 {
+            return Ok(Vec::new());
         }
-        let Some(seg) = self.segment_index(seq).map(|i| &self.segments[i]) else { return Ok(None) };
-        let (start, end) = seg.record_span((seq - seg.base_seq) as usize);
-        let mut rec = vec![0u8; (end - start) as usize];
-        seg.fd()?.read_exact_at(&mut rec, start).map_err(io_err(&seg.path))?;
-        verify_record(&seg.path, start, seq, &rec)?;
-        Ok(Some(Bytes::from(rec).slice(RECORD_HEADER_LEN..)))
+        let Some(seg) = self.segment_index(seq).map(|i| &self.segments[i]) else { return Ok(Vec::new()) };
+        let first = (seq - seg.base_seq) as usize;
+        let held = (self.next_seq.min(seg.next_seq()) - seg.base_seq) as usize;
+        let (start, mut end) = seg.record_span(first);
+        let mut last = first + 1;
+        while last < held.min(first.saturating_add(count)) {
+            let (_, next_end) = seg.record_span(last);
+            if next_end - start > READ_RUN_BYTES {
+                break;
+            }
+            end = next_end;
+            last += 1;
+        }
+        let mut buf = vec![0u8; (end - start) as usize];
+        seg.fd()?.read_exact_at(&mut buf, start).map_err(io_err(&seg.path))?;
+        let buf = Bytes::from(buf);
+        (first..last)
+            .map(|i| {
+                let (rec_start, rec_end) = seg.record_span(i);
+                let (from, to) = ((rec_start - start) as usize, (rec_end - start) as usize);
+                verify_record(&seg.path, rec_start, seg.base_seq + i as u64, &buf[from..to])?;
+                Ok(buf.slice(from + RECORD_HEADER_LEN..to))
+            })
+            .collect()
     }
 
     /// Records from `max(seq, first_seq())` to the end, in order; stops after an error.

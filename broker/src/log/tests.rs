@@ -1246,3 +1246,59 @@ fn a_sync_point_outlives_the_eviction_of_its_files() {
     drop(others);
     assert_contents(&a, 0..3);
 }
+
+#[test]
+fn a_run_reads_what_single_reads_do_up_to_its_segment_end_and_byte_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Segments of about 1,000 bytes: records 0-7, 8-15, ... (100-byte payloads).
+    let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+    fill(&mut log, 0..30);
+    let bases: Vec<u64> = log.segments.iter().map(|s| s.base_seq).collect();
+    assert!(bases.len() >= 3, "segments: {bases:?}");
+    let segment_end = |seq: u64| bases.iter().copied().find(|&b| b > seq).unwrap_or(30);
+    for seq in 0..32u64 {
+        for count in [0usize, 1, 2, 5, 100] {
+            let run = log.read_run(seq, count).unwrap();
+            let expected: Vec<Bytes> = (seq..segment_end(seq).min(seq + count as u64).min(30))
+                .map(|s| Bytes::from(payload(s, PLEN)))
+                .collect();
+            assert_eq!(run, expected, "seq {seq}, count {count}");
+        }
+    }
+    // The byte cap: one record longer than the cap is read alone, and a run stops before the cap.
+    let big = READ_RUN_BYTES as usize;
+    let tmp2 = tempfile::tempdir().unwrap();
+    let (mut log, _) = SegmentedLog::open(tmp2.path(), opts(64 << 20, Verify::Full)).unwrap();
+    for s in 0..4 {
+        log.append(s, &payload(s, big / 3)).unwrap();
+    }
+    log.append(4, &payload(4, big + 1)).unwrap();
+    log.append(5, &payload(5, 10)).unwrap();
+    let lens = |run: Vec<Bytes>| run.iter().map(Bytes::len).collect::<Vec<_>>();
+    assert_eq!(lens(log.read_run(0, 10).unwrap()), vec![big / 3; 2], "three would pass the cap with headers");
+    assert_eq!(lens(log.read_run(4, 10).unwrap()), vec![big + 1]);
+    assert_eq!(log.read_run(5, 10).unwrap(), vec![Bytes::from(payload(5, 10))]);
+}
+
+#[test]
+fn a_run_with_a_damaged_record_fails_naming_that_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Full)).unwrap();
+        fill(&mut log, 0..30);
+        assert!(log.segments[1].base_seq > 5, "segment 0 holds records 0-5");
+    }
+    // Damage seq 4 in the first (sealed) segment, which a start in Tail mode does not read.
+    let pos4 = FILE_HEADER_LEN + 4 * REC;
+    flip_byte(&seg_path(tmp.path(), 0), pos4 + RECORD_HEADER_LEN as u64 + 3);
+    let (log, _) = SegmentedLog::open(tmp.path(), opts(1000, Verify::Tail)).unwrap();
+    match log.read_run(1, 5) {
+        Err(LogError::Corrupt { path, position, .. }) => {
+            assert_eq!(path, seg_path(tmp.path(), 0));
+            assert_eq!(position, pos4);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(log.read_run(1, 3).unwrap().len(), 3, "a run that ends before it is whole");
+    assert_eq!(log.read_run(5, 1).unwrap().len(), 1);
+}

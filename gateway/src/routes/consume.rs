@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_web::{post, web};
+use actix_web::{post, web, HttpResponse};
 use depot_broker::station::{ReceiptResult, SettleOp};
+use depot_broker::Fetched;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -138,7 +139,7 @@ async fn fetch(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     body: encoding::Json<FetchRequest>,
-) -> Result<web::Json<FetchResult>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let (station, group) = names(path)?;
     let req = body.into_inner();
     let max_messages = req.max_messages.unwrap_or(DEFAULT_FETCH);
@@ -151,23 +152,46 @@ async fn fetch(
     }
     let fetched =
         state.broker.fetch(&station, &group, max_messages, req.max_bytes, Duration::from_millis(wait_ms)).await?;
-    let messages = fetched
-        .deliveries
-        .into_iter()
-        .zip(fetched.messages)
-        .zip(fetched.receipts)
-        .map(|((d, m), receipt)| Message {
-            receipt: encoding::encode_receipt(&receipt),
-            offset: m.offset,
-            attempt: d.attempt,
-            produced_at: rfc3339(m.produced_at),
-            payload: encoding::render_payload(&m.content_type, &m.payload),
-            content_type: m.content_type,
-            headers: m.headers.into_iter().collect(),
-        })
-        .collect::<Vec<_>>();
-    crate::metrics::Metrics::add(&state.metrics.fetched, messages.len());
-    Ok(web::Json(FetchResult { messages }))
+    crate::metrics::Metrics::add(&state.metrics.fetched, fetched.deliveries.len());
+    let body = fetch_body(fetched).map_err(|e| ApiError::Internal(format!("writing the fetch answer: {e}")))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
+}
+
+/// The fetch answer: byte for byte what serde_json writes for [`FetchResult`] (see the tests),
+/// written directly: receipts, offsets, counts and times need no escaping, and each payload's
+/// base64 is encoded straight into the body ([`encoding::write_payload`]).
+fn fetch_body(fetched: Fetched) -> serde_json::Result<Vec<u8>> {
+    let payload_bytes: usize = fetched.messages.iter().map(|m| m.payload.len()).sum();
+    let mut out = Vec::with_capacity(64 + payload_bytes / 3 * 4 + fetched.messages.len() * 256);
+    out.extend_from_slice(br#"{"messages":["#);
+    let messages = fetched.deliveries.into_iter().zip(fetched.messages).zip(fetched.receipts);
+    for (i, ((d, m), receipt)) in messages.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"receipt":""#);
+        encoding::write_receipt(&mut out, &receipt);
+        out.extend_from_slice(br#"","offset":"#);
+        serde_json::to_writer(&mut out, &m.offset)?;
+        out.extend_from_slice(br#","attempt":"#);
+        serde_json::to_writer(&mut out, &d.attempt)?;
+        out.extend_from_slice(br#","produced_at":""#);
+        out.extend_from_slice(rfc3339(m.produced_at).as_bytes());
+        out.extend_from_slice(br#"","content_type":"#);
+        serde_json::to_writer(&mut out, &m.content_type)?;
+        out.extend_from_slice(br#","headers":"#);
+        if m.headers.is_empty() {
+            out.extend_from_slice(b"{}");
+        } else {
+            // Sorted, and the last of a repeated name wins, as in `Message::headers`.
+            let headers: BTreeMap<&str, &str> = m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            serde_json::to_writer(&mut out, &headers)?;
+        }
+        encoding::write_payload(&mut out, &m.content_type, &m.payload)?;
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
 }
 
 /// Settles receipts as sealed by fetch; one that does not decode or open (another station's or
@@ -302,4 +326,78 @@ async fn dead_letter(
     let answered = settle(&state, station, group, receipts, SettleOp::DeadLetter { reason }).await?;
     crate::metrics::Metrics::add(&state.metrics.dead_lettered, settled(&answered));
     Ok(answered)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use depot_broker::station::{Delivery, Receipt};
+    use depot_broker::StoredMessage;
+
+    use super::*;
+
+    fn message(offset: u64, content_type: &str, headers: &[(&str, &str)], payload: &[u8]) -> StoredMessage {
+        StoredMessage {
+            offset,
+            produced_at: 1_765_000_000_123 + offset as i64,
+            deliver_at: 0,
+            content_type: content_type.to_owned(),
+            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+        }
+    }
+
+    /// What the handler answered before [`fetch_body`]: the derived serialization of
+    /// [`FetchResult`].
+    fn serde_body(fetched: Fetched) -> Vec<u8> {
+        let messages = fetched
+            .deliveries
+            .into_iter()
+            .zip(fetched.messages)
+            .zip(fetched.receipts)
+            .map(|((d, m), receipt)| Message {
+                receipt: encoding::encode_receipt(&receipt),
+                offset: m.offset,
+                attempt: d.attempt,
+                produced_at: rfc3339(m.produced_at),
+                payload: encoding::render_payload(&m.content_type, &m.payload),
+                content_type: m.content_type,
+                headers: m.headers.into_iter().collect(),
+            })
+            .collect();
+        serde_json::to_vec(&FetchResult { messages }).unwrap()
+    }
+
+    #[test]
+    fn the_fetch_answer_is_byte_for_byte_what_serde_json_writes_for_it() {
+        let binary: Vec<u8> = (0..=255u8).cycle().take(1500).collect();
+        let messages = vec![
+            message(0, "application/octet-stream", &[], &binary),
+            message(1, "application/json", &[("b", "2"), ("a", "1"), ("b", "3")], br#"{"z":1,"a":[true,null]}"#),
+            message(2, "application/json", &[], b"not json"),
+            message(
+                3,
+                "text/plain; charset=utf-8",
+                &[("quote\"", "line\nbreak \u{2028} é")],
+                "ünïcode \"x\"".as_bytes(),
+            ),
+            message(4, "TEXT/csv", &[], &[0xc3, 0x28]),
+            message(5, "", &[], b""),
+            message(6, "weird \"type\"\t\u{1}", &[], b"\x00\x01"),
+            StoredMessage { produced_at: i64::MAX, ..message(u64::MAX, "text/plain", &[("", "")], b"") },
+            StoredMessage { produced_at: -1, ..message(u64::MAX - 1, "application/json", &[], b"-0.0") },
+        ];
+        let n = messages.len();
+        let fetched = Fetched {
+            deliveries: (0..n as u64)
+                .map(|i| Delivery { receipt: Receipt { offset: i, delivery: i + 7 }, attempt: i as u32 + 1 })
+                .collect(),
+            messages,
+            receipts: (0..n).map(|i| [i as u8; depot_broker::receipt::SEALED_LEN]).collect(),
+        };
+        let written = fetch_body(fetched.clone()).unwrap();
+        assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(serde_body(fetched)).unwrap());
+        assert_eq!(fetch_body(Fetched::default()).unwrap(), serde_body(Fetched::default()));
+        assert_eq!(fetch_body(Fetched::default()).unwrap(), br#"{"messages":[]}"#);
+    }
 }

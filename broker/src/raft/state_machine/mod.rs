@@ -330,7 +330,11 @@ impl StateMachine {
         let mut messages = Vec::with_capacity(deliveries.len());
         let mut kept = Vec::with_capacity(deliveries.len());
         let mut tiered = Vec::new();
-        for d in deliveries.drain(..) {
+        let offsets: Vec<u64> = deliveries.iter().map(|d| d.receipt.offset).collect();
+        // Records read ahead, the first of them at offset `run_at`: a fetch mostly hands out
+        // consecutive offsets, read together (see `SegmentedLog::read_run`).
+        let (mut run, mut run_at) = (Vec::new().into_iter(), 0);
+        for (i, d) in deliveries.drain(..).enumerate() {
             let offset = d.receipt.offset;
             if !retained.is_some_and(|(first, next)| (first..next).contains(&offset)) {
                 continue;
@@ -340,7 +344,13 @@ impl StateMachine {
                 tiered.push((messages.len(), segment));
                 messages.push(StoredMessage::placeholder(offset));
             } else {
-                let Some(record) = log.read(offset).map_err(sm_err)? else { continue };
+                if run_at != offset || run.len() == 0 {
+                    let consecutive = offsets[i..].windows(2).take_while(|w| w[1] == w[0] + 1).count();
+                    run = log.read_run(offset, consecutive + 1).map_err(sm_err)?.into_iter();
+                    run_at = offset;
+                }
+                let Some(record) = run.next() else { continue };
+                run_at += 1;
                 messages.push(decode_message(offset, record).map_err(sm_err)?);
             }
             kept.push(d);
