@@ -73,15 +73,46 @@ pub(crate) fn record_crc(seq: u64, len: u32, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&pre), payload)
 }
 
+fn record_header(seq: u64, len: u32, crc: u32) -> [u8; RECORD_HEADER_LEN] {
+    let mut h = [0u8; RECORD_HEADER_LEN];
+    h[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    h[4..8].copy_from_slice(&len.to_le_bytes());
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
 /// Replaces the contents of `buf` with one encoded record, reusing its allocation.
+#[cfg(test)]
 pub(crate) fn encode_record(buf: &mut Vec<u8>, seq: u64, len: u32, payload: &[u8]) {
     buf.clear();
     buf.reserve(RECORD_HEADER_LEN + payload.len());
-    buf.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
-    buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&record_crc(seq, len, payload).to_le_bytes());
+    buf.extend_from_slice(&record_header(seq, len, record_crc(seq, len, payload)));
     buf.extend_from_slice(payload);
+}
+
+/// Appends one encoded record to `buf`, its payload written by `write_payload` straight after
+/// the header (no copy). When the payload is longer than `max_payload`, leaves `buf` as it was
+/// and answers the payload's length.
+pub(crate) fn append_record(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    max_payload: usize,
+    write_payload: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), usize> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+    write_payload(buf);
+    let payload = &buf[start + RECORD_HEADER_LEN..];
+    if payload.len() > max_payload {
+        let len = payload.len();
+        buf.truncate(start);
+        return Err(len);
+    }
+    let len = payload.len() as u32;
+    let header = record_header(seq, len, record_crc(seq, len, payload));
+    buf[start..start + RECORD_HEADER_LEN].copy_from_slice(&header);
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -100,6 +100,8 @@ pub const MAX_PAYLOAD: usize = u32::MAX as usize - RECORD_HEADER_LEN;
 
 /// Most bytes [`SegmentedLog::read_run`] reads at once (more only for one longer record).
 pub const READ_RUN_BYTES: u64 = 1 << 20;
+/// [`SegmentedLog::append_run`] writes what it has encoded once it holds this many bytes.
+const WRITE_RUN_BYTES: u64 = 1 << 20;
 
 /// Preallocation tops up the zeroed space once less than this remains after the next record.
 const PREALLOC_LOW_WATER: u64 = 1 << 20;
@@ -357,14 +359,35 @@ impl SegmentedLog {
     }
 
     pub fn append(&mut self, seq: u64, payload: &[u8]) -> Result<(), LogError> {
-        self.mutate(|log| log.append_inner(seq, payload))
-    }
-
-    fn append_inner(&mut self, seq: u64, payload: &[u8]) -> Result<(), LogError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(LogError::TooLarge { len: payload.len() });
         }
-        let len = payload.len() as u32;
+        self.append_run(seq, 1, |_, buf| buf.extend_from_slice(payload))
+    }
+
+    /// Appends records `seq` to `seq + count - 1`, the payload of the `i`-th written by
+    /// `write_payload(i, buf)` straight into the log's buffer: what `count` calls of
+    /// [`append`](Self::append) would do, with one write per segment the run lands in instead
+    /// of one per record. A payload over [`MAX_PAYLOAD`] fails the run after the records before
+    /// it are appended.
+    pub fn append_run(
+        &mut self,
+        seq: u64,
+        count: usize,
+        write_payload: impl FnMut(usize, &mut Vec<u8>),
+    ) -> Result<(), LogError> {
+        self.mutate(|log| log.append_run_inner(seq, count, write_payload))
+    }
+
+    fn append_run_inner(
+        &mut self,
+        seq: u64,
+        count: usize,
+        mut write_payload: impl FnMut(usize, &mut Vec<u8>),
+    ) -> Result<(), LogError> {
+        if count == 0 {
+            return Ok(());
+        }
         if self.segments.is_empty() {
             self.create_segment(seq)?;
             self.first_seq = seq;
@@ -372,10 +395,36 @@ impl SegmentedLog {
         } else if seq != self.next_seq {
             return Err(LogError::NonContiguous { expected: self.next_seq, got: seq });
         }
-        if self.active_needs_roll() {
-            self.roll()?;
+        // Records encoded, not yet written: `self.buf`, starting at these offsets in it.
+        self.buf.clear();
+        let mut starts = Vec::with_capacity(count.min(1024));
+        for i in 0..count {
+            if self.active_needs_roll(self.buf.len() as u64, starts.len()) {
+                self.write_encoded(&starts)?;
+                starts.clear();
+                self.roll()?;
+            } else if self.buf.len() as u64 >= WRITE_RUN_BYTES {
+                self.write_encoded(&starts)?;
+                starts.clear();
+            }
+            let start = self.buf.len();
+            let seq = self.next_seq + starts.len() as u64;
+            if let Err(len) = format::append_record(&mut self.buf, seq, MAX_PAYLOAD, |buf| write_payload(i, buf)) {
+                // Nothing of this record is written, as `append` checked before writing.
+                self.write_encoded(&starts)?;
+                return Err(LogError::TooLarge { len });
+            }
+            starts.push(start);
         }
-        format::encode_record(&mut self.buf, seq, len, payload);
+        self.write_encoded(&starts)
+    }
+
+    /// Writes the records encoded in `self.buf` (starting at `starts`) at the end of the
+    /// active segment, in one write.
+    fn write_encoded(&mut self, starts: &[usize]) -> Result<(), LogError> {
+        if starts.is_empty() {
+            return Ok(());
+        }
         if self.opts.preallocate {
             self.preallocate(self.buf.len() as u64)?;
         }
@@ -384,10 +433,11 @@ impl SegmentedLog {
         };
         let fd = active.fd()?;
         fd.write_all_at(&self.buf, active.len).map_err(io_err(&active.path))?;
-        active.positions.push(active.len as u32);
+        active.positions.extend(starts.iter().map(|&s| (active.len + s as u64) as u32));
         active.len += self.buf.len() as u64;
         active.alloc = active.alloc.max(active.len);
-        self.next_seq += 1;
+        self.next_seq += starts.len() as u64;
+        self.buf.clear();
         self.dirty.mark_file(&active.file);
         if self.write_behind > 0 {
             // A truncation or a reset may have moved the end back below what was written back.
@@ -429,9 +479,12 @@ impl SegmentedLog {
         Ok(())
     }
 
-    fn active_needs_roll(&self) -> bool {
+    /// Whether the next record must start a new segment, with `pending_bytes` of `pending`
+    /// records encoded after the active segment's end and not yet written.
+    fn active_needs_roll(&self, pending_bytes: u64, pending: usize) -> bool {
         self.segments.last().is_some_and(|a| {
-            a.sealed || (a.records() > 0 && (a.len >= self.opts.segment_bytes || a.len > MAX_RECORD_START))
+            let len = a.len + pending_bytes;
+            a.sealed || (a.records() + pending as u64 > 0 && (len >= self.opts.segment_bytes || len > MAX_RECORD_START))
         })
     }
 

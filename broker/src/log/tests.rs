@@ -1302,3 +1302,75 @@ fn a_run_with_a_damaged_record_fails_naming_that_record() {
     assert_eq!(log.read_run(1, 3).unwrap().len(), 3, "a run that ends before it is whole");
     assert_eq!(log.read_run(5, 1).unwrap().len(), 1);
 }
+
+/// Every file of a log directory, by name, with its bytes.
+fn dir_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_run_appends_what_single_appends_do_byte_for_byte() {
+    // Payload sizes that cross segments of 4 KiB mid-run, and a run longer than a write holds.
+    let sizes: Vec<usize> = (0..400).map(|i| [0, 1, 100, 900, 3000, 5000][i % 6]).collect();
+    let runs = [1usize, 3, 7, 50, 339];
+    for (segment_bytes, preallocate) in [(4096, false), (4096, true), (64 << 20, false)] {
+        let o = LogOptions { preallocate, ..opts(segment_bytes, Verify::Full) };
+        let (one, many) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (mut a, _) = SegmentedLog::open(one.path(), o).unwrap();
+        let (mut b, _) = SegmentedLog::open(many.path(), o).unwrap();
+        let mut seq = 5u64;
+        for &n in &runs {
+            for s in seq..seq + n as u64 {
+                a.append(s, &payload(s, sizes[(s - 5) as usize])).unwrap();
+            }
+            b.append_run(seq, n, |i, buf| {
+                let s = seq + i as u64;
+                buf.extend_from_slice(&payload(s, sizes[(s - 5) as usize]));
+            })
+            .unwrap();
+            seq += n as u64;
+        }
+        // A big run in one call: more than WRITE_RUN_BYTES before any roll when segments are large.
+        let big = (WRITE_RUN_BYTES as usize * 5 / 2) / 4096;
+        for s in seq..seq + big as u64 {
+            a.append(s, &payload(s, 4096)).unwrap();
+        }
+        b.append_run(seq, big, |i, buf| buf.extend_from_slice(&payload(seq + i as u64, 4096))).unwrap();
+        let end = seq + big as u64;
+        assert_eq!((b.first_seq(), b.next_seq()), (5, end));
+        assert_eq!(b.segments.len(), a.segments.len());
+        for s in (5..end).step_by(7) {
+            assert_eq!(b.read(s).unwrap(), a.read(s).unwrap(), "seq {s}");
+        }
+        a.sync().unwrap();
+        b.sync().unwrap();
+        drop((a, b));
+        assert_eq!(
+            dir_bytes(many.path()),
+            dir_bytes(one.path()),
+            "segment_bytes {segment_bytes}, preallocate {preallocate}"
+        );
+        let (mut b, _) = SegmentedLog::open(many.path(), opts(segment_bytes, Verify::Full)).unwrap();
+        assert_eq!((b.first_seq(), b.next_seq()), (5, end));
+        assert_eq!(
+            b.append_run(4, 1, |_, _| {}).unwrap_err().to_string(),
+            LogError::NonContiguous { expected: end, got: 4 }.to_string()
+        );
+    }
+}
+
+#[test]
+fn a_record_over_the_payload_limit_leaves_the_buffer_as_it_was() {
+    let mut buf = b"earlier".to_vec();
+    assert_eq!(format::append_record(&mut buf, 3, 10, |b| b.extend_from_slice(&[1; 11])), Err(11));
+    assert_eq!(buf, b"earlier");
+    assert_eq!(format::append_record(&mut buf, 3, 10, |b| b.extend_from_slice(&[1; 10])), Ok(()));
+    let mut expected = Vec::new();
+    encode_record(&mut expected, 3, 10, &[1; 10]);
+    assert_eq!(&buf[b"earlier".len()..], &expected[..]);
+}

@@ -28,7 +28,7 @@ use super::{
     StoredMessage, TypeConfig,
 };
 use crate::log::{FileCache, FileCacheStats, SegmentedLog, Verify};
-use crate::station::{BrokerState, Command, Effect, Envelope, Outcome, Produced, TieredSegment};
+use crate::station::{BrokerState, Command, Effect, Envelope, NewMessage, Outcome, Produced, TieredSegment};
 
 mod snapshots;
 mod station_logs;
@@ -83,7 +83,6 @@ struct Inner {
     /// [`StateMachine::snapshot_links_deleted`]).
     current_links_deleted: bool,
     snapshot_seq: u64,
-    buf: Vec<u8>,
 }
 
 pub struct Shared {
@@ -246,7 +245,6 @@ fn load(opts: SmOptions) -> Result<Inner, StorageError> {
         current: None,
         current_links_deleted: false,
         snapshot_seq: 0,
-        buf: Vec::new(),
     };
     if let Some(name) = &current {
         let dir = root.join("snapshots").join(name);
@@ -413,12 +411,19 @@ impl Inner {
                 let produced_at = self.state.clock();
                 let log = id.and_then(|id| self.logs.get_mut(&id));
                 if let Some(log) = log {
-                    for (msg, result) in new.iter().zip(results) {
-                        if let Ok(Produced { offset, duplicate: false }) = result {
-                            self.buf.clear();
-                            encode_message(msg, produced_at, &mut self.buf);
-                            log.append(*offset, &self.buf).map_err(sm_err)?;
-                        }
+                    // The new messages, by offset; runs of consecutive offsets go to the log
+                    // in one write each.
+                    let stored: Vec<(u64, &NewMessage)> = new
+                        .iter()
+                        .zip(results)
+                        .filter_map(|(msg, result)| match result {
+                            Ok(Produced { offset, duplicate: false }) => Some((*offset, msg)),
+                            _ => None,
+                        })
+                        .collect();
+                    for run in stored.chunk_by(|a, b| b.0 == a.0 + 1) {
+                        log.append_run(run[0].0, run.len(), |i, buf| encode_message(run[i].1, produced_at, buf))
+                            .map_err(sm_err)?;
                     }
                 }
             }
