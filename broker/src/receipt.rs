@@ -99,11 +99,11 @@ mod tests {
     use super::*;
 
     const RAW_KEY: ReceiptKey = ReceiptKey::from_bytes([7; 32]);
+    const R: Receipt = Receipt { offset: 3, delivery: 9 };
 
     fn key() -> KeyedReceipts {
         RAW_KEY.keyed()
     }
-    const R: Receipt = Receipt { offset: 3, delivery: 9 };
 
     #[test]
     fn a_sealed_receipt_opens_for_its_station_and_group_only() {
