@@ -7,6 +7,7 @@ use super::Broker;
 use crate::error::BrokerError;
 use crate::raft::state_machine::Stored;
 use crate::raft::{Applied, StoredMessage};
+use crate::replica;
 use crate::receipt::{self, KeyedReceipts, ReceiptKey, SealedReceipt};
 use crate::station::{
     Command, CommandError, Delivery, ItemError, NewMessage, Outcome, Produced, ReceiptResult, SettleOp,
@@ -231,30 +232,18 @@ impl Broker {
 
     /// Proposes one fetch of `group`: a pull consumer's, with receipts sealed, or a push
     /// group's delivering node's, with raw receipts.
-    async fn take(&self, station: &str, group: &str, take: Take) -> Result<Fetched, BrokerError> {
-        match take {
-            Take::Pull { max_messages, max_bytes } => {
-                // Before deliveries are taken, so that sealing them cannot fail.
-                let key = self.receipt_key().await?.keyed();
-                let command = Command::Fetch { station: station.into(), group: group.into(), max_messages, max_bytes };
-                seal(&key, station, group, self.replica.submit(command).await?)
-            }
-            Take::Push { max_messages } => {
-                let command = Command::PushFetch { station: station.into(), group: group.into(), max_messages };
-                let applied = self.replica.submit(command).await?;
-                match applied.outcome {
-                    Outcome::Fetched(deliveries) if deliveries.len() == applied.messages.len() => {
-                        Ok(Fetched { deliveries, messages: applied.messages, receipts: Vec::new() })
-                    }
-                    other => Err(unexpected("push fetch", other)),
-                }
-            }
-        }
+    async fn take(&self, station: &str, group: &str, take: Take, key: Option<&KeyedReceipts>) -> Result<Fetched, BrokerError> {
+        let applied = self.replica.submit(take.command(station, group)).await?;
+        take.fetched(key, station, group, applied)
     }
 
     /// Proposes `take` once the state says `group` has something ready, waiting up to `wait`;
     /// again after a change if another consumer took it first. Answers the first non-empty
     /// take, or an empty one once `wait` is over or the node drains.
+    ///
+    /// While it waits, the fetch is parked: an entry that stores messages on `station`
+    /// meanwhile carries it, so its deliveries come with that entry's apply (see
+    /// [`crate::replica::park`]).
     pub(super) async fn when_ready(
         &self,
         station: &str,
@@ -266,6 +255,11 @@ impl Broker {
         let mut changes = self.replica.sm.subscribe();
         let mut draining = self.replica.draining.subscribe();
         let mut synced = false;
+        // Before any delivery is taken, so that sealing them cannot fail.
+        let key = match take {
+            Take::Pull { .. } => Some(self.receipt_key().await?.keyed()),
+            Take::Push { .. } => None,
+        };
         loop {
             let now = self.now();
             let ready = match self.read(|s| s.ready(station, group, now)) {
@@ -279,7 +273,7 @@ impl Broker {
                 Err(e) => return Err(e.into()),
             };
             if ready {
-                let fetched = self.take(station, group, take).await?;
+                let fetched = self.take(station, group, take, key.as_ref()).await?;
                 if !fetched.deliveries.is_empty() || Instant::now() >= deadline {
                     return Ok(fetched);
                 }
@@ -294,11 +288,58 @@ impl Broker {
                 Some(at) => remaining.min(Duration::from_millis(at.saturating_sub(now).max(1) as u64)),
                 None => remaining,
             };
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep(sleep) => {}
-                _ = draining.changed() => {}
+            // A change applied since the check above wakes `changes` at once, so nothing
+            // stored between the check and parking is missed.
+            let mut ticket = self.replica.parked.park(station, group, take.max_messages(), take.command(station, group));
+            let carried = tokio::select! {
+                biased;
+                answer = &mut ticket.reply => Some(answer),
+                _ = changes.changed() => None,
+                _ = tokio::time::sleep(sleep) => None,
+                _ = draining.changed() => None,
+            };
+            let answer = match carried {
+                Some(answer) => self.replica.answer(std::future::ready(answer)).await,
+                // Still parked: no entry carries it, look again.
+                None if ticket.unpark() => continue,
+                // An entry carries it: the deliveries in its answer are this fetch's.
+                None => self.replica.answer(&mut ticket.reply).await,
+            };
+            let fetched = take.fetched(key.as_ref(), station, group, replica::refused(answer?)?)?;
+            if !fetched.deliveries.is_empty() || Instant::now() >= deadline {
+                return Ok(fetched);
             }
+        }
+    }
+}
+
+impl Take {
+    fn command(self, station: &str, group: &str) -> Command {
+        let (station, group) = (station.into(), group.into());
+        match self {
+            Take::Pull { max_messages, max_bytes } => Command::Fetch { station, group, max_messages, max_bytes },
+            Take::Push { max_messages } => Command::PushFetch { station, group, max_messages },
+        }
+    }
+
+    fn max_messages(self) -> u32 {
+        match self {
+            Take::Pull { max_messages, .. } | Take::Push { max_messages } => max_messages,
+        }
+    }
+
+    /// What an applied fetch handed out: receipts sealed with `key` for a pull consumer, raw
+    /// for a push group's delivering node.
+    fn fetched(self, key: Option<&KeyedReceipts>, station: &str, group: &str, applied: Applied) -> Result<Fetched, BrokerError> {
+        match (self, key) {
+            (Take::Pull { .. }, Some(key)) => seal(key, station, group, applied),
+            (Take::Pull { .. }, None) => Err(BrokerError::Storage("fetch: no receipt key to seal with".into())),
+            (Take::Push { .. }, _) => match applied.outcome {
+                Outcome::Fetched(deliveries) if deliveries.len() == applied.messages.len() => {
+                    Ok(Fetched { deliveries, messages: applied.messages, receipts: Vec::new() })
+                }
+                other => Err(unexpected("push fetch", other)),
+            },
         }
     }
 }

@@ -268,6 +268,7 @@ impl Broker {
             commit_timeout: opts.commit_timeout,
             data_dir: dir,
             proposals: Mutex::new(None),
+            parked: Arc::default(),
             tasks: Mutex::new(Vec::new()),
             shutdown,
             draining,

@@ -23,11 +23,12 @@ use crate::raft::{Applied, Member, NodeId, Proposal, Raft};
 use crate::receipt::ReceiptKey;
 use crate::station::{BrokerState, Command, Envelope, Millis};
 
+pub(crate) mod park;
 mod route;
 pub(crate) mod supervisor;
 pub(crate) mod ticker;
 
-pub(crate) use route::{call_leader, unexpected, Routed};
+pub(crate) use route::{call_leader, refused, unexpected, Routed};
 
 /// Upper bounds of one Raft entry, so a burst of producers cannot build an unbounded entry.
 const MAX_PROPOSAL_COMMANDS: usize = 4096;
@@ -69,6 +70,8 @@ pub(crate) struct Replica {
     pub(crate) commit_timeout: Duration,
     pub(crate) data_dir: PathBuf,
     pub(crate) proposals: Mutex<Option<mpsc::Sender<Pending>>>,
+    /// Long polls waiting for messages; the proposer adds them to entries that store some.
+    pub(crate) parked: Arc<park::ParkedFetches>,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) shutdown: watch::Sender<bool>,
     /// Set when the server starts draining: long polls return at once, commands still run.
@@ -188,6 +191,15 @@ impl Replica {
         }
         let (reply, rx) = oneshot::channel();
         sender.send(Pending { command, reply }).await.map_err(|_| BrokerError::ShuttingDown)?;
+        self.answer(rx).await
+    }
+
+    /// What a proposed command came to, once its entry is applied: a fetch's messages are read
+    /// here, on the node that proposed it (the apply only decides deliveries).
+    pub(crate) async fn answer(
+        &self,
+        rx: impl std::future::Future<Output = Result<Result<Applied, BrokerError>, oneshot::error::RecvError>>,
+    ) -> Result<Applied, BrokerError> {
         let mut applied = match tokio::time::timeout(self.commit_timeout, rx).await {
             Ok(applied) => applied.map_err(|_| BrokerError::ShuttingDown)??,
             Err(_) => {
@@ -242,6 +254,9 @@ async fn run_proposer(replica: Arc<Replica>, mut rx: mpsc::Receiver<Pending>, in
                 tracing::warn!(error = %e, "snapshot not triggered");
             }
         }
+        // Long polls waiting on the stations this entry writes to ride in it, after the writes.
+        let carried = replica.parked.carry(&batch);
+        batch.extend(carried);
         let now = replica.clock.now();
         let mut replies = Vec::with_capacity(batch.len());
         let mut envelopes = Vec::with_capacity(batch.len());

@@ -67,16 +67,20 @@ pub(crate) async fn call_leader(
     }
 }
 
+/// `applied`, or the error its outcome refused the command with.
+pub(crate) fn refused(applied: Applied) -> Result<Applied, BrokerError> {
+    match applied.outcome {
+        Outcome::Error(e) => Err(e.into()),
+        _ => Ok(applied),
+    }
+}
+
 impl Replica {
     /// Proposes `command` and waits until it is committed (fsynced on a majority) and applied,
     /// on this node if it leads, else forwarded to the leader. An outcome that refuses the
     /// command (`Outcome::Error`) comes back as `BrokerError::Command`.
     pub(crate) async fn submit(&self, command: Command) -> Result<Applied, BrokerError> {
-        let applied = self.route(command).await?;
-        match applied.outcome {
-            Outcome::Error(e) => Err(e.into()),
-            _ => Ok(applied),
-        }
+        refused(self.route(command).await?)
     }
 
     /// Sends `command` to the leader: proposed here if this node leads, else forwarded. While

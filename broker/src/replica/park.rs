@@ -1,0 +1,254 @@
+//! Long polls parked where the proposer sees them. A fetch that found nothing waits here; the
+//! next entry that stores messages on its station carries the fetch along, after the produce.
+//! The waiting consumer's deliveries are then decided by the producer's entry, in the same apply,
+//! instead of by an entry of their own proposed once that apply woke it.
+//!
+//! Nothing here is replicated: a carried fetch is an ordinary command in the entry, applied the
+//! same way on every node. A parked fetch that is never carried costs nothing; its long poll
+//! still wakes on every change of the state and takes its own entry then, as before.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::Pending;
+use crate::error::BrokerError;
+use crate::raft::Applied;
+use crate::station::Command;
+
+struct Parked {
+    id: u64,
+    group: String,
+    max_messages: u32,
+    pending: Pending,
+}
+
+/// The fetches parked on this node, by station.
+#[derive(Default)]
+pub(crate) struct ParkedFetches {
+    next_id: AtomicU64,
+    count: AtomicUsize,
+    by_station: Mutex<HashMap<String, Vec<Parked>>>,
+}
+
+/// One parked fetch, as its long poll holds it. Dropped while still parked, it unparks.
+pub(crate) struct Ticket {
+    fetches: Arc<ParkedFetches>,
+    station: String,
+    id: u64,
+    parked: bool,
+    /// The outcome of the entry that carried the fetch, if one did.
+    pub(crate) reply: oneshot::Receiver<Result<Applied, BrokerError>>,
+}
+
+impl ParkedFetches {
+    /// Parks `command`, a fetch of `group` on `station` for up to `max_messages`.
+    pub(crate) fn park(self: &Arc<Self>, station: &str, group: &str, max_messages: u32, command: Command) -> Ticket {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        let parked = Parked { id, group: group.to_owned(), max_messages, pending: Pending { command, reply } };
+        let mut by_station = self.by_station.lock().unwrap_or_else(|p| p.into_inner());
+        by_station.entry(station.to_owned()).or_default().push(parked);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ticket { fetches: self.clone(), station: station.to_owned(), id, parked: true, reply: rx }
+    }
+
+    /// Fetches parked now.
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Takes the parked fetches that `batch`'s new messages can serve, oldest first: per group of
+    /// each station written to, fetches until their `max_messages` cover the messages stored
+    /// there. The caller proposes them after `batch`, in the same entry.
+    pub(crate) fn carry(&self, batch: &[Pending]) -> Vec<Pending> {
+        if self.len() == 0 {
+            return Vec::new();
+        }
+        let mut stored: HashMap<&str, u64> = HashMap::new();
+        for p in batch {
+            if let Command::Produce { station, messages } = &p.command {
+                *stored.entry(station.as_str()).or_default() += messages.len() as u64;
+            }
+        }
+        let mut carried = Vec::new();
+        let mut by_station = self.by_station.lock().unwrap_or_else(|p| p.into_inner());
+        for (station, count) in stored {
+            let Some(parked) = by_station.get_mut(station) else { continue };
+            let mut covered: HashMap<String, u64> = HashMap::new();
+            let mut kept = Vec::with_capacity(parked.len());
+            for p in parked.drain(..) {
+                let served = covered.entry(p.group.clone()).or_default();
+                if *served < count {
+                    *served += u64::from(p.max_messages.max(1));
+                    carried.push(p.pending);
+                } else {
+                    kept.push(p);
+                }
+            }
+            if kept.is_empty() {
+                by_station.remove(station);
+            } else {
+                *parked = kept;
+            }
+        }
+        self.count.fetch_sub(carried.len(), Ordering::Relaxed);
+        carried
+    }
+
+    /// Removes the fetch `id` if it is still parked.
+    fn unpark(&self, station: &str, id: u64) -> bool {
+        let mut by_station = self.by_station.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(parked) = by_station.get_mut(station) else { return false };
+        let Some(i) = parked.iter().position(|p| p.id == id) else { return false };
+        parked.remove(i);
+        if parked.is_empty() {
+            by_station.remove(station);
+        }
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+}
+
+impl Ticket {
+    /// Takes the fetch back: `true` if it was still parked (no answer will come), `false` if an
+    /// entry carries it (its answer comes on `reply`, and the deliveries in it are this fetch's).
+    pub(crate) fn unpark(&mut self) -> bool {
+        let unparked = self.parked && self.fetches.unpark(&self.station, self.id);
+        self.parked = false;
+        unparked
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.parked {
+            self.fetches.unpark(&self.station, self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::station::NewMessage;
+
+    fn fetch(station: &str, group: &str) -> Command {
+        Command::Fetch { station: station.into(), group: group.into(), max_messages: 2, max_bytes: None }
+    }
+
+    fn produce(station: &str, n: usize) -> Pending {
+        let message = NewMessage {
+            content_type: "text/plain".into(),
+            headers: Vec::new(),
+            payload: Bytes::from_static(b"x"),
+            idempotency_key: None,
+            deliver_at: None,
+        };
+        let (reply, _) = oneshot::channel();
+        Pending { command: Command::Produce { station: station.into(), messages: vec![message; n] }, reply }
+    }
+
+    fn groups(carried: &[Pending]) -> Vec<String> {
+        carried
+            .iter()
+            .map(|p| match &p.command {
+                Command::Fetch { station, group, .. } => format!("{station}/{group}"),
+                other => panic!("carried {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_produce_carries_enough_fetches_of_each_group_oldest_first() {
+        let fetches = Arc::new(ParkedFetches::default());
+        let _a1 = fetches.park("s", "a", 2, fetch("s", "a"));
+        let _a2 = fetches.park("s", "a", 2, fetch("s", "a"));
+        let mut a3 = fetches.park("s", "a", 2, fetch("s", "a"));
+        let _b1 = fetches.park("s", "b", 2, fetch("s", "b"));
+        let mut other = fetches.park("t", "a", 2, fetch("t", "a"));
+        assert_eq!(fetches.len(), 5);
+
+        // Three messages on `s`: two fetches of `a` (2 each) cover them, one of `b` is carried.
+        let carried = fetches.carry(&[produce("s", 1), produce("s", 2)]);
+        let mut names = groups(&carried);
+        names.sort();
+        assert_eq!(names, ["s/a", "s/a", "s/b"]);
+        assert_eq!(fetches.len(), 2);
+        // Still parked: the third of `a`, and the one on another station.
+        assert!(a3.unpark());
+        assert!(!a3.unpark(), "unparked twice");
+        assert!(other.unpark());
+        assert_eq!(fetches.len(), 0);
+    }
+
+    #[test]
+    fn a_carried_fetch_cannot_be_unparked_and_its_answer_comes_on_the_ticket() {
+        let fetches = Arc::new(ParkedFetches::default());
+        let mut ticket = fetches.park("s", "a", 10, fetch("s", "a"));
+        let carried = fetches.carry(&[produce("s", 1)]);
+        assert_eq!(carried.len(), 1);
+        assert!(!ticket.unpark(), "a carried fetch is in an entry: its answer must be awaited");
+        let pending = carried.into_iter().next().unwrap();
+        pending.reply.send(Err(BrokerError::ShuttingDown)).unwrap();
+        assert!(matches!(ticket.reply.try_recv(), Ok(Err(BrokerError::ShuttingDown))));
+    }
+
+    #[test]
+    fn nothing_is_carried_without_new_messages_and_a_dropped_ticket_unparks() {
+        let fetches = Arc::new(ParkedFetches::default());
+        let ticket = fetches.park("s", "a", 10, fetch("s", "a"));
+        assert!(fetches.carry(&[produce("s", 0), produce("t", 3)]).is_empty());
+        let (reply, _) = oneshot::channel();
+        assert!(fetches.carry(&[Pending { command: Command::Tick, reply }]).is_empty());
+        assert_eq!(fetches.len(), 1);
+        drop(ticket);
+        assert_eq!(fetches.len(), 0);
+        assert!(fetches.by_station.lock().unwrap().is_empty(), "an emptied station stays listed");
+    }
+    #[tokio::test]
+    async fn a_waiting_fetch_rides_in_the_entry_of_the_produce_that_serves_it() {
+        use std::time::{Duration, Instant};
+
+        use crate::station::{GroupConfig, StationConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let broker = crate::Broker::open(crate::BrokerOptions::new(dir.path())).await.unwrap();
+        let (station, group) = ("s".to_owned(), "g".to_owned());
+        broker.submit(Command::PutStation { station: station.clone(), config: StationConfig::default() }).await.unwrap();
+        let put_group = Command::PutGroup { station: station.clone(), group: group.clone(), config: GroupConfig::default() };
+        broker.submit(put_group).await.unwrap();
+        // Sets the receipt key, so the long poll below proposes nothing before it parks.
+        assert!(broker.fetch("s", "g", 10, None, Duration::ZERO).await.unwrap().deliveries.is_empty());
+
+        let poller = {
+            let broker = broker.clone();
+            tokio::spawn(async move { broker.fetch("s", "g", 10, None, Duration::from_secs(60)).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while broker.replica.parked.len() == 0 {
+            assert!(Instant::now() < deadline, "the long poll never parked");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = broker.raft_status().await.last_log_index;
+        let message = produce(&station, 1).command;
+        broker.submit(message).await.unwrap();
+        let fetched = poller.await.unwrap().unwrap();
+        assert_eq!(fetched.messages.len(), 1);
+        assert_eq!(fetched.messages[0].payload, Bytes::from_static(b"x"));
+        assert_eq!(fetched.receipts.len(), 1);
+        let after = broker.raft_status().await.last_log_index;
+        assert_eq!(after - before, 1, "the fetch took an entry of its own instead of the produce's");
+        assert_eq!(broker.replica.parked.len(), 0);
+
+        // The receipt it handed out settles like any other.
+        let acked = broker.settle("s", "g", &fetched.receipts, crate::station::SettleOp::Ack).await.unwrap();
+        assert_eq!(acked, vec![crate::station::ReceiptResult::Ok]);
+        broker.shutdown().await.unwrap();
+    }
+}
