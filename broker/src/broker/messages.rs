@@ -7,8 +7,8 @@ use super::Broker;
 use crate::error::BrokerError;
 use crate::raft::state_machine::Stored;
 use crate::raft::{Applied, StoredMessage};
-use crate::replica;
 use crate::receipt::{self, KeyedReceipts, ReceiptKey, SealedReceipt};
+use crate::replica;
 use crate::station::{
     Command, CommandError, Delivery, ItemError, NewMessage, Outcome, Produced, ReceiptResult, SettleOp,
 };
@@ -232,7 +232,13 @@ impl Broker {
 
     /// Proposes one fetch of `group`: a pull consumer's, with receipts sealed, or a push
     /// group's delivering node's, with raw receipts.
-    async fn take(&self, station: &str, group: &str, take: Take, key: Option<&KeyedReceipts>) -> Result<Fetched, BrokerError> {
+    async fn take(
+        &self,
+        station: &str,
+        group: &str,
+        take: Take,
+        key: Option<&KeyedReceipts>,
+    ) -> Result<Fetched, BrokerError> {
         let applied = self.replica.submit(take.command(station, group)).await?;
         take.fetched(key, station, group, applied)
     }
@@ -290,7 +296,8 @@ impl Broker {
             };
             // A change applied since the check above wakes `changes` at once, so nothing
             // stored between the check and parking is missed.
-            let mut ticket = self.replica.parked.park(station, group, take.max_messages(), take.command(station, group));
+            let mut ticket =
+                self.replica.parked.park(station, group, take.max_messages(), take.command(station, group));
             let carried = tokio::select! {
                 biased;
                 answer = &mut ticket.reply => Some(answer),
@@ -330,7 +337,13 @@ impl Take {
 
     /// What an applied fetch handed out: receipts sealed with `key` for a pull consumer, raw
     /// for a push group's delivering node.
-    fn fetched(self, key: Option<&KeyedReceipts>, station: &str, group: &str, applied: Applied) -> Result<Fetched, BrokerError> {
+    fn fetched(
+        self,
+        key: Option<&KeyedReceipts>,
+        station: &str,
+        group: &str,
+        applied: Applied,
+    ) -> Result<Fetched, BrokerError> {
         match (self, key) {
             (Take::Pull { .. }, Some(key)) => seal(key, station, group, applied),
             (Take::Pull { .. }, None) => Err(BrokerError::Storage("fetch: no receipt key to seal with".into())),

@@ -255,7 +255,9 @@ async fn run_proposer(replica: Arc<Replica>, mut rx: mpsc::Receiver<Pending>, in
             }
         }
         // Long polls waiting on the stations this entry writes to ride in it, after the writes.
-        let carried = replica.parked.carry(&batch);
+        let carried = replica
+            .parked
+            .carry(&batch, |source| replica.read(|s| s.source(source).map(|source| source.config.station.clone())));
         batch.extend(carried);
         let now = replica.clock.now();
         let mut replies = Vec::with_capacity(batch.len());

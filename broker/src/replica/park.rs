@@ -62,21 +62,28 @@ impl ParkedFetches {
 
     /// Takes the parked fetches that `batch`'s new messages can serve, oldest first: per group of
     /// each station written to, fetches until their `max_messages` cover the messages stored
-    /// there. The caller proposes them after `batch`, in the same entry.
-    pub(crate) fn carry(&self, batch: &[Pending]) -> Vec<Pending> {
+    /// there. A source's deliveries count for the station `source_station` names. The caller
+    /// proposes them after `batch`, in the same entry.
+    pub(crate) fn carry(&self, batch: &[Pending], source_station: impl Fn(&str) -> Option<String>) -> Vec<Pending> {
         if self.len() == 0 {
             return Vec::new();
         }
-        let mut stored: HashMap<&str, u64> = HashMap::new();
+        let mut stored: HashMap<String, u64> = HashMap::new();
         for p in batch {
-            if let Command::Produce { station, messages } = &p.command {
-                *stored.entry(station.as_str()).or_default() += messages.len() as u64;
-            }
+            let (station, count) = match &p.command {
+                Command::Produce { station, messages } => (station.clone(), messages.len()),
+                Command::Ingest { source, .. } => match source_station(source) {
+                    Some(station) => (station, 1),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            *stored.entry(station).or_default() += count as u64;
         }
         let mut carried = Vec::new();
         let mut by_station = self.by_station.lock().unwrap_or_else(|p| p.into_inner());
         for (station, count) in stored {
-            let Some(parked) = by_station.get_mut(station) else { continue };
+            let Some(parked) = by_station.get_mut(&station) else { continue };
             let mut covered: HashMap<String, u64> = HashMap::new();
             let mut kept = Vec::with_capacity(parked.len());
             for p in parked.drain(..) {
@@ -89,7 +96,7 @@ impl ParkedFetches {
                 }
             }
             if kept.is_empty() {
-                by_station.remove(station);
+                by_station.remove(&station);
             } else {
                 *parked = kept;
             }
@@ -154,6 +161,18 @@ mod tests {
         Pending { command: Command::Produce { station: station.into(), messages: vec![message; n] }, reply }
     }
 
+    fn no_sources(_: &str) -> Option<String> {
+        None
+    }
+
+    fn ingest(source: &str) -> Pending {
+        let Command::Produce { mut messages, .. } = produce("", 1).command else { unreachable!() };
+        let (reply, _) = oneshot::channel();
+        let command =
+            Command::Ingest { source: source.into(), token_hash: Default::default(), message: messages.remove(0) };
+        Pending { command, reply }
+    }
+
     fn groups(carried: &[Pending]) -> Vec<String> {
         carried
             .iter()
@@ -175,7 +194,7 @@ mod tests {
         assert_eq!(fetches.len(), 5);
 
         // Three messages on `s`: two fetches of `a` (2 each) cover them, one of `b` is carried.
-        let carried = fetches.carry(&[produce("s", 1), produce("s", 2)]);
+        let carried = fetches.carry(&[produce("s", 1), produce("s", 2)], no_sources);
         let mut names = groups(&carried);
         names.sort();
         assert_eq!(names, ["s/a", "s/a", "s/b"]);
@@ -188,10 +207,21 @@ mod tests {
     }
 
     #[test]
+    fn a_source_delivery_carries_fetches_of_its_station() {
+        let fetches = Arc::new(ParkedFetches::default());
+        let _s = fetches.park("s", "a", 1, fetch("s", "a"));
+        let _t = fetches.park("t", "a", 1, fetch("t", "a"));
+        let station_of = |source: &str| (source == "hook").then(|| "t".to_owned());
+        assert!(fetches.carry(&[ingest("gone")], station_of).is_empty(), "a source it cannot find carries nothing");
+        assert_eq!(groups(&fetches.carry(&[ingest("hook")], station_of)), ["t/a"]);
+        assert_eq!(fetches.len(), 1);
+    }
+
+    #[test]
     fn a_carried_fetch_cannot_be_unparked_and_its_answer_comes_on_the_ticket() {
         let fetches = Arc::new(ParkedFetches::default());
         let mut ticket = fetches.park("s", "a", 10, fetch("s", "a"));
-        let carried = fetches.carry(&[produce("s", 1)]);
+        let carried = fetches.carry(&[produce("s", 1)], no_sources);
         assert_eq!(carried.len(), 1);
         assert!(!ticket.unpark(), "a carried fetch is in an entry: its answer must be awaited");
         let pending = carried.into_iter().next().unwrap();
@@ -203,9 +233,9 @@ mod tests {
     fn nothing_is_carried_without_new_messages_and_a_dropped_ticket_unparks() {
         let fetches = Arc::new(ParkedFetches::default());
         let ticket = fetches.park("s", "a", 10, fetch("s", "a"));
-        assert!(fetches.carry(&[produce("s", 0), produce("t", 3)]).is_empty());
+        assert!(fetches.carry(&[produce("s", 0), produce("t", 3)], no_sources).is_empty());
         let (reply, _) = oneshot::channel();
-        assert!(fetches.carry(&[Pending { command: Command::Tick, reply }]).is_empty());
+        assert!(fetches.carry(&[Pending { command: Command::Tick, reply }], no_sources).is_empty());
         assert_eq!(fetches.len(), 1);
         drop(ticket);
         assert_eq!(fetches.len(), 0);
@@ -220,8 +250,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = crate::Broker::open(crate::BrokerOptions::new(dir.path())).await.unwrap();
         let (station, group) = ("s".to_owned(), "g".to_owned());
-        broker.submit(Command::PutStation { station: station.clone(), config: StationConfig::default() }).await.unwrap();
-        let put_group = Command::PutGroup { station: station.clone(), group: group.clone(), config: GroupConfig::default() };
+        broker
+            .submit(Command::PutStation { station: station.clone(), config: StationConfig::default() })
+            .await
+            .unwrap();
+        let put_group =
+            Command::PutGroup { station: station.clone(), group: group.clone(), config: GroupConfig::default() };
         broker.submit(put_group).await.unwrap();
         // Sets the receipt key, so the long poll below proposes nothing before it parks.
         assert!(broker.fetch("s", "g", 10, None, Duration::ZERO).await.unwrap().deliveries.is_empty());
