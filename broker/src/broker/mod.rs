@@ -97,7 +97,7 @@ impl BrokerOptions {
             node_id: 1,
             cluster_id: None,
             segment_bytes: 64 << 20,
-            snapshot_every: 2_000,
+            snapshot_every: 20_000,
             snapshot_bytes: 256 << 20,
             log_kept_after_snapshot: 500,
             proposals_in_flight: 1,
