@@ -272,7 +272,7 @@ impl BrowsedMessage {
 /// 408 when the body takes longer than the `body_read_timeout_ms` setting.
 pub async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
     check_declared_length(req, limit)?;
-    read_stream(payload, limit, body_read_timeout(req)).await
+    read_stream(payload, limit, declared_length(req.headers()), body_read_timeout(req)).await
 }
 
 /// 413 when the request declares a body longer than `limit`.
@@ -298,11 +298,11 @@ fn body_read_timeout(req: &HttpRequest) -> Duration {
         .map_or(crate::state::DEFAULT_BODY_READ_TIMEOUT, |s| s.body_read_timeout)
 }
 
-async fn read_stream<S>(payload: S, limit: usize, timeout: Duration) -> Result<Bytes, ApiError>
+async fn read_stream<S>(payload: S, limit: usize, declared: Option<u64>, timeout: Duration) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
-    match tokio::time::timeout(timeout, read_all(payload, limit)).await {
+    match tokio::time::timeout(timeout, read_all(payload, limit, declared)).await {
         Ok(read) => read,
         Err(_) => Err(ApiError::RequestTimeout(format!(
             "the body did not arrive within {} ms; send it whole and promptly",
@@ -311,11 +311,18 @@ where
     }
 }
 
-async fn read_all<S>(mut payload: S, limit: usize) -> Result<Bytes, ApiError>
+/// The most a declared `Content-Length` reserves before the bytes arrive: a client that declares
+/// 16 MiB and sends nothing holds no more than this.
+const RESERVE_AHEAD: usize = 256 << 10;
+
+/// Reads up to `limit` bytes into one buffer, sized from the declared length (up to
+/// [`RESERVE_AHEAD`]) so that a body in many chunks is not copied again each time it grows.
+async fn read_all<S>(mut payload: S, limit: usize, declared: Option<u64>) -> Result<Bytes, ApiError>
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
 {
-    let mut body = BytesMut::new();
+    let expected = declared.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX).min(limit).min(RESERVE_AHEAD));
+    let mut body = BytesMut::with_capacity(expected);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::InvalidBody(format!("reading the body: {e}")))?;
         if body.len() + chunk.len() > limit {
@@ -388,10 +395,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     fn from_request(req: &HttpRequest, payload: &mut dev::Payload) -> Self::Future {
         let checked = check_json_request(req, JSON_BODY_LIMIT);
         let timeout = body_read_timeout(req);
+        let declared = declared_length(req.headers());
         let payload = payload.take();
         Box::pin(async move {
             checked?;
-            let body = read_stream(payload, JSON_BODY_LIMIT, timeout).await?;
+            let body = read_stream(payload, JSON_BODY_LIMIT, declared, timeout).await?;
             from_json(&body).map(Json).map_err(|e| ApiError::InvalidBody(e.to_string()))
         })
     }
@@ -424,6 +432,22 @@ mod tests {
     use super::{
         base64_json, decode_base64, encode_receipt, is_json, is_text, render_payload, write_payload, write_receipt,
     };
+
+    /// A body in chunks is read whole whatever length it declared (none, its own, or a lie far
+    /// larger), and the limit holds on what arrives, not on what was declared.
+    #[tokio::test]
+    async fn a_body_in_chunks_is_read_whole_and_held_to_its_limit() {
+        use actix_web::web::Bytes;
+        let chunks: Vec<Bytes> = (0..40u8).map(|i| Bytes::from(vec![i; 3_000])).collect();
+        let whole: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let stream = || futures_util::stream::iter(chunks.clone().into_iter().map(Ok));
+        for declared in [None, Some(whole.len() as u64), Some(u64::MAX), Some(10)] {
+            let body = super::read_all(stream(), 1 << 20, declared).await.unwrap();
+            assert_eq!(&body[..], &whole[..], "declared {declared:?}");
+        }
+        let over = super::read_all(stream(), whole.len() - 1, Some(10)).await;
+        assert!(matches!(over, Err(crate::error::ApiError::PayloadTooLarge(_))), "{over:?}");
+    }
 
     /// xorshift64*: reproducible inputs without a dependency.
     struct Rng(u64);
