@@ -39,3 +39,4 @@ pub use broker::{Broker, BrokerOptions, BrowsePage, DeadLetterPage, Fetched, Pro
 pub use error::BrokerError;
 pub use inspect::{inspect, Inspection};
 pub use raft::{Applied, StoredMessage};
+pub use replica::replies::serve_this_thread as serve_replies_on_this_thread;

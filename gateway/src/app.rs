@@ -108,6 +108,9 @@ fn serve(listener: TcpListener, state: AppState) -> std::io::Result<actix_web::d
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         .listen("depot-http", listener, move || {
+            // Called once on each worker thread, inside its runtime: the broker's answers to this
+            // worker's requests come in one batch per Raft entry (one wake instead of one each).
+            depot_broker::serve_replies_on_this_thread();
             let drain = drain.clone();
             let app = app(state.clone()).into_factory().map_err(|e| e.error_response());
             actix_http::HttpService::build()

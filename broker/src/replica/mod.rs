@@ -24,6 +24,7 @@ use crate::receipt::ReceiptKey;
 use crate::station::{BrokerState, Command, Envelope, Millis};
 
 pub(crate) mod park;
+pub(crate) mod replies;
 mod route;
 pub(crate) mod supervisor;
 pub(crate) mod ticker;
@@ -36,7 +37,16 @@ const MAX_PROPOSAL_BYTES: usize = 32 << 20;
 
 pub(crate) struct Pending {
     command: Command,
-    reply: oneshot::Sender<Result<Applied, BrokerError>>,
+    reply: replies::Reply,
+    /// Where the answer goes: the proposing thread's mailbox, if it serves one.
+    mailbox: Option<Arc<replies::Mailbox>>,
+}
+
+impl Pending {
+    /// A proposal of `command` from the calling thread.
+    pub(crate) fn new(command: Command, reply: replies::Reply) -> Pending {
+        Pending { command, reply, mailbox: replies::this_thread() }
+    }
 }
 
 /// What building a Raft core takes (again after a storage failure).
@@ -190,7 +200,7 @@ impl Replica {
             return Err(self.storage_failure(&fault));
         }
         let (reply, rx) = oneshot::channel();
-        sender.send(Pending { command, reply }).await.map_err(|_| BrokerError::ShuttingDown)?;
+        sender.send(Pending::new(command, reply)).await.map_err(|_| BrokerError::ShuttingDown)?;
         self.answer(rx).await
     }
 
@@ -264,7 +274,7 @@ async fn run_proposer(replica: Arc<Replica>, mut rx: mpsc::Receiver<Pending>, in
         let mut envelopes = Vec::with_capacity(batch.len());
         for p in batch {
             envelopes.push(Envelope { now, command: p.command });
-            replies.push(p.reply);
+            replies.push((p.reply, p.mailbox));
         }
         // Sent in order from this one task, so entries keep the order commands arrived in.
         let receiver = replica.raft().client_write_ff(Proposal { envelopes }).await;
@@ -281,13 +291,13 @@ async fn run_proposer(replica: Arc<Replica>, mut rx: mpsc::Receiver<Pending>, in
             drop(permit);
             match result {
                 Ok(applied) => {
-                    for (reply, applied) in replies.into_iter().zip(applied) {
-                        let _ = reply.send(Ok(applied));
+                    for ((reply, mailbox), applied) in replies.into_iter().zip(applied) {
+                        replies::answer(mailbox.as_deref(), reply, Ok(applied));
                     }
                 }
                 Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
+                    for (reply, mailbox) in replies {
+                        replies::answer(mailbox.as_deref(), reply, Err(e.clone()));
                     }
                 }
             }

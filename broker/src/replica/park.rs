@@ -48,7 +48,7 @@ impl ParkedFetches {
     pub(crate) fn park(self: &Arc<Self>, station: &str, group: &str, max_messages: u32, command: Command) -> Ticket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        let parked = Parked { id, group: group.to_owned(), max_messages, pending: Pending { command, reply } };
+        let parked = Parked { id, group: group.to_owned(), max_messages, pending: Pending::new(command, reply) };
         let mut by_station = self.by_station.lock().unwrap_or_else(|p| p.into_inner());
         by_station.entry(station.to_owned()).or_default().push(parked);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -158,7 +158,7 @@ mod tests {
             deliver_at: None,
         };
         let (reply, _) = oneshot::channel();
-        Pending { command: Command::Produce { station: station.into(), messages: vec![message; n] }, reply }
+        Pending::new(Command::Produce { station: station.into(), messages: vec![message; n] }, reply)
     }
 
     fn no_sources(_: &str) -> Option<String> {
@@ -170,7 +170,7 @@ mod tests {
         let (reply, _) = oneshot::channel();
         let command =
             Command::Ingest { source: source.into(), token_hash: Default::default(), message: messages.remove(0) };
-        Pending { command, reply }
+        Pending::new(command, reply)
     }
 
     fn groups(carried: &[Pending]) -> Vec<String> {
@@ -235,7 +235,7 @@ mod tests {
         let ticket = fetches.park("s", "a", 10, fetch("s", "a"));
         assert!(fetches.carry(&[produce("s", 0), produce("t", 3)], no_sources).is_empty());
         let (reply, _) = oneshot::channel();
-        assert!(fetches.carry(&[Pending { command: Command::Tick, reply }], no_sources).is_empty());
+        assert!(fetches.carry(&[Pending::new(Command::Tick, reply)], no_sources).is_empty());
         assert_eq!(fetches.len(), 1);
         drop(ticket);
         assert_eq!(fetches.len(), 0);
