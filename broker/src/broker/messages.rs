@@ -258,7 +258,7 @@ impl Broker {
         take: Take,
     ) -> Result<Fetched, BrokerError> {
         let deadline = Instant::now() + wait;
-        let mut changes = self.replica.sm.subscribe();
+        let mut changes = self.replica.sm.station_changes(station);
         let mut draining = self.replica.draining.subscribe();
         let mut synced = false;
         // Before any delivery is taken, so that sealing them cannot fail.
@@ -301,7 +301,7 @@ impl Broker {
             let carried = tokio::select! {
                 biased;
                 answer = &mut ticket.reply => Some(answer),
-                _ = changes.changed() => None,
+                () = changes.changed() => None,
                 _ = tokio::time::sleep(sleep) => None,
                 _ = draining.changed() => None,
             };

@@ -241,23 +241,24 @@ mod tests {
         assert_eq!(fetches.len(), 0);
         assert!(fetches.by_station.lock().unwrap().is_empty(), "an emptied station stays listed");
     }
-    #[tokio::test]
-    async fn a_waiting_fetch_rides_in_the_entry_of_the_produce_that_serves_it() {
+
+    /// A broker with stations `stations`, group `g` on `s`, its receipt key set (so a long poll
+    /// proposes nothing before it parks), and a 60 s long poll of `s`/`g`, parked.
+    async fn parked_long_poll(
+        dir: &std::path::Path,
+        stations: &[&str],
+    ) -> (crate::Broker, tokio::task::JoinHandle<Result<crate::Fetched, BrokerError>>) {
         use std::time::{Duration, Instant};
 
         use crate::station::{GroupConfig, StationConfig};
 
-        let dir = tempfile::tempdir().unwrap();
-        let broker = crate::Broker::open(crate::BrokerOptions::new(dir.path())).await.unwrap();
-        let (station, group) = ("s".to_owned(), "g".to_owned());
-        broker
-            .submit(Command::PutStation { station: station.clone(), config: StationConfig::default() })
-            .await
-            .unwrap();
-        let put_group =
-            Command::PutGroup { station: station.clone(), group: group.clone(), config: GroupConfig::default() };
+        let broker = crate::Broker::open(crate::BrokerOptions::new(dir)).await.unwrap();
+        for station in stations {
+            let put = Command::PutStation { station: (*station).into(), config: StationConfig::default() };
+            broker.submit(put).await.unwrap();
+        }
+        let put_group = Command::PutGroup { station: "s".into(), group: "g".into(), config: GroupConfig::default() };
         broker.submit(put_group).await.unwrap();
-        // Sets the receipt key, so the long poll below proposes nothing before it parks.
         assert!(broker.fetch("s", "g", 10, None, Duration::ZERO).await.unwrap().deliveries.is_empty());
 
         let poller = {
@@ -269,6 +270,14 @@ mod tests {
             assert!(Instant::now() < deadline, "the long poll never parked");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        (broker, poller)
+    }
+
+    #[tokio::test]
+    async fn a_waiting_fetch_rides_in_the_entry_of_the_produce_that_serves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, poller) = parked_long_poll(dir.path(), &["s"]).await;
+        let station = "s".to_owned();
         let before = broker.raft_status().await.last_log_index;
         let message = produce(&station, 1).command;
         broker.submit(message).await.unwrap();
@@ -283,6 +292,34 @@ mod tests {
         // The receipt it handed out settles like any other.
         let acked = broker.settle("s", "g", &fetched.receipts, crate::station::SettleOp::Ack).await.unwrap();
         assert_eq!(acked, vec![crate::station::ReceiptResult::Ok]);
+        broker.shutdown().await.unwrap();
+    }
+
+    /// A long poll waits through entries that touch other stations without waking: it was parked
+    /// once, not again after each of them (it failed with one park per produce on `other`).
+    #[tokio::test]
+    async fn a_long_poll_sleeps_through_produces_on_other_stations() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, poller) = parked_long_poll(dir.path(), &["s", "other"]).await;
+        let parks = broker.replica.parked.next_id.load(Ordering::Relaxed);
+        for _ in 0..20 {
+            broker.submit(produce("other", 1).command).await.unwrap();
+        }
+        // Each produce above was applied before its submit returned; a poll woken by one would
+        // have parked again by the time the next was applied, or be running now: give it the
+        // chance to, then count.
+        tokio::task::yield_now().await;
+        assert_eq!(broker.replica.parked.len(), 1);
+        assert_eq!(
+            broker.replica.parked.next_id.load(Ordering::Relaxed),
+            parks,
+            "the long poll on s woke (and parked again) for produces on another station"
+        );
+
+        // Its own station still wakes it, and a change to a group of it does too.
+        broker.submit(produce("s", 1).command).await.unwrap();
+        let fetched = poller.await.unwrap().unwrap();
+        assert_eq!(fetched.messages.len(), 1);
         broker.shutdown().await.unwrap();
     }
 }

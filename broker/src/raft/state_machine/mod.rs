@@ -33,6 +33,10 @@ use crate::station::{BrokerState, Command, Effect, Envelope, NewMessage, Outcome
 mod snapshots;
 mod station_logs;
 mod tiered;
+mod wakes;
+
+pub use wakes::StationChanges;
+use wakes::{StationWakes, Touched};
 
 /// Where a retained message is: read from the local log, or in a tiered object.
 #[derive(Clone, Debug)]
@@ -91,8 +95,10 @@ pub struct Shared {
     /// `inner` and must never outlive the broker that started it.
     /// The flag is set by `close`; snapshot I/O that starts after it is refused.
     snapshot_io: Mutex<bool>,
-    /// Bumped after every applied batch; long polls and the ticker wait on it.
+    /// Bumped after every applied batch; the ticker waits on it.
     applied: watch::Sender<u64>,
+    /// Long polls wait on these: only the stations a batch changed are woken.
+    wakes: StationWakes,
     /// Bumped by `reload`: handles of an earlier generation (held by a Raft core that quit) are
     /// fenced off, so nothing they do lands on the state reloaded from disk.
     generation: AtomicU64,
@@ -160,6 +166,7 @@ impl StateMachine {
                 inner: RwLock::new(inner),
                 snapshot_io: Mutex::new(false),
                 applied,
+                wakes: StationWakes::new(),
                 generation: AtomicU64::new(0),
                 failed: AtomicBool::new(false),
                 floor: AtomicU64::new(0),
@@ -192,6 +199,7 @@ impl StateMachine {
             let last = inner.last_applied.map_or(0, |id| id.index);
             drop(inner);
             self.shared.applied.send_replace(last);
+            self.shared.wakes.wake(&Touched::everything());
         }
         Ok(StateMachine { shared: self.shared.clone(), generation })
     }
@@ -291,6 +299,12 @@ impl StateMachine {
     /// Changes whenever a batch of entries has been applied.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.applied.subscribe()
+    }
+
+    /// Changes from now on that may make something ready on `station`: batches with a command
+    /// on it, and those that may have changed every station (see `wakes`).
+    pub fn station_changes(&self, station: &str) -> StationChanges {
+        self.shared.wakes.subscribe(station)
     }
 
     /// Reads one retained message of a station; `None` outside the retained range. A message
@@ -499,6 +513,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut results = Vec::new();
         let mut last = 0;
+        let mut touched = Touched::default();
         {
             let mut inner = self.shared.write();
             self.fenced()?;
@@ -510,6 +525,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(proposal) => {
                         let mut applied = Vec::with_capacity(proposal.envelopes.len());
                         for env in &proposal.envelopes {
+                            // Before the apply: an ingest's station is its source's, which a
+                            // later command of the batch may delete.
+                            touched.note(&inner.state, &env.command);
                             let outcome = inner.apply_envelope(entry.log_id.index, env);
                             applied.push(self.failed(outcome)?);
                         }
@@ -523,6 +541,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         self.shared.applied.send_replace(last);
+        self.shared.wakes.wake(&touched);
         Ok(results)
     }
 

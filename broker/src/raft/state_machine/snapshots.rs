@@ -133,6 +133,7 @@ impl StateMachine {
         durable_file::fsync_dir(&root).map_err(snap_err)?;
         remove_stale(&root.join("snapshots"), Some(&name)).map_err(snap_err)?;
         self.shared.applied.send_replace(meta.last_log_id.map_or(0, |id| id.index));
+        self.shared.wakes.wake(&super::Touched::everything());
         Ok(())
     }
 }
