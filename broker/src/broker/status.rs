@@ -26,6 +26,8 @@ pub struct RaftStatus {
     /// Times the leader this node knows of became a different node since the process started
     /// (the first leader it learns of counts).
     pub leader_changes: u64,
+    /// The last entry purged from this node's log (a follower further behind needs a snapshot).
+    pub purged: Option<u64>,
 }
 
 impl Broker {
@@ -47,6 +49,7 @@ impl Broker {
             leader: m.current_leader,
             leads: m.current_leader == Some(self.replica.node_id),
             leader_changes: self.replica.leader_changes.load(Ordering::Relaxed),
+            purged: m.purged.map(|id| id.index),
         }
     }
 }

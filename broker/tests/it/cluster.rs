@@ -140,11 +140,20 @@ async fn followers_forward_and_a_returning_node_catches_up_from_a_snapshot() {
     let away_index = brokers.iter().position(|b| b.node_id() != leader_id).unwrap();
     let away = brokers.remove(away_index);
     let away_id = away.node_id();
+    let away_last = away.raft_status().await.last_log_index;
     away.shutdown().await.unwrap();
     drop(away);
     let writer = brokers.iter().find(|b| b.node_id() != away_id).unwrap().clone();
-    for i in 1..200 {
-        writer.submit(Command::Produce { station: "s".into(), messages: vec![message(i)] }).await.unwrap();
+    let lead = brokers.iter().find(|b| b.node_id() == leader_id).unwrap().clone();
+    // At least 200 messages, and on until the leader's log no longer holds what the stopped
+    // node lacks: snapshots, and the purges after them, run in the background.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut produced = 1;
+    while produced < 200 || lead.raft_status().await.purged.is_none_or(|p| p <= away_last) {
+        assert!(Instant::now() < deadline, "the leader never purged its log past the stopped node");
+        let produce = Command::Produce { station: "s".into(), messages: vec![message(produced)] };
+        writer.submit(produce).await.unwrap();
+        produced += 1;
     }
     let back = Broker::open(layout.options(dirs[away_index].path(), away_id, 20)).await.unwrap();
     back.barrier().await.unwrap();
@@ -154,8 +163,8 @@ async fn followers_forward_and_a_returning_node_catches_up_from_a_snapshot() {
         .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("installed-"));
     assert!(installed, "the returning node caught up without installing a snapshot");
     let view = back.station("s").await.unwrap();
-    assert_eq!(view.stats.next_offset, 200, "{view:?}");
-    for offset in [0u64, 57, 199] {
+    assert_eq!(view.stats.next_offset, produced as u64, "{view:?}");
+    for offset in [0u64, 57, produced as u64 - 1] {
         let m = back.message("s", offset).await.unwrap().unwrap();
         assert_eq!(m.payload, Bytes::from(format!("m{offset}")));
     }
