@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What one produce attempt was told.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +72,12 @@ pub struct FloorObservation {
     pub observer: String,
     pub group: String,
     pub acked_floor: u64,
+    /// The node that answered.
+    pub node: u64,
+    /// When the answer arrived.
     pub at: Instant,
+    /// The same, from the start of the workload (to set it beside the nemesis's log).
+    pub since_start: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -98,6 +103,10 @@ pub struct FloorRegression {
     pub group: String,
     pub earlier: u64,
     pub later: u64,
+    /// Which node answered each, and when (ms from the workload's start): a stale read is told
+    /// from a checker artefact by these.
+    pub earlier_from: (u64, u128),
+    pub later_from: (u64, u128),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,17 +295,19 @@ pub fn check(history: &History) -> Report {
     for key in keys {
         let observations = floors.get_mut(&key).unwrap();
         observations.sort_by_key(|o| o.at);
-        let mut highest = 0;
-        for o in observations.iter() {
-            if o.acked_floor < highest {
-                report.floor_regressions.push(FloorRegression {
+        let mut highest: Option<&FloorObservation> = None;
+        for &o in observations.iter() {
+            match highest {
+                Some(h) if o.acked_floor < h.acked_floor => report.floor_regressions.push(FloorRegression {
                     observer: o.observer.clone(),
                     group: o.group.clone(),
-                    earlier: highest,
+                    earlier: h.acked_floor,
                     later: o.acked_floor,
-                });
+                    earlier_from: (h.node, h.since_start.as_millis()),
+                    later_from: (o.node, o.since_start.as_millis()),
+                }),
+                _ => highest = Some(o),
             }
-            highest = highest.max(o.acked_floor);
         }
     }
 
@@ -320,7 +331,6 @@ pub fn check(history: &History) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// A small history builder; times are milliseconds after one base instant.
     struct H {
@@ -368,7 +378,9 @@ mod tests {
                 observer: observer.into(),
                 group: "g".into(),
                 acked_floor,
+                node: 3,
                 at,
+                since_start: Duration::from_millis(ms),
             });
             self
         }
@@ -486,7 +498,14 @@ mod tests {
         let report = clean().floor("c0", 1, 300).check();
         assert_eq!(
             report.floor_regressions,
-            vec![FloorRegression { observer: "c0".into(), group: "g".into(), earlier: 2, later: 1 }]
+            vec![FloorRegression {
+                observer: "c0".into(),
+                group: "g".into(),
+                earlier: 2,
+                later: 1,
+                earlier_from: (3, 200),
+                later_from: (3, 300),
+            }]
         );
         assert!(!report.is_valid());
     }

@@ -399,7 +399,9 @@ pub fn consumer(
                         observer: observer.clone(),
                         group: group.clone(),
                         acked_floor: floor,
+                        node,
                         at: Instant::now(),
+                        since_start: shared.since_start(),
                     });
                 }
             }
