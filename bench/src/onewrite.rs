@@ -236,7 +236,7 @@ fn device_stat_path(dir: &Path) -> Option<PathBuf> {
 fn entry(index: u64, envelopes: Vec<Envelope>) -> Entry {
     Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: openraft::EntryPayload::Normal(Proposal { envelopes }),
+        payload: openraft::EntryPayload::Normal(Proposal { envelopes: envelopes.into() }),
     }
 }
 
@@ -370,7 +370,7 @@ impl Store {
         // encoded sizes before it: the prototype measures bytes, it never reads them back.
         let mut position = 0u32;
         let openraft::EntryPayload::Normal(proposal) = entry.payload else { bail!("not a proposal") };
-        for (r, env) in round.iter().zip(&proposal.envelopes) {
+        for (r, env) in round.iter().zip(proposal.envelopes.iter()) {
             let Command::Produce { messages, .. } = &env.command else { bail!("not a produce") };
             let (log, next) = &mut self.stations[r.station];
             for msg in messages {

@@ -114,4 +114,37 @@ mod tests {
         assert_eq!(stored.content_type, msg.content_type);
         assert!(decode_message(7, Bytes::from(buf[..buf.len() - 1].to_vec())).is_err());
     }
+
+    #[test]
+    fn an_entry_is_encoded_as_it_was_before_its_commands_were_shared() {
+        use crate::station::{Command, Envelope};
+        // What `Proposal` was: entries already in Raft logs on disk decode, and new ones are the
+        // same bytes.
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Unshared {
+            envelopes: Vec<Envelope>,
+        }
+        let msg = NewMessage {
+            content_type: "text/plain".into(),
+            headers: vec![("h".into(), "v".into())],
+            payload: Bytes::from_static(b"payload"),
+            idempotency_key: Some("k".into()),
+            deliver_at: None,
+        };
+        let envelopes = vec![
+            Envelope { now: 5, command: Command::Produce { station: "s".into(), messages: vec![msg.clone(), msg] } },
+            Envelope { now: 6, command: Command::DeleteStation { station: "t".into() } },
+        ];
+        let shared = super::super::Proposal { envelopes: envelopes.clone().into() };
+        let unshared = Unshared { envelopes };
+        let bytes = bincode::serialize(&unshared).unwrap();
+        assert_eq!(bincode::serialize(&shared).unwrap(), bytes);
+        let decoded: super::super::Proposal = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(decoded, shared);
+        let mut entry_bytes = Vec::new();
+        let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3);
+        let entry = Entry { log_id, payload: openraft::EntryPayload::Normal(shared) };
+        encode_entry(&entry, &mut entry_bytes).unwrap();
+        assert_eq!(decode_entry(&entry_bytes).unwrap(), entry);
+    }
 }

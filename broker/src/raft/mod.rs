@@ -14,6 +14,8 @@ pub mod purged;
 pub mod snapshot;
 pub mod state_machine;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::station::{Envelope, Outcome};
@@ -21,9 +23,13 @@ use crate::station::{Envelope, Outcome};
 /// One Raft entry's payload: every command the proposer coalesced while the previous entry was
 /// being made durable. One fsync carries them all (group commit above openraft, which awaits each
 /// append's flush before starting the next).
+///
+/// The commands are shared: the log store's cache keeps the entry while the state machine
+/// applies it and followers are sent it, and each of those takes a copy. On disk and on the
+/// wire it is the plain sequence of commands.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
-    pub envelopes: Vec<Envelope>,
+    pub envelopes: Arc<[Envelope]>,
 }
 
 impl std::fmt::Display for Proposal {

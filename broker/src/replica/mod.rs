@@ -277,7 +277,7 @@ async fn run_proposer(replica: Arc<Replica>, mut rx: mpsc::Receiver<Pending>, in
             replies.push((p.reply, p.mailbox));
         }
         // Sent in order from this one task, so entries keep the order commands arrived in.
-        let receiver = replica.raft().client_write_ff(Proposal { envelopes }).await;
+        let receiver = replica.raft().client_write_ff(Proposal { envelopes: envelopes.into() }).await;
         let replica = replica.clone();
         tokio::spawn(async move {
             let result = match receiver {

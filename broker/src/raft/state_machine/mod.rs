@@ -20,7 +20,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend};
 use tokio::sync::watch;
 
-use super::codec::{decode_message, decode_meta, encode_message};
+use super::codec::{decode_message, decode_meta};
 use super::log_store::DurableSnapshot;
 use super::snapshot::{self, ArchiveReader, SnapshotFile, SnapshotStream};
 use super::{
@@ -28,13 +28,15 @@ use super::{
     StoredMessage, TypeConfig,
 };
 use crate::log::{FileCache, FileCacheStats, SegmentedLog, Verify};
-use crate::station::{BrokerState, Command, Effect, Envelope, NewMessage, Outcome, Produced, TieredSegment};
+use crate::station::{BrokerState, Command, Effect, Envelope, Outcome, Produced, TieredSegment};
 
 mod snapshots;
 mod station_logs;
 mod tiered;
+mod unwritten;
 mod wakes;
 
+use unwritten::Unwritten;
 pub use wakes::StationChanges;
 use wakes::{StationWakes, Touched};
 
@@ -410,7 +412,18 @@ impl StateMachine {
 }
 
 impl Inner {
-    fn apply_envelope(&mut self, index: u64, env: &Envelope) -> Result<Applied, StorageError> {
+    /// Applies command `k` of `commands`; its new messages join `unwritten`, which the caller
+    /// writes before it lets go of the state.
+    fn apply_envelope(
+        &mut self,
+        index: u64,
+        commands: &Arc<[Envelope]>,
+        k: usize,
+        unwritten: &mut Unwritten,
+    ) -> Result<Applied, StorageError> {
+        let Some(env) = commands.get(k) else {
+            return Err(sm_err(std::io::Error::other(format!("entry {index} has no command {k}"))));
+        };
         let outcome = self.state.apply(env);
         let mut station_id = None;
         match (&env.command, &outcome) {
@@ -423,21 +436,13 @@ impl Inner {
                 };
                 let id = station.and_then(|station| self.state.station_id(station));
                 let produced_at = self.state.clock();
-                let log = id.and_then(|id| self.logs.get_mut(&id));
-                if let Some(log) = log {
-                    // The new messages, by offset; runs of consecutive offsets go to the log
-                    // in one write each.
-                    let stored: Vec<(u64, &NewMessage)> = new
-                        .iter()
-                        .zip(results)
-                        .filter_map(|(msg, result)| match result {
-                            Ok(Produced { offset, duplicate: false }) => Some((*offset, msg)),
-                            _ => None,
-                        })
-                        .collect();
-                    for run in stored.chunk_by(|a, b| b.0 == a.0 + 1) {
-                        log.append_run(run[0].0, run.len(), |i, buf| encode_message(run[i].1, produced_at, buf))
-                            .map_err(sm_err)?;
+                if let Some(id) = id.filter(|id| self.logs.contains_key(id)) {
+                    // The new messages, by offset; runs of consecutive offsets, across commands,
+                    // go to the log in one write each.
+                    for (m, result) in results.iter().enumerate().take(new.len()) {
+                        if let Ok(Produced { offset, duplicate: false }) = result {
+                            unwritten.push(&mut self.logs, id, *offset, (produced_at, commands, k, m))?;
+                        }
                     }
                 }
             }
@@ -459,6 +464,7 @@ impl Inner {
                     self.logs.insert(id, log);
                 }
                 Effect::StationDropped { id } => {
+                    unwritten.write(&mut self.logs)?;
                     self.logs.remove(&id);
                     self.metas.remove(&id);
                     self.deferred.push((index, effect));
@@ -514,6 +520,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         let mut last = 0;
         let mut touched = Touched::default();
+        let mut unwritten = Unwritten::default();
         {
             let mut inner = self.shared.write();
             self.fenced()?;
@@ -524,11 +531,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => results.push(ProposalResult::default()),
                     EntryPayload::Normal(proposal) => {
                         let mut applied = Vec::with_capacity(proposal.envelopes.len());
-                        for env in &proposal.envelopes {
+                        for (k, env) in proposal.envelopes.iter().enumerate() {
                             // Before the apply: an ingest's station is its source's, which a
                             // later command of the batch may delete.
                             touched.note(&inner.state, &env.command);
-                            let outcome = inner.apply_envelope(entry.log_id.index, env);
+                            let outcome =
+                                inner.apply_envelope(entry.log_id.index, &proposal.envelopes, k, &mut unwritten);
                             applied.push(self.failed(outcome)?);
                         }
                         results.push(ProposalResult { applied });
@@ -539,6 +547,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             }
+            let inner = &mut *inner;
+            let written = unwritten.write(&mut inner.logs);
+            self.failed(written)?;
         }
         self.shared.applied.send_replace(last);
         self.shared.wakes.wake(&touched);
