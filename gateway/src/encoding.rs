@@ -73,17 +73,59 @@ pub fn write_receipt(out: &mut Vec<u8>, sealed: &SealedReceipt) {
     base64_simd::URL_SAFE_NO_PAD.encode_append(sealed, out);
 }
 
-/// The bytes of a receipt as handed in; `None` when it is not base64url or far longer than any
-/// receipt (the broker then answers it `unknown_receipt` without looking further).
-pub fn decode_receipt(s: &str) -> Option<Vec<u8>> {
-    if s.len() > RECEIPT_CHARS_MAX {
-        return None;
-    }
-    URL_SAFE_NO_PAD.decode(s).ok()
+/// A receipt as a request hands it in, decoded from its base64url text while the body is parsed:
+/// no string is kept per receipt. Text that is not base64url, or far longer than any receipt,
+/// decodes to no bytes, which the broker answers `unknown_receipt` without looking further. A
+/// value that is not a string fails the body, as before.
+#[derive(Clone, Copy)]
+pub struct ReceiptText {
+    bytes: [u8; RECEIPT_BYTES_MAX],
+    len: u8,
 }
 
 /// Longer than any receipt Depot hands out (they are 55 characters).
 const RECEIPT_CHARS_MAX: usize = 64;
+const RECEIPT_BYTES_MAX: usize = RECEIPT_CHARS_MAX / 4 * 3;
+
+impl ReceiptText {
+    pub fn decode(s: &str) -> ReceiptText {
+        let mut receipt = ReceiptText { bytes: [0; RECEIPT_BYTES_MAX], len: 0 };
+        if s.len() <= RECEIPT_CHARS_MAX {
+            if let Ok(len) = URL_SAFE_NO_PAD.decode_slice(s, &mut receipt.bytes) {
+                receipt.len = len as u8;
+            }
+        }
+        receipt
+    }
+}
+
+impl AsRef<[u8]> for ReceiptText {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Debug for ReceiptText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiptText({} bytes)", self.len)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ReceiptText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = ReceiptText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a receipt (a string)")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ReceiptText, E> {
+                Ok(ReceiptText::decode(s))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
 
 /// Page cursors are opaque: base64url of the last key of the previous page.
 pub fn encode_cursor(last: &str) -> String {
@@ -589,5 +631,26 @@ mod tests {
             let s: String = (0..len).map(|_| alphabet[rng.next() as usize % alphabet.len()]).collect();
             check(&s);
         }
+    }
+
+    #[test]
+    fn receipts_decode_while_the_body_is_parsed() {
+        use super::ReceiptText;
+        #[derive(serde::Deserialize)]
+        struct Body {
+            receipts: Vec<ReceiptText>,
+        }
+        let sealed = [7u8; depot_broker::receipt::SEALED_LEN];
+        let text = encode_receipt(&sealed);
+        // Escaped characters are unescaped first, as serde_json does for any string.
+        let escaped = format!("\\u00{:x}{}", text.as_bytes()[0], &text[1..]);
+        let long = "A".repeat(68);
+        let json = format!(r#"{{"receipts": ["{text}", "{escaped}", "not a receipt!", "{long}", ""]}}"#);
+        let body: Body = serde_json::from_str(&json).unwrap();
+        let bytes: Vec<&[u8]> = body.receipts.iter().map(AsRef::as_ref).collect();
+        assert_eq!(bytes, [&sealed[..], &sealed[..], &[][..], &[][..], &[][..]]);
+        // A receipt that is not a string fails the body, as a list of strings did.
+        assert!(serde_json::from_str::<Body>(r#"{"receipts": ["x", 5]}"#).is_err());
+        assert!(serde_json::from_str::<Body>(r#"{"receipts": [null]}"#).is_err());
     }
 }

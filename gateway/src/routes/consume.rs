@@ -12,7 +12,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::extract::Consume;
 use crate::auth::Authorized;
-use crate::encoding::{self, rfc3339, RenderedPayload};
+use crate::encoding::{self, rfc3339, ReceiptText, RenderedPayload};
 use crate::error::{check_name, ApiError, Problem};
 use crate::state::AppState;
 
@@ -64,15 +64,15 @@ pub struct FetchResult {
 #[serde(deny_unknown_fields)]
 pub struct ReceiptsRequest {
     /// 1-1000 receipts from fetch.
-    #[schema(min_items = 1, max_items = 1000)]
-    pub receipts: Vec<String>,
+    #[schema(value_type = Vec<String>, min_items = 1, max_items = 1000)]
+    pub receipts: Vec<ReceiptText>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NackRequest {
-    #[schema(min_items = 1, max_items = 1000)]
-    pub receipts: Vec<String>,
+    #[schema(value_type = Vec<String>, min_items = 1, max_items = 1000)]
+    pub receipts: Vec<ReceiptText>,
     /// Redeliver after this many ms (default 0); at most the server's `max_delay_ms` (default
     /// 31536000000, 365 days), longer: 400 `invalid_request`.
     #[schema(maximum = 31536000000_u64)]
@@ -82,8 +82,8 @@ pub struct NackRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
-    #[schema(min_items = 1, max_items = 1000)]
-    pub receipts: Vec<String>,
+    #[schema(value_type = Vec<String>, min_items = 1, max_items = 1000)]
+    pub receipts: Vec<ReceiptText>,
     /// The new ack deadline, counted from now.
     #[schema(minimum = 1)]
     pub ack_wait_ms: u64,
@@ -92,8 +92,8 @@ pub struct ExtendRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterRequest {
-    #[schema(min_items = 1, max_items = 1000)]
-    pub receipts: Vec<String>,
+    #[schema(value_type = Vec<String>, min_items = 1, max_items = 1000)]
+    pub receipts: Vec<ReceiptText>,
     /// Kept as the dead letter's `last_error`.
     pub reason: Option<String>,
 }
@@ -200,14 +200,13 @@ async fn settle(
     state: &AppState,
     station: String,
     group: String,
-    receipts: Vec<String>,
+    receipts: Vec<ReceiptText>,
     op: SettleOp,
 ) -> Result<web::Json<ReceiptResults>, ApiError> {
     if receipts.is_empty() || receipts.len() > MAX_RECEIPTS {
         return Err(ApiError::InvalidRequest(format!("give 1-{MAX_RECEIPTS} receipts, not {}", receipts.len())));
     }
-    let sealed: Vec<Vec<u8>> = receipts.iter().map(|r| encoding::decode_receipt(r).unwrap_or_default()).collect();
-    let answered = state.broker.settle(&station, &group, &sealed, op).await?;
+    let answered = state.broker.settle(&station, &group, &receipts, op).await?;
     let results = answered
         .into_iter()
         .map(|r| match r {
